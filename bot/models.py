@@ -1,0 +1,154 @@
+"""The data that flows between transport, checks, engine and renderers.
+
+Commands and their results are plain frozen dataclasses (internal). The
+report and everything in it are pydantic models: the JSON report is a
+contract documented in README.md.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+INBOUND_PORTS: tuple[int, ...] = (25, 465, 587, 143, 993)
+OUTBOUND_PORTS: tuple[int, ...] = (25, 465, 587)
+STEPS: tuple[str, ...] = ("tools", "services", "ports", "firewall", "conclusion")
+
+Direction = Literal["inbound", "outbound"]
+Family = Literal["ipv4", "ipv6"]
+Outside = Literal["open", "refused", "filtered", "error"]
+Listening = Literal["public", "loopback", "none", "unknown"]
+FirewallVerdict = Literal["allow", "block", "unknown"]
+Severity = Literal["info", "warning", "error", "critical"]
+StepStatus = Literal["ok", "warn", "fail", "error", "skipped"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command to run on the host, as an argv tuple (never a shell string).
+
+    `env` is only ever a fixed set of names chosen by mailcheck (e.g. LANG=C).
+    """
+
+    argv: tuple[str, ...]
+    timeout: float = 15.0
+    env: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.argv or not all(isinstance(a, str) for a in self.argv):
+            raise ValueError(f"bad argv: {self.argv!r}")
+
+    @property
+    def display(self) -> str:
+        """The command as a person would type it (quoted by shlex)."""
+        prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env)
+        return f"{prefix} {shlex.join(self.argv)}".strip()
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What one command did. A non-zero exit status is data, not an error."""
+
+    command: Command
+    exit_status: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0 and not self.timed_out
+
+    @property
+    def missing(self) -> bool:
+        """The program is not installed (exit 127 from the shell or timeout)."""
+        return self.exit_status == 127
+
+
+class PortStatus(BaseModel):
+    port: int
+    direction: Direction
+    family: Family = "ipv4"
+    outside: Outside | None = None
+    listening: Listening = "unknown"
+    process: str | None = None
+    firewall: FirewallVerdict = "unknown"
+    blocked_by: str | None = None
+
+
+class Finding(BaseModel):
+    code: str
+    severity: Severity
+    summary: str
+    evidence: str = ""
+    fixes: list[str] = Field(default_factory=list)
+    step: str = ""
+
+
+class Precondition(BaseModel):
+    """A read-only command whose result must still be as it was at planning time."""
+
+    argv: list[str]
+    description: str
+    expect_exit: int | None = 0
+    expect_sha256: str | None = None  # sha256 of the normalised stdout
+    normalize: Literal["raw", "iptables-save", "nft"] = "raw"
+
+
+class Fix(BaseModel):
+    id: str
+    kind: Literal["firewall", "service", "tools", "persist"]
+    summary: str
+    commands: list[list[str]]
+    rollback: list[list[str]] = Field(default_factory=list)
+    persist: list[list[str]] = Field(default_factory=list)
+    preconditions: list[Precondition] = Field(default_factory=list)
+    backend: str | None = None  # iptables, ip6tables, nft, ufw, firewalld, systemd, ...
+    expected_allow: list[tuple[Direction, Family, int]] = Field(default_factory=list)
+    findings: list[str] = Field(default_factory=list)
+
+    @property
+    def shell_commands(self) -> list[str]:
+        return [shlex.join(c) for c in self.commands]
+
+
+class StepResult(BaseModel):
+    name: str
+    status: StepStatus
+    summary: str
+    evidence: str = ""
+    error: str | None = None
+    duration: float = 0.0
+
+
+class Report(BaseModel):
+    host: str
+    address: str
+    started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    duration: float = 0.0
+    steps: list[StepResult] = Field(default_factory=list)
+    ports: list[PortStatus] = Field(default_factory=list)
+    findings: list[Finding] = Field(default_factory=list)
+    fixes: list[Fix] = Field(default_factory=list)
+
+    @property
+    def verdict(self) -> Literal["ok", "broken", "error"]:
+        if any(f.severity in ("error", "critical") for f in self.findings):
+            return "broken"
+        if any(s.status == "error" for s in self.steps):
+            return "error"
+        return "ok"
+
+    @property
+    def exit_code(self) -> int:
+        return {"ok": 0, "broken": 1, "error": 2}[self.verdict]
+
+    def to_json_dict(self) -> dict:
+        data = self.model_dump(mode="json")
+        data["verdict"] = self.verdict
+        data["exit_code"] = self.exit_code
+        return data

@@ -1,0 +1,261 @@
+"""Running commands on a host: over SSH (asyncssh) or locally.
+
+Every command is an argv tuple. The one place where argv becomes shell text
+is `build_script` (shlex.quote on every word); nothing a user typed is ever
+pasted into a command line.
+
+A batch of commands runs as one remote script over one channel: one round
+trip for all of a check's commands. Inside the script the commands run
+concurrently, each wrapped in `timeout`, and their stdout, stderr and exit
+status come back framed by a random boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import asyncssh
+
+from bot.errors import (
+    AuthError,
+    CommandTimeout,
+    ConnectionLost,
+    HostKeyError,
+    TransportError,
+    UnreachableError,
+)
+from bot.models import Command, CommandResult
+from config.inventory import Host
+from config.settings import Settings
+
+_MARK = re.compile(rb"^(?P<b>[0-9a-f]{32}) (?P<i>\d+) (?P<k>[oer])$", re.M)
+
+
+def command_line(cmd: Command) -> str:
+    """argv -> shell words, wrapped in `timeout`. Quoting happens only here."""
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in cmd.env if re.fullmatch(r"[A-Z_]+", k))
+    budget = max(1, int(round(cmd.timeout)))
+    words = ["timeout", "-k", "2", str(budget), *cmd.argv]
+    return f"{env} {shlex.join(words)}".strip()
+
+
+def build_script(commands: Sequence[Command], boundary: str) -> str:
+    """One POSIX sh script that runs `commands` concurrently and frames their output."""
+    lines = [
+        "LC_ALL=C LANG=C; export LC_ALL LANG",
+        'd=$(mktemp -d) || exit 125',
+        "trap 'rm -rf \"$d\"' EXIT",
+        f"printf '%s\\n' {boundary}-start",
+    ]
+    for i, cmd in enumerate(commands):
+        lines.append(
+            f'{{ {command_line(cmd)} >"$d/{i}.o" 2>"$d/{i}.e" </dev/null; echo $? >"$d/{i}.r"; }} &'
+        )
+    lines.append("wait")
+    lines.append(f"for i in {' '.join(str(i) for i in range(len(commands)))}; do")
+    for kind in "oer":
+        lines.append(f"  printf '\\n%s %s {kind}\\n' {boundary} \"$i\"; cat \"$d/$i.{kind}\" 2>/dev/null")
+    lines.append("done")
+    return "\n".join(lines) + "\n"
+
+
+def parse_script_output(
+    raw: bytes, boundary: str, commands: Sequence[Command]
+) -> list[CommandResult] | None:
+    """Split the framed output back into one CommandResult per command.
+
+    Returns None when the script never started (e.g. sudo refused).
+    """
+    start = f"{boundary}-start\n".encode()
+    if start not in raw:
+        return None
+    raw = raw.split(start, 1)[1]
+    parts: dict[tuple[int, str], bytes] = {}
+    marks = [m for m in _MARK.finditer(raw) if m["b"].decode() == boundary]
+    for n, m in enumerate(marks):
+        end = marks[n + 1].start() - 1 if n + 1 < len(marks) else len(raw)
+        parts[(int(m["i"]), m["k"].decode())] = raw[m.end() + 1 : max(m.end() + 1, end)]
+    results = []
+    for i, cmd in enumerate(commands):
+        rc_text = parts.get((i, "r"), b"").strip()
+        rc = int(rc_text) if rc_text.isdigit() else None
+        results.append(
+            CommandResult(
+                command=cmd,
+                exit_status=rc,
+                stdout=parts.get((i, "o"), b"").decode("utf-8", "replace"),
+                stderr=parts.get((i, "e"), b"").decode("utf-8", "replace"),
+                timed_out=rc in (124, 137),
+            )
+        )
+    return results
+
+
+class Transport(Protocol):
+    """Runs batches of commands on one host."""
+
+    name: str
+
+    async def run(self, commands: Sequence[Command], *, step: str = "") -> list[CommandResult]:
+        """Run `commands` (concurrently) and return their results in order.
+
+        Raises TransportError (or a subclass) when the host cannot be talked to;
+        a command's own failure is in its CommandResult.
+        """
+        ...
+
+    async def close(self) -> None: ...
+
+
+async def _run_batch(transport, commands: Sequence[Command], step: str) -> list[CommandResult]:
+    if not commands:
+        return []
+    boundary = secrets.token_hex(16)
+    script = build_script(commands, boundary)
+    budget = max(c.timeout for c in commands) + 10
+    try:
+        raw, err = await asyncio.wait_for(transport._exec(script), budget)
+    except TimeoutError as e:
+        raise CommandTimeout(
+            f"commands did not finish within {budget:.0f}s", host=transport.name, step=step
+        ) from e
+    results = parse_script_output(raw, boundary, commands)
+    if results is None:
+        why = err.decode("utf-8", "replace").strip() or "no output"
+        if "sudo" in why:
+            why += " (the user needs passwordless sudo: mailcheck runs `sudo -n`)"
+        raise TransportError(f"could not run commands: {why}", host=transport.name, step=step)
+    return results
+
+
+class LocalTransport:
+    """Runs commands on this machine (mailcheck installed on the mail server itself)."""
+
+    def __init__(self, name: str = "localhost", sudo: bool = False) -> None:
+        self.name = name
+        self.sudo = sudo and os.geteuid() != 0
+
+    async def _exec(self, script: str) -> tuple[bytes, bytes]:
+        argv = ["sudo", "-n", "sh", "-c", script] if self.sudo else ["sh", "-c", script]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            return await proc.communicate()
+        except asyncio.CancelledError:
+            proc.kill()
+            raise
+
+    async def run(self, commands: Sequence[Command], *, step: str = "") -> list[CommandResult]:
+        return await _run_batch(self, commands, step)
+
+    async def close(self) -> None:
+        return None
+
+
+class SSHTransport:
+    """One asyncssh connection per host; at most `max_channels` channels at once."""
+
+    def __init__(self, host: Host, settings: Settings, jump: Host | None = None) -> None:
+        self.host = host
+        self.name = host.name
+        self.settings = settings
+        self.jump = jump
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._jump_conn: asyncssh.SSHClientConnection | None = None
+        self._lock = asyncio.Lock()
+        self._channels = asyncio.Semaphore(settings.max_channels)
+
+    def _options(self, host: Host) -> dict:
+        opts: dict = {
+            "port": host.port,
+            "username": host.user,
+            "connect_timeout": self.settings.connect_timeout,
+            "keepalive_interval": self.settings.keepalive_interval,
+            "keepalive_count_max": 3,
+            # known_hosts=None would disable checking: never pass None.
+            "known_hosts": str(host.known_hosts) if host.known_hosts else
+            str(Path("~/.ssh/known_hosts").expanduser()),
+        }
+        if host.identity_file:
+            opts["client_keys"] = [str(host.identity_file)]
+            opts["agent_path"] = None
+        return opts
+
+    async def _connect_one(self, host: Host, tunnel=None) -> asyncssh.SSHClientConnection:
+        opts = self._options(host)
+        if not Path(opts["known_hosts"]).is_file():
+            raise HostKeyError(
+                f"no known_hosts file at {opts['known_hosts']}: mailcheck never accepts an "
+                "unknown host key; add the host's key (ssh-keyscan, checked out of band)",
+                host=host.name, step="connect",
+            )
+        try:
+            return await asyncssh.connect(host.address, tunnel=tunnel, **opts)
+        except asyncssh.HostKeyNotVerifiable as e:
+            raise HostKeyError(
+                f"host key of {host.address}:{host.port} is not in {opts['known_hosts']} or has "
+                f"changed ({e.reason}); refusing to connect", host=host.name, step="connect",
+            ) from e
+        except asyncssh.PermissionDenied as e:
+            raise AuthError(
+                f"{host.user}@{host.address} refused our key ({e.reason})",
+                host=host.name, step="connect",
+            ) from e
+        except asyncssh.KeyImportError as e:
+            raise AuthError(f"cannot read identity file: {e}", host=host.name, step="connect") from e
+        except (TimeoutError, asyncssh.ConnectionLost) as e:
+            raise UnreachableError(
+                f"no SSH answer from {host.address}:{host.port} within "
+                f"{self.settings.connect_timeout:.0f}s", host=host.name, step="connect",
+            ) from e
+        except asyncssh.Error as e:
+            raise TransportError(f"SSH failed: {e.reason}", host=host.name, step="connect") from e
+        except OSError as e:
+            raise UnreachableError(
+                f"cannot reach {host.address}:{host.port}: {e.strerror or e}",
+                host=host.name, step="connect",
+            ) from e
+
+    async def connect(self) -> asyncssh.SSHClientConnection:
+        async with self._lock:
+            if self._conn is None:
+                if self.jump is not None:
+                    self._jump_conn = await self._connect_one(self.jump)
+                self._conn = await self._connect_one(self.host, tunnel=self._jump_conn)
+            return self._conn
+
+    async def _exec(self, script: str) -> tuple[bytes, bytes]:
+        conn = await self.connect()
+        argv = ["sudo", "-n", "sh", "-c", script] if self.host.use_sudo else ["sh", "-c", script]
+        async with self._channels:
+            try:
+                proc = await conn.run(shlex.join(argv), encoding=None, check=False, stdin=asyncssh.DEVNULL)
+            except (asyncssh.ConnectionLost, asyncssh.DisconnectError, BrokenPipeError) as e:
+                self._conn = None
+                raise ConnectionLost(f"connection dropped: {e}", host=self.name) from e
+            except asyncssh.ChannelOpenError as e:
+                raise TransportError(f"cannot open a channel: {e.reason}", host=self.name) from e
+        return proc.stdout or b"", proc.stderr or b""
+
+    async def run(self, commands: Sequence[Command], *, step: str = "") -> list[CommandResult]:
+        try:
+            return await _run_batch(self, commands, step)
+        except TransportError as e:
+            e.step = e.step or step
+            raise
+
+    async def close(self) -> None:
+        for conn in (self._conn, self._jump_conn):
+            if conn is not None:
+                conn.close()
+                await conn.wait_closed()
+        self._conn = self._jump_conn = None

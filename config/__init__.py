@@ -1,0 +1,1 @@
+"""Settings, host inventory and approval policy."""

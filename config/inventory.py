@@ -1,0 +1,173 @@
+"""The host inventory: the only hosts the Slack bot will ever touch.
+
+YAML (.yaml/.yml) or TOML (.toml); see config/inventory.example.yaml.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from bot.errors import ConfigError, TargetError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+
+
+def valid_address(value: str) -> str:
+    """An IP address or a DNS host name; nothing else (no spaces, no shell syntax)."""
+    v = value.strip()
+    if v.startswith("[") and v.endswith("]"):
+        v = v[1:-1]
+    try:
+        return str(ipaddress.ip_address(v))
+    except ValueError:
+        pass
+    if _HOSTNAME.match(v) and not v.startswith("-"):
+        return v
+    raise ValueError(f"not an IP address or host name: {value!r}")
+
+
+class Host(BaseModel):
+    name: str
+    address: str
+    port: int = Field(22, ge=1, le=65535)
+    user: str = "root"
+    identity_file: Path | None = None
+    known_hosts: Path | None = None
+    sudo: bool | None = None  # None: use sudo -n when user is not root
+    tags: list[str] = Field(default_factory=list)
+    jump: str | None = None  # another inventory name, or [user@]host[:port]
+    approvers: list[str] = Field(default_factory=list)  # Slack user IDs
+    approver_groups: list[str] = Field(default_factory=list)  # Slack user group IDs
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"bad host name {v!r}: letters, digits, '.', '_' and '-' only")
+        return v
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        return valid_address(v)
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str) -> str:
+        if not _USER.match(v):
+            raise ValueError(f"bad user name {v!r}")
+        return v
+
+    @property
+    def use_sudo(self) -> bool:
+        return self.user != "root" if self.sudo is None else self.sudo
+
+
+class ApprovalRule(BaseModel):
+    """Who may approve fixes on the hosts it matches (by name, group or tag)."""
+
+    hosts: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    users: list[str] = Field(default_factory=list)
+    usergroups: list[str] = Field(default_factory=list)
+
+
+class Inventory(BaseModel):
+    hosts: dict[str, Host] = Field(default_factory=dict)
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    approvals: list[ApprovalRule] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_names(cls, data: dict) -> dict:
+        if not isinstance(data, dict):
+            raise ValueError("the inventory must be a mapping with a 'hosts' key")
+        defaults = data.get("defaults") or {}
+        hosts = data.get("hosts") or {}
+        if not isinstance(hosts, dict):
+            raise ValueError("'hosts' must be a mapping of name -> host")
+        data = {k: v for k, v in data.items() if k != "defaults"}
+        data["hosts"] = {
+            name: {**defaults, **(spec or {}), "name": name} for name, spec in hosts.items()
+        }
+        return data
+
+    @model_validator(mode="after")
+    def _check_refs(self) -> Inventory:
+        for group, members in self.groups.items():
+            for m in members:
+                if m not in self.hosts:
+                    raise ValueError(f"group {group!r} names unknown host {m!r}")
+        return self
+
+    def get(self, name: str) -> Host:
+        host = self.hosts.get(name)
+        if host is None:
+            known = ", ".join(sorted(self.hosts)) or "none"
+            raise TargetError(f"{name!r} is not in the inventory (known hosts: {known})")
+        return host
+
+    def groups_of(self, name: str) -> list[str]:
+        return [g for g, members in self.groups.items() if name in members]
+
+
+def load_inventory(path: Path | None) -> Inventory:
+    """Read the inventory file. No file configured means an empty inventory."""
+    if path is None:
+        return Inventory()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read inventory {path}: {e.strerror}") from e
+    try:
+        if str(path).endswith(".toml"):
+            data = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text) or {}
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"inventory {path} does not parse: {e}") from e
+    try:
+        return Inventory.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"inventory {path} is invalid:\n{e}") from e
+
+
+_TARGET = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]\s]+\]|[^:\s\[\]@]+)(?::(?P<port>\d{1,5}))?$")
+
+
+def parse_target(
+    target: str,
+    inventory: Inventory,
+    identity_file: Path | None = None,
+    known_hosts: Path | None = None,
+) -> Host:
+    """An inventory name, or for ad-hoc use `[user@]host[:port]`."""
+    if target in inventory.hosts:
+        return inventory.hosts[target]
+    m = _TARGET.match(target or "")
+    if not m:
+        raise TargetError(f"malformed target {target!r}: expected an inventory name or [user@]host[:port]")
+    port = int(m["port"]) if m["port"] else 22
+    try:
+        return Host(
+            name=valid_address(m["host"]),
+            address=m["host"],
+            port=port,
+            user=m["user"] or "root",
+            identity_file=identity_file,
+            known_hosts=known_hosts,
+        )
+    except (ValidationError, ValueError) as e:
+        msg = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
+        raise TargetError(f"malformed target {target!r}: {msg}") from e

@@ -1,0 +1,49 @@
+"""Settings, built once in the entry point and passed down.
+
+Every name is read with the prefix MAILCHECK_ (and from a .env file), except
+Slack's standard names SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN.
+Secrets are SecretStr: their repr and str never show the value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MAILCHECK_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    inventory: Path | None = None
+    # SSH
+    connect_timeout: float = 10.0
+    command_timeout: float = 20.0
+    keepalive_interval: float = 15.0
+    max_channels: int = 8
+    # outside probes
+    probe_timeout: float = 4.0
+    # Slack
+    slack_bot_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "MAILCHECK_SLACK_BOT_TOKEN")
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SLACK_SIGNING_SECRET", "MAILCHECK_SLACK_SIGNING_SECRET"),
+    )
+    slack_app_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SLACK_APP_TOKEN", "MAILCHECK_SLACK_APP_TOKEN")
+    )
+    slack_api_url: str | None = None
+    http_port: int = 3000
+    http_host: str = "0.0.0.0"
+    # fixes
+    read_only: bool = False
+    four_eyes: bool = False
+    break_glass: bool = False
+    plan_ttl: int = 900
+    lockout_deadline: int = 60
+    db_path: Path = Path("mailcheck.db")

@@ -1,0 +1,1 @@
+"""Slack listeners: each a few lines that call into bot/."""

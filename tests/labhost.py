@@ -1,0 +1,336 @@
+"""Real mail hosts on one machine, for the lab tests (see ../shared/LAB.md).
+
+A LabHost is a network namespace joined to the root namespace ("outside") by
+a veth pair, with a real sshd, optionally real Exim and Dovecot, and its own
+netfilter tables and /etc/netns files (ufw state, /etc/default, os-release,
+/etc/iptables). Addresses come from 198.18.0.0/15 and 2001:2::/48, the ranges
+reserved for network tests, and only for namespaces made here.
+
+Each host gets a free index N (1..250): namespace mcN, outside veth mcvN,
+outside address 198.18.N.1, host address 198.18.N.2 (and 2001:2:0:N::1/::2).
+Several test processes may run at once: `ip netns add` allocates atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REQUIRED = ("ip", "iptables", "nft", "ufw", "sshd", "exim4", "dovecot", "openssl", "ss")
+
+
+def missing_prerequisites() -> list[str]:
+    """What this machine lacks for the lab (empty when it can run it)."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root (network namespaces need it)")
+    for prog in REQUIRED:
+        if not (shutil.which(prog) or shutil.which(prog, path="/usr/sbin:/sbin")):
+            missing.append(prog)
+    return missing
+
+
+def _run(*argv: str, check: bool = True, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def probe(address: str, port: int, timeout: float = 1.5) -> str:
+    """A TCP connect from here: 'open', 'refused' or 'filtered' (as `nc -vz`)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect((address, port))
+            return "open"
+        except ConnectionRefusedError:
+            return "refused"
+        except TimeoutError:
+            return "filtered"
+        except OSError as e:  # e.g. host unreachable from an ICMP reject
+            return f"error:{e.errno}"
+
+
+@dataclass
+class LabHost:
+    index: int
+    workdir: Path
+    client_key: Path
+    os_release: str | None = None
+    ipv6: bool = True
+    pids_started: list[int] = field(default_factory=list)
+    _provider_table: bool = False
+
+    # --- names and addresses -------------------------------------------------
+    @property
+    def ns(self) -> str:
+        return f"mc{self.index}"
+
+    @property
+    def veth(self) -> str:
+        return f"mcv{self.index}"
+
+    @property
+    def ip(self) -> str:
+        return f"198.18.{self.index}.2"
+
+    @property
+    def outside_ip(self) -> str:
+        return f"198.18.{self.index}.1"
+
+    @property
+    def ip6(self) -> str:
+        return f"2001:2:0:{self.index:x}::2"
+
+    @property
+    def outside_ip6(self) -> str:
+        return f"2001:2:0:{self.index:x}::1"
+
+    @property
+    def etc(self) -> Path:
+        return Path("/etc/netns") / self.ns
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.workdir / "known_hosts"
+
+    # --- running things inside -----------------------------------------------
+    def sh(self, *argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+        """Run argv inside the host (its namespace and its /etc/netns files)."""
+        return _run("ip", "netns", "exec", self.ns, *argv, check=check, timeout=timeout)
+
+    def daemon(self, *argv: str) -> None:
+        """Start a self-daemonizing program inside the host (its fds not kept)."""
+        err = self.workdir / f"{Path(argv[0]).name}.start.log"
+        with open(err, "w") as fh:
+            rc = subprocess.run(["ip", "netns", "exec", self.ns, *argv], stdin=subprocess.DEVNULL,
+                                stdout=fh, stderr=fh, timeout=30).returncode
+        if rc != 0:
+            raise RuntimeError(f"{self.ns}: {argv[0]} exited {rc}: {err.read_text()}")
+
+    def iptables_save(self, six: bool = False) -> str:
+        return self.sh("ip6tables-save" if six else "iptables-save").stdout
+
+    def listening(self) -> set[int]:
+        out = self.sh("ss", "-Hltn").stdout
+        return {int(line.split()[3].rsplit(":", 1)[1]) for line in out.splitlines() if line.strip()}
+
+    def wait_listening(self, ports: set[int], timeout: float = 10.0, absent: bool = False) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = self.listening()
+            if (not (now & ports)) if absent else ports <= now:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.ns}: ports {sorted(ports)} {'still' if absent else 'not'} listening")
+
+    # --- setup ---------------------------------------------------------------
+    def _setup_network(self) -> None:
+        _run("ip", "link", "add", self.veth, "type", "veth", "peer", "name", "eth0", "netns", self.ns)
+        _run("ip", "addr", "add", f"{self.outside_ip}/30", "dev", self.veth)
+        _run("ip", "link", "set", self.veth, "up")
+        self.sh("ip", "addr", "add", f"{self.ip}/30", "dev", "eth0")
+        if self.ipv6:
+            _run("ip", "-6", "addr", "add", f"{self.outside_ip6}/64", "dev", self.veth, "nodad")
+            self.sh("ip", "-6", "addr", "add", f"{self.ip6}/64", "dev", "eth0", "nodad")
+        self.sh("ip", "link", "set", "eth0", "up")
+        self.sh("ip", "link", "set", "lo", "up")
+
+    def _setup_etc(self) -> None:
+        self.etc.mkdir(parents=True, exist_ok=True)
+        for name in ("ufw", "default"):
+            if Path("/etc", name).exists():
+                shutil.copytree(Path("/etc", name), self.etc / name, symlinks=True)
+        # A private /etc/iptables (rules.v4/v6) per host; the bind mount needs the target.
+        Path("/etc/iptables").mkdir(exist_ok=True)
+        (self.etc / "iptables").mkdir(exist_ok=True)
+        if self.os_release is not None:
+            (self.etc / "os-release").write_text(self.os_release)
+
+    def _setup_sshd(self) -> None:
+        hostkey = self.workdir / "ssh_host_ed25519_key"
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hostkey))
+        auth = self.workdir / "authorized_keys"
+        auth.write_text(Path(f"{self.client_key}.pub").read_text())
+        pub = " ".join(Path(f"{hostkey}.pub").read_text().split()[:2])
+        lines = [f"{self.ip} {pub}"] + ([f"{self.ip6} {pub}"] if self.ipv6 else [])
+        self.known_hosts.write_text("\n".join(lines) + "\n")
+        Path("/run/sshd").mkdir(exist_ok=True)
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, "/usr/sbin/sshd", "-D", "-e", "-p", "22",
+             "-h", str(hostkey), "-o", "StrictModes=no", "-o", f"AuthorizedKeysFile={auth}",
+             "-o", f"PidFile={self.workdir / 'sshd.pid'}", "-o", "MaxSessions=10", "-o", "UseDNS=no"],
+            stdout=subprocess.DEVNULL, stderr=open(self.workdir / "sshd.log", "w"),
+            start_new_session=True,
+        )
+        self.pids_started.append(proc.pid)
+        self.wait_listening({22})
+
+    # --- mail services -------------------------------------------------------
+    def start_exim(self, listen: str = "public", ports: tuple[int, ...] = (25, 465, 587)) -> None:
+        """Exim as a daemon: 'public' on 0.0.0.0 (and ::), or Debian's default 'loopback'."""
+        argv = ["exim4", "-bd", "-oP", str(self.workdir / "exim.pid")]
+        if listen == "public":
+            addrs = [f"0.0.0.0.{p}" for p in ports]
+            if self.ipv6:
+                addrs = [f"::0.{p}" for p in ports] + addrs
+            argv += ["-oX", "<; " + " ; ".join(addrs)]
+        elif listen == "loopback":
+            argv += ["-oX", "<; " + " ; ".join(f"127.0.0.1.{p}" for p in ports)]
+        self.daemon(*argv)
+        self.wait_listening(set(ports))
+
+    def stop_exim(self) -> None:
+        self._kill_named("exim4")
+
+    def start_dovecot(self, tls: bool = True) -> None:
+        base = self.workdir / "dovecot"
+        base.mkdir(exist_ok=True)
+        cert, key = self.workdir / "imap.crt", self.workdir / "imap.key"
+        ssl = "ssl = no"
+        if tls:
+            if not cert.exists():
+                _run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+                     "-subj", f"/CN=mx{self.index}.lab.test", "-keyout", str(key), "-out", str(cert))
+            ssl = f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}"
+        conf = self.workdir / "dovecot.conf"
+        conf.write_text(
+            f"protocols = imap\nlisten = *{', ::' if self.ipv6 else ''}\n"
+            f"base_dir = {base}/run\nstate_dir = {base}/state\ninstance_name = dovecot-{self.ns}\n"
+            f"{ssl}\nlog_path = {base}/dovecot.log\n"
+            "passdb {\n  driver = static\n  args = password=x\n}\n"
+            "userdb {\n  driver = static\n  args = uid=nobody gid=nogroup home=/tmp/home-%u\n}\n"
+        )
+        self.daemon("dovecot", "-c", str(conf))
+        self.wait_listening({143, 993} if tls else {143})
+
+    def stop_dovecot(self) -> None:
+        self._kill_named("dovecot")
+
+    def _kill_named(self, comm: str) -> None:
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == comm:
+                    os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(self._comm(p) == comm for p in self.pids()):
+            time.sleep(0.05)
+
+    @staticmethod
+    def _comm(pid: int) -> str:
+        try:
+            return Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            return ""
+
+    def pids(self) -> list[int]:
+        out = _run("ip", "netns", "pids", self.ns, check=False).stdout
+        return [int(p) for p in out.split()]
+
+    # --- the network outside the host ----------------------------------------
+    def probe(self, port: int, six: bool = False, timeout: float = 1.5) -> str:
+        """The guide's `nc -vz IP PORT`, from outside (the root namespace)."""
+        return probe(self.ip6 if six else self.ip, port, timeout)
+
+    def connect_out(self, port: int, six: bool = False, timeout: float = 1.5) -> str:
+        """A TCP connect from inside the host to the outside end of its link."""
+        target = self.outside_ip6 if six else self.outside_ip
+        code = (
+            "import socket,sys\n"
+            f"s=socket.socket(socket.AF_INET{'6' if six else ''});s.settimeout({timeout})\n"
+            f"try:\n s.connect(({target!r},{port}));print('open')\n"
+            "except ConnectionRefusedError: print('refused')\n"
+            "except (TimeoutError, socket.timeout): print('filtered')\n"
+            "except OSError as e: print('error:%s' % e.errno)\n"
+        )
+        return self.sh("python3", "-c", code, timeout=timeout + 10).stdout.strip()
+
+    @contextlib.contextmanager
+    def outside_listener(self, ports: tuple[int, ...] = (25, 465, 587), six: bool = False):
+        """Listeners on the outside end of the link, for outbound checks."""
+        socks = []
+        try:
+            for port in ports:
+                s = socket.socket(socket.AF_INET6 if six else socket.AF_INET)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((self.outside_ip6 if six else self.outside_ip, port))
+                s.listen(16)
+                socks.append(s)
+            yield
+        finally:
+            for s in socks:
+                s.close()
+
+    def provider_blocks(self, ports: tuple[int, ...]) -> None:
+        """Drop these ports on the way to the host, outside it (the guide's step 5).
+
+        An nftables table of our own in the root namespace, matching only this
+        host's veth; removed at teardown.
+        """
+        table = f"mclab_{self.index}"
+        rules = "; ".join(f"oifname {self.veth} tcp dport {p} drop" for p in ports)
+        _run("nft", f"add table inet {table}")
+        _run("nft", f"add chain inet {table} out {{ type filter hook output priority 0; policy accept; }}")
+        for p in ports:
+            _run("nft", f"add rule inet {table} out oifname {self.veth} tcp dport {p} drop")
+        self._provider_table = True
+        del rules
+
+    # --- lifecycle -------------------------------------------------------------
+    def close(self) -> None:
+        if self._provider_table:
+            _run("nft", f"delete table inet mclab_{self.index}", check=False)
+        for _ in range(3):
+            pids = self.pids()
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+        _run("ip", "netns", "del", self.ns, check=False)
+        _run("ip", "link", "del", self.veth, check=False)
+        shutil.rmtree(self.etc, ignore_errors=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _allocate() -> int:
+    for i in range(1, 251):
+        if _run("ip", "netns", "add", f"mc{i}", check=False).returncode == 0:
+            return i
+    raise RuntimeError("no free lab index (mc1..mc250 all exist)")
+
+
+ROCKY_OS_RELEASE = (
+    'NAME="Rocky Linux"\nVERSION="8.10 (Green Obsidian)"\nID="rocky"\nID_LIKE="rhel centos fedora"\n'
+    'VERSION_ID="8.10"\nPLATFORM_ID="platform:el8"\nPRETTY_NAME="Rocky Linux 8.10 (Green Obsidian)"\n'
+)
+
+
+def make_host(client_key: Path, *, os_release: str | None = None, ipv6: bool = True) -> LabHost:
+    """A fresh lab host with sshd running. Call .close() (the fixture does)."""
+    index = _allocate()
+    host = LabHost(index=index, workdir=Path(tempfile.mkdtemp(prefix=f"mclab{index}-")),
+                   client_key=client_key, os_release=os_release, ipv6=ipv6)
+    try:
+        host._setup_network()
+        host._setup_etc()
+        host._setup_sshd()
+    except BaseException:
+        host.close()
+        raise
+    return host
+
+
+def make_client_key(directory: Path) -> Path:
+    key = directory / "id_ed25519"
+    if not key.exists():
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
+    return key
