@@ -1,0 +1,20 @@
+"""One firewall model, one evaluator, fix plans on the same model.
+
+The engine uses exactly two functions from here:
+
+    collect_commands() -> list[Command]
+        read-only commands whose output the analysis needs (run in the
+        engine's one batch);
+
+    analyze(results, *, context) -> FirewallAnalysis
+        results maps argv tuples to CommandResult; context (AnalysisContext)
+        says which ports, the prober's source address, the host's addresses
+        and interfaces. Returns per (direction, family, port) verdicts with
+        the deciding rule, findings and fix plans.
+
+Both are filled in by bot/firewall/api.py.
+"""
+
+from bot.firewall.api import AnalysisContext, FirewallAnalysis, PortDecision, analyze, collect_commands
+
+__all__ = ["AnalysisContext", "FirewallAnalysis", "PortDecision", "analyze", "collect_commands"]
