@@ -15,6 +15,12 @@ The engine uses exactly two functions from here:
 Both are filled in by bot/firewall/api.py.
 """
 
-from bot.firewall.api import AnalysisContext, FirewallAnalysis, PortDecision, analyze, collect_commands
+from bot.firewall.api import (
+    AnalysisContext,
+    FirewallAnalysis,
+    PortDecision,
+    analyze,
+    collect_commands,
+)
 
 __all__ = ["AnalysisContext", "FirewallAnalysis", "PortDecision", "analyze", "collect_commands"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from bot.models import Command, CommandResult, Direction, Family, FirewallVerdict, Finding, Fix
+from bot.models import Command, CommandResult, Direction, Family, Finding, FirewallVerdict, Fix
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,184 @@
+"""What would the kernel do with the first packet of a TCP connection?
+
+Walks every base chain on the packet's hooks, in priority order, as netfilter
+does: an accept ends only its own base chain, a drop or reject ends
+everything; jump pushes, goto replaces, return (or a user chain's end) pops,
+a base chain's end applies its policy.
+
+A match the model does not understand (None) forks the walk: one branch as
+if it matched, one as if not. The verdict is certain only when every branch
+agrees; otherwise it is "unknown" and says which match was not understood.
+Never a guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from bot.firewall.model import Chain, Packet, Rule, Ruleset, Table
+
+HOOK_ORDER = {"inbound": ("prerouting", "input"), "outbound": ("output", "postrouting")}
+MAX_BRANCHES = 256
+MAX_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: Literal["accept", "block", "unknown"]
+    table: Table | None = None
+    chain: Chain | None = None
+    rule: Rule | None = None
+    reject: bool = False
+    path: tuple[str, ...] = ()
+    reason: str = ""
+    packet: Packet | None = None  # as it leaves the chain (conntrack state may change)
+
+    @property
+    def by_policy(self) -> bool:
+        return self.rule is None and self.chain is not None
+
+
+@dataclass
+class Decision:
+    verdict: Literal["allow", "block", "unknown"]
+    deciding: Outcome | None = None
+    path: tuple[str, ...] = ()
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def reject(self) -> bool:
+        return bool(self.deciding and self.deciding.reject)
+
+    @property
+    def blocked_by(self) -> str | None:
+        """The deciding rule or policy, as the firewall shows it."""
+        d = self.deciding
+        if self.verdict != "block" or d is None or d.chain is None or d.table is None:
+            return None
+        return describe(d.table, d.chain, d.rule)
+
+
+def describe(table: Table, chain: Chain, rule: Rule | None) -> str:
+    if rule is None:
+        return f"{table.label}: policy {(chain.policy or 'accept').upper()} of chain {chain.name}"
+    where = f"handle {rule.handle}" if table.source == "nft" else f"rule {rule.position}"
+    return f"{table.label} chain {chain.name} {where}: {rule.text}"
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.left = MAX_BRANCHES
+
+
+def _step_label(table: Table, chain: Chain, rule: Rule | None) -> str:
+    return f"{table.label}/{chain.name}" + (f"#{rule.position}" if rule else ":policy")
+
+
+def run_chain(table: Table, base: Chain, p: Packet, budget: _Budget | None = None) -> list[Outcome]:
+    """All possible outcomes of one base chain for packet p."""
+    budget = budget or _Budget()
+    return _walk(table, base, ((base, 0),), (), p, budget)
+
+
+
+
+
+def _walk(table, base, stack, path, p, budget) -> list[Outcome]:
+    while True:
+        if len(stack) > MAX_DEPTH:
+            return [Outcome("unknown", table, base, path=path, reason="chain nesting too deep (loop?)")]
+        if not stack:
+            kind = "block" if base.policy == "drop" else "accept"
+            return [Outcome(kind, table, base, path=(*path, _step_label(table, base, None)), packet=p)]
+        chain, i = stack[-1]
+        if i >= len(chain.rules):
+            stack = stack[:-1]
+            continue
+        rule = chain.rules[i]
+        stack = (*stack[:-1], (chain, i + 1))
+        hit = rule.test(p)
+        if hit is False:
+            continue
+        if hit is None:
+            budget.left -= 1
+            if budget.left <= 0:
+                return [Outcome("unknown", table, chain, rule, path=path, reason="too many uncertain matches")]
+            unknown = [m.text for m in rule.matches if m.test(p) is None]
+            reason = f"{_step_label(table, chain, rule)} `{rule.text}`: not understood: {', '.join(unknown)}"
+            taken = _apply(table, base, stack, path, p, budget, chain, rule)
+            skipped = _walk(table, base, stack, path, p, budget)
+            outs = taken + skipped
+            kinds = {o.kind for o in outs}
+            if len(kinds) > 1 or "unknown" in kinds:
+                return [Outcome("unknown", table, chain, rule, path=path, reason=reason)]
+            return outs
+        return _apply(table, base, stack, path, p, budget, chain, rule)
+
+
+def _apply(table, base, stack, path, p, budget, chain, rule) -> list[Outcome]:
+    path = (*path, _step_label(table, chain, rule))
+    v = rule.verdict
+    if v.kind == "accept":
+        return [Outcome("accept", table, chain, rule, path=path, packet=p)]
+    if v.kind in ("drop", "reject"):
+        return [Outcome("block", table, chain, rule, reject=v.kind == "reject", path=path)]
+    if v.kind == "continue":
+        if v.set_ctstate:
+            p = replace(p, ctstate=v.set_ctstate)
+        return _walk(table, base, stack, path, p, budget)
+    if v.kind in ("jump", "goto"):
+        target = table.chains.get(v.chain or "")
+        if target is None or target.is_base:
+            return [Outcome("unknown", table, chain, rule, path=path,
+                            reason=f"{v.kind} to unknown chain {v.chain!r}")]
+        stack = stack[:-1] if v.kind == "goto" else stack
+        return _walk(table, base, (*stack, (target, 0)), path, p, budget)
+    if v.kind == "return":
+        return _walk(table, base, stack[:-1], path, p, budget)
+    return [Outcome("unknown", table, chain, rule, path=path,
+                    reason=f"{_step_label(table, chain, rule)} `{rule.text}`: verdict not understood")]
+
+
+def base_chains(ruleset: Ruleset, p: Packet) -> list[tuple[Table, Chain]]:
+    """Every filtering base chain the packet meets, in the order the kernel runs them."""
+    hooks = HOOK_ORDER[p.direction]
+    found = [
+        (hooks.index(c.hook), c.priority, n, t, c)
+        for n, t in enumerate(ruleset.tables)
+        if t.applies_to(p.family)
+        for c in t.chains.values()
+        if c.hook in hooks and c.type != "nat"
+    ]
+    found.sort(key=lambda x: (x[0], x[1], x[2]))
+    return [(t, c) for *_, t, c in found]
+
+
+def evaluate(ruleset: Ruleset, p: Packet) -> Decision:
+    """The kernel's verdict on packet p under ruleset, with the deciding rule."""
+    if ruleset.problems:
+        return Decision("unknown", reasons=list(ruleset.problems))
+    budget = _Budget()
+    outcomes = _chain_from(ruleset, base_chains(ruleset, p), 0, p, (), budget)
+    kinds = {o.kind for o in outcomes}
+    if kinds == {"block"}:
+        first = outcomes[0]
+        return Decision("block", first, first.path)
+    if kinds == {"accept"}:
+        return Decision("allow", outcomes[0], outcomes[0].path)
+    reasons = [o.reason for o in outcomes if o.reason] or ["the verdict depends on matches not understood"]
+    return Decision("unknown", next((o for o in outcomes if o.kind == "unknown"), None), (), reasons)
+
+
+def _chain_from(ruleset, chains, i, p, path, budget) -> list[Outcome]:
+    if i >= len(chains):
+        return [Outcome("accept", path=path)]
+    table, chain = chains[i]
+    results: list[Outcome] = []
+    for out in run_chain(table, chain, p, budget):
+        out = replace(out, path=(*path, *out.path))
+        if out.kind == "accept":
+            results += _chain_from(ruleset, chains, i + 1, out.packet or p, out.path, budget)
+        else:
+            results.append(out)
+    return results
