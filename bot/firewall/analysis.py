@@ -1,0 +1,146 @@
+"""Per-port verdicts for a mail host, from one Ruleset.
+
+A connection works only when its first packet (NEW) passes and the replies
+(ESTABLISHED) pass too: both are evaluated. Inbound packets come from the
+address the outside probe used, so the verdict speaks of the same packet as
+the probe; a generic internet source is evaluated too, and any difference
+(a fail2ban ban on the prober, an accept limited to some networks) becomes a
+finding of its own.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from bot.firewall.evaluate import Decision, evaluate
+from bot.firewall.model import Packet, Ruleset
+from bot.models import Direction, Family, Finding
+
+# Stand-ins for "somewhere on the internet" (documentation ranges): only ever
+# evaluated against the model, never sent a packet.
+GENERIC_PEER = {"ipv4": "192.0.2.10", "ipv6": "2001:db8::10"}
+EPHEMERAL = 40000
+Key = tuple[Direction, Family, int]
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    host: str  # the host's address in this family
+    peer: str  # the prober (inbound) or a remote mail server (outbound)
+    iface: str | None
+    local_addrs: frozenset[str]
+
+
+@dataclass
+class PortVerdict:
+    key: Key
+    decision: Decision  # the combined verdict (first packet, then replies)
+    generic: Decision | None = None  # the same for a generic internet source (inbound)
+    reply_blocked: bool = False
+
+    @property
+    def verdict(self) -> str:
+        return self.decision.verdict
+
+
+def packets(direction: Direction, family: Family, port: int, ends: Endpoints) -> tuple[Packet, Packet]:
+    """The first packet of the connection and the first reply."""
+    if direction == "inbound":
+        first = Packet("inbound", family, port, ends.peer, ends.host, sport=EPHEMERAL, iif=ends.iface,
+                       local_addrs=ends.local_addrs)
+        reply = Packet("outbound", family, EPHEMERAL, ends.host, ends.peer, sport=port, oif=ends.iface,
+                       ctstate="established", local_addrs=ends.local_addrs)
+    else:
+        first = Packet("outbound", family, port, ends.host, ends.peer, sport=EPHEMERAL, oif=ends.iface,
+                       local_addrs=ends.local_addrs)
+        reply = Packet("inbound", family, EPHEMERAL, ends.peer, ends.host, sport=port, iif=ends.iface,
+                       ctstate="established", local_addrs=ends.local_addrs)
+    return first, reply
+
+
+def connection_verdict(ruleset: Ruleset, first: Packet, reply: Packet) -> tuple[Decision, bool]:
+    """Combine the first packet's and the reply's decisions. Returns (decision, reply_blocked)."""
+    d1 = evaluate(ruleset, first)
+    if d1.verdict != "allow":
+        return d1, False
+    d2 = evaluate(ruleset, reply)
+    if d2.verdict == "allow":
+        return d1, False
+    return d2, d2.verdict == "block"
+
+
+def port_verdict(ruleset: Ruleset, key: Key, ends: Endpoints) -> PortVerdict:
+    direction, family, port = key
+    decision, reply_blocked = connection_verdict(ruleset, *packets(direction, family, port, ends))
+    generic = None
+    if direction == "inbound" and ends.peer != GENERIC_PEER[family]:
+        generic_ends = Endpoints(ends.host, GENERIC_PEER[family], ends.iface, ends.local_addrs)
+        generic, _ = connection_verdict(ruleset, *packets(direction, family, port, generic_ends))
+    return PortVerdict(key, decision, generic, reply_blocked)
+
+
+def _label(key: Key) -> str:
+    direction, family, port = key
+    return f"{port}/{'IPv6' if family == 'ipv6' else 'IPv4'}"
+
+
+def findings_for(verdicts: list[PortVerdict], prober: dict[str, str | None]) -> list[Finding]:
+    """Group blocked ports by their deciding rule: one finding per rule and direction."""
+    findings: list[Finding] = []
+    blocked: dict[tuple[str, str], list[PortVerdict]] = defaultdict(list)
+    for v in verdicts:
+        if v.verdict == "block":
+            blocked[(v.key[0], v.decision.blocked_by or "?")].append(v)
+    for (direction, rule), vs in blocked.items():
+        ports = ", ".join(_label(v.key) for v in vs)
+        what = "replies to " if vs[0].reply_blocked else ""
+        banned = _is_ban(rule)
+        code = "firewall.prober_banned" if banned and direction == "inbound" else f"firewall.{direction}_blocked"
+        if banned and direction == "inbound":
+            summary = (f"The host's firewall blocks the prober's address ({prober.get(vs[0].key[1])}) — "
+                       f"a ban, not a port rule: {ports}")
+        else:
+            summary = f"{direction.capitalize()} {what}mail ports {ports} are blocked by the host firewall"
+        findings.append(Finding(code=code, severity="error", summary=summary, step="firewall",
+                                evidence=_evidence(vs[0].decision, rule)))
+    findings += _source_specific(verdicts, prober)
+    unknown = [v for v in verdicts if v.verdict == "unknown"]
+    if unknown:
+        reasons = sorted({r for v in unknown for r in v.decision.reasons})
+        findings.append(Finding(
+            code="firewall.unknown", severity="warning", step="firewall",
+            summary="Cannot tell what the firewall does to " + ", ".join(
+                f"{v.key[0]} {_label(v.key)}" for v in unknown),
+            evidence="\n".join(reasons)))
+    return findings
+
+
+def _is_ban(rule: str) -> bool:
+    low = rule.lower()
+    return "f2b-" in low or "fail2ban" in low or "sshguard" in low or "crowdsec" in low
+
+
+def _source_specific(verdicts: list[PortVerdict], prober: dict[str, str | None]) -> list[Finding]:
+    out = []
+    for v in verdicts:
+        g = v.generic
+        if g is None or g.verdict == v.verdict or "unknown" in (g.verdict, v.verdict):
+            continue
+        family = v.key[1]
+        if v.verdict == "allow":
+            summary = (f"Port {_label(v.key)} is open to the prober ({prober.get(family)}) but the firewall "
+                       f"blocks it for other internet sources")
+            evidence = _evidence(g, g.blocked_by or "")
+        else:
+            summary = (f"Port {_label(v.key)} is blocked for the prober ({prober.get(family)}) only; "
+                       f"other internet sources are allowed")
+            evidence = _evidence(v.decision, v.decision.blocked_by or "")
+        out.append(Finding(code="firewall.source_specific", severity="warning", summary=summary,
+                           evidence=evidence, step="firewall"))
+    return out
+
+
+def _evidence(decision: Decision, rule: str) -> str:
+    path = " -> ".join(decision.path)
+    return f"{rule}\npath: {path}" if path else rule
