@@ -1,0 +1,339 @@
+"""The lab-verified firewall corpus: rulesets with the verdicts the KERNEL gave.
+
+Layout, one directory per case:
+
+    tests/data/firewall/<name>/case.yaml
+        description: what the ruleset is and why it matters
+        backend: iptables | ufw | nft | firewalld      (optional, default iptables)
+        setup:                                          argv lists run inside the host
+          - [iptables, -A, INPUT, -s, "{prober}/32", -j, DROP]
+          - [nft, -f, "{dir}/ruleset.nft"]
+        expect:                                         (optional)
+          unknown: ["inbound/*/25"]    keys (fnmatch globs) where the model may say "unknown"
+          notes: free text
+    tests/data/firewall/<name>/expected.json   written by `record`: the kernel's verdicts
+    tests/data/firewall/<name>/captured/       written by `record`: collect_commands() output
+
+Placeholders in argv words and in the case's own files (copied, templated, to
+a per-host directory that {dir} names): {prober} {prober6} (the outside end,
+the probe's source), {host} {host6} (the host's addresses), {iface} (eth0),
+{dir}. Verdict keys are "direction/family/port", e.g. "inbound/ipv6/587".
+
+Record (root, lab packages):  python -m tests.firewall_corpus record [NAMES...]
+List:                         python -m tests.firewall_corpus list
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from bot.models import Command, CommandResult
+
+CORPUS = Path(__file__).parent / "data" / "firewall"
+INBOUND_PORTS = (22, 25, 465, 587, 143, 993)
+OUTBOUND_PORTS = (25, 465, 587)
+FAMILIES = ("ipv4", "ipv6")
+LISTEN_PORTS = (25, 465, 587, 143, 993)  # 22 is sshd's
+# Collected besides collect_commands(): legacy tables are invisible to iptables-nft-save.
+EXTRA_COMMANDS = (
+    Command(("iptables-legacy-save", "-c")),
+    Command(("ip6tables-legacy-save", "-c")),
+)
+
+
+@dataclass
+class Case:
+    name: str
+    path: Path
+    description: str
+    setup: list[list[str]]
+    backend: str = "iptables"
+    unknown_ok: list[str] = field(default_factory=list)
+    notes: str = ""
+
+    @property
+    def expected_file(self) -> Path:
+        return self.path / "expected.json"
+
+    @property
+    def captured_dir(self) -> Path:
+        return self.path / "captured"
+
+    def expected(self) -> dict:
+        return json.loads(self.expected_file.read_text())
+
+    def may_be_unknown(self, key: str) -> bool:
+        return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.unknown_ok)
+
+
+def key(direction: str, family: str, port: int) -> str:
+    return f"{direction}/{family}/{port}"
+
+
+def split_key(k: str) -> tuple[str, str, int]:
+    direction, family, port = k.split("/")
+    return direction, family, int(port)
+
+
+def all_keys() -> list[str]:
+    return [key("inbound", f, p) for f in FAMILIES for p in INBOUND_PORTS] + [
+        key("outbound", f, p) for f in FAMILIES for p in OUTBOUND_PORTS]
+
+
+def load_case(path: Path) -> Case:
+    data = yaml.safe_load((path / "case.yaml").read_text()) or {}
+    expect = data.get("expect") or {}
+    return Case(
+        name=path.name, path=path, description=str(data.get("description", "")).strip(),
+        setup=[[str(w) for w in argv] for argv in data.get("setup") or []],
+        backend=data.get("backend", "iptables"), unknown_ok=list(expect.get("unknown") or []),
+        notes=str(expect.get("notes", "")),
+    )
+
+
+def load_cases(names: list[str] | None = None) -> list[Case]:
+    paths = sorted(p for p in CORPUS.iterdir() if (p / "case.yaml").exists()) if CORPUS.exists() else []
+    cases = [load_case(p) for p in paths]
+    return [c for c in cases if not names or c.name in names]
+
+
+# --- captured command output ---------------------------------------------------------------
+
+def file_name(argv: tuple[str, ...]) -> str:
+    """('iptables-save', '-c') -> 'iptables-save_-c.txt' (safe, readable, unique enough)."""
+    words = [re.sub(r"[^A-Za-z0-9._-]+", "_", w).strip("_") for w in argv]
+    return "_".join(w for w in words if w)[:120] + ".txt"
+
+
+def save_captured(directory: Path, results: list[CommandResult]) -> None:
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    index = []
+    for r in results:
+        name = file_name(r.command.argv)
+        (directory / name).write_text(r.stdout)
+        index.append({"file": name, "argv": list(r.command.argv), "env": [list(e) for e in r.command.env],
+                      "exit_status": r.exit_status, "stderr": r.stderr})
+    (directory / "commands.json").write_text(json.dumps(index, indent=1) + "\n")
+
+
+def load_captured(directory: Path) -> dict[tuple[str, ...], CommandResult]:
+    """captured/ -> {argv: CommandResult}, as the engine hands results to the firewall analysis."""
+    results = {}
+    for item in json.loads((directory / "commands.json").read_text()):
+        cmd = Command(tuple(item["argv"]), env=tuple(tuple(e) for e in item.get("env") or ()))
+        stdout = (directory / item["file"]).read_text()
+        results[cmd.argv] = CommandResult(cmd, item["exit_status"], stdout, item.get("stderr", ""))
+    return results
+
+
+# --- the model's side ----------------------------------------------------------------------
+
+def parse_results(results):
+    """Ruleset from captured results: api.parse_all when the lead has provided it."""
+    from bot.firewall import api
+
+    parse_all = getattr(api, "parse_all", None)
+    if parse_all is not None:
+        return parse_all(results)
+    return _parse_iptables_only(results)
+
+
+def _parse_iptables_only(results):
+    from bot.firewall.iptables import parse_save
+    from bot.firewall.model import Ruleset
+
+    merged = Ruleset()
+    for argv, family, source in ((("iptables-save", "-c"), "ip", "iptables-nft"),
+                                 (("ip6tables-save", "-c"), "ip6", "iptables-nft"),
+                                 (("iptables-legacy-save", "-c"), "ip", "iptables-legacy"),
+                                 (("ip6tables-legacy-save", "-c"), "ip6", "iptables-legacy")):
+        r = results.get(argv)
+        if r is None or r.exit_status != 0:
+            continue
+        rs = parse_save(r.stdout, family=family, source=source)
+        merged.tables += rs.tables
+        merged.problems += rs.problems
+    return merged
+
+
+def model_verdicts(ruleset, addresses: dict) -> dict[str, object]:
+    """Per key, the analysis' PortVerdict for the same packets the lab sent."""
+    from bot.firewall.analysis import Endpoints, port_verdict
+
+    local = frozenset({addresses["host"], addresses["host6"], "127.0.0.1", "::1"})
+    out = {}
+    for k in all_keys():
+        direction, family, port = split_key(k)
+        six = family == "ipv6"
+        ends = Endpoints(addresses["host6" if six else "host"], addresses["prober6" if six else "prober"],
+                         addresses.get("iface", "eth0"), local)
+        out[k] = port_verdict(ruleset, (direction, family, port), ends)
+    return out
+
+
+def mismatches(case: Case, kernel: dict[str, str], ruleset, addresses: dict) -> list[str]:
+    """Where the model disagrees with the kernel (unknown counts unless the case allows it)."""
+    problems = []
+    verdicts = model_verdicts(ruleset, addresses)
+    for k, want in sorted(kernel.items()):
+        got = verdicts[k].verdict
+        if got == want or (got == "unknown" and case.may_be_unknown(k)):
+            continue
+        reasons = "; ".join(verdicts[k].decision.reasons)
+        problems.append(f"{case.name} {k}: kernel {want}, model {got} {verdicts[k].decision.blocked_by or ''} {reasons}")
+    return problems
+
+
+# --- the lab's side ------------------------------------------------------------------------
+
+def addresses_of(host) -> dict[str, str]:
+    return {"prober": host.outside_ip, "prober6": host.outside_ip6, "host": host.ip, "host6": host.ip6,
+            "iface": "eth0"}
+
+
+def template(text: str, values: dict[str, str]) -> str:
+    for name, value in values.items():
+        text = text.replace("{" + name + "}", value)
+    return text
+
+
+def apply_setup(host, case: Case) -> None:
+    """Copy the case's files (templated) to the host's workdir and run its setup inside the host."""
+    values = addresses_of(host)
+    target = host.workdir / "case"
+    target.mkdir(exist_ok=True)
+    values["dir"] = str(target)
+    for f in case.path.iterdir():
+        if f.is_file() and f.name not in ("case.yaml", "expected.json"):
+            (target / f.name).write_text(template(f.read_text(), values))
+    for argv in case.setup:
+        r = host.sh(*(template(w, values) for w in argv), check=False, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"{case.name}: setup {argv} exited {r.returncode}: {r.stderr.strip()}")
+
+
+LISTENER = (
+    "import socket,sys,time\n"
+    "socks=[]\n"
+    "for p in map(int,sys.argv[1:]):\n"
+    " s=socket.socket(socket.AF_INET6);s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0)\n"
+    " s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('::',p));s.listen(64);socks.append(s)\n"
+    "print('ready',flush=True)\n"
+    "while True: time.sleep(3600)\n"
+)
+
+
+def start_listeners(host, ports=LISTEN_PORTS) -> None:
+    """Plain TCP listeners inside the host (dual stack), so 'refused' can only mean a REJECT."""
+    proc = subprocess.Popen(["ip", "netns", "exec", host.ns, sys.executable, "-c", LISTENER,
+                             *map(str, ports)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+    host.pids_started.append(proc.pid)
+    host.wait_listening(set(ports))
+
+
+def outcome_verdict(outcome: str) -> str:
+    """open -> allow; filtered (timeout), refused (a REJECT: listeners exist), error -> block."""
+    return "allow" if outcome == "open" else "block"
+
+
+def kernel_outcomes(host, timeout: float = 1.5) -> dict[str, str]:
+    """Probe every key from outside (inbound) or from inside to outside listeners (outbound)."""
+    jobs = {}
+    with host.outside_listener(OUTBOUND_PORTS), host.outside_listener(OUTBOUND_PORTS, six=True):
+        with ThreadPoolExecutor(max_workers=18) as pool:
+            for k in all_keys():
+                direction, family, port = split_key(k)
+                fn = host.probe if direction == "inbound" else host.connect_out
+                jobs[k] = pool.submit(fn, port, six=family == "ipv6", timeout=timeout)
+            return {k: f.result() for k, f in jobs.items()}
+
+
+def collect(host) -> list[CommandResult]:
+    from bot.firewall import collect_commands
+
+    out = []
+    for cmd in [*collect_commands(), *EXTRA_COMMANDS]:
+        env = [f"{k}={v}" for k, v in cmd.env]
+        r = host.sh("env", *env, *cmd.argv, check=False, timeout=cmd.timeout + 15)
+        out.append(CommandResult(cmd, r.returncode, r.stdout, r.stderr))
+    return out
+
+
+def run_case(host, case: Case) -> tuple[dict[str, str], list[CommandResult]]:
+    """Fresh host -> listeners, setup, kernel outcomes, collected outputs."""
+    start_listeners(host)
+    apply_setup(host, case)
+    outcomes = kernel_outcomes(host)
+    return outcomes, collect(host)
+
+
+def record_case(case: Case, client_key: Path) -> dict:
+    from tests.labhost import make_host
+
+    host = make_host(client_key)
+    try:
+        outcomes, results = run_case(host, case)
+        expected = {
+            "addresses": addresses_of(host),
+            "kernel": {k: outcome_verdict(o) for k, o in outcomes.items()},
+            "outcomes": outcomes,
+            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        case.expected_file.write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+        save_captured(case.captured_dir, results)
+        return expected
+    finally:
+        host.close()
+
+
+def _summary(expected: dict) -> str:
+    blocked = [k for k, v in sorted(expected["kernel"].items()) if v != "allow"]
+    return "block: " + (", ".join(blocked) if blocked else "none")
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("record", "list"):
+        print(__doc__)
+        return 2
+    cases = load_cases(argv[1:] or None)
+    if argv[0] == "list":
+        for c in cases:
+            print(f"{c.name:40} {c.backend:9} {'recorded' if c.expected_file.exists() else '-'}")
+        return 0
+    from tests.labhost import make_client_key, missing_prerequisites
+
+    if missing_prerequisites():
+        print("lab needs:", ", ".join(missing_prerequisites()))
+        return 2
+    key_dir = Path(tempfile.mkdtemp(prefix="mccorpus-"))
+    client_key = make_client_key(key_dir)
+    failed = 0
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        futures = {c.name: pool.submit(record_case, c, client_key) for c in cases}
+        for name, f in futures.items():
+            try:
+                print(f"{name}: {_summary(f.result())}")
+            except Exception as e:  # noqa: BLE001 - report every case
+                failed += 1
+                print(f"{name}: FAILED: {e}")
+    shutil.rmtree(key_dir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

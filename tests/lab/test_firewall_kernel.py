@@ -1,0 +1,36 @@
+"""The corpus, live: load each case's ruleset into a fresh host, probe, and compare.
+
+Two comparisons per case: the kernel today against the recorded verdicts (the
+corpus is not stale), and the evaluator on freshly collected output against
+the kernel (the model is right on what a host shows now).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.firewall_corpus import (
+    addresses_of,
+    load_cases,
+    mismatches,
+    outcome_verdict,
+    parse_results,
+    run_case,
+)
+
+pytestmark = pytest.mark.lab
+CASES = [c for c in load_cases() if c.expected_file.exists()]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_kernel_and_model_agree_live(lab, case):
+    from bot.firewall import api
+
+    if case.backend in ("nft", "firewalld") and not hasattr(api, "parse_all"):
+        pytest.skip("nft/firewalld cases need bot.firewall.api.parse_all")
+    host = lab()
+    outcomes, results = run_case(host, case)
+    kernel = {k: outcome_verdict(o) for k, o in outcomes.items()}
+    assert kernel == case.expected()["kernel"], "the kernel no longer gives the recorded verdicts"
+    ruleset = parse_results({r.command.argv: r for r in results})
+    assert mismatches(case, kernel, ruleset, addresses_of(host)) == []
