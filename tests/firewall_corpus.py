@@ -11,6 +11,8 @@ Layout, one directory per case:
         expect:                                         (optional)
           unknown: ["inbound/*/25"]    keys (fnmatch globs) where the model may say "unknown"
           notes: free text
+          model_gap: why the model is known to disagree with the kernel here (the tests
+                     then expect the disagreement: xfail, strict)
     tests/data/firewall/<name>/expected.json   written by `record`: the kernel's verdicts
     tests/data/firewall/<name>/captured/       written by `record`: collect_commands() output
 
@@ -32,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -62,6 +65,7 @@ class Case:
     backend: str = "iptables"
     unknown_ok: list[str] = field(default_factory=list)
     notes: str = ""
+    model_gap: str = ""
 
     @property
     def expected_file(self) -> Path:
@@ -99,7 +103,7 @@ def load_case(path: Path) -> Case:
         name=path.name, path=path, description=str(data.get("description", "")).strip(),
         setup=[[str(w) for w in argv] for argv in data.get("setup") or []],
         backend=data.get("backend", "iptables"), unknown_ok=list(expect.get("unknown") or []),
-        notes=str(expect.get("notes", "")),
+        notes=str(expect.get("notes", "")), model_gap=str(expect.get("model_gap", "")),
     )
 
 
@@ -282,10 +286,16 @@ def run_case(host, case: Case) -> tuple[dict[str, str], list[CommandResult]]:
     return outcomes, collect(host)
 
 
+# labhost.close() deletes the namespace before its /etc/netns files and veth: a host made
+# meanwhile in another thread could get the same index. Serialize making and closing.
+_LIFECYCLE = threading.Lock()
+
+
 def record_case(case: Case, client_key: Path) -> dict:
     from tests.labhost import make_host
 
-    host = make_host(client_key)
+    with _LIFECYCLE:
+        host = make_host(client_key)
     try:
         outcomes, results = run_case(host, case)
         expected = {
@@ -298,7 +308,8 @@ def record_case(case: Case, client_key: Path) -> dict:
         save_captured(case.captured_dir, results)
         return expected
     finally:
-        host.close()
+        with _LIFECYCLE:
+            host.close()
 
 
 def _summary(expected: dict) -> str:

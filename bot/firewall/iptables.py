@@ -399,7 +399,10 @@ def _never(opts, text: str) -> Match:
     return Never(text=text)  # icmp / icmp6 types: never a TCP packet
 
 
-MODULES = {"tcp": _tcp_udp, "udp": _tcp_udp, "multiport": _multiport, "state": _state,
+# IPv6 extension-header matches: a plain TCP connection's packets carry no such header,
+# and these matches are false without one (negated or not).
+EXTENSION_HEADERS = ("rt", "frag", "hbh", "dst", "ah", "esp", "mh")
+MODULES = {name: _never for name in EXTENSION_HEADERS} | {"tcp": _tcp_udp, "udp": _tcp_udp, "multiport": _multiport, "state": _state,
            "conntrack": _state, "addrtype": _addrtype, "icmp": _never,
            "icmp6": _never, "icmpv6": _never}
 
