@@ -18,6 +18,7 @@ import re
 import secrets
 import shlex
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -259,3 +260,56 @@ class SSHTransport:
                 conn.close()
                 await conn.wait_closed()
         self._conn = self._jump_conn = None
+
+
+# --- the one place where a `sh -c` script is built (fixes: backup, dead-man job) ---
+
+
+@dataclass(frozen=True)
+class Step:
+    """One line of a script: argv plus optional redirections to fixed paths.
+
+    Every word and every path is quoted by shlex here; the script's only
+    other text is fixed syntax written by mailcheck.
+    """
+
+    argv: tuple[str, ...]
+    stdin: str | None = None
+    stdout: str | None = None
+    append: bool = False
+
+    def line(self) -> str:
+        text = shlex.join(self.argv)
+        if self.stdin is not None:
+            text += f" <{shlex.quote(self.stdin)}"
+        if self.stdout is not None:
+            text += f" {'>>' if self.append else '>'}{shlex.quote(self.stdout)}"
+        return text
+
+
+def script_command(steps: Sequence[Step], *, timeout: float = 30.0) -> Command:
+    """A Command running `steps` in order under `sh -e` (the first failure stops it)."""
+    body = "set -e\n" + "\n".join(s.line() for s in steps) + "\n"
+    return Command(("sh", "-c", body), timeout=timeout)
+
+
+def detached_command(
+    steps: Sequence[Step], *, delay: int, armed: str, log: str
+) -> Command:
+    """Start, detached from the SSH session, a job that runs `steps` after `delay` s.
+
+    The job runs only if it can atomically rename the file `armed` (to
+    `armed`.fired); whoever renames it first wins, so renaming it away
+    (`mv armed armed.cancelled`) cancels the job. All steps are tried even
+    if one fails. `setsid -f` returns at once; the job outlives the session.
+    """
+    q = shlex.quote
+    body = "\n".join([
+        f"exec </dev/null >>{q(log)} 2>&1",
+        f"sleep {int(delay)}",
+        f"mv {q(armed)} {q(armed + '.fired')} 2>/dev/null || exit 0",
+        "date -u",
+        *(s.line() for s in steps),
+        "echo restored",
+    ]) + "\n"
+    return Command(("setsid", "-f", "sh", "-c", body), timeout=10)

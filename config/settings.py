@@ -47,3 +47,5 @@ class Settings(BaseSettings):
     plan_ttl: int = 900
     lockout_deadline: int = 60
     db_path: Path = Path("mailcheck.db")
+    backup_dir: Path = Path("/var/backups/mailcheck")  # on the host: rule backups before a fix
+    lock_wait: float = 30.0  # seconds a fix waits for another fix on the same host

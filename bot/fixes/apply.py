@@ -1,0 +1,237 @@
+"""Applying one plan on its host, as iptables-apply would.
+
+1. re-run the plan's preconditions; anything different -> refuse (re-check);
+2. dump the ruleset (for before/after) and back it up to a timestamped
+   directory on the host;
+3. firewall fixes: arm a dead-man job on the host (detached, `setsid -f`)
+   that restores the backup after settings.lockout_deadline seconds;
+4. run exactly fix.commands, one at a time, in order; a failing command
+   stops the run and the backup is restored at once;
+5. over a FRESH SSH connection, disarm the job (an atomic `mv` of its
+   arming file: whoever renames it first wins). If the host cannot be
+   reached, wait for the deadline and check that the host restored itself;
+6. only then run fix.persist (so a lock-out never reaches the saved rules),
+   and dump the ruleset again.
+
+The caller holds the host lock and has claimed the plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bot.errors import TransportError
+from bot.fixes.backup import BackupPlan, backend_of, backup_plan, normalize_ruleset, step_to_dict
+from bot.models import Command, CommandResult, Precondition
+from bot.store import ChangeRecord, PlanRecord
+from bot.transport import Transport, detached_command, script_command
+from config.inventory import Host
+from config.settings import Settings
+
+Connect = Callable[[Host], Transport]
+ApplyStatus = Literal["applied", "precondition_changed", "backup_failed", "command_failed",
+                      "restored_by_host", "connection_lost", "unreachable"]
+GRACE = 3.0  # seconds after the deadline before looking whether the host restored itself
+
+
+@dataclass(frozen=True)
+class CommandLog:
+    command: str
+    exit_status: int | None
+    stdout: str
+    stderr: str
+
+    @classmethod
+    def of(cls, r: CommandResult) -> CommandLog:
+        return cls(r.command.display, r.exit_status, r.stdout[-4000:], r.stderr[-4000:])
+
+
+@dataclass
+class ApplyResult:
+    status: ApplyStatus
+    message: str
+    change: ChangeRecord | None = None
+    log: list[CommandLog] = field(default_factory=list)
+    ruleset_before: str = ""
+    ruleset_after: str = ""
+
+
+def fingerprint(stdout: str, normalize: str = "raw") -> str:
+    """sha256 of a precondition's normalised stdout (planners use the same)."""
+    text = stdout if normalize == "raw" else normalize_ruleset(stdout)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def precondition_problem(pre: Precondition, result: CommandResult) -> str | None:
+    if pre.expect_exit is not None and result.exit_status != pre.expect_exit:
+        return f"{pre.description}: `{result.command.display}` exited {result.exit_status}, " \
+               f"expected {pre.expect_exit}"
+    if pre.expect_sha256 and fingerprint(result.stdout, pre.normalize) != pre.expect_sha256:
+        return f"{pre.description}: `{result.command.display}` shows something different now"
+    return None
+
+
+class Applier:
+    def __init__(self, settings: Settings, connect: Connect) -> None:
+        self.settings = settings
+        self.connect = connect
+
+    def _cmd(self, argv: Sequence[str]) -> Command:
+        return Command(tuple(argv), timeout=self.settings.command_timeout)
+
+    async def _run(self, t: Transport, cmd: Command, log: list[CommandLog]) -> CommandResult:
+        result = (await t.run([cmd], step="fix"))[0]
+        log.append(CommandLog.of(result))
+        return result
+
+    async def _dump(self, t: Transport, plan: BackupPlan) -> str:
+        if not plan.dump:
+            return ""
+        results = await t.run(plan.dump, step="fix")
+        return "".join(r.stdout for r in results)
+
+    async def check_preconditions(self, t: Transport, pres: Sequence[Precondition]) -> list[str]:
+        if not pres:
+            return []
+        results = await t.run([self._cmd(p.argv) for p in pres], step="precondition")
+        return [msg for p, r in zip(pres, results, strict=True)
+                if (msg := precondition_problem(p, r))]
+
+    async def apply(self, plan: PlanRecord, actor: str, change_id: str) -> ApplyResult:
+        fix, host = plan.fix, plan.host
+        bp = backup_plan(fix, str(self.settings.backup_dir), host.name, change_id)
+        t = self.connect(host)
+        try:
+            problems = await self.check_preconditions(t, fix.preconditions)
+            if problems:
+                return ApplyResult("precondition_changed", "the host changed since the check; "
+                                   "nothing was applied, run the check again:\n- "
+                                   + "\n- ".join(problems))
+            result = await self._backup_and_run(t, plan, bp, actor, change_id)
+        finally:
+            await t.close()
+        return result
+
+    async def _backup_and_run(self, t: Transport, plan: PlanRecord, bp: BackupPlan,
+                              actor: str, change_id: str) -> ApplyResult:
+        log: list[CommandLog] = []
+        before = await self._dump(t, bp)
+        backup = await self._run(t, script_command(bp.backup), log)
+        if not backup.ok:
+            return ApplyResult("backup_failed", f"could not back up to {bp.directory}; nothing "
+                               f"was applied: {backup.stderr.strip()}", log=log,
+                               ruleset_before=before)
+        guarded = backend_of(plan.fix) is not None
+        if guarded:
+            armed = await self._arm(t, bp, log)
+            if armed is not None:
+                return ApplyResult("backup_failed", armed, log=log, ruleset_before=before)
+        armed_at = time.monotonic()
+        outcome = await self._run_commands(t, plan, bp, log)
+        if outcome is not None and outcome.status == "command_failed":
+            outcome.ruleset_before = before
+            return outcome
+        lost = outcome is not None
+        if lost and not guarded:
+            outcome.ruleset_before = before
+            return outcome
+        if guarded:
+            gone = await self._confirm(plan.host, bp, armed_at, lost, log)
+            if gone is not None:
+                gone.ruleset_before = before
+                return gone
+        return await self._persist(plan, bp, actor, change_id, before, log)
+
+    async def _arm(self, t: Transport, bp: BackupPlan, log: list[CommandLog]) -> str | None:
+        touch = await self._run(t, self._cmd(("touch", bp.armed)), log)
+        job = await self._run(t, detached_command(
+            bp.restore, delay=self.settings.lockout_deadline, armed=bp.armed, log=bp.log), log)
+        if touch.ok and job.ok:
+            return None
+        return "could not start the lock-out guard on the host (setsid -f); nothing was applied"
+
+    async def _run_commands(self, t: Transport, plan: PlanRecord, bp: BackupPlan,
+                            log: list[CommandLog]) -> ApplyResult | None:
+        """None when every command succeeded; connection_lost / command_failed otherwise."""
+        for argv in plan.fix.commands:
+            try:
+                r = await self._run(t, self._cmd(argv), log)
+            except TransportError as e:
+                return ApplyResult("connection_lost", str(e), log=log)
+            if not r.ok:
+                await self._restore_now(t, bp, log)
+                return ApplyResult("command_failed", f"`{r.command.display}` failed (exit "
+                                   f"{r.exit_status}): {r.stderr.strip()}; the backup was "
+                                   "restored", log=log)
+        return None
+
+    async def _restore_now(self, t: Transport, bp: BackupPlan, log: list[CommandLog]) -> bool:
+        await self._run(t, self._cmd(("mv", bp.armed, bp.armed + ".cancelled")), log)
+        return (await self._run(t, script_command(bp.restore), log)).ok
+
+    async def _confirm(self, host: Host, bp: BackupPlan, armed_at: float, lost: bool,
+                       log: list[CommandLog]) -> ApplyResult | None:
+        """Disarm over a fresh connection. None: reachable and disarmed."""
+        fresh = self.connect(host)
+        try:
+            r = await self._run(fresh, self._cmd(("mv", bp.armed, bp.armed + ".cancelled")), log)
+            if not r.ok:
+                return ApplyResult("restored_by_host", "the lock-out deadline passed before "
+                                   "mailcheck could confirm; the host restored the backup", log=log)
+            if lost:
+                await self._run(fresh, script_command(bp.restore), log)
+                return ApplyResult("connection_lost", "the SSH connection dropped while applying; "
+                                   "the backup was restored", log=log)
+            return None
+        except TransportError as e:
+            log.append(CommandLog(f"fresh SSH connection to {host.name}", None, "", str(e)))
+        finally:
+            await fresh.close()
+        return await self._await_host_restore(host, bp, armed_at, log)
+
+    async def _await_host_restore(self, host: Host, bp: BackupPlan, armed_at: float,
+                                  log: list[CommandLog]) -> ApplyResult:
+        wait = armed_at + self.settings.lockout_deadline + GRACE - time.monotonic()
+        await asyncio.sleep(max(0.0, wait))
+        fresh = self.connect(host)
+        try:
+            r = await self._run(fresh, self._cmd(("test", "-e", bp.armed + ".fired")), log)
+        except TransportError as e:
+            return ApplyResult("unreachable", f"mailcheck lost SSH access after the change and "
+                               f"still cannot reach {host.name} after the deadline: {e}", log=log)
+        finally:
+            await fresh.close()
+        if r.ok:
+            return ApplyResult("restored_by_host", "the change cut mailcheck's SSH access; the "
+                               "host restored the backup by itself after "
+                               f"{self.settings.lockout_deadline}s", log=log)
+        return ApplyResult("unreachable", "SSH access was lost and the host did not report a "
+                           "restore; check it by hand", log=log)
+
+    async def _persist(self, plan: PlanRecord, bp: BackupPlan, actor: str, change_id: str,
+                       before: str, log: list[CommandLog]) -> ApplyResult:
+        t = self.connect(plan.host)
+        try:
+            failed = []
+            for argv in plan.fix.persist:
+                r = await self._run(t, self._cmd(argv), log)
+                if not r.ok:
+                    failed.append(r.command.display)
+            after = await self._dump(t, bp)
+        finally:
+            await t.close()
+        change = ChangeRecord(
+            id=change_id, plan_id=plan.id, host=plan.host, fix=plan.fix, applied_by=actor,
+            applied_at=time.time(), backup_dir=bp.directory,
+            restore_steps=[step_to_dict(s) for s in bp.restore],
+            ruleset_before=before, ruleset_after=after,
+        )
+        msg = "applied" if not failed else f"applied, but persisting failed: {', '.join(failed)} " \
+            "(the change is lost at reboot)"
+        return ApplyResult("applied", msg, change=change, log=log, ruleset_before=before,
+                           ruleset_after=after)

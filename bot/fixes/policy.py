@@ -1,0 +1,115 @@
+"""Who may apply a fix, and when nobody may.
+
+Approvers come from the inventory: a host's own `approvers` (Slack user IDs)
+and `approver_groups` (Slack user group IDs), plus every `approvals` rule
+that matches the host by name, inventory group or tag. Membership of a
+Slack user group is resolved by an injected async callable (in production
+Slack's usergroups.users.list), so the policy is testable without Slack.
+
+Order of the checks: read-only first (nothing is applied during a freeze,
+not even break-glass), then four eyes, then approver lists. Only when those
+refuse, and only when settings.break_glass is on, a typed reason opens the
+break-glass path (the caller announces it in the channel and audits it).
+
+Actors named `cli:<user>` are people at a terminal holding the SSH key to
+the host: approver lists do not apply to them (they could run the commands
+by hand), the read-only switch does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from config.inventory import Host, Inventory
+from config.settings import Settings
+
+GroupMembers = Callable[[str], Awaitable[Iterable[str]]]
+CLI_PREFIX = "cli:"
+MIN_REASON = 10
+
+
+@dataclass(frozen=True)
+class Approvers:
+    users: frozenset[str]
+    usergroups: frozenset[str]
+
+    def describe(self) -> str:
+        names = [f"<@{u}>" for u in sorted(self.users)]
+        names += [f"<!subteam^{g}>" for g in sorted(self.usergroups)]
+        return ", ".join(names) or "nobody (no approvers configured for this host)"
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str
+    break_glass: bool = False
+    code: str = ""  # read_only, four_eyes, not_approver, break_glass_reason, ...
+
+
+async def _no_groups(_group: str) -> list[str]:
+    return []
+
+
+class Policy:
+    def __init__(
+        self, settings: Settings, inventory: Inventory, group_members: GroupMembers = _no_groups
+    ) -> None:
+        self.settings = settings
+        self.inventory = inventory
+        self.group_members = group_members
+
+    def approvers_for(self, host: Host) -> Approvers:
+        users, groups = set(host.approvers), set(host.approver_groups)
+        inv_groups = set(self.inventory.groups_of(host.name))
+        for rule in self.inventory.approvals:
+            if (host.name in rule.hosts or inv_groups & set(rule.groups)
+                    or set(host.tags) & set(rule.tags)):
+                users.update(rule.users)
+                groups.update(rule.usergroups)
+        return Approvers(frozenset(users), frozenset(groups))
+
+    async def is_approver(
+        self, host: Host, actor: str, actor_groups: Iterable[str] | None = None
+    ) -> bool:
+        who = self.approvers_for(host)
+        if actor in who.users:
+            return True
+        if actor_groups is not None and who.usergroups & set(actor_groups):
+            return True
+        for group in sorted(who.usergroups):
+            if actor in set(await self.group_members(group)):
+                return True
+        return False
+
+    async def decide(
+        self, host: Host, actor: str, requested_by: str, *,
+        actor_groups: Iterable[str] | None = None, break_glass_reason: str | None = None,
+    ) -> Decision:
+        """May `actor` apply a fix on `host` that `requested_by` asked for?"""
+        if self.settings.read_only:
+            return Decision(False, "mailcheck is read-only (change freeze): fixes are not "
+                            "applied; checks still run", code="read_only")
+        if actor.startswith(CLI_PREFIX):
+            return Decision(True, "operator at the CLI with the host's SSH key", code="cli")
+        if self.settings.four_eyes and actor == requested_by:
+            refusal = Decision(False, "four eyes: whoever ran the check may not approve its fix; "
+                               "ask another approver", code="four_eyes")
+        elif await self.is_approver(host, actor, actor_groups):
+            return Decision(True, "approver for this host", code="approver")
+        else:
+            refusal = Decision(False, f"you may not approve fixes on {host.name}; approvers: "
+                               f"{self.approvers_for(host).describe()}", code="not_approver")
+        if break_glass_reason is not None:
+            return self._break_glass(break_glass_reason)
+        return refusal
+
+    def _break_glass(self, reason: str) -> Decision:
+        if not self.settings.break_glass:
+            return Decision(False, "break-glass is turned off", code="break_glass_off")
+        if len(reason.strip()) < MIN_REASON:
+            return Decision(False, f"break-glass needs a typed reason (at least {MIN_REASON} "
+                            "characters)", code="break_glass_reason")
+        return Decision(True, f"BREAK-GLASS: {reason.strip()}", break_glass=True,
+                        code="break_glass")

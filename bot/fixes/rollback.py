@@ -1,0 +1,63 @@
+"""Rolling an applied change back: restore its backup exactly, then persist that.
+
+The restore steps were stored with the change when it was applied (so a
+rollback needs nothing but the store and SSH). Afterwards the fix's persist
+commands run again, so the saved rules match the restored ones, and the
+ruleset is compared with the one recorded before the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bot.fixes.apply import CommandLog, Connect
+from bot.fixes.backup import BackupPlan, backup_plan, normalize_ruleset, step_from_dict
+from bot.models import Command
+from bot.store import ChangeRecord
+from bot.transport import script_command
+from config.settings import Settings
+
+
+@dataclass
+class RollbackResult:
+    ok: bool
+    message: str
+    exact: bool | None = None  # ruleset now == ruleset before the fix (normalised)
+    log: list[CommandLog] = field(default_factory=list)
+    ruleset_before: str = ""  # before the rollback (= after the fix)
+    ruleset_after: str = ""
+
+
+async def restore_change(settings: Settings, connect: Connect, change: ChangeRecord) -> RollbackResult:
+    steps = [step_from_dict(d) for d in change.restore_steps]
+    if not steps:
+        return RollbackResult(False, "this change has no backup or rollback commands to run")
+    dumps = _dumps(change)
+    log: list[CommandLog] = []
+    t = connect(change.host)
+    try:
+        before = "".join(r.stdout for r in await t.run(dumps, step="rollback")) if dumps else ""
+        r = (await t.run([script_command(steps, timeout=settings.command_timeout)],
+                         step="rollback"))[0]
+        log.append(CommandLog.of(r))
+        if not r.ok:
+            return RollbackResult(False, f"restoring {change.backup_dir} failed: "
+                                  f"{r.stderr.strip()}", log=log, ruleset_before=before)
+        for argv in change.fix.persist:
+            p = (await t.run([Command(tuple(argv), timeout=settings.command_timeout)],
+                             step="rollback"))[0]
+            log.append(CommandLog.of(p))
+        after = "".join(r.stdout for r in await t.run(dumps, step="rollback")) if dumps else ""
+    finally:
+        await t.close()
+    exact = (normalize_ruleset(after) == normalize_ruleset(change.ruleset_before)) if dumps else None
+    msg = f"restored the backup {change.backup_dir}"
+    if exact is False:
+        msg += "; the ruleset now differs from the one before the fix (changed meanwhile?)"
+    return RollbackResult(True, msg, exact=exact, log=log, ruleset_before=before,
+                          ruleset_after=after)
+
+
+def _dumps(change: ChangeRecord) -> list[Command]:
+    plan: BackupPlan = backup_plan(change.fix, "/", change.host.name, change.id)
+    return plan.dump

@@ -1,0 +1,54 @@
+"""A fake host for fix tests: a Transport that records every command with real times.
+
+Not a mock: it has behaviour (answers per argv, optional failures, a delay
+per command) and a journal of (start, end, transport id, argv) taken with
+time.monotonic, so tests can prove ordering and exclusion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bot.models import Command, CommandResult
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class FakeHost:
+    delay: float = 0.0
+    answers: dict[tuple[str, ...], tuple[int, str]] = field(default_factory=dict)
+    fail: set[tuple[str, ...]] = field(default_factory=set)
+    journal: list[tuple[float, float, int, tuple[str, ...]]] = field(default_factory=list)
+    connections: int = 0
+
+    def connect(self, host) -> FakeTransport:
+        self.connections += 1
+        return FakeTransport(self, host.name)
+
+    def ran(self, word: str) -> list[tuple[float, float, int, tuple[str, ...]]]:
+        return [j for j in self.journal if any(word in a for a in j[3])]
+
+
+class FakeTransport:
+    def __init__(self, host: FakeHost, name: str) -> None:
+        self.host, self.name, self.id = host, name, next(_ids)
+
+    async def run(self, commands: Sequence[Command], *, step: str = "") -> list[CommandResult]:
+        out = []
+        for cmd in commands:
+            start = time.monotonic()
+            await asyncio.sleep(self.host.delay)
+            rc, stdout = self.host.answers.get(cmd.argv, (0, ""))
+            if cmd.argv in self.host.fail:
+                rc, stdout = 1, ""
+            self.host.journal.append((start, time.monotonic(), self.id, cmd.argv))
+            out.append(CommandResult(cmd, rc, stdout, "boom" if rc else ""))
+        return out
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,81 @@
+"""Who may approve: host / inventory group / tag / Slack user group, four eyes, read-only, break-glass."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.fixes.policy import Policy
+from tests.unit.fixtures_fixes import inventory, settings
+
+
+def policy(tmp_path, members=None, **kw) -> Policy:
+    async def group_members(group: str) -> list[str]:
+        return (members or {}).get(group, [])
+
+    return Policy(settings(tmp_path, **kw), inventory(), group_members)
+
+
+@pytest.mark.parametrize("host,actor,allowed", [
+    ("mx1", "UHOST", True),      # the host's own approvers
+    ("mx1", "UGROUP", True),     # rule by inventory group "mail"
+    ("mx2", "UGROUP", True),
+    ("mx2", "UEU", True),        # rule by tag "eu"
+    ("mx1", "UEU", False),
+    ("mx3", "UMX3", True),       # rule by host name
+    ("mx3", "UGROUP", False),    # mx3 is not in group "mail"
+    ("mx3", "UHOST", False),
+    ("mx1", "UNOBODY", False),
+])
+async def test_approvers_by_host_group_tag(tmp_path, host, actor, allowed):
+    p = policy(tmp_path)
+    d = await p.decide(p.inventory.get(host), actor, requested_by="UREQ")
+    assert d.allowed is allowed
+    if not allowed:
+        assert d.code == "not_approver" and "may not approve" in d.reason
+
+
+async def test_usergroup_membership_is_resolved_by_the_injected_callable(tmp_path):
+    p = policy(tmp_path, members={"SPRODOPS": ["UOPS1"], "SHOSTGRP": ["UOPS2"]})
+    mx1, mx2 = p.inventory.get("mx1"), p.inventory.get("mx2")
+    assert (await p.decide(mx1, "UOPS1", "UREQ")).allowed    # tag prod -> SPRODOPS
+    assert (await p.decide(mx1, "UOPS2", "UREQ")).allowed    # host's approver_groups
+    assert not (await p.decide(mx2, "UOPS1", "UREQ")).allowed  # mx2 is not prod
+    # groups the caller already knows (e.g. from the Slack payload) count too
+    assert (await p.decide(mx1, "UX", "UREQ", actor_groups=["SPRODOPS"])).allowed
+    assert "<!subteam^SPRODOPS>" in p.approvers_for(mx1).describe()
+
+
+async def test_four_eyes_refuses_the_requester_only(tmp_path):
+    p = policy(tmp_path, four_eyes=True)
+    mx1 = p.inventory.get("mx1")
+    d = await p.decide(mx1, "UHOST", requested_by="UHOST")
+    assert not d.allowed and d.code == "four_eyes"
+    assert (await p.decide(mx1, "UGROUP", requested_by="UHOST")).allowed
+    off = policy(tmp_path, four_eyes=False)
+    assert (await off.decide(mx1, "UHOST", requested_by="UHOST")).allowed
+
+
+async def test_read_only_refuses_everyone_even_cli_and_break_glass(tmp_path):
+    p = policy(tmp_path, read_only=True, break_glass=True)
+    mx1 = p.inventory.get("mx1")
+    for actor, reason in (("UHOST", None), ("cli:root", None), ("UX", "the approvers are all asleep")):
+        d = await p.decide(mx1, actor, "UREQ", break_glass_reason=reason)
+        assert not d.allowed and d.code == "read_only" and "read-only" in d.reason
+
+
+async def test_break_glass_off_by_default_and_needs_a_typed_reason(tmp_path):
+    mx1 = inventory().get("mx1")
+    off = policy(tmp_path)
+    assert (await off.decide(mx1, "UX", "UREQ", break_glass_reason="x" * 40)).code == "break_glass_off"
+    on = policy(tmp_path, break_glass=True)
+    assert (await on.decide(mx1, "UX", "UREQ", break_glass_reason="  ")).code == "break_glass_reason"
+    d = await on.decide(mx1, "UX", "UREQ", break_glass_reason="outage, no approver reachable")
+    assert d.allowed and d.break_glass and "outage" in d.reason
+    # without a reason, break-glass being on changes nothing
+    assert not (await on.decide(mx1, "UX", "UREQ")).allowed
+
+
+async def test_cli_operator_is_allowed_but_audited_as_such(tmp_path):
+    p = policy(tmp_path)
+    d = await p.decide(p.inventory.get("mx3"), "cli:alice", "cli:alice")
+    assert d.allowed and d.code == "cli"
