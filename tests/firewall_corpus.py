@@ -348,3 +348,36 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+# --- fix plans on a case (unit and lab tests share this) ----------------------------------------
+
+def endpoints(addresses: dict) -> dict:
+    from bot.firewall.analysis import Endpoints
+
+    local = frozenset({addresses["host"], addresses["host6"], "127.0.0.1", "::1"})
+    return {"ipv4": Endpoints(addresses["host"], addresses["prober"], addresses.get("iface", "eth0"), local),
+            "ipv6": Endpoints(addresses["host6"], addresses["prober6"], addresses.get("iface", "eth0"), local)}
+
+
+def mail_keys() -> list[tuple[str, str, int]]:
+    return [split_key(k) for k in all_keys() if not k.endswith("/22")]
+
+
+def plan_fixes(results, addresses: dict):
+    """iptables + ufw plans for every mail key the model blocks, as the analysis would ask."""
+    from bot.firewall.plan_iptables import Plan, plan_iptables
+    from bot.firewall.plan_ufw import plan_ufw
+    from bot.firewall.ufw import parse_ufw_status
+
+    ruleset = parse_results(results)
+    ufw_result = results.get(("ufw", "status", "verbose"))
+    status = parse_ufw_status(ufw_result.stdout if ufw_result else "", ufw_result.exit_status if ufw_result else 127)
+    ends = endpoints(addresses)
+    keys = mail_keys()
+    plan = Plan()
+    for part in (plan_iptables(ruleset, keys, ends, ufw_active=bool(status.active)),
+                 plan_ufw(ruleset, status, keys, ends)):
+        plan.fixes += part.fixes
+        plan.notes += part.notes
+    return ruleset, plan

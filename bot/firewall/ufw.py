@@ -22,7 +22,8 @@ _ROW = re.compile(
 
 @dataclass(frozen=True)
 class UfwRule:
-    number: int  # 1-based, as `ufw status numbered` and `ufw insert N` count
+    index: int  # 1-based order in the verbose listing; NOT `ufw status numbered`'s number
+    # (verbose lists outgoing rules after all incoming ones; numbered keeps insertion order)
     to: str  # "25/tcp", "25,465/tcp", "Anywhere", "993/tcp on eth0", "OpenSSH"
     action: Literal["allow", "deny", "reject", "limit"]
     direction: Literal["in", "out", "fwd"]
@@ -69,6 +70,7 @@ class UfwStatus:
     default_routed: str | None = None
     rules: list[UfwRule] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    raw: str = ""  # the listing as collected (its sha256 is a fix's precondition)
 
     def rules_for(self, direction: str, v6: bool) -> list[UfwRule]:
         return [r for r in self.rules if r.direction == direction and r.v6 == v6]
@@ -80,7 +82,7 @@ def _is_address(word: str) -> bool:
 
 def parse_ufw_status(text: str, exit_status: int | None = 0) -> UfwStatus:
     """Parse `LANG=C ufw status verbose`. exit 127 (or 'command not found'): not installed."""
-    status = UfwStatus()
+    status = UfwStatus(raw=text)
     if exit_status == 127 or "command not found" in text or "not found" in text.lower()[:80]:
         status.installed, status.active = False, False
         return status
@@ -124,6 +126,6 @@ def _row(line: str, status: UfwStatus) -> None:
     to, src = m.group("to").strip(), m.group("src").strip()
     v6 = "(v6)" in to or "(v6)" in src
     status.rules.append(UfwRule(
-        number=len(status.rules) + 1, to=to, action=m.group("action").lower(),  # type: ignore[arg-type]
+        index=len(status.rules) + 1, to=to, action=m.group("action").lower(),  # type: ignore[arg-type]
         direction=(m.group("dir") or "IN").lower(), source=src, v6=v6,  # type: ignore[arg-type]
         text=line.strip(), comment=(m.group("comment") or "").strip()))
