@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from bot.errors import TransportError
+from bot.firewall.iptables import normalize_iptables_save
 from bot.fixes.backup import BackupPlan, backend_of, backup_plan, normalize_ruleset, step_to_dict
 from bot.models import Command, CommandResult, Precondition
 from bot.store import ChangeRecord, PlanRecord
@@ -62,8 +63,17 @@ class ApplyResult:
 
 
 def fingerprint(stdout: str, normalize: str = "raw") -> str:
-    """sha256 of a precondition's normalised stdout (planners use the same)."""
-    text = stdout if normalize == "raw" else normalize_ruleset(stdout)
+    """sha256 of a precondition's normalised stdout, as the planners compute it.
+
+    "iptables-save" uses the firewall package's normalize_iptables_save (the
+    planner hashes with it); "nft" drops comments and counters.
+    """
+    if normalize == "iptables-save":
+        text = normalize_iptables_save(stdout)
+    elif normalize == "nft":
+        text = normalize_ruleset(stdout)
+    else:
+        text = stdout
     return hashlib.sha256(text.encode()).hexdigest()
 
 
