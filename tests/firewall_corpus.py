@@ -49,10 +49,12 @@ INBOUND_PORTS = (22, 25, 465, 587, 143, 993)
 OUTBOUND_PORTS = (25, 465, 587)
 FAMILIES = ("ipv4", "ipv6")
 LISTEN_PORTS = (25, 465, 587, 143, 993)  # 22 is sshd's
-# Collected besides collect_commands(): legacy tables are invisible to iptables-nft-save.
+# Collected besides collect_commands() (when it lacks them): legacy tables are invisible to
+# iptables-nft-save; the listing a person reads (the guide's) ties the cases to the guide.
 EXTRA_COMMANDS = (
     Command(("iptables-legacy-save", "-c")),
     Command(("ip6tables-legacy-save", "-c")),
+    Command(("iptables", "-L", "-v", "-n", "--line-numbers")),
 )
 
 
@@ -271,7 +273,9 @@ def collect(host) -> list[CommandResult]:
     from bot.firewall import collect_commands
 
     out = []
-    for cmd in [*collect_commands(), *EXTRA_COMMANDS]:
+    commands = collect_commands()
+    commands += [c for c in EXTRA_COMMANDS if c.argv not in {x.argv for x in commands}]
+    for cmd in commands:
         env = [f"{k}={v}" for k, v in cmd.env]
         r = host.sh("env", *env, *cmd.argv, check=False, timeout=cmd.timeout + 15)
         out.append(CommandResult(cmd, r.returncode, r.stdout, r.stderr))

@@ -40,3 +40,44 @@ def test_case_is_complete(case):
 
 def test_corpus_is_not_empty():
     assert len(CASES) >= 2
+
+
+# The guide's sample `iptables -L -v -n --line-numbers` rows (counters dropped): the lab cases
+# reproduce exactly these rulesets, so the kernel verdicts recorded for them are the guide's.
+GUIDE_LISTINGS = {
+    "guide_policy_accept_multiport_drop": {
+        "INPUT (policy ACCEPT)": ["1 DROP 6 -- * * 0.0.0.0/0 0.0.0.0/0 tcp multiport dports 22",
+                                  "2 DROP 6 -- * * 0.0.0.0/0 0.0.0.0/0 tcp multiport dports 25,143,993,587,465"],
+        "FORWARD (policy ACCEPT)": [],
+        "OUTPUT (policy ACCEPT)": ["1 DROP 6 -- * * 0.0.0.0/0 0.0.0.0/0 tcp multiport dports 25,143,993,587,465"],
+    },
+    "guide_policy_drop_ssh_only": {
+        "INPUT (policy DROP)": ["1 ACCEPT 0 -- * * 0.0.0.0/0 0.0.0.0/0 state RELATED,ESTABLISHED",
+                                "2 ACCEPT 6 -- * * 0.0.0.0/0 0.0.0.0/0 tcp dpt:22"],
+        "FORWARD (policy ACCEPT)": [],
+        "OUTPUT (policy DROP)": ["1 ACCEPT 0 -- * * 0.0.0.0/0 0.0.0.0/0 state RELATED,ESTABLISHED"],
+    },
+}
+
+
+def _listing(text: str) -> dict[str, list[str]]:
+    """`iptables -L -v -n --line-numbers` -> {'INPUT (policy DROP)': ['1 ACCEPT 0 -- ...']} without counters."""
+    chains: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        words = line.split()
+        if line.startswith("Chain "):
+            current = f"{words[1]} (policy {words[3]})"
+            chains[current] = []
+        elif words and words[0].isdigit() and current:
+            # iptables 1.8.9 omits the "tcp" that older versions print before "multiport"
+            rest = " ".join(words[3:]).replace(" 0.0.0.0/0 multiport", " 0.0.0.0/0 tcp multiport")
+            chains[current].append(f"{words[0]} {rest}")
+    return chains
+
+
+@pytest.mark.parametrize("name", sorted(GUIDE_LISTINGS))
+def test_lab_cases_are_the_guides_rulesets(name):
+    case = next(c for c in CASES if c.name == name)
+    text = (case.captured_dir / "iptables_-L_-v_-n_--line-numbers.txt").read_text()
+    assert _listing(text) == GUIDE_LISTINGS[name]
