@@ -370,6 +370,7 @@ def mail_keys() -> list[tuple[str, str, int]]:
 
 def plan_fixes(results, addresses: dict):
     """iptables + ufw plans for every mail key the model blocks, as the analysis would ask."""
+    from bot.firewall.iptables import default_source, save_has_file_option
     from bot.firewall.plan_iptables import Plan, plan_iptables
     from bot.firewall.plan_ufw import plan_ufw
     from bot.firewall.ufw import parse_ufw_status
@@ -380,7 +381,10 @@ def plan_fixes(results, addresses: dict):
     ends = endpoints(addresses)
     keys = mail_keys()
     plan = Plan()
-    for part in (plan_iptables(ruleset, keys, ends, ufw_active=bool(status.active)),
+    version = results[("iptables", "-V")].stdout if ("iptables", "-V") in results else ""
+    for part in (plan_iptables(ruleset, keys, ends, ufw_active=bool(status.active),
+                               default_source=default_source(version),
+                               save_file_option=save_has_file_option(version)),
                  plan_ufw(ruleset, status, keys, ends)):
         plan.fixes += part.fixes
         plan.notes += part.notes

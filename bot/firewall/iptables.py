@@ -90,6 +90,21 @@ def family_of(text: str, default: str = "ip") -> str:
     return "ip" if "iptables-save" in text else default
 
 
+def default_source(version_text: str) -> str:
+    """Which variant plain `iptables` is, from `iptables -V`: 'iptables v1.8.9 (nf_tables)' -> nft.
+
+    1.8.x prints '(legacy)' for the legacy variant; 1.4.x/1.6.x print no tag and are legacy.
+    (iptables-legacy-save's own header has no tag at all: do not look there.)
+    """
+    return "iptables-nft" if "nf_tables" in version_text else "iptables-legacy"
+
+
+def save_has_file_option(version_text: str) -> bool:
+    """`iptables-save -f FILE` exists from iptables 1.8 on (RHEL 8, Debian 10+); not in 1.4/1.6."""
+    m = re.search(r"v(\d+)\.(\d+)", version_text)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= (1, 8)
+
+
 def mentions_legacy(text: str) -> bool:
     """iptables-nft-save warns when legacy tables exist that it does not show."""
     return "iptables-legacy tables present" in text or "ip6tables-legacy tables present" in text

@@ -247,12 +247,16 @@ def _label(k: Key) -> str:
 
 def plan_iptables(ruleset: Ruleset, blocked: Mapping[Key, object] | Iterable[Key],
                   ends: Mapping[str, Endpoints], *, distro_family: str = "debian",
-                  default_source: str = "iptables-nft", ufw_active: bool = False) -> Plan:
+                  default_source: str = "iptables-nft", ufw_active: bool = False,
+                  save_file_option: bool = True) -> Plan:
     """Fixes for the blocked (direction, family, port) keys; `ends` per family as in the analysis.
 
     `blocked` may map keys to Decisions / PortVerdicts (only the keys are used: the
     verdicts are recomputed on the model so that before and after are comparable).
     With `ufw_active`, the filter table is left to plan_ufw (ufw rewrites it).
+    `default_source` is what plain `iptables` is (iptables.default_source(`iptables -V`));
+    `save_file_option`: iptables-save has -f (iptables.save_has_file_option), else the
+    persist step is a fixed `sh -c 'iptables-save > FILE'` (no user text in it).
     """
     plan = Plan()
     keys = list(blocked)
@@ -260,13 +264,14 @@ def plan_iptables(ruleset: Ruleset, blocked: Mapping[Key, object] | Iterable[Key
         if family not in ends or not any(k[1] == family for k in keys):
             continue
         fix = _plan_family(ruleset, keys, family, ends[family], distro_family, default_source, plan.notes,
-                           ufw_active)
+                           ufw_active, save_file_option)
         if fix is not None:
             plan.fixes.append(fix)
     return plan
 
 
-def _plan_family(ruleset, keys, family, ends, distro_family, default_source, notes, ufw_active) -> Fix | None:
+def _plan_family(ruleset, keys, family, ends, distro_family, default_source, notes, ufw_active,
+                 save_file_option) -> Fix | None:
     wanted = family_keys(keys, family)
     before = verdicts(ruleset, wanted, ends)
     targets = [k for k in wanted if k in keys and before[k].verdict == "block"]
@@ -284,10 +289,12 @@ def _plan_family(ruleset, keys, family, ends, distro_family, default_source, not
     if not opened:
         notes.append(f"{family}: no plan: the edits found would not open any blocked port")
         return None
-    return _fix(ruleset, family, changes, opened, before, distro_family, default_source, notes)
+    persist = _persist("ip" if family == "ipv4" else "ip6", changes, distro_family, default_source, notes,
+                       save_file_option)
+    return _fix(ruleset, family, changes, opened, before, default_source, persist)
 
 
-def _fix(ruleset, family, changes, opened, before, distro_family, default_source, notes) -> Fix:
+def _fix(ruleset, family, changes, opened, before, default_source, persist) -> Fix:
     commands, rollback, pre = [], [], []
     fam = "ip" if family == "ipv4" else "ip6"
     for c in changes:
@@ -299,7 +306,6 @@ def _fix(ruleset, family, changes, opened, before, distro_family, default_source
             pre.append(Precondition(argv=[tool, "-t", c.table, "-C", c.chain, *c.spec],
                                     description=f"the rule to delete is still there: {c.text}"))
     pre += _table_preconditions(ruleset, changes, default_source)
-    persist = _persist(fam, changes, distro_family, default_source, notes)
     ports = ", ".join(_label(k) for k in opened)
     tool = "iptables" if fam == "ip" else "ip6tables"
     digest = hashlib.sha256(repr(commands).encode()).hexdigest()[:10]
@@ -335,7 +341,7 @@ def _table_preconditions(ruleset: Ruleset, changes: list[Change], default_source
     return out
 
 
-def _persist(fam, changes, distro_family, default_source, notes) -> list[list[str]]:
+def _persist(fam, changes, distro_family, default_source, notes, save_file_option=True) -> list[list[str]]:
     path = PERSIST_FILES.get((distro_family, fam))
     if path is None:
         notes.append(f"{fam}: not persisted: unknown distribution family {distro_family!r}")
@@ -344,4 +350,6 @@ def _persist(fam, changes, distro_family, default_source, notes) -> list[list[st
         notes.append(f"{fam}: not persisted: the change is in tables of another iptables variant")
         return []
     _, save = tools(fam, default_source, default_source)
+    if not save_file_option:  # a fixed string: both words come from the tables above, never from input
+        return [["sh", "-c", f"{save} > {path}"]]
     return [[save, "-f", path]]

@@ -103,6 +103,15 @@ def test_normalize_drops_comments_counters_dates():
     assert mentions_legacy("# Warning: iptables-legacy tables present, use iptables-legacy-save to see them")
 
 
+def test_variant_and_save_file_option_from_iptables_version():
+    from bot.firewall.iptables import default_source, save_has_file_option
+
+    assert default_source("iptables v1.8.9 (nf_tables)") == "iptables-nft"
+    assert default_source("iptables v1.8.4 (legacy)") == default_source("iptables v1.4.21") == "iptables-legacy"
+    assert save_has_file_option("iptables v1.8.4 (legacy)") and not save_has_file_option("iptables v1.4.21")
+    assert not save_has_file_option("")
+
+
 def test_ufw_status_rows_defaults_and_v6():
     s = parse_ufw_status((CORPUS / "ufw_deny_before_allow/captured/ufw_status_verbose.txt").read_text())
     assert s.active and (s.default_incoming, s.default_outgoing, s.default_routed) == ("deny", "allow", "disabled")

@@ -158,3 +158,11 @@ def test_a_plan_that_would_block_ssh_is_refused(monkeypatch):
     monkeypatch.setattr(planner, "apply_change", sabotage)
     plan = planner.plan_iptables(rs, [("inbound", "ipv4", 25)], endpoints(case.expected()["addresses"]))
     assert not plan.fixes and any("stop allowing inbound 22" in n for n in plan.notes)
+
+
+def test_persist_without_save_file_option_is_a_fixed_shell_line():
+    case = BY_NAME["rhel_reject_all"]
+    rs, _ = plan_fixes(load_captured(case.captured_dir), case.expected()["addresses"])
+    fix = planner.plan_iptables(rs, [("inbound", "ipv4", 25)], endpoints(case.expected()["addresses"]),
+                                distro_family="rhel", save_file_option=False).fixes[0]
+    assert fix.persist == [["sh", "-c", "iptables-save > /etc/sysconfig/iptables"]]
