@@ -141,14 +141,18 @@ def _apply(table, base, stack, path, p, budget, chain, rule) -> list[Outcome]:
 
 
 def base_chains(ruleset: Ruleset, p: Packet) -> list[tuple[Table, Chain]]:
-    """Every filtering base chain the packet meets, in the order the kernel runs them."""
+    """Every base chain the packet meets, in the order the kernel runs them.
+
+    nat chains see only the first packet of a connection (conntrack NEW; not
+    replies, not untracked packets): a DNAT/REDIRECT there changes where it goes.
+    """
     hooks = HOOK_ORDER[p.direction]
     found = [
         (hooks.index(c.hook), c.priority, n, t, c)
         for n, t in enumerate(ruleset.tables)
         if t.applies_to(p.family)
         for c in t.chains.values()
-        if c.hook in hooks and c.type != "nat"
+        if c.hook in hooks and (c.type != "nat" or p.ctstate == "new")
     ]
     found.sort(key=lambda x: (x[0], x[1], x[2]))
     return [(t, c) for *_, t, c in found]
