@@ -45,6 +45,7 @@ TOP_LEVEL = {"-p", "--protocol", "-s", "--source", "--src", "-d", "--destination
 CONTINUE_TARGETS = {"LOG", "NFLOG", "ULOG", "MARK", "CONNMARK", "TCPMSS", "CLASSIFY", "DSCP", "TOS",
                     "TTL", "HL", "SECMARK", "CONNSECMARK", "TRACE", "AUDIT", "CHECKSUM", "TEE", "SET",
                     "IDLETIMER", "LED", "RATEEST", "HMARK", "TCPOPTSTRIP", "ECN", "CT"}
+SOURCE_NAT = {"SNAT", "MASQUERADE"}  # the connection still goes where it was going
 TERMINAL_TARGETS = {"ACCEPT": "accept", "DROP": "drop", "REJECT": "reject", "RETURN": "return"}
 SERVICES = {"ssh": 22, "smtp": 25, "submission": 587, "submissions": 465, "smtps": 465, "urd": 465,
             "imap": 143, "imap2": 143, "imaps": 993, "http": 80, "https": 443, "domain": 53,
@@ -436,9 +437,9 @@ def _target(opt: str, args: list[str], table: Table) -> Verdict:
         return Verdict("jump", name)
     if name == "NOTRACK" or (name == "CT" and "--notrack" in rest):
         return Verdict("continue", set_ctstate="untracked")
-    if name in CONTINUE_TARGETS:
+    if name in CONTINUE_TARGETS or (table.name == "nat" and name in SOURCE_NAT):
         return Verdict("continue")
-    return Verdict("unknown")
+    return Verdict("unknown")  # DNAT / REDIRECT / NETMAP: the destination changes; unknown
 
 
 # --- normalization (preconditions) --------------------------------------------------------

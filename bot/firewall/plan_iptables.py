@@ -173,6 +173,11 @@ def change_for(pv: PortVerdict, ports: list[int], attempt: int = 0) -> Change | 
                   f"accept {what} {_ports(ports)} in {chain.name} before rule {left} (policy DROP reached through it)")
 
 
+def _by_policy(pv: PortVerdict) -> bool:
+    d = pv.decision.deciding
+    return d is not None and d.rule is None
+
+
 def _last_base_rule(pv: PortVerdict, table: Table, chain: str) -> int | None:
     prefix = f"{table.label}/{chain}#"
     positions = [int(s[len(prefix):]) for s in pv.decision.path if s.startswith(prefix)]
@@ -225,8 +230,8 @@ def build_changes(ruleset: Ruleset, targets: list[Key], ends: Endpoints, notes: 
         attempt = attempts.get(point, 0)
         attempts[point] = attempt + 1
         change = change_for(now[still[0]], sorted({k[2] for k in group}), attempt) if attempt < 2 else "no edit opens it"
-        if isinstance(change, Change) and defer_filter and change.table == "filter":
-            change = "ufw is active and manages the filter table (see the ufw plan)"
+        if isinstance(change, Change) and defer_filter and change.table == "filter" and _by_policy(now[still[0]]):
+            change = "ufw is active and sets the filter policies (see the ufw plan)"
         if isinstance(change, str):
             notes.append(f"{', '.join(_label(k) for k in group)}: not planned: {change}")
             skipped |= set(group)
@@ -275,6 +280,10 @@ def _plan_family(ruleset, keys, family, ends, distro_family, default_source, not
     wanted = family_keys(keys, family)
     before = verdicts(ruleset, wanted, ends)
     targets = [k for k in wanted if k in keys and before[k].verdict == "block"]
+    for k in wanted:
+        if k in keys and before[k].verdict == "unknown":
+            reason = "; ".join(before[k].decision.reasons)[:300]
+            notes.append(f"{_label(k)}: not planned: the firewall's verdict is unknown ({reason})")
     if not targets:
         return None
     work, changes = build_changes(ruleset, targets, ends, notes, defer_filter=ufw_active)
@@ -289,8 +298,11 @@ def _plan_family(ruleset, keys, family, ends, distro_family, default_source, not
     if not opened:
         notes.append(f"{family}: no plan: the edits found would not open any blocked port")
         return None
-    persist = _persist("ip" if family == "ipv4" else "ip6", changes, distro_family, default_source, notes,
-                       save_file_option)
+    persist = [] if ufw_active else _persist("ip" if family == "ipv4" else "ip6", changes, distro_family,
+                                             default_source, notes, save_file_option)
+    if ufw_active:
+        notes.append(f"{family}: not persisted: ufw rebuilds iptables from its own files (a rule outside them "
+                     "lives only until ufw reloads)")
     return _fix(ruleset, family, changes, opened, before, default_source, persist)
 
 

@@ -129,3 +129,15 @@ def test_ufw_inactive_missing_and_garbage():
     assert parse_ufw_status("ERROR: You need to be root to run this script\n").problems
     s = parse_ufw_status("Status: active\nDefault: deny (incoming), allow (outgoing)\n\nTo Action From\n-- ------ ----\n???\n")
     assert s.problems and not s.rules
+
+
+def test_nat_redirect_is_unknown_for_the_first_packet_and_masquerade_harmless():
+    text = ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n"
+            "-A PREROUTING -p tcp -m tcp --dport 25 -j REDIRECT --to-ports 2525\n"
+            "-A POSTROUTING -o eth0 -j MASQUERADE\nCOMMIT\n")
+    rs = parse_save(text)
+    assert evaluate(rs, syn(25)).verdict == "unknown" and evaluate(rs, syn(587)).verdict == "allow"
+    out = Packet("outbound", "ipv4", 25, "198.18.1.2", "198.18.1.1", oif="eth0")
+    assert evaluate(rs, out).verdict == "allow"
+    reply = Packet("inbound", "ipv4", 25, "198.18.1.1", "198.18.1.2", iif="eth0", ctstate="established")
+    assert evaluate(rs, reply).verdict == "allow"  # nat never sees replies

@@ -39,6 +39,8 @@ def test_every_blocked_port_is_planned_or_explained(case):
     planned = {tuple(k) for f in plan.fixes for k in f.expected_allow}
     blocked = [split_key(k) for k, v in case.expected()["kernel"].items() if v == "block" and not k.endswith("/22")]
     for k in blocked:
+        if case.may_be_unknown(f"{k[0]}/{k[1]}/{k[2]}"):
+            continue  # the model says unknown there: nothing is planned on a guess
         family_label = f"{k[2]}/{'IPv6' if k[1] == 'ipv6' else 'IPv4'}"
         explained = any(family_label in n or _label(k) in n or case.model_gap for n in plan.notes)
         assert k in planned or explained or case.model_gap, f"{k} neither planned nor explained: {plan.notes}"
