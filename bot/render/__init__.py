@@ -1,0 +1,1 @@
+"""Renderers: pure functions from a Report to Block Kit, the terminal or JSON."""

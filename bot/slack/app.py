@@ -1,0 +1,67 @@
+"""The Bolt app: build_app() wires settings, inventory, engine and fixes."""
+
+from __future__ import annotations
+
+import weakref
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.errors import ConfigError
+from bot.slack.bot import MailcheckBot
+from bot.slack.ports import Engine, FixService
+from bot.slack.poster import SlackPoster
+from bot.slack.runner import CheckRunner, DetailsCache
+from bot.slack.tasks import TaskSet
+from config.inventory import Inventory
+from config.settings import Settings
+
+_BOTS: weakref.WeakKeyDictionary[AsyncApp, MailcheckBot] = weakref.WeakKeyDictionary()
+
+
+def make_client(settings: Settings) -> AsyncWebClient:
+    if settings.slack_bot_token is None:
+        raise ConfigError("SLACK_BOT_TOKEN is not set (the bot's xoxb- token)")
+    kw = {"base_url": settings.slack_api_url} if settings.slack_api_url else {}
+    return AsyncWebClient(token=settings.slack_bot_token.get_secret_value(), **kw)
+
+
+async def skip_retries(req, resp, next) -> BoltResponse:
+    """A delivery Slack retries (X-Slack-Retry-Num) is acked and dropped: the
+    first delivery already started the work."""
+    if req.headers.get("x-slack-retry-num"):
+        return BoltResponse(status=200, body="")
+    return await next()
+
+
+def build_app(settings: Settings, inventory: Inventory, engine: Engine, fixes: FixService,
+              client: AsyncWebClient | None = None, *, update_interval: float = 1.0,
+              check_timeout: float = 300.0) -> AsyncApp:
+    """An AsyncApp with every mailcheck listener registered.
+
+    Signatures are verified with settings.slack_signing_secret (HTTP mode);
+    the Web API goes to settings.slack_api_url when set. Raises ConfigError
+    when the token or signing secret is missing.
+    """
+    from handlers import register_all  # handlers import bot.slack: import here, not at the top
+
+    if settings.slack_signing_secret is None:
+        raise ConfigError("SLACK_SIGNING_SECRET is not set")
+    client = client or make_client(settings)
+    app = AsyncApp(client=client, signing_secret=settings.slack_signing_secret.get_secret_value(),
+                   process_before_response=False)
+    app.middleware(skip_retries)
+    poster = SlackPoster(client, interval=update_interval)
+    tasks = TaskSet(timeout=check_timeout + 60)
+    runner = CheckRunner(poster, engine, fixes, DetailsCache(), timeout=check_timeout)
+    bot = MailcheckBot(inventory=inventory, runner=runner, fixes=fixes, poster=poster,
+                       tasks=tasks, client=client)
+    register_all(app, bot)
+    _BOTS[app] = bot
+    return app
+
+
+def bot_of(app: AsyncApp) -> MailcheckBot:
+    """The MailcheckBot behind an app built by build_app (its tasks, poster, …)."""
+    return _BOTS[app]

@@ -1,0 +1,98 @@
+"""What each Slack interaction does. Listeners in handlers/ ack first and call
+these; anything slow runs in the TaskSet, never before the ack."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.render import blockkit
+from bot.slack.commands import Check, parse
+from bot.slack.ports import FixAction, FixService
+from bot.slack.poster import SlackPoster
+from bot.slack.runner import CheckRequest, CheckRunner
+from bot.slack.tasks import Seen, TaskSet
+from config.inventory import Inventory
+
+log = logging.getLogger(__name__)
+
+
+class MailcheckBot:
+    def __init__(self, *, inventory: Inventory, runner: CheckRunner, fixes: FixService,
+                 poster: SlackPoster, tasks: TaskSet, client: AsyncWebClient) -> None:
+        self.inventory, self.runner, self.fixes = inventory, runner, fixes
+        self.poster, self.tasks, self.client = poster, tasks, client
+        self.seen = Seen()
+
+    # --- /mailcheck -------------------------------------------------------------
+    async def command(self, ack, body: dict[str, Any]) -> None:
+        parsed = parse(body.get("text", ""), self.inventory)
+        if not isinstance(parsed, Check):
+            await ack(response_type="ephemeral", text=parsed.text)
+            return
+        if not self.seen.first("cmd:" + body.get("trigger_id", "")):
+            await ack()  # the same command delivered twice: one check only
+            return
+        await ack(response_type="ephemeral", text=f"Checking `{parsed.host.name}`; "
+                  "the result appears in this channel and updates as steps finish.")
+        self.start_check(CheckRequest(parsed.host, body.get("user_id", ""), body.get("channel_id", ""),
+                                      body.get("response_url", ""), parsed.steps))
+
+    def start_check(self, req: CheckRequest) -> None:
+        self.tasks.spawn(self.runner.run(req), name=f"check:{req.host.name}")
+
+    # --- buttons ------------------------------------------------------------------
+    def _first_click(self, body: dict, action: dict) -> bool:
+        key = f"{body.get('container', {}).get('message_ts')}:{action.get('action_ts')}:" \
+              f"{body.get('user', {}).get('id')}:{action.get('action_id')}"
+        return self.seen.first("act:" + key)
+
+    def _fix_action(self, kind: str, body: dict, action: dict) -> FixAction:
+        return FixAction(
+            kind=kind, value=action.get("value", ""), user_id=body.get("user", {}).get("id", ""),
+            team_id=body.get("team", {}).get("id", ""),
+            channel_id=(body.get("channel") or body.get("container") or {}).get("id", "")
+            or body.get("container", {}).get("channel_id", ""),
+            message_ts=body.get("container", {}).get("message_ts", ""),
+            trigger_id=body.get("trigger_id", ""), response_url=body.get("response_url", ""),
+            client=self.client)
+
+    async def fix_click(self, ack, body: dict, action: dict, kind: str) -> None:
+        await ack()
+        if not self._first_click(body, action):
+            return
+        handle = self.fixes.handle_apply if kind == "apply" else self.fixes.handle_rollback
+        self.tasks.spawn(handle(self._fix_action(kind, body, action)), name=f"{kind}:{action.get('value')}")
+
+    async def recheck(self, ack, body: dict, action: dict) -> None:
+        await ack()
+        if not self._first_click(body, action):
+            return
+        info = self._fix_action("recheck", body, action)
+        host = self.inventory.hosts.get(info.value)
+        if host is None:
+            self.tasks.spawn(self.poster.respond(info.response_url, {
+                "response_type": "ephemeral", "replace_original": False,
+                "text": f"`{info.value[:60]}` is no longer in the inventory; nothing checked."}))
+            return
+        self.start_check(CheckRequest(host, info.user_id, info.channel_id, info.response_url))
+
+    async def details(self, ack, body: dict, action: dict) -> None:
+        await ack()
+        report = self.runner.details.get(action.get("value", ""))
+        view = blockkit.details_modal(report) if report else blockkit.expired_modal(
+            "These details are gone (the bot restarted or they are old). Press *Re-check*.")
+        self.tasks.spawn(self.poster.call("views_open", trigger_id=body.get("trigger_id", ""),
+                                          view=view), timeout=10, name="details")
+
+    # --- modals ---------------------------------------------------------------------
+    async def view_submission(self, ack, body: dict, view: dict) -> None:
+        await ack()
+        action = FixAction(
+            kind="view", value=view.get("private_metadata", ""), user_id=body.get("user", {}).get("id", ""),
+            team_id=body.get("team", {}).get("id", ""), callback_id=view.get("callback_id", ""),
+            values=view.get("state", {}).get("values", {}), trigger_id=body.get("trigger_id", ""),
+            client=self.client)
+        self.tasks.spawn(self.fixes.handle_view(action), name="view")

@@ -1,0 +1,87 @@
+"""`/mailcheck` text -> what to do. Pure; never resolves or probes anything.
+
+Only inventory names are accepted as targets: the bot must not become a port
+scanner for anyone who can type in Slack. Replies here are ephemeral texts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from config.inventory import Host, Inventory
+
+SINGLE_STEPS = ("tools", "services", "ports", "firewall")
+USAGE = (
+    "*Usage*\n"
+    "• `/mailcheck HOST`: the full check of an inventory host (tools, services, ports, "
+    "firewall, conclusion)\n"
+    "• `/mailcheck HOST STEP`: one step only, STEP one of " + ", ".join(SINGLE_STEPS) + "\n"
+    "• `/mailcheck hosts`: the hosts you can check\n"
+    "• `/mailcheck help`: this text\n"
+    "Results appear in this channel and update as steps finish. Fixes need an approver's click."
+)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Answer with this ephemeral text and do nothing else."""
+
+    text: str
+    refused: bool = False
+
+
+@dataclass(frozen=True)
+class Check:
+    host: Host
+    steps: tuple[str, ...] | None = None
+
+
+Parsed = Reply | Check
+
+
+def _quote(text: str) -> str:
+    """User text echoed back: short, one line, no Slack mentions or links."""
+    flat = re.sub(r"\s+", " ", text).strip()[:60]
+    return flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
+
+
+def hosts_text(inventory: Inventory) -> str:
+    if not inventory.hosts:
+        return "No hosts are configured: the inventory is empty. Ask an admin to add your mail " \
+               "servers to mailcheck's inventory file."
+    lines = [f"*Hosts you can check* ({len(inventory.hosts)}):"]
+    for name in sorted(inventory.hosts):
+        host = inventory.hosts[name]
+        tags = f" · tags: {', '.join(host.tags)}" if host.tags else ""
+        lines.append(f"• `{name}` ({host.address}){tags}")
+    lines.append("Run `/mailcheck HOST` with one of these names.")
+    return "\n".join(lines)[:2900]
+
+
+def _unknown(word: str, inventory: Inventory) -> Reply:
+    known = ", ".join(f"`{n}`" for n in sorted(inventory.hosts)[:20]) or "none yet"
+    return Reply(
+        f"`{_quote(word)}` is not in mailcheck's inventory, so I won't connect to it or look it "
+        f"up: I only check the mail servers listed there. Known hosts: {known}. "
+        "`/mailcheck hosts` lists them; to add a server, ask an admin to put it in the inventory.",
+        refused=True,
+    )
+
+
+def parse(text: str, inventory: Inventory) -> Parsed:
+    words = (text or "").split()
+    if not words or words[0].lower() in ("help", "-h", "--help", "?"):
+        return Reply(USAGE)
+    if words[0].lower() == "hosts" and len(words) == 1 and "hosts" not in inventory.hosts:
+        return Reply(hosts_text(inventory))
+    host = inventory.hosts.get(words[0])
+    if host is None:
+        return _unknown(words[0], inventory)
+    if len(words) == 1:
+        return Check(host)
+    step = words[1].lower()
+    if len(words) > 2 or step not in SINGLE_STEPS:
+        return Reply(f"`{_quote(' '.join(words[1:]))}` is not a step I know. Steps: "
+                      + ", ".join(f"`{s}`" for s in SINGLE_STEPS) + ".\n" + USAGE, refused=True)
+    return Check(host, (step,))

@@ -1,0 +1,140 @@
+"""One check, from the first channel message to the final report.
+
+Post one message (chat.postMessage), update it in place as steps finish
+(chat.update, paced), end it as the report or as an error that says which
+step failed and why: never left on "running", also on a crash, a timeout or a
+shutdown. Where the bot is not in the channel, fall back to the response_url
+and tell the user how to invite it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from slack_sdk.errors import SlackApiError
+
+from bot.errors import MailcheckError, TransportError
+from bot.models import STEPS, Report, StepResult
+from bot.render import blockkit
+from bot.slack.ports import Engine, FixService
+from bot.slack.poster import NOT_IN_CHANNEL, LiveMessage, ResponseUrlMessage, SlackPoster
+from config.inventory import Host
+
+log = logging.getLogger(__name__)
+
+INVITE_HINT = (
+    ":information_source: I can't post in this channel because I'm not a member "
+    "(`{error}`). I'll send the result here when the check ends, without live progress. "
+    "To get live progress, invite me: type `/invite @mailcheck` in the channel "
+    "(or open the channel details → Integrations → Add apps)."
+)
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    host: Host
+    user_id: str
+    channel_id: str
+    response_url: str = ""
+    steps: tuple[str, ...] | None = None
+
+
+class DetailsCache:
+    """Finished reports by opaque id, for the "Show details" modal (bounded)."""
+
+    def __init__(self, size: int = 200) -> None:
+        self.size = size
+        self._reports: OrderedDict[str, Report] = OrderedDict()
+
+    def put(self, report: Report) -> str:
+        key = "d_" + secrets.token_urlsafe(9)
+        self._reports[key] = report
+        while len(self._reports) > self.size:
+            self._reports.popitem(last=False)
+        return key
+
+    def get(self, key: str) -> Report | None:
+        return self._reports.get(key)
+
+
+class CheckRunner:
+    def __init__(self, poster: SlackPoster, engine: Engine, fixes: FixService,
+                 details: DetailsCache, timeout: float = 300.0) -> None:
+        self.poster, self.engine, self.fixes = poster, engine, fixes
+        self.details, self.timeout = details, timeout
+
+    async def run(self, req: CheckRequest) -> None:
+        steps = req.steps or STEPS
+        partial = Report(host=req.host.name, address=req.host.address)
+        msg = await self._open(req, blockkit.progress_blocks(partial, steps))
+        if msg is None:
+            return
+        done: list[str] = []
+
+        async def progress(step: StepResult, report: Report) -> None:
+            done.append(step.name)
+            msg.show(blockkit.progress_blocks(report, steps), f"{req.host.name}: {step.name} done")
+
+        try:
+            report = await asyncio.wait_for(
+                self.engine.check(req.host, steps=req.steps, progress=progress), self.timeout)
+        except asyncio.CancelledError:
+            await self._fail(msg, req, "mailcheck shut down before the check finished; "
+                             "press Re-check when it is back", steps, done)
+            raise
+        except TimeoutError:
+            await self._fail(msg, req, f"no result within {self.timeout:.0f}s (the host or a "
+                             "probe is not answering)", steps, done)
+        except TransportError as e:
+            await self._fail(msg, req, f"{type(e).__name__}: {e}", steps, done, e.step)
+        except MailcheckError as e:
+            await self._fail(msg, req, str(e), steps, done)
+        except Exception as e:
+            log.exception("check of %s crashed", req.host.name)
+            await self._fail(msg, req, f"internal error ({type(e).__name__}: {e}); "
+                             "the bot's log has the traceback", steps, done)
+        else:
+            await self._finish(msg, req, report)
+
+    async def _open(self, req: CheckRequest, blocks: list[dict]):
+        text = f"{req.host.name}: checking…"
+        try:
+            ts = await self.poster.post(req.channel_id, blocks, text)
+            return LiveMessage(self.poster, req.channel_id, ts)
+        except SlackApiError as e:
+            error = e.response.get("error", "")
+            if error not in NOT_IN_CHANNEL or not req.response_url:
+                log.error("cannot post the check of %s: %s", req.host.name, error)
+                if req.response_url:
+                    await self.poster.respond(req.response_url, {
+                        "response_type": "ephemeral",
+                        "text": f"I could not post in this channel ({error}); check not started."})
+                return None
+        await self.poster.respond(req.response_url, {
+            "response_type": "ephemeral", "text": INVITE_HINT.format(error=error)})
+        return ResponseUrlMessage(self.poster, req.response_url)
+
+    async def _finish(self, msg, req: CheckRequest, report: Report) -> None:
+        plan_ids: dict[str, str] = {}
+        if report.fixes:
+            try:
+                plan_ids = await self.fixes.register(report, req.user_id, req.channel_id)
+            except Exception:
+                log.exception("registering the fixes of %s failed", req.host.name)
+        details_id = self.details.put(report)
+        blocks = blockkit.report_blocks(report, plan_ids, details_id)
+        await msg.finish(blocks, blockkit.fallback_text(report, req.host.name))
+
+    async def _fail(self, msg, req: CheckRequest, why: str, steps: Sequence[str],
+                    done: list[str], step: str | None = None) -> None:
+        step = step or next((s for s in steps if s not in done), None)
+        blocks = blockkit.error_blocks(req.host.name, why, step)
+        try:
+            await msg.finish(blocks, f"{req.host.name}: the check failed: {why}"[:3000])
+        except Exception:
+            log.exception("could not end the message of the check of %s", req.host.name)

@@ -1,0 +1,138 @@
+"""`mailcheck serve`: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode.
+
+HTTP mode: an aiohttp server on settings.http_port with POST /slack/events
+(Bolt verifies the v0 signature and the timestamp) and GET /healthz.
+Socket Mode: slack_bolt's aiohttp AsyncSocketModeHandler, and the same port
+serves only /healthz, which answers 200 only while the socket is connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.middleware.authorization.async_single_team_authorization import (
+    AsyncSingleTeamAuthorization,
+)
+from slack_sdk.errors import SlackApiError
+
+from bot.errors import ConfigError
+from bot.slack.app import bot_of, build_app
+from bot.slack.ports import Engine, FixService
+from config.inventory import Inventory, load_inventory
+from config.settings import Settings
+
+log = logging.getLogger(__name__)
+Health = Callable[[], Awaitable[dict]]
+
+
+def http_app(app: AsyncApp | None, health: Health) -> web.Application:
+    """/slack/events (when app is given) and /healthz."""
+
+    async def events(request: web.Request) -> web.Response:
+        return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
+
+    async def healthz(_request: web.Request) -> web.Response:
+        state = await health()
+        return web.json_response(state, status=200 if state.get("ok") else 503)
+
+    web_app = web.Application()
+    if app is not None:
+        web_app.router.add_post("/slack/events", events)
+    web_app.router.add_get("/healthz", healthz)
+    return web_app
+
+
+async def start_site(web_app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start listening; returns the runner (to clean up) and the bound port (port 0 works)."""
+    runner = web.AppRunner(web_app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner, runner.addresses[0][1]
+
+
+async def warm_auth(app: AsyncApp) -> dict:
+    """auth.test once at start: a bad token fails here, clearly, and the first
+    request's ack does not wait for it. Raises ConfigError."""
+    try:
+        result = await app.client.auth_test()
+    except SlackApiError as e:
+        raise ConfigError(f"Slack refused the bot token: {e.response.get('error')}") from e
+    for mw in getattr(app, "_async_middleware_list", []):  # Bolt caches it per app
+        if isinstance(mw, AsyncSingleTeamAuthorization) and mw.auth_test_result is None:
+            mw.auth_test_result = result
+    return result.data if hasattr(result, "data") else dict(result)
+
+
+def http_health(app: AsyncApp, auth: dict) -> Health:
+    async def health() -> dict:
+        return {"ok": True, "mode": "http", "team": auth.get("team_id"), "bot": auth.get("user_id"),
+                "running_tasks": len(bot_of(app).tasks)}
+    return health
+
+
+def socket_health(app: AsyncApp, handler: AsyncSocketModeHandler) -> Health:
+    async def health() -> dict:
+        connected = await handler.client.is_connected()
+        return {"ok": connected, "mode": "socket", "connected": connected,
+                "running_tasks": len(bot_of(app).tasks)}
+    return health
+
+
+async def run_app(app: AsyncApp, settings: Settings, stop: asyncio.Event,
+                  on_ready: Callable[[int], None] | None = None) -> None:
+    """Serve `app` until `stop` is set; then cancel background work cleanly."""
+    auth = await warm_auth(app)
+    handler = None
+    if settings.slack_app_token is not None:
+        handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
+        await handler.connect_async()
+        web_app = http_app(None, socket_health(app, handler))
+    else:
+        web_app = http_app(app, http_health(app, auth))
+    runner, port = await start_site(web_app, settings.http_host, settings.http_port)
+    log.info("mailcheck serving (%s mode) on port %s", "socket" if handler else "http", port)
+    try:
+        if on_ready:
+            on_ready(port)
+        await stop.wait()
+    finally:
+        await bot_of(app).tasks.shutdown()
+        if handler is not None:
+            await handler.close_async()
+        await runner.cleanup()
+        await bot_of(app).poster.close()
+
+
+def default_services(settings: Settings, inventory: Inventory) -> tuple[Engine, FixService]:
+    """The production engine and fix service (wired by the lead; see the report)."""
+    try:
+        from bot.engine import Engine as RealEngine  # noqa: PLC0415
+        from bot.slack.service_fixes import service_fixes  # noqa: PLC0415
+    except ImportError as e:
+        raise ConfigError(f"the check engine is not available: {e}") from e
+    return RealEngine(settings), service_fixes(settings, inventory)
+
+
+async def serve(settings: Settings, *, inventory: Inventory | None = None,
+                engine: Engine | None = None, fixes: FixService | None = None) -> None:
+    """The `mailcheck serve` entry point: runs until SIGINT/SIGTERM."""
+    inventory = inventory if inventory is not None else load_inventory(settings.inventory)
+    if engine is None or fixes is None:
+        default_engine, default_fixes = default_services(settings, inventory)
+        engine, fixes = engine or default_engine, fixes or default_fixes
+    app = build_app(settings, inventory, engine, fixes)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await run_app(app, settings, stop)

@@ -1,0 +1,195 @@
+"""Fixtures for the Slack tests: the fake Slack, a scripted engine, the real
+Bolt app served by the real aiohttp server on 127.0.0.1 port 0, and signed
+requests in Slack's own payload shapes."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+
+from bot.models import STEPS, Finding, Fix, Report, StepResult
+from bot.slack.app import bot_of, build_app
+from bot.slack.ports import InMemoryFixService, Progress
+from bot.slack.server import run_app
+from config.inventory import Host, Inventory
+from config.settings import Settings
+from tests.slack.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+
+def make_settings(fake: FakeSlack, *, socket: bool = False, token: str = BOT_TOKEN) -> Settings:
+    return Settings(_env_file=None, SLACK_BOT_TOKEN=token, SLACK_SIGNING_SECRET=SECRET,
+                    SLACK_APP_TOKEN=APP_TOKEN if socket else None, slack_api_url=fake.api_url,
+                    http_port=0, http_host="127.0.0.1", inventory=None)
+
+
+def make_inventory() -> Inventory:
+    return Inventory.model_validate({"hosts": {
+        "mx1": {"address": "198.18.200.2", "tags": ["prod"]},
+        "mx2": {"address": "198.18.201.2"},
+    }})
+
+
+def broken_report(host: Host, steps: Sequence[str] = STEPS) -> Report:
+    fix = Fix(id="fw-input-25", kind="firewall", summary="Allow inbound SMTP (25/tcp)",
+              commands=[["iptables", "-I", "INPUT", "1", "-p", "tcp", "--dport", "25", "-j", "ACCEPT"]])
+    return Report(
+        host=host.name, address=host.address, duration=1.2,
+        steps=[StepResult(name=s, status="fail" if s == "firewall" else "ok", summary=f"{s} done",
+                          evidence=f"evidence of {s}") for s in steps],
+        findings=[Finding(code="firewall-blocks", severity="critical", step="firewall",
+                          summary="Port 25 is dropped by -A INPUT -p tcp --dport 25 -j DROP",
+                          evidence="-A INPUT -p tcp -m tcp --dport 25 -j DROP", fixes=[fix.id])],
+        fixes=[fix])
+
+
+@dataclass
+class ScriptedEngine:
+    """Calls progress for each step like the real engine; records every call."""
+
+    delay: float = 0.0
+    crash_at: str | None = None
+    exc: Exception = field(default_factory=lambda: RuntimeError("boom"))
+    calls: list[tuple[str, tuple[str, ...] | None]] = field(default_factory=list)
+    gate: asyncio.Event | None = None
+
+    async def check(self, host: Host, *, steps: Sequence[str] | None = None,
+                    progress: Progress | None = None) -> Report:
+        self.calls.append((host.name, tuple(steps) if steps else None))
+        full = broken_report(host, steps or STEPS)
+        partial = Report(host=host.name, address=host.address)
+        for step in full.steps:
+            if self.gate is not None:
+                await self.gate.wait()
+            await asyncio.sleep(self.delay)
+            if step.name == self.crash_at:
+                raise self.exc
+            partial.steps.append(step)
+            if progress:
+                await progress(step, partial)
+        return full
+
+
+@dataclass
+class Served:
+    url: str
+    fake: FakeSlack
+    engine: ScriptedEngine
+    fixes: InMemoryFixService
+    app: object
+    stop: asyncio.Event
+    task: asyncio.Task
+
+    @property
+    def bot(self):
+        return bot_of(self.app)
+
+    async def settle(self) -> None:
+        """Wait until every background task (checks, clicks) is done."""
+        await asyncio.sleep(0.05)
+        await self.bot.tasks.join()
+
+
+async def start_served(fake: FakeSlack, engine: ScriptedEngine, *, socket: bool = False,
+                       interval: float = 0.05, check_timeout: float = 30.0) -> Served:
+    settings = make_settings(fake, socket=socket)
+    fixes = InMemoryFixService()
+    app = build_app(settings, make_inventory(), engine, fixes, update_interval=interval,
+                    check_timeout=check_timeout)
+    stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_app(app, settings, stop, on_ready=ready.set_result))
+    port = await asyncio.wait_for(ready, 10)
+    return Served(f"http://127.0.0.1:{port}", fake, engine, fixes, app, stop, task)
+
+
+@pytest.fixture
+async def fake():
+    fake = await FakeSlack().start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+def engine() -> ScriptedEngine:
+    return ScriptedEngine()
+
+
+@pytest.fixture
+async def served(fake, engine):
+    s = await start_served(fake, engine)
+    yield s
+    s.stop.set()
+    await asyncio.wait_for(s.task, 15)
+
+
+# --- Slack's payloads, signed ----------------------------------------------------------------
+def sign(body: str, timestamp: int | None = None, secret: str = SECRET) -> dict[str, str]:
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
+
+
+def slash_body(text: str, response_url: str, *, channel: str = "C0MAIL", user: str = "U0ALICE",
+               trigger: str | None = None) -> str:
+    return urllib.parse.urlencode({
+        "token": "legacy-verification-token", "team_id": "T0LAB", "team_domain": "lab",
+        "channel_id": channel, "channel_name": "mail-ops", "user_id": user, "user_name": "alice",
+        "command": "/mailcheck", "text": text, "api_app_id": "A0LAB",
+        "is_enterprise_install": "false", "response_url": response_url,
+        "trigger_id": trigger or f"{time.time_ns()}.1.abc",
+    })
+
+
+def action_payload(action_id: str, value: str, response_url: str, *, channel: str = "C0MAIL",
+                   user: str = "U0BOB", message_ts: str = "1700000000.000100") -> dict:
+    return {
+        "type": "block_actions", "api_app_id": "A0LAB", "token": "legacy-verification-token",
+        "user": {"id": user, "username": "bob", "name": "bob", "team_id": "T0LAB"},
+        "team": {"id": "T0LAB", "domain": "lab"}, "channel": {"id": channel, "name": "mail-ops"},
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel,
+                      "is_ephemeral": False},
+        "trigger_id": f"{time.time_ns()}.2.def", "response_url": response_url,
+        "message": {"type": "message", "ts": message_ts, "text": "report", "blocks": []},
+        "actions": [{"action_id": action_id, "block_id": "b1", "type": "button", "value": value,
+                     "text": {"type": "plain_text", "text": "x"}, "action_ts": str(time.time())}],
+    }
+
+
+def view_payload(callback_id: str, metadata: str, values: dict) -> dict:
+    return {
+        "type": "view_submission", "api_app_id": "A0LAB", "token": "legacy-verification-token",
+        "team": {"id": "T0LAB", "domain": "lab"},
+        "user": {"id": "U0BOB", "username": "bob", "name": "bob", "team_id": "T0LAB"},
+        "trigger_id": f"{time.time_ns()}.3.ghi",
+        "view": {"id": "V0001", "team_id": "T0LAB", "type": "modal", "callback_id": callback_id,
+                 "private_metadata": metadata, "state": {"values": values}, "hash": "1.a",
+                 "blocks": [], "title": {"type": "plain_text", "text": "Break glass"}},
+    }
+
+
+def form_payload(payload: dict) -> str:
+    return urllib.parse.urlencode({"payload": json.dumps(payload)})
+
+
+async def post_signed(url: str, body: str, *, headers: dict | None = None,
+                      timestamp: int | None = None, signed: bool = True) -> tuple[int, str, float]:
+    """POST like Slack does; returns status, body text and seconds until the answer."""
+    h = {"Content-Type": "application/x-www-form-urlencoded"}
+    if signed:
+        h.update(sign(body, timestamp))
+    h.update(headers or {})
+    start = time.perf_counter()
+    async with aiohttp.ClientSession() as s, s.post(url + "/slack/events", data=body,
+                                                     headers=h) as r:
+        text = await r.text()
+        return r.status, text, time.perf_counter() - start
