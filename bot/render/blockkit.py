@@ -39,6 +39,7 @@ BUTTON_VALUE = 2000
 CONFIRM_TEXT = 300
 MESSAGE_BUDGET = 10_000  # JSON characters of all blocks; Slack refuses at roughly 13,000
 MODAL_BUDGET = 24_000
+BUTTON_BUDGET = 5_000  # of MESSAGE_BUDGET, for the Apply buttons and their confirm dialogs
 FALLBACK_TEXT = 3000  # the `text` of chat.postMessage (notifications, screen readers)
 
 ACTION_APPLY = "mailcheck_apply"  # + "_<n>"; value: plan id
@@ -200,13 +201,24 @@ def _fix_blocks(report: Report, plan_ids: Mapping[str, str], evidence_limit: int
 
 
 def _buttons(report: Report, plan_ids: Mapping[str, str], details_id: str | None) -> list[dict]:
-    buttons = []
-    for i, fix in enumerate(f for f in report.fixes if f.id in plan_ids):
-        buttons.append(ButtonElement(
+    buttons, used = [], 0
+    fixes = [f for f in report.fixes if f.id in plan_ids]
+    for i, fix in enumerate(fixes):
+        button = ButtonElement(
             text=trim(f"Apply: {fix.summary}", BUTTON_TEXT), action_id=f"{ACTION_APPLY}_{i}",
             value=plan_ids[fix.id][:BUTTON_VALUE], style="primary",
-            confirm=confirm_for(fix, report.host)))
-    buttons.append(ButtonElement(text="Re-check", action_id=ACTION_RECHECK, value=report.host))
+            confirm=confirm_for(fix, report.host))
+        used += size([button.to_dict()])
+        if used > BUTTON_BUDGET or len(buttons) >= 48:
+            extra = context(f"{MORE} {len(fixes) - i} more fix(es) have no button here (Slack's "
+                            "size limits): apply them one at a time, then Re-check.")
+            return [extra] + _actions(buttons, report.host, details_id)
+        buttons.append(button)
+    return _actions(buttons, report.host, details_id)
+
+
+def _actions(buttons: list, host: str, details_id: str | None) -> list[dict]:
+    buttons.append(ButtonElement(text="Re-check", action_id=ACTION_RECHECK, value=host))
     if details_id:
         buttons.append(ButtonElement(text="Show details", action_id=ACTION_DETAILS, value=details_id))
     # at most 25 elements per actions block; the last block keeps Re-check and details
