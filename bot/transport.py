@@ -277,6 +277,7 @@ class Step:
     stdin: str | None = None
     stdout: str | None = None
     append: bool = False
+    check: bool = True  # False: a failure of this step does not stop the script
 
     def line(self) -> str:
         text = shlex.join(self.argv)
@@ -284,7 +285,7 @@ class Step:
             text += f" <{shlex.quote(self.stdin)}"
         if self.stdout is not None:
             text += f" {'>>' if self.append else '>'}{shlex.quote(self.stdout)}"
-        return text
+        return text if self.check else f"{text} || :"
 
 
 def script_command(steps: Sequence[Step], *, timeout: float = 30.0) -> Command:

@@ -22,12 +22,19 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from bot.errors import TransportError
 from bot.firewall.iptables import normalize_iptables_save
-from bot.fixes.backup import BackupPlan, backend_of, backup_plan, normalize_ruleset, step_to_dict
+from bot.fixes.backup import (
+    BackupPlan,
+    backend_of,
+    backup_plan,
+    drop_new_filter_steps,
+    normalize_ruleset,
+    step_to_dict,
+)
 from bot.models import Command, CommandResult, Precondition
 from bot.store import ChangeRecord, PlanRecord
 from bot.transport import Transport, detached_command, script_command
@@ -35,8 +42,8 @@ from config.inventory import Host
 from config.settings import Settings
 
 Connect = Callable[[Host], Transport]
-ApplyStatus = Literal["applied", "precondition_changed", "backup_failed", "command_failed",
-                      "restored_by_host", "connection_lost", "unreachable"]
+ApplyStatus = Literal["applied", "not_started", "precondition_changed", "backup_failed",
+                      "command_failed", "restored_by_host", "connection_lost", "unreachable"]
 GRACE = 3.0  # seconds after the deadline before looking whether the host restored itself
 
 
@@ -113,49 +120,81 @@ class Applier:
                 if (msg := precondition_problem(p, r))]
 
     async def apply(self, plan: PlanRecord, actor: str, change_id: str) -> ApplyResult:
-        fix, host = plan.fix, plan.host
-        bp = backup_plan(fix, str(self.settings.backup_dir), host.name, change_id)
-        t = self.connect(host)
+        bp = backup_plan(plan.fix, str(self.settings.backup_dir), plan.host.name, change_id)
+        log: list[CommandLog] = []
+        t = self.connect(plan.host)
         try:
-            problems = await self.check_preconditions(t, fix.preconditions)
-            if problems:
-                return ApplyResult("precondition_changed", "the host changed since the check; "
-                                   "nothing was applied, run the check again:\n- "
-                                   + "\n- ".join(problems))
-            result = await self._backup_and_run(t, plan, bp, actor, change_id)
+            try:
+                ready = await self._prepare(t, plan, bp, log)
+            except TransportError as e:
+                await self._disarm_quietly(plan.host, bp)
+                return ApplyResult("not_started", f"nothing was applied: {e}", log=log)
+            if isinstance(ready, ApplyResult):
+                return ready
+            ready, bp = ready
+            result = await self._change(t, plan, bp, actor, change_id, log)
+            result.ruleset_before = ready
+            if result.change is not None:
+                result.change.ruleset_before = ready
         finally:
             await t.close()
         return result
 
-    async def _backup_and_run(self, t: Transport, plan: PlanRecord, bp: BackupPlan,
-                              actor: str, change_id: str) -> ApplyResult:
-        log: list[CommandLog] = []
-        before = await self._dump(t, bp)
+    async def _prepare(self, t: Transport, plan: PlanRecord, bp: BackupPlan,
+                       log: list[CommandLog]) -> tuple[str, BackupPlan] | ApplyResult:
+        """Preconditions, dump, backup, dead-man: (ruleset before, final backup plan) or why not."""
+        problems = await self.check_preconditions(t, plan.fix.preconditions)
+        if problems:
+            return ApplyResult("precondition_changed", "the host changed since the check; "
+                               "nothing was applied, run the check again:\n- "
+                               + "\n- ".join(problems))
+        dumps = await t.run(bp.dump, step="fix") if bp.dump else []
+        before = "".join(r.stdout for r in dumps)
+        bp = await self._exact_restore(t, bp, dumps)
         backup = await self._run(t, script_command(bp.backup), log)
         if not backup.ok:
             return ApplyResult("backup_failed", f"could not back up to {bp.directory}; nothing "
-                               f"was applied: {backup.stderr.strip()}", log=log,
-                               ruleset_before=before)
-        guarded = backend_of(plan.fix) is not None
-        if guarded:
+                               f"was applied: {backup.stderr.strip()}", log=log)
+        if backend_of(plan.fix) is not None:
             armed = await self._arm(t, bp, log)
             if armed is not None:
-                return ApplyResult("backup_failed", armed, log=log, ruleset_before=before)
+                return ApplyResult("backup_failed", armed, log=log)
+        return before, bp
+
+    async def _exact_restore(self, t: Transport, bp: BackupPlan,
+                             dumps: list[CommandResult]) -> BackupPlan:
+        """Add the deletion of filter tables that did not exist (iptables-nft hosts)."""
+        saves = [(r.command.argv[0], r.stdout) for r in dumps if r.command.argv[0].endswith("tables-save")]
+        progs = [s.removesuffix("-save") for s, text in saves if "*filter" not in text]
+        if not progs:
+            return bp
+        versions = await t.run([self._cmd((p, "-V")) for p in progs], step="fix")
+        nft_based = {p for p, v in zip(progs, versions, strict=True) if "nf_tables" in v.stdout}
+        extra = drop_new_filter_steps(saves, nft_based)
+        return replace(bp, restore=[*bp.restore, *extra]) if extra else bp
+
+    async def _change(self, t: Transport, plan: PlanRecord, bp: BackupPlan, actor: str,
+                      change_id: str, log: list[CommandLog]) -> ApplyResult:
+        guarded = backend_of(plan.fix) is not None
         armed_at = time.monotonic()
         outcome = await self._run_commands(t, plan, bp, log)
-        if outcome is not None and outcome.status == "command_failed":
-            outcome.ruleset_before = before
-            return outcome
-        lost = outcome is not None
-        if lost and not guarded:
-            outcome.ruleset_before = before
+        if outcome is not None and (outcome.status == "command_failed" or not guarded):
             return outcome
         if guarded:
-            gone = await self._confirm(plan.host, bp, armed_at, lost, log)
+            gone = await self._confirm(plan.host, bp, armed_at, outcome is not None, log)
             if gone is not None:
-                gone.ruleset_before = before
                 return gone
-        return await self._persist(plan, bp, actor, change_id, before, log)
+        return await self._persist(plan, bp, actor, change_id, log)
+
+    async def _disarm_quietly(self, host: Host, bp: BackupPlan) -> None:
+        """Best effort after a failure before any change: no stale job may fire later."""
+        fresh = self.connect(host)
+        try:
+            await fresh.run([self._cmd(("mv", bp.armed, bp.armed + ".cancelled"))], step="fix")
+        except TransportError:
+            pass
+        finally:
+            await fresh.close()
 
     async def _arm(self, t: Transport, bp: BackupPlan, log: list[CommandLog]) -> str | None:
         touch = await self._run(t, self._cmd(("touch", bp.armed)), log)
@@ -224,24 +263,25 @@ class Applier:
                            "restore; check it by hand", log=log)
 
     async def _persist(self, plan: PlanRecord, bp: BackupPlan, actor: str, change_id: str,
-                       before: str, log: list[CommandLog]) -> ApplyResult:
+                       log: list[CommandLog]) -> ApplyResult:
+        """The change is confirmed: persist it and record it, even if this connection fails."""
+        failed, after = [], ""
         t = self.connect(plan.host)
         try:
-            failed = []
             for argv in plan.fix.persist:
                 r = await self._run(t, self._cmd(argv), log)
                 if not r.ok:
                     failed.append(r.command.display)
             after = await self._dump(t, bp)
+        except TransportError as e:
+            failed.append(f"(connection: {e})")
         finally:
             await t.close()
         change = ChangeRecord(
             id=change_id, plan_id=plan.id, host=plan.host, fix=plan.fix, applied_by=actor,
             applied_at=time.time(), backup_dir=bp.directory,
-            restore_steps=[step_to_dict(s) for s in bp.restore],
-            ruleset_before=before, ruleset_after=after,
+            restore_steps=[step_to_dict(s) for s in bp.restore], ruleset_after=after,
         )
         msg = "applied" if not failed else f"applied, but persisting failed: {', '.join(failed)} " \
             "(the change is lost at reboot)"
-        return ApplyResult("applied", msg, change=change, log=log, ruleset_before=before,
-                           ruleset_after=after)
+        return ApplyResult("applied", msg, change=change, log=log, ruleset_after=after)

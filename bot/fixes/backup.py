@@ -4,8 +4,9 @@ Everything here is pure: it returns `Step`s (argv + fixed redirections) that
 bot.transport turns into shell text with shlex. The backup lives on the
 host in a timestamped directory under settings.backup_dir.
 
-- iptables / ip6tables: `iptables-save` into rules.v4 / rules.v6, preceded by
-  an empty `*filter` section, so that `iptables-restore < rules.v4` also
+- iptables / ip6tables: for each variant the fix's commands use (iptables,
+  ip6tables, iptables-legacy, ...), `<variant>-save` into rules.<variant>,
+  preceded by an empty `*filter` section, so that `<variant>-restore` also
   empties a filter table that did not exist before the fix.
 - ufw: both of the above (ufw's runtime is iptables rules) plus copies of
   /etc/ufw and /etc/default/ufw; restore copies the files back and restores
@@ -54,12 +55,25 @@ def backend_of(fix: Fix) -> str | None:
     return backend if backend in FIREWALL_BACKENDS else None
 
 
-def _iptables(d: str, six: bool) -> tuple[list[Step], list[Step], Command]:
-    prog = "ip6tables" if six else "iptables"
-    path = f"{d}/rules.v{6 if six else 4}"
+_IPT = re.compile(r"^ip6?tables(-nft|-legacy)?$")
+
+
+def _iptables(d: str, prog: str) -> tuple[list[Step], list[Step], Command]:
+    """Back up / restore the tables of one iptables variant (iptables, ip6tables-legacy, ...)."""
+    path = f"{d}/rules.{prog}"
     backup = [Step(("printf", "%s\\n", *EMPTY_FILTER), stdout=path),
               Step((f"{prog}-save",), stdout=path, append=True)]
     return backup, [Step((f"{prog}-restore",), stdin=path)], Command((f"{prog}-save",))
+
+
+def iptables_variants(fix: Fix, backend: str | None) -> list[str]:
+    """The iptables programs whose tables the fix edits (ufw: both families)."""
+    if backend == "ufw":
+        return ["iptables", "ip6tables"]
+    if backend not in ("iptables", "ip6tables"):
+        return []
+    found = [argv[0] for argv in fix.commands if argv and _IPT.match(argv[0])]
+    return list(dict.fromkeys(found)) or [backend]
 
 
 def _copy(src: str, dst: str) -> tuple[Step, Step]:
@@ -79,13 +93,11 @@ def backup_plan(fix: Fix, base_dir: str, host: str, change_id: str,
     restore: list[Step] = []
     dump: list[Command] = []
     backend = backend_of(fix)
-    if backend in ("iptables", "ip6tables", "ufw"):
-        for six in (False, True):
-            if backend == "ufw" or (backend == "ip6tables") == six:
-                b, r, c = _iptables(d, six)
-                backup += b
-                restore += r
-                dump.append(c)
+    for prog in iptables_variants(fix, backend):
+        b, r, c = _iptables(d, prog)
+        backup += b
+        restore += r
+        dump.append(c)
     if backend == "ufw":
         for b, r in (_copy_dir("/etc/ufw", f"{d}/ufw"), _copy("/etc/default/ufw", f"{d}/default-ufw")):
             backup.append(b)
@@ -127,11 +139,27 @@ def _drop_empty_filter(lines: list[str]) -> list[str]:
     return out
 
 
+def drop_new_filter_steps(dumps: list[tuple[str, str]], nft_based: set[str]) -> list[Step]:
+    """Restore steps that delete a filter table the fix created (iptables-nft only).
+
+    dumps: (save program, its output before the fix). iptables-restore cannot
+    delete a table, so without this a rollback would leave an empty filter
+    table where there was none. Legacy tables cannot be unloaded: not exact there.
+    """
+    steps = []
+    for save, text in dumps:
+        prog = save.removesuffix("-save")
+        if prog in nft_based and not re.search(r"^\*filter\s*$", text, re.M):
+            family = "ip6" if prog.startswith("ip6") else "ip"
+            steps.append(Step(("nft", "delete", "table", family, "filter"), check=False))
+    return steps
+
+
 def step_to_dict(step: Step) -> dict:
     return {"argv": list(step.argv), "stdin": step.stdin, "stdout": step.stdout,
-            "append": step.append}
+            "append": step.append, "check": step.check}
 
 
 def step_from_dict(data: dict) -> Step:
     return Step(tuple(data["argv"]), data.get("stdin"), data.get("stdout"),
-                bool(data.get("append")))
+                bool(data.get("append")), bool(data.get("check", True)))

@@ -21,6 +21,7 @@ import asyncio
 import secrets
 import time
 
+from bot.errors import TransportError
 from bot.fixes.apply import Applier, ApplyResult, Connect
 from bot.fixes.outcomes import ApplyOutcome, RollbackOutcome, Snapshot
 from bot.fixes.plans import PlanBook, digest_problem
@@ -161,7 +162,11 @@ class FixService:
 
     async def _apply_locked(self, plan: PlanRecord, out: ApplyOutcome) -> ApplyOutcome:
         change_id = "c_" + secrets.token_urlsafe(9)
-        result = await self.applier.apply(plan, out.actor, change_id)
+        try:
+            result = await self.applier.apply(plan, out.actor, change_id)
+        except TransportError as e:  # the applier maps these; this is the last safety net
+            result = ApplyResult("unreachable", f"lost the host during the change: {e}; "
+                                 "look at it by hand")
         out.log = result.log
         out.before.ruleset = result.ruleset_before
         out.after.ruleset = result.ruleset_after
@@ -178,9 +183,13 @@ class FixService:
     async def _not_applied(self, plan: PlanRecord, out: ApplyOutcome,
                            result: ApplyResult) -> ApplyOutcome:
         refused = result.status == "precondition_changed"
-        await self.store.set_plan_state(plan.id, "refused" if refused else "failed")
         out.message = result.message
         out.offer_recheck = True
+        if result.status == "not_started":  # nothing happened on the host: may be retried
+            await self.store.unclaim_plan(plan.id)
+            out.status = "failed"
+            return out
+        await self.store.set_plan_state(plan.id, "refused" if refused else "failed")
         if refused:
             out.status = "precondition_changed"
         elif result.status in ("restored_by_host", "unreachable"):

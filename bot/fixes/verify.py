@@ -18,7 +18,9 @@ from config.inventory import Host
 Verifier = Callable[[Host, Fix], Awaitable[list[PortStatus]]]
 
 
-class _Engine(Protocol):
+class CheckEngine(Protocol):
+    """What verify needs of the engine: Engine.check(host, *, steps=None, progress=None)."""
+
     async def check(self, host: Host, *, steps=None, progress=None) -> Report: ...
 
 
@@ -30,7 +32,7 @@ class VerifyResult:
     error: str | None = None
 
 
-def engine_verifier(engine: _Engine) -> Verifier:
+def engine_verifier(engine: CheckEngine) -> Verifier:
     """Verify with a full check by the engine (services, ports with outside probe, firewall)."""
 
     async def verify(host: Host, fix: Fix) -> list[PortStatus]:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from bot.errors import UnreachableError
 from bot.models import Command, CommandResult
 
 _ids = itertools.count(1)
@@ -25,6 +26,7 @@ class FakeHost:
     fail: set[tuple[str, ...]] = field(default_factory=set)
     journal: list[tuple[float, float, int, tuple[str, ...]]] = field(default_factory=list)
     connections: int = 0
+    unreachable: bool = False  # every run raises UnreachableError (host down)
 
     def connect(self, host) -> FakeTransport:
         self.connections += 1
@@ -39,6 +41,8 @@ class FakeTransport:
         self.host, self.name, self.id = host, name, next(_ids)
 
     async def run(self, commands: Sequence[Command], *, step: str = "") -> list[CommandResult]:
+        if self.host.unreachable:
+            raise UnreachableError("no SSH answer", host=self.name, step=step)
         out = []
         for cmd in commands:
             start = time.monotonic()

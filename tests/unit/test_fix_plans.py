@@ -178,3 +178,14 @@ async def test_verifier_not_achieved_offers_rollback(tmp_path, host):
 def test_expiry_default_is_fifteen_minutes(tmp_path):
     assert settings(tmp_path).plan_ttl == 900
     assert time.time()  # keep import used
+
+
+async def test_unreachable_host_changes_nothing_and_the_plan_can_be_retried(tmp_path, host):
+    svc = service(tmp_path, host)
+    plan_id = (await svc.register(report(), "UREQ"))["fw-a"]
+    host.unreachable = True
+    out = await svc.apply(plan_id, "UHOST")
+    assert out.status == "failed" and "nothing was applied" in out.message
+    assert (await svc.plan(plan_id)).state == "pending"
+    host.unreachable = False
+    assert (await svc.apply(plan_id, "UHOST")).status == "applied"
