@@ -104,7 +104,19 @@ class LabHost:
     # --- running things inside -----------------------------------------------
     def sh(self, *argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
         """Run argv inside the host (its namespace and its /etc/netns files)."""
+        if self.dbus_socket.exists():  # firewalld runs in this host: firewall-cmd needs its bus
+            argv = ("env", f"DBUS_SYSTEM_BUS_ADDRESS=unix:path={self.dbus_socket}", *argv)
         return _run("ip", "netns", "exec", self.ns, *argv, check=check, timeout=timeout)
+
+    @property
+    def dbus_socket(self) -> Path:
+        """The host's own D-Bus system bus (tests/lab_firewalld.sh starts it, with firewalld)."""
+        return self.workdir / "dbus" / "bus"
+
+    def start_firewalld(self) -> None:
+        """firewalld in this host, on its own bus, with its own copy of /etc/firewalld."""
+        script = Path(__file__).parent / "lab_firewalld.sh"
+        self.sh("sh", str(script), str(self.workdir), timeout=60)
 
     def daemon(self, *argv: str) -> None:
         """Start a self-daemonizing program inside the host (its fds not kept)."""
