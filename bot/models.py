@@ -78,6 +78,7 @@ class PortStatus(BaseModel):
     process: str | None = None
     firewall: FirewallVerdict = "unknown"
     blocked_by: str | None = None
+    detail: str | None = None  # what the outside probe saw: SMTP banner / STARTTLS, TLS certificate
 
 
 class Finding(BaseModel):

@@ -1,0 +1,83 @@
+"""The finding-code catalogue: every code a check may emit, in one place.
+
+Codes are a contract (the JSON report's `findings[].code`); docs/report.md
+lists them. A code is never reused for a different meaning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.models import Finding, Severity
+
+
+@dataclass(frozen=True)
+class Code:
+    code: str
+    step: str
+    severity: Severity
+    meaning: str
+
+
+CATALOGUE: dict[str, Code] = {c.code: c for c in (
+    Code("tools.missing", "tools", "info",
+         "Diagnostic tools of the guide (dig, lsof, nc, whois) are missing; the fix installs them."),
+    Code("service.down", "services", "error",
+         "A mail daemon is installed but not running (systemd unit inactive, or no process)."),
+    Code("service.loopback_only", "services", "error",
+         "A daemon listens on the port on loopback only (Debian's exim default): "
+         "nothing outside can connect."),
+    Code("service.not_listening", "services", "warning",
+         "Nothing listens on the port at all (error for port 25, warning otherwise)."),
+    Code("service.unknown", "services", "warning",
+         "Neither ss nor lsof gave a usable listing: who listens is unknown."),
+    Code("port.filtered", "ports", "warning",
+         "The outside probe got no answer (timeout): something drops the packets "
+         "(error for port 25)."),
+    Code("port.refused", "ports", "warning",
+         "The outside probe was refused (RST): nothing listens, or a REJECT rule "
+         "(error for port 25)."),
+    Code("port.error", "ports", "warning",
+         "The outside probe failed otherwise (no route, ICMP unreachable, ...)."),
+    Code("smtp.no_starttls", "ports", "warning",
+         "The SMTP server on 25/587 answers EHLO without offering STARTTLS."),
+    Code("smtp.bad_greeting", "ports", "warning",
+         "The port is open but no SMTP 220 greeting / EHLO answer came back."),
+    Code("tls.handshake_failed", "ports", "warning",
+         "The port is open but the TLS handshake (465/993) failed."),
+    Code("tls.self_signed", "ports", "info",
+         "The certificate on 465/993 is self-signed (reported, not failed)."),
+    Code("tls.expired", "ports", "warning", "The certificate on 465/993 has expired."),
+    Code("firewall.inbound_blocked", "firewall", "error",
+         "The host firewall blocks inbound mail ports (grouped by deciding rule)."),
+    Code("firewall.outbound_blocked", "firewall", "error",
+         "The host firewall blocks outbound SMTP ports (grouped by deciding rule)."),
+    Code("firewall.prober_banned", "firewall", "error",
+         "The firewall bans the prober's address (fail2ban & co.), not the port."),
+    Code("firewall.source_specific", "firewall", "warning",
+         "The verdict for the prober differs from the one for a generic internet source."),
+    Code("firewall.unknown", "firewall", "warning",
+         "The evaluator cannot tell what the firewall does to these ports."),
+    Code("provider.port_blocked", "conclusion", "error",
+         "Firewall allows, a daemon listens publicly, yet the outside probe is filtered: "
+         "the provider's network blocks the port (guide step 5)."),
+    Code("check.step_failed", "", "error",
+         "A step could not run (SSH failure, timeout, missing commands, crash); "
+         "its message names host and step."),
+)}
+
+
+def finding(code: str, summary: str, *, evidence: str = "", severity: Severity | None = None,
+            fixes: list[str] | None = None, step: str | None = None) -> Finding:
+    """A Finding whose code must be in the catalogue (KeyError otherwise)."""
+    entry = CATALOGUE[code]
+    return Finding(code=code, severity=severity or entry.severity, summary=summary,
+                   evidence=evidence, fixes=list(fixes or []), step=step or entry.step)
+
+
+def catalogue_markdown() -> str:
+    """The catalogue as a Markdown table (docs/report.md embeds it)."""
+    rows = ["| code | step | severity | meaning |", "|---|---|---|---|"]
+    rows += [f"| `{c.code}` | {c.step or 'any'} | {c.severity} | {c.meaning} |"
+             for c in CATALOGUE.values()]
+    return "\n".join(rows)

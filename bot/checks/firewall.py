@@ -1,0 +1,52 @@
+"""Guide step 4: what does the host firewall do to each mail port?
+
+Thin: the evaluator in bot.firewall reads the rules and decides; this step
+gives it the context (the probed addresses, the prober's source address, the
+host's interfaces) and maps its decisions, findings and fixes into the report.
+"""
+
+from __future__ import annotations
+
+from bot import firewall
+from bot.checks import CheckInput, StepOutcome, status_of
+from bot.models import INBOUND_PORTS, OUTBOUND_PORTS, Command
+
+NAME = "firewall"
+NEEDS: tuple[str, ...] = ()
+
+
+def commands() -> list[Command]:
+    return firewall.collect_commands()
+
+
+def context(inp: CheckInput) -> firewall.AnalysisContext:
+    v4, v6 = inp.addresses.get("ipv4"), inp.addresses.get("ipv6")
+    sources = inp.probes.sources if inp.probes is not None else {}
+    return firewall.AnalysisContext(
+        inbound_ports=INBOUND_PORTS,
+        outbound_ports=OUTBOUND_PORTS,
+        prober_v4=sources.get("ipv4"),
+        prober_v6=sources.get("ipv6"),
+        host_v4=v4,
+        host_v6=v6,
+        inbound_iface=inp.facts.iface_of(v4) or inp.facts.iface_of(v6),
+        families=tuple(f for f in ("ipv4", "ipv6") if inp.addresses.get(f)),
+        distro_family=inp.facts.distro_family,
+        host_addrs=tuple(a.address for a in inp.facts.addresses),
+    )
+
+
+def evaluate(inp: CheckInput) -> StepOutcome:
+    analysis = firewall.analyze(inp.results, context=context(inp))
+    ports = {key: {"firewall": d.verdict, "blocked_by": d.blocked_by}
+             for key, d in analysis.decisions.items()}
+    findings = [f.model_copy(update={"step": f.step or NAME}) for f in analysis.findings]
+    blocked = sorted({f"{k[0]} {k[2]}" for k, d in analysis.decisions.items() if d.verdict == "block"})
+    summary = f"{analysis.backend}: " + (f"blocks {', '.join(blocked)}" if blocked else
+                                         "no mail port blocked")
+    status = status_of(findings)
+    if not analysis.decisions:
+        status, summary = "warn", f"{analysis.backend}: no verdicts ({'; '.join(analysis.errors)[:200]})"
+    evidence = analysis.evidence
+    return StepOutcome(status, summary, evidence, findings, list(analysis.fixes), ports,
+                       data={"backend": analysis.backend})

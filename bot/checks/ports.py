@@ -1,0 +1,116 @@
+"""Guide step 3: can the mail ports be reached from outside?
+
+Turns the outside probes (bot.probes) into each inbound port's `outside`
+verdict and findings; reads the SMTP and TLS details too. `read_nc_output`
+reads the guide's `nc -vz IP PORT` text (Debian's netcat-openbsd and Rocky's
+ncat) into the same verdicts.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from bot.checks import CheckInput, StepOutcome, status_of
+from bot.checks.catalogue import finding
+from bot.models import Command, Finding
+from bot.probes import PortProbe
+
+NAME = "ports"
+NEEDS: tuple[str, ...] = ()
+
+
+def commands() -> list[Command]:
+    return []
+
+
+def read_nc_output(text: str, exit_status: int | None = None) -> str:
+    """open | refused | filtered | error from `nc -vz` output (either netcat)."""
+    low = text.lower()
+    if "succeeded!" in low or "ncat: connected to" in low or " open" in low.split("\n")[0]:
+        return "open"
+    if "connection refused" in low:
+        return "refused"
+    if "timed out" in low or "timeout" in low or "operation now in progress" in low:
+        return "filtered"
+    if exit_status == 0:
+        return "open"
+    return "error"
+
+
+def evaluate(inp: CheckInput) -> StepOutcome:
+    if inp.probes is None:
+        return StepOutcome("skipped", "outside probes were not run")
+    now = datetime.now(UTC)
+    findings: list[Finding] = []
+    ports, lines = {}, []
+    for p in sorted(inp.probes.probes, key=lambda p: (p.family, p.port)):
+        ports[("inbound", p.family, p.port)] = {"outside": p.state, "detail": detail(p)}
+        lines.append(f"{p.family} {p.address}:{p.port} {p.state}"
+                     f" ({p.elapsed:.2f}s, from {p.source or '?'}){' — ' + detail(p) if detail(p) else ''}")
+        findings += port_findings(p, now)
+    counts = {}
+    for p in inp.probes.probes:
+        counts[p.state] = counts.get(p.state, 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing probed"
+    return StepOutcome(status_of(findings), summary, "\n".join(lines), findings, ports=ports)
+
+
+def port_findings(p: PortProbe, now: datetime) -> list[Finding]:
+    label = f"{p.port}/{'IPv6' if p.family == 'ipv6' else 'IPv4'}"
+    sev = "error" if p.port == 25 else None
+    ev = f"TCP connect from {p.source or '?'} to {p.address}:{p.port}: {p.state}"
+    if p.state == "filtered":
+        return [finding("port.filtered", f"Port {label} is filtered from outside (no answer)",
+                        evidence=f"{ev} ({p.error})", severity=sev)]
+    if p.state == "refused":
+        return [finding("port.refused", f"Port {label} refuses connections from outside",
+                        evidence=ev, severity=sev)]
+    if p.state == "error":
+        return [finding("port.error", f"Port {label} cannot be probed: {p.error}", evidence=ev,
+                        severity=sev)]
+    return _smtp_findings(p, label) + _tls_findings(p, label, now)
+
+
+def _smtp_findings(p: PortProbe, label: str) -> list[Finding]:
+    s = p.smtp
+    if s is None:
+        return []
+    if s.error:
+        return [finding("smtp.bad_greeting", f"Port {label}: {s.error}",
+                        evidence=s.greeting or "(no greeting)")]
+    if not s.starttls:
+        return [finding("smtp.no_starttls", f"Port {label} does not offer STARTTLS",
+                        evidence="\n".join(s.ehlo))]
+    return []
+
+
+def _tls_findings(p: PortProbe, label: str, now: datetime) -> list[Finding]:
+    t = p.tls
+    if t is None:
+        return []
+    if t.error:
+        return [finding("tls.handshake_failed", f"Port {label}: {t.error}", evidence=t.error)]
+    out = []
+    ev = f"subject {t.subject}; issuer {t.issuer}; names {', '.join(t.names)}; expires {t.not_after}"
+    if t.self_signed:
+        out.append(finding("tls.self_signed", f"Port {label} presents a self-signed certificate",
+                           evidence=ev))
+    if t.expired(now):
+        out.append(finding("tls.expired", f"Port {label}: the certificate expired on {t.not_after}",
+                           evidence=ev))
+    return out
+
+
+def detail(p: PortProbe) -> str | None:
+    if p.smtp is not None:
+        if p.smtp.error:
+            return p.smtp.error
+        banner = p.smtp.greeting.split("\n")[-1][4:60]
+        return f"{banner}; STARTTLS {'offered' if p.smtp.starttls else 'not offered'}"
+    if p.tls is not None:
+        if p.tls.error:
+            return p.tls.error
+        exp = p.tls.not_after.date().isoformat() if p.tls.not_after else "?"
+        return (f"{p.tls.version} cert {', '.join(p.tls.names) or p.tls.subject} expires {exp}"
+                f"{' (self-signed)' if p.tls.self_signed else ''}")
+    return None
