@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bot.errors import MailcheckError
 from bot.models import STEPS, Report, StepResult
+from bot.slack.cli import add_serve, cmd_serve
 from config.settings import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
@@ -58,6 +59,7 @@ async def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 COMMANDS: list[tuple[str, Callable[[argparse._SubParsersAction], argparse.ArgumentParser], Handler]] = [
     ("check", add_check, cmd_check),
+    ("serve", add_serve, cmd_serve),
 ]
 
 

@@ -119,7 +119,7 @@ def default_services(settings: Settings, inventory: Inventory) -> tuple[Engine, 
         from bot.slack.service_fixes import service_fixes  # noqa: PLC0415
     except ImportError as e:
         raise ConfigError(f"the check engine is not available: {e}") from e
-    return RealEngine(settings), service_fixes(settings, inventory)
+    return RealEngine(settings, inventory), service_fixes(settings, inventory)
 
 
 async def serve(settings: Settings, *, inventory: Inventory | None = None,
