@@ -89,12 +89,19 @@ def installed(results: Results) -> list[str]:
     return [d for d, paths in BINARIES.items() if present & set(paths)]
 
 
-def running(inp: CheckInput, daemons: list[str]) -> dict[str, tuple[bool, str]]:
-    """daemon -> (running, evidence line)."""
+def running(inp: CheckInput, daemons: list[str], found: list[Listener] | None) -> dict[str, tuple[bool, str]]:
+    """daemon -> (running, evidence line).
+
+    systemd: the unit's Active state. Otherwise a daemon runs when one of its
+    processes holds a listening socket on this host (ss/lsof), or, when no
+    listing could be read, when `ps` shows one (ps alone can see processes of
+    other network namespaces sharing the pid space).
+    """
     procs = parse_ps(r.stdout) if (r := inp.results.get(PS)) is not None and r.ok else []
     units = {}
     if inp.facts.systemd and (r := inp.results.get(SYSTEMCTL)) is not None:
         units = parse_systemctl_status(r.stdout)
+    listening = {daemon_of(x.process) for x in found or []}
     out = {}
     for d in daemons:
         unit = units.get(f"{unit_name(d, inp.facts.distro_family)}.service")
@@ -102,8 +109,13 @@ def running(inp: CheckInput, daemons: list[str]) -> dict[str, tuple[bool, str]]:
             out[d] = (unit.running, f"{unit.unit}: Active: {unit.active} ({unit.sub})")
             continue
         pids = [p for p in procs if daemon_of(p.comm, p.args) == d]
-        line = f"{d}: process {pids[0].pid} {pids[0].args[:80]}" if pids else f"{d}: no process"
-        out[d] = (bool(pids), line)
+        if found is not None:
+            ok = d in listening
+            line = f"{d}: listening" if ok else f"{d}: no process of it listens on this host"
+        else:
+            ok = bool(pids)
+            line = f"{d}: process {pids[0].pid} {pids[0].args[:80]}" if pids else f"{d}: no process"
+        out[d] = (ok, line)
     return out
 
 
@@ -148,7 +160,7 @@ def _serves(x: Listener, family: str) -> bool:
 def evaluate(inp: CheckInput) -> StepOutcome:
     found, source = listeners(inp.results)
     daemons = installed(inp.results)
-    state = running(inp, daemons)
+    state = running(inp, daemons, found)
     findings, fixes = _down_findings(inp, state)
     down_roles = {("mta" if d in MTA else "imap") for d, (ok, _) in state.items() if not ok}
     evidence = [f"daemons installed: {', '.join(daemons) or 'none found'}",

@@ -1,0 +1,133 @@
+"""The engine's orchestration and error handling, with a fake transport and prober.
+
+(The real SSH path and real probes are proven by tests/lab/test_check_guide.py.)
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from bot.checks import StepOutcome, all_checks, facts
+from bot.engine import Engine
+from bot.errors import AuthError, CommandTimeout
+from bot.models import CommandResult
+from bot.probes import PortProbe, ProbeReport
+from config.inventory import Host, Inventory
+from config.settings import Settings
+from tests.unit.checkdata import LAB_IP_ADDR
+
+HOST = Host(name="mx1", address="198.18.2.2")
+
+
+class FakeTransport:
+    def __init__(self, fail_on: int | None = None, error=None) -> None:
+        self.name = "mx1"
+        self.batches: list[list[tuple[str, ...]]] = []
+        self.fail_on, self.error, self.closed = fail_on, error, False
+
+    async def run(self, commands, *, step=""):
+        self.batches.append([c.argv for c in commands])
+        if self.fail_on == len(self.batches):
+            raise self.error
+        out = {facts.IP_ADDR: LAB_IP_ADDR, facts.PID1: "init\n"}
+        return [CommandResult(c, 0, out.get(c.argv, ""), "") for c in commands]
+
+    async def close(self):
+        self.closed = True
+
+
+class FakeProber:
+    def __init__(self, state="open") -> None:
+        self.state, self.calls = state, []
+
+    async def probe(self, family, address, ports):
+        self.calls.append((family, address))
+        return ProbeReport([PortProbe(family, address, p, self.state, "198.18.2.1") for p in ports],
+                           {family: "198.18.2.1"})
+
+
+def engine(transport, prober=None, checks=None) -> Engine:
+    return Engine(Settings(), Inventory(), transport_factory=lambda h: transport,
+                  prober=prober or FakeProber(), checks=checks)
+
+
+async def test_one_facts_batch_then_one_deduplicated_batch_and_probes_for_both_families():
+    t, prober = FakeTransport(), FakeProber()
+    seen = []
+
+    async def progress(step, report):
+        seen.append(step.name)
+
+    report = await engine(t, prober).check(HOST, progress=progress)
+    assert len(t.batches) == 2 and t.closed
+    assert len(t.batches[1]) == len(set(t.batches[1]))
+    assert not set(t.batches[0]) & set(t.batches[1])
+    assert seen == ["tools", "services", "ports", "firewall", "conclusion"]
+    assert sorted(prober.calls) == [("ipv4", "198.18.2.2"), ("ipv6", "2001:2:0:2::2")]
+    keys = {(p.direction, p.family, p.port) for p in report.ports}
+    assert len(keys) == len(report.ports) == 16
+    assert ("outbound", "ipv6", 587) in keys
+    assert all(p.outside is None for p in report.ports if p.direction == "outbound")
+
+
+async def test_ssh_failure_is_each_ssh_steps_error_and_probes_still_report():
+    t = FakeTransport(fail_on=1, error=AuthError("root@198.18.2.2 refused our key", host="mx1"))
+    report = await engine(t, FakeProber("filtered")).check(HOST)
+    by = {s.name: s for s in report.steps}
+    for name in ("tools", "services", "firewall"):
+        assert by[name].status == "error"
+        assert by[name].error.startswith(f"host mx1 step {name}: AuthError: root@198.18.2.2 refused")
+    assert by["ports"].status == "warn"  # filtered, but the cause is unknown without SSH
+    assert by["conclusion"].status == "skipped"
+    assert {p.outside for p in report.ports if p.direction == "inbound"} == {"filtered"}
+    assert report.exit_code == 2 and t.closed
+
+
+async def test_timeout_of_the_main_batch_keeps_the_facts():
+    t = FakeTransport(fail_on=2, error=CommandTimeout("commands did not finish within 30s", host="mx1"))
+    report = await engine(t).check(HOST)
+    assert {s.name for s in report.steps if s.status == "error"} == {"tools", "services", "firewall"}
+    assert "CommandTimeout" in report.steps[0].error
+    assert any(p.family == "ipv6" for p in report.ports)  # the facts batch had run
+    assert report.exit_code == 2
+
+
+async def test_a_crashing_check_is_its_own_steps_error():
+    def boom(inp):
+        raise ValueError("unparseable")
+
+    broken = SimpleNamespace(NAME="services", NEEDS=(), commands=lambda: [], evaluate=boom)
+    checks = [broken if c.NAME == "services" else c for c in all_checks()]
+    report = await engine(FakeTransport(), checks=checks).check(HOST)
+    by = {s.name: s for s in report.steps}
+    assert by["services"].status == "error"
+    assert by["services"].error == "host mx1 step services: the check crashed (ValueError: unparseable)"
+    assert by["tools"].status == "ok" and by["ports"].status == "ok"
+    assert by["conclusion"].status == "skipped"
+
+
+async def test_only_the_chosen_step_reports_and_no_probe_without_need():
+    t, prober = FakeTransport(), FakeProber()
+    report = await engine(t, prober).check(HOST, steps=["tools"])
+    assert [s.name for s in report.steps] == ["tools"]
+    assert prober.calls == []
+
+
+async def test_conclusion_pulls_in_its_inputs_but_reports_alone():
+    report = await engine(FakeTransport()).check(HOST, steps=["conclusion"])
+    assert [s.name for s in report.steps] == ["conclusion"]
+
+
+async def test_unknown_step_is_a_clear_error():
+    import pytest
+
+    from bot.errors import TargetError
+
+    with pytest.raises(TargetError, match="unknown step"):
+        await engine(FakeTransport()).check(HOST, steps=["dns"])
+
+
+def test_step_outcome_default_is_not_shared():
+    a, b = StepOutcome("ok", ""), StepOutcome("ok", "")
+    a.findings.append(1)
+    assert b.findings == []

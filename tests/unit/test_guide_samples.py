@@ -1,0 +1,96 @@
+"""The sample outputs printed in the guide are read as the guide explains them."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.checks import services
+from bot.checks.parse import daemon_of, parse_lsof, parse_systemctl_status
+from bot.checks.ports import read_nc_output
+from tests.unit.checkdata import facts, guide, make_input, result, results
+
+NO_SS = result(services.SS, exit_status=127, stderr="timeout: failed to run command 'ss'")
+INSTALLED_EXIM_DOVECOT = result(services.INSTALLED, "/usr/sbin/dovecot\n/usr/sbin/exim\n", 2)
+
+
+def test_lsof_port_25_exim_listens_on_every_address_both_families():
+    found = parse_lsof(guide("lsof_25.txt"))
+    assert {(x.port, x.address, x.process, x.pid, x.family) for x in found} == {
+        (25, "*", "exim", 839, "ipv6"), (25, "*", "exim", 839, "ipv4")}
+    assert daemon_of("exim") == "exim"
+    assert services.port_state(25, "ipv4", found) == ("public", "exim")
+    assert services.port_state(25, "ipv6", found) == ("public", "exim")
+
+
+def test_lsof_port_143_dovecot_listens():
+    found = parse_lsof(guide("lsof_143.txt"))
+    assert services.port_state(143, "ipv4", found) == ("public", "dovecot")
+    assert services.port_state(143, "ipv6", found) == ("public", "dovecot")
+    assert daemon_of("dovecot") == "dovecot"
+
+
+def test_both_guide_lsof_samples_mean_everything_is_fine_for_25_and_143():
+    lsof = result(services.LSOF, guide("lsof_25.txt") + guide("lsof_143.txt").split("\n", 1)[1])
+    out = services.evaluate(make_input(results(NO_SS, lsof, INSTALLED_EXIM_DOVECOT)))
+    assert out.ports[("inbound", "ipv4", 25)] == {"listening": "public", "process": "exim"}
+    assert out.ports[("inbound", "ipv6", 143)] == {"listening": "public", "process": "dovecot"}
+    assert not [f for f in out.findings if f.code == "service.down"]
+
+
+def test_empty_lsof_means_the_mail_services_are_not_available():
+    assert parse_lsof(guide("lsof_empty.txt")) == []
+    lsof = result(services.LSOF, guide("lsof_empty.txt"), exit_status=1)  # lsof exits 1 on no match
+    out = services.evaluate(make_input(results(NO_SS, lsof, INSTALLED_EXIM_DOVECOT)))
+    assert out.status == "fail"
+    down = [f for f in out.findings if f.code == "service.down"]
+    assert {f.summary.split()[0] for f in down} == {"exim", "dovecot"}
+    assert all(out.ports[("inbound", "ipv4", p)]["listening"] == "none" for p in (25, 143))
+
+
+@pytest.mark.parametrize("name,unit", [("systemctl_exim_active.txt", "exim.service"),
+                                       ("systemctl_dovecot_active.txt", "dovecot.service")])
+def test_systemctl_status_active_running(name, unit):
+    status = parse_systemctl_status(guide(name))[unit]
+    assert (status.loaded, status.active, status.sub, status.running) == ("loaded", "active", "running", True)
+    assert status.main_pid in (839, 859)
+
+
+@pytest.mark.parametrize("name,unit", [("systemctl_exim_inactive.txt", "exim.service"),
+                                       ("systemctl_dovecot_inactive.txt", "dovecot.service")])
+def test_systemctl_status_inactive_dead(name, unit):
+    status = parse_systemctl_status(guide(name))[unit]
+    assert (status.active, status.sub, status.running) == ("inactive", "dead", False)
+    assert status.since.startswith("Sun 2025-11-02 17:3")
+
+
+def test_inactive_exim_on_rocky_is_down_and_the_fix_is_the_guides_restart():
+    text = guide("systemctl_exim_inactive.txt") + guide("systemctl_dovecot_active.txt")
+    res = results(result(services.SS, ""), INSTALLED_EXIM_DOVECOT,
+                  result(services.SYSTEMCTL, text, exit_status=3))
+    out = services.evaluate(make_input(res, host_facts=facts("rhel", "rocky", systemd=True)))
+    down = [f for f in out.findings if f.code == "service.down"]
+    assert len(down) == 1 and down[0].summary.startswith("exim")
+    assert "Active: inactive (dead)" in down[0].evidence
+    assert [fx.commands for fx in out.fixes] == [[["systemctl", "restart", "exim"]]]
+    assert out.fixes[0].rollback == []
+
+
+def test_debian_unit_is_exim4():
+    text = guide("systemctl_exim_inactive.txt").replace("exim.service", "exim4.service")
+    res = results(result(services.SS, ""), INSTALLED_EXIM_DOVECOT,
+                  result(services.SYSTEMCTL, text + guide("systemctl_dovecot_active.txt"), 3))
+    out = services.evaluate(make_input(res, host_facts=facts("debian", "debian", systemd=True)))
+    assert [fx.commands for fx in out.fixes] == [[["systemctl", "restart", "exim4"]]]
+
+
+@pytest.mark.parametrize("name,verdict", [
+    ("nc_debian_open.txt", "open"), ("nc_debian_refused.txt", "refused"),
+    ("nc_rocky_open.txt", "open"), ("nc_rocky_refused.txt", "refused"),
+])
+def test_nc_samples(name, verdict):
+    assert read_nc_output(guide(name)) == verdict
+
+
+def test_nc_timeout_is_filtered():
+    text = "nc: connect to 198.18.1.2 port 25 (tcp) timed out: Operation now in progress\n"
+    assert read_nc_output(text, 1) == "filtered"
