@@ -100,11 +100,12 @@ class Served:
         await self.bot.tasks.join()
 
 
-async def start_served(fake: FakeSlack, engine: ScriptedEngine, *, socket: bool = False,
-                       interval: float = 0.05, check_timeout: float = 30.0) -> Served:
+async def start_served(fake: FakeSlack, engine, *, socket: bool = False, interval: float = 0.05,
+                       check_timeout: float = 30.0, inventory: Inventory | None = None) -> Served:
     settings = make_settings(fake, socket=socket)
     fixes = InMemoryFixService()
-    app = build_app(settings, make_inventory(), engine, fixes, update_interval=interval,
+    inventory = inventory if inventory is not None else make_inventory()
+    app = build_app(settings, inventory, engine, fixes, update_interval=interval,
                     check_timeout=check_timeout)
     stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run_app(app, settings, stop, on_ready=ready.set_result))
