@@ -271,13 +271,33 @@ def _renumber(table: Table) -> None:
 
 _COUNTER = re.compile(r"\s*counter packets \d+ bytes \d+")
 _EXPIRES = re.compile(r"\s*expires [0-9dhms]+")
+_USED = re.compile(r"\s*used \d+ [a-z]*bytes")
+_TABLE_HANDLE = re.compile(r"^(table \S+ \S+ \{) # handle \d+$")
 
 
 def normalize_nft(text: str) -> str:
-    """`nft -a list ...` text without counters, set expiry countdowns and blank lines: stable across runs."""
+    """`nft -a list ...` text without counters, quota use, set expiry countdowns, table handles
+    and blank lines: stable across runs, and the same for `list chain` cut from `list ruleset`."""
     out = []
     for raw in text.splitlines():
-        line = _EXPIRES.sub("", _COUNTER.sub(" counter", raw)).rstrip()
+        line = _USED.sub("", _EXPIRES.sub("", _COUNTER.sub(" counter", raw))).rstrip()
+        line = _TABLE_HANDLE.sub(r"\1", line)
         if line.strip():
             out.append(line)
     return "\n".join(out) + ("\n" if out else "")
+
+
+def chain_listing(listing: str, family: str, table: str, chain: str) -> str | None:
+    """`nft -a list chain F T C` as cut from `nft -a list ruleset` (None when not in it)."""
+    out, in_table, in_chain = [], False, False
+    for line in listing.splitlines():
+        if line.startswith("table "):
+            in_table = line.split(" # handle")[0] in (f"table {family} {table} {{",)
+            continue
+        if in_table and line.startswith(f"\tchain {chain} {{"):
+            in_chain = True
+        if in_chain:
+            out.append(line)
+            if line == "\t}":
+                return f"table {family} {table} {{\n" + "\n".join(out) + "\n}\n"
+    return None
