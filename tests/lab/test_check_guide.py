@@ -1,0 +1,191 @@
+"""The guide's situations on real lab hosts: real sshd, exim, dovecot, iptables, ufw.
+
+Each test builds the situation in a network namespace, runs the real engine
+(SSH with a pinned host key, real outside probes from the root namespace) and
+checks the per-port verdicts and the findings the guide would lead to.
+Firewall verdict values are asserted by the firewall's own lab tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.engine import Engine
+from bot.models import INBOUND_PORTS, Report
+from config.inventory import Host, Inventory
+from config.settings import Settings
+
+pytestmark = pytest.mark.lab
+PROBE_TIMEOUT = 1.5
+MAIL_DROP = ["-p", "tcp", "-m", "multiport", "--dports", "25,143,993,587,465", "-j", "DROP"]
+
+
+def host_of(lab, key: Path | None = None, known_hosts: Path | None = None) -> Host:
+    return Host(name=f"mx{lab.index}", address=lab.ip, identity_file=key or lab.client_key,
+                known_hosts=known_hosts or lab.known_hosts)
+
+
+async def run_check(lab, **kw) -> Report:
+    settings = Settings(probe_timeout=PROBE_TIMEOUT, connect_timeout=3, _env_file=None)
+    return await Engine(settings, Inventory()).check(host_of(lab), **kw)
+
+
+def inbound(report: Report, family: str = "ipv4") -> dict[int, tuple]:
+    return {p.port: (p.outside, p.listening) for p in report.ports
+            if p.direction == "inbound" and p.family == family}
+
+
+def codes(report: Report) -> set[str]:
+    return {f.code for f in report.findings}
+
+
+def steps(report: Report) -> dict[str, str]:
+    return {s.name: s.status for s in report.steps}
+
+
+async def test_services_down(labhost):
+    report = await run_check(labhost)
+    assert inbound(report) == {p: ("refused", "none") for p in INBOUND_PORTS}
+    assert inbound(report, "ipv6") == {p: ("refused", "none") for p in INBOUND_PORTS}
+    down = sorted(f.summary.split()[0] for f in report.findings if f.code == "service.down")
+    assert down == ["dovecot", "exim"]
+    assert {tuple(c) for fix in report.fixes if fix.kind == "service" for c in fix.commands} == {
+        ("/etc/init.d/exim4", "restart"), ("/etc/init.d/dovecot", "restart")}  # no systemd in the lab
+    assert "provider.port_blocked" not in codes(report)
+    assert report.exit_code == 1
+
+
+async def test_exim_on_loopback_only(labhost):
+    labhost.start_exim("loopback")
+    labhost.start_dovecot(tls=True)
+    report = await run_check(labhost)
+    ports = inbound(report)
+    assert ports[25] == ports[465] == ports[587] == ("refused", "loopback")
+    assert ports[143] == ports[993] == ("open", "public")
+    loop = sorted(int(f.summary.split()[1]) for f in report.findings if f.code == "service.loopback_only")
+    assert loop == [25, 465, 587]
+    assert "service.down" not in codes(report)
+    assert report.exit_code == 1
+
+
+async def test_nothing_on_a_port(labhost):
+    labhost.start_exim("public", ports=(25, 587))
+    labhost.start_dovecot(tls=True)
+    report = await run_check(labhost)
+    for family in ("ipv4", "ipv6"):
+        ports = inbound(report, family)
+        assert ports[465] == ("refused", "none")
+        assert ports[25] == ports[587] == ports[143] == ports[993] == ("open", "public")
+    missing = [f for f in report.findings if f.code == "service.not_listening"]
+    assert [(f.summary, f.severity) for f in missing] == [("Nothing listens on port 465", "warning")]
+    smtp = next(p for p in report.ports if p.port == 25 and p.direction == "inbound")
+    assert smtp.process == "exim4" and "ESMTP" in (smtp.detail or "")
+    imaps = next(p for p in report.ports if p.port == 993 and p.direction == "inbound")
+    assert "self-signed" in imaps.detail and "tls.self_signed" in codes(report)
+    assert report.exit_code == 0  # 465 missing is a warning: mail can flow
+
+
+async def test_policy_accept_with_drop_rules(labhost):
+    """The guide's case 1: INPUT and OUTPUT drop the mail ports (IPv4 only)."""
+    labhost.start_exim("public")
+    labhost.start_dovecot(tls=True)
+    labhost.sh("iptables", "-A", "INPUT", *MAIL_DROP)
+    labhost.sh("iptables", "-A", "OUTPUT", *MAIL_DROP)
+    t0 = time.monotonic()
+    report = await run_check(labhost)
+    assert time.monotonic() - t0 < PROBE_TIMEOUT + 5  # probes concurrent: not one timeout per port
+    assert inbound(report) == {p: ("filtered", "public") for p in INBOUND_PORTS}
+    assert inbound(report, "ipv6") == {p: ("open", "public") for p in INBOUND_PORTS}
+    assert {p.firewall for p in report.ports} <= {"allow", "block", "unknown"}
+    assert "provider.port_blocked" not in codes(report)  # the host's own firewall drops them
+    assert report.exit_code == 1
+
+
+async def test_policy_drop_with_only_ssh_allowed(labhost):
+    """The guide's case 2."""
+    labhost.start_exim("public")
+    labhost.start_dovecot(tls=True)
+    labhost.sh("iptables", "-A", "INPUT", "-m", "state", "--state", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+    labhost.sh("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT")
+    labhost.sh("iptables", "-P", "INPUT", "DROP")
+    report = await run_check(labhost)
+    assert inbound(report) == {p: ("filtered", "public") for p in INBOUND_PORTS}
+    assert steps(report)["services"] == "ok"  # SSH still works: the policy lets 22 in
+    assert "provider.port_blocked" not in codes(report)
+    assert report.exit_code == 1
+
+
+async def test_ufw_default_deny(labhost):
+    labhost.start_exim("public")
+    labhost.start_dovecot(tls=True)
+    labhost.sh("sh", "-c", "ufw --force enable && ufw default deny incoming && ufw allow 22/tcp")
+    report = await run_check(labhost)
+    assert inbound(report) == {p: ("filtered", "public") for p in INBOUND_PORTS}
+    assert inbound(report, "ipv6") == {p: ("filtered", "public") for p in INBOUND_PORTS}
+    assert "ufw" in next(s.summary for s in report.steps if s.name == "firewall")
+    assert "provider.port_blocked" not in codes(report)
+    assert report.exit_code == 1
+
+
+async def test_port_dropped_outside_the_host_is_the_providers(labhost):
+    """The guide's step 5: the host allows and listens, the network in between drops."""
+    labhost.start_exim("public")
+    labhost.start_dovecot(tls=True)
+    labhost.provider_blocks((25, 587))
+    report = await run_check(labhost)
+    for family in ("ipv4", "ipv6"):
+        ports = inbound(report, family)
+        assert ports[25] == ports[587] == ("filtered", "public")
+        assert ports[465] == ports[143] == ports[993] == ("open", "public")
+    provider = [f for f in report.findings if f.code == "provider.port_blocked"]
+    assert len(provider) == 2  # one per family
+    assert all("25, 587" in f.summary and "ticket" in f.summary for f in provider)
+    assert report.exit_code == 1
+
+
+# --- the real CLI -----------------------------------------------------------------------------
+
+def mailcheck(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MAILCHECK_PROBE_TIMEOUT": str(PROBE_TIMEOUT), "MAILCHECK_CONNECT_TIMEOUT": "3"}
+    env.pop("MAILCHECK_INVENTORY", None)
+    return subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=Path(__file__).parents[2])
+
+
+def test_cli_json_per_port_verdicts(labhost):
+    labhost.start_exim("public", ports=(25, 587))
+    labhost.start_dovecot(tls=True)
+    labhost.sh("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "993", "-j", "DROP")
+    r = mailcheck("check", f"root@{labhost.ip}", "-i", str(labhost.client_key),
+                  "--known-hosts", str(labhost.known_hosts), "--json")
+    assert r.returncode == 1, r.stderr
+    data = json.loads(r.stdout)
+    got = {(p["direction"], p["family"], p["port"]): (p["outside"], p["listening"]) for p in data["ports"]}
+    assert got[("inbound", "ipv4", 25)] == ("open", "public")
+    assert got[("inbound", "ipv4", 465)] == ("refused", "none")
+    assert got[("inbound", "ipv4", 993)] == ("filtered", "public")
+    assert got[("inbound", "ipv6", 993)] == ("open", "public")
+    assert got[("outbound", "ipv4", 25)] == (None, "unknown")
+    assert len(got) == len(data["ports"]) == 16
+    for p in data["ports"]:
+        assert set(p) >= {"port", "direction", "family", "outside", "listening", "process",
+                          "firewall", "blocked_by"}
+    assert data["verdict"] == "broken" and data["exit_code"] == 1
+    assert [s["name"] for s in data["steps"]] == ["tools", "services", "ports", "firewall", "conclusion"]
+    assert "[warn] services: " in r.stderr and "] conclusion: " in r.stderr  # progress lines
+
+
+def test_cli_terminal_report(labhost):
+    labhost.start_exim("public")
+    labhost.start_dovecot(tls=True)
+    r = mailcheck("check", f"root@{labhost.ip}", "-i", str(labhost.client_key),
+                  "--known-hosts", str(labhost.known_hosts))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "mail can flow" in r.stdout and "exim4" in r.stdout
