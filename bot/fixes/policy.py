@@ -113,3 +113,13 @@ class Policy:
                             "characters)", code="break_glass_reason")
         return Decision(True, f"BREAK-GLASS: {reason.strip()}", break_glass=True,
                         code="break_glass")
+
+
+def slack_group_members(client) -> GroupMembers:
+    """Membership of a Slack user group via usergroups.users.list (an AsyncWebClient)."""
+
+    async def members(group: str) -> list[str]:
+        resp = await client.usergroups_users_list(usergroup=group)
+        return list(resp.get("users") or [])
+
+    return members

@@ -25,7 +25,7 @@ from bot.errors import TransportError
 from bot.fixes.apply import Applier, ApplyResult, Connect
 from bot.fixes.outcomes import ApplyOutcome, RollbackOutcome, Snapshot
 from bot.fixes.plans import PlanBook, digest_problem
-from bot.fixes.policy import GroupMembers, Policy
+from bot.fixes.policy import CLI_PREFIX, GroupMembers, Policy
 from bot.fixes.rollback import restore_change
 from bot.fixes.verify import Verifier, run_verify
 from bot.models import Report
@@ -128,7 +128,12 @@ class FixService:
         if problem:
             out.status, out.message, out.offer_recheck = "void", problem, True
             return await self._refuse(out)
-        decision = await self.policy.decide(plan.host, actor, plan.requested_by,
+        current = self.inventory.hosts.get(plan.host.name)
+        problem = _inventory_problem(plan.host, current, actor)
+        if problem:
+            out.status, out.message, out.offer_recheck = "void", problem, True
+            return await self._refuse(out)
+        decision = await self.policy.decide(current or plan.host, actor, plan.requested_by,
                                             actor_groups=actor_groups, break_glass_reason=reason)
         if not decision.allowed:
             out.message = decision.reason
@@ -278,6 +283,17 @@ class FixService:
                           commands=[e.command for e in result.log], output=_log_text(result.log),
                           result=result.status, detail={"message": result.message,
                                                         "break_glass": out.break_glass})
+
+
+def _inventory_problem(planned: Host, current: Host | None, actor: str) -> str | None:
+    """Approvers and addresses come from today's inventory, not from the plan's copy."""
+    if current is None:
+        if actor.startswith(CLI_PREFIX):
+            return None  # an ad-hoc target of `mailcheck fix`
+        return f"{planned.name} is no longer in the inventory; nothing is applied there"
+    if (current.address, current.port, current.user) != (planned.address, planned.port, planned.user):
+        return f"{planned.name}'s address in the inventory changed since the check; run it again"
+    return None
 
 
 def _log_text(log) -> str:

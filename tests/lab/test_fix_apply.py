@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.errors import TransportError
 from bot.firewall.iptables import normalize_iptables_save
 from bot.fixes import FixService
 from bot.fixes.apply import fingerprint
@@ -87,6 +88,8 @@ async def ssh_ok(host: Host, settings: Settings) -> bool:
     t = SSHTransport(host, settings)
     try:
         return (await t.run([Command(("true",))]))[0].ok
+    except TransportError:
+        return False
     finally:
         await t.close()
 
@@ -147,7 +150,7 @@ async def test_case1_apply_opens_ports_keeps_ssh_and_other_rules_then_rolls_back
     assert normalize_iptables_save(saved).splitlines() == rules(lh)  # persisted
     backup = Path(svc.settings.backup_dir)
     [bdir] = list(backup.iterdir())
-    assert (bdir / "rules.v4").exists() and (bdir / "deadman.armed.cancelled").exists()
+    assert (bdir / "rules.iptables").exists() and (bdir / "deadman.armed.cancelled").exists()
     assert out.before.ruleset and out.after.ruleset and out.before.ports == []
 
     rb = await svc.rollback(out.change_id, "UOPS")

@@ -189,3 +189,17 @@ async def test_unreachable_host_changes_nothing_and_the_plan_can_be_retried(tmp_
     assert (await svc.plan(plan_id)).state == "pending"
     host.unreachable = False
     assert (await svc.apply(plan_id, "UHOST")).status == "applied"
+
+
+async def test_approvers_and_address_come_from_todays_inventory(tmp_path, host):
+    svc = service(tmp_path, host)
+    plan_id = (await svc.register(report(), "UREQ"))["fw-a"]
+    # UHOST loses the approver role after the check: the plan's copy of the host does not count
+    svc.inventory.hosts["mx1"] = svc.inventory.hosts["mx1"].model_copy(update={"approvers": []})
+    assert (await svc.apply(plan_id, "UHOST")).status == "refused"
+    svc.inventory.hosts["mx1"] = svc.inventory.hosts["mx1"].model_copy(update={"address": "198.18.9.9"})
+    assert (await svc.apply(plan_id, "UGROUP")).status == "void"
+    del svc.inventory.hosts["mx1"]
+    out = await svc.apply(plan_id, "UGROUP")
+    assert out.status == "void" and "no longer in the inventory" in out.message
+    assert host.journal == []
