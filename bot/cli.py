@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bot.errors import MailcheckError
+from bot.fixes.cli import add_audit, add_fix, add_rollback, cmd_fix_main
 from bot.models import STEPS, Report, StepResult
 from bot.slack.cli import add_serve, cmd_serve
 from config.settings import Settings
@@ -38,10 +39,10 @@ async def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     from bot.engine import Engine
     from bot.render import terminal
     from bot.transport import LocalTransport
-    from config.inventory import load_inventory, parse_target
+    from config.inventory import load_inventory
 
     inventory = load_inventory(settings.inventory)
-    host = parse_target(args.target, inventory, args.identity, args.known_hosts)
+    host = resolve_target(args.target, inventory, args.identity, args.known_hosts)
     factory = (lambda h: LocalTransport(h.name)) if args.local else None
     engine = Engine(settings, inventory, transport_factory=factory)
 
@@ -57,9 +58,32 @@ async def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     return report.exit_code
 
 
+def resolve_target(target: str, inventory, identity: Path | None, known_hosts: Path | None):
+    """An inventory name, or `[user@]host[:port]`.
+
+    A bare single word that is not in the inventory is taken for a mistyped
+    inventory name (the error lists the known ones), not for a host name:
+    ad-hoc hosts need a dotted name, an IP address or `user@`.
+    """
+    import ipaddress
+
+    from config.inventory import parse_target
+
+    bare = not any(c in target for c in "@:.[") and target != "localhost"
+    if bare and target not in inventory.hosts:
+        try:
+            ipaddress.ip_address(target)
+        except ValueError:
+            inventory.get(target)  # raises TargetError naming the known hosts
+    return parse_target(target, inventory, identity, known_hosts)
+
+
 COMMANDS: list[tuple[str, Callable[[argparse._SubParsersAction], argparse.ArgumentParser], Handler]] = [
     ("check", add_check, cmd_check),
     ("serve", add_serve, cmd_serve),
+    ("fix", add_fix, cmd_fix_main),
+    ("rollback", add_rollback, cmd_fix_main),
+    ("audit", add_audit, cmd_fix_main),
 ]
 
 

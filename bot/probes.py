@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import ssl
 import time
@@ -112,8 +113,9 @@ class Prober:
             return PortProbe(family, address, port, "filtered", route_source(address),
                              time.monotonic() - start, f"no answer within {self.timeout:g}s")
         except OSError as e:
+            why = os.strerror(e.errno) if e.errno else str(e)
             return PortProbe(family, address, port, "error", route_source(address),
-                             time.monotonic() - start, e.strerror or str(e))
+                             time.monotonic() - start, why)
         sock = writer.get_extra_info("sockname")
         source = sock[0] if sock else None
         smtp = tls = None

@@ -1,0 +1,46 @@
+"""The CLI's handling of bad targets: a clear message, exit 2, no connection attempted."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.cli import COMMANDS, build_parser
+
+ROOT = Path(__file__).parents[2]
+
+
+def mailcheck(*args: str, inventory: Path | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCHECK_")}
+    if inventory is not None:
+        env["MAILCHECK_INVENTORY"] = str(inventory)
+    return subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True, text=True,
+                          timeout=30, env=env, cwd=ROOT)
+
+
+def test_unknown_inventory_name(tmp_path):
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text("hosts:\n  mx1:\n    address: 198.18.200.2\n  mx2:\n    address: 198.18.201.2\n")
+    r = mailcheck("check", "mx3", inventory=inv)
+    assert r.returncode == 2
+    assert "'mx3' is not in the inventory (known hosts: mx1, mx2)" in r.stderr
+    assert "checking" not in r.stderr  # nothing was attempted
+
+
+@pytest.mark.parametrize("target", ["root@bad host", "root@host;id", "a@b@c", "$(id).example",
+                                    "host:99999", "-oProxyCommand=x", "root@"])
+def test_malformed_target(target):
+    r = mailcheck("check", "--", target)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "mailcheck:" in r.stderr and ("malformed target" in r.stderr or "not in the inventory" in r.stderr)
+    assert "checking" not in r.stderr
+
+
+def test_subcommands_come_from_one_table():
+    assert [name for name, _, _ in COMMANDS][0] == "check"
+    args = build_parser().parse_args(["check", "root@198.18.0.2:2222", "--json", "--step", "ports"])
+    assert args.handler is COMMANDS[0][2] and args.step == ["ports"] and args.json
