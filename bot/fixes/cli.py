@@ -4,19 +4,13 @@ Same code path as the Slack button: the check's fixes are registered as
 plans, then applied by plan id through FixService.apply (the actor is
 `cli:<login>`: the person holding the SSH key; the read-only switch applies).
 
-Wiring into bot/cli.py (its owner's table):
-
-    from bot.fixes import cli as fix_cli
-    fix_cli.add_subcommands(subparsers)          # adds fix, rollback, audit
-    ...
-    if args.command in fix_cli.COMMANDS:
-        return await fix_cli.run(args, FixCli(settings, inventory, engine))
+bot/cli.py's COMMANDS table holds (name, add_NAME, cmd_NAME_main) for each;
+tests call `run(args, FixCli(...))` with fakes.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import sys
@@ -33,7 +27,7 @@ from bot.fixes.service import FixService
 from bot.fixes.verify import CheckEngine, engine_verifier
 from bot.models import Fix, Report
 from bot.store import AuditEntry, SQLiteStore
-from config.inventory import Host, Inventory, parse_target
+from config.inventory import Host, Inventory
 from config.settings import Settings
 
 COMMANDS = ("fix", "rollback", "audit")
@@ -67,20 +61,50 @@ class FixCli:
         print(text, file=self.out)
 
 
+def add_fix(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("fix", help="apply the fixes a check proposes (shows them, asks first)")
+    p.add_argument("target", help="inventory name or [user@]host[:port]")
+    p.add_argument("fix_ids", nargs="*", metavar="FIX_ID", help="fixes to apply (see the check)")
+    p.add_argument("--all", action="store_true", help="apply every proposed fix")
+    p.add_argument("--yes", action="store_true", help="do not ask (for scripts)")
+    p.add_argument("-i", dest="identity", type=Path, help="SSH identity (private key) file")
+    p.add_argument("--known-hosts", type=Path, help="known_hosts file holding the host's key")
+    return p
+
+
+def add_rollback(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("rollback", help="restore the backup taken before a change")
+    p.add_argument("change_id")
+    return p
+
+
+def add_audit(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("audit", help="show the audit log (checks, approvals, refusals, changes)")
+    p.add_argument("--host")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    return p
+
+
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
-    fix = subparsers.add_parser("fix", help="apply the fixes a check proposes (asks first)")
-    fix.add_argument("target", help="inventory name or [user@]host[:port]")
-    fix.add_argument("fix_ids", nargs="*", metavar="FIX_ID", help="fixes to apply (see the check)")
-    fix.add_argument("--all", action="store_true", help="apply every proposed fix")
-    fix.add_argument("--yes", action="store_true", help="do not ask (for scripts)")
-    fix.add_argument("-i", "--identity", type=Path, help="SSH private key (ad-hoc targets)")
-    fix.add_argument("--known-hosts", type=Path, help="known_hosts file (ad-hoc targets)")
-    rb = subparsers.add_parser("rollback", help="restore the backup taken before a change")
-    rb.add_argument("change_id")
-    audit = subparsers.add_parser("audit", help="show the audit log")
-    audit.add_argument("--host")
-    audit.add_argument("--limit", type=int, default=50)
-    audit.add_argument("--json", action="store_true")
+    for add in (add_fix, add_rollback, add_audit):
+        add(subparsers)
+
+
+def from_settings(settings: Settings) -> FixCli:
+    """The production wiring: inventory from settings, the real engine, SSH."""
+    from bot.engine import Engine
+    from config.inventory import load_inventory
+
+    inventory = load_inventory(settings.inventory)
+    return FixCli(settings, inventory, Engine(settings, inventory))
+
+
+async def cmd_fix_main(args: argparse.Namespace, settings: Settings) -> int:
+    return await run(args, from_settings(settings))
+
+
+cmd_rollback_main = cmd_audit_main = cmd_fix_main  # `run` dispatches on args.command
 
 
 async def run(args: argparse.Namespace, cli: FixCli) -> int:
@@ -133,7 +157,9 @@ async def cmd_fix(cli: FixCli, target: str, ids: list[str], *, all_fixes: bool =
     if cli.engine is None:
         cli.say("error: no check engine available to find the fixes")
         return 2
-    host = parse_target(target, cli.inventory, identity, known_hosts)
+    from bot.cli import resolve_target  # the same target rules as `mailcheck check`
+
+    host = resolve_target(target, cli.inventory, identity, known_hosts)
     report = await cli.engine.check(host)
     svc = cli.service()
     await svc.record_check(report, cli.actor)
@@ -198,14 +224,3 @@ async def cmd_audit(cli: FixCli, *, host: str | None = None, limit: int = 50,
         for c in e.commands:
             cli.say(f"      $ {c.splitlines()[0] if c else c}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (until bot/cli.py wires these): rollback and audit only."""
-    parser = argparse.ArgumentParser(prog="mailcheck")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    from config.inventory import load_inventory
-
-    settings = Settings()
-    return asyncio.run(run(args, FixCli(settings, load_inventory(settings.inventory))))

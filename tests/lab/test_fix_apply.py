@@ -287,3 +287,33 @@ async def test_a_fix_that_cuts_ssh_is_rolled_back_by_the_host(lab, tmp_path, cut
     assert "restored" in (bdir / "deadman.log").read_text()
     [apply] = [e for e in await svc.audit(host.name) if e.event == "apply"]
     assert apply.result == "restored_by_host"
+
+
+# --- verification by the real check engine (outside probe included) -----------------------
+
+async def test_engine_verifies_and_a_fix_without_effect_offers_rollback(lab, tmp_path):
+    from bot.engine import Engine
+    from bot.fixes.verify import engine_verifier
+
+    lh = lab()
+    mail_services(lh)
+    case1(lh)
+    before = rules(lh)
+    svc, host = service(tmp_path, lh)
+    svc.verifier = engine_verifier(Engine(svc.settings, svc.inventory))
+    useless = Fix(id="useless", kind="firewall", backend="iptables", summary="deletes the wrong rule",
+                  commands=[["iptables", "-D", "INPUT", "-p", "tcp", "--dport", "2222", "-j", "DROP"]],
+                  preconditions=[table_precondition(lh)],
+                  expected_allow=[("inbound", "ipv4", 25)])
+    out = await svc.apply(await register(svc, host, useless), "UOPS")
+    assert out.status == "not_achieved" and out.offer_rollback, out.message
+    assert "inbound ipv4 25: filtered" in out.message
+    rb = await svc.rollback(out.change_id, "UOPS")
+    assert rb.exact and rules(lh) == before
+
+    good = case1_fix(lh)
+    good.expected_allow = [("inbound", "ipv4", p) for p in MAIL_IN]  # the engine probes inbound
+    out = await svc.apply(await register(svc, host, good), "UOPS")
+    assert out.status == "applied" and out.verify.achieved, (out.message, out.verify)
+    after = {(p.direction, p.family, p.port): p for p in out.after.ports}
+    assert all(after[("inbound", "ipv4", p)].outside == "open" for p in MAIL_IN)
