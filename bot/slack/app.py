@@ -49,8 +49,11 @@ def build_app(settings: Settings, inventory: Inventory, engine: Engine, fixes: F
     if settings.slack_signing_secret is None:
         raise ConfigError("SLACK_SIGNING_SECRET is not set")
     client = client or make_client(settings)
+    # Every listener acks and only then spawns its work into the TaskSet, so the
+    # listener itself returns at once: process_before_response=True answers with the
+    # ack as soon as it returns, where False would poll for the ack every 10 ms.
     app = AsyncApp(client=client, signing_secret=settings.slack_signing_secret.get_secret_value(),
-                   process_before_response=False)
+                   process_before_response=True)
     app.middleware(skip_retries)
     poster = SlackPoster(client, interval=update_interval)
     tasks = TaskSet(timeout=check_timeout + 60)

@@ -14,6 +14,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -90,6 +91,18 @@ def socket_health(app: AsyncApp, handler: AsyncSocketModeHandler) -> Health:
 async def run_app(app: AsyncApp, settings: Settings, stop: asyncio.Event,
                   on_ready: Callable[[int], None] | None = None) -> None:
     """Serve `app` until `stop` is set; then cancel background work cleanly."""
+    owned = None
+    if app.client.session is None:  # one connection pool for every Web API call, not one per call
+        app.client.session = owned = aiohttp.ClientSession()
+    try:
+        await _run_app(app, settings, stop, on_ready)
+    finally:
+        if owned is not None:
+            await owned.close()
+
+
+async def _run_app(app: AsyncApp, settings: Settings, stop: asyncio.Event,
+                   on_ready: Callable[[int], None] | None) -> None:
     auth = await warm_auth(app)
     handler = None
     if settings.slack_app_token is not None:
