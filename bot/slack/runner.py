@@ -84,8 +84,9 @@ class CheckRunner:
             report = await asyncio.wait_for(
                 self.engine.check(req.host, steps=req.steps, progress=progress), self.timeout)
         except asyncio.CancelledError:
-            await self._fail(msg, req, "mailcheck shut down before the check finished; "
-                             "press Re-check when it is back", steps, done)
+            await self._fail(msg, req, "the check was stopped before it finished (mailcheck "
+                             "is shutting down, or the check ran over its time limit); "
+                             "press Re-check", steps, done)
             raise
         except TimeoutError:
             await self._fail(msg, req, f"no result within {self.timeout:.0f}s (the host or a "

@@ -11,7 +11,7 @@ import time
 import aiohttp
 import pytest
 
-from bot.errors import ConfigError
+from bot.errors import ConfigError, UnreachableError
 from bot.slack.app import build_app
 from bot.slack.ports import InMemoryFixService
 from bot.slack.server import run_app
@@ -187,6 +187,20 @@ async def test_engine_crash_ends_the_message_as_an_error(fake):
     assert "checking…" not in final and "running" not in final
 
 
+async def test_ssh_failure_names_the_step_and_the_cause(fake):
+    exc = UnreachableError("connection refused", host="mx1", step="services")
+    served = await start_served(fake, ScriptedEngine(crash_at="services", exc=exc))
+    try:
+        await post_signed(served.url, slash_body("mx1", fake.response_url()))
+        await served.settle()
+    finally:
+        served.stop.set()
+        await served.task
+    final = texts(final_message(fake)["blocks"])
+    assert "step *services*" in final and "UnreachableError" in final
+    assert "connection refused" in final
+
+
 async def test_timeout_ends_the_message_as_an_error(fake):
     served = await start_served(fake, ScriptedEngine(delay=5), check_timeout=0.5)
     try:
@@ -212,7 +226,7 @@ async def test_shutdown_cancels_checks_and_ends_their_messages(fake):
     served.stop.set()
     await asyncio.wait_for(served.task, 10)
     assert len(served.bot.tasks) == 0
-    assert "shut down before the check finished" in texts(final_message(fake)["blocks"])
+    assert "mailcheck is shutting down" in texts(final_message(fake)["blocks"])
 
 
 async def test_bad_bot_token_fails_at_start_with_a_clear_error(fake):

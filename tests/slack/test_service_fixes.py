@@ -1,0 +1,69 @@
+"""ServiceFixes: the Slack face of bot.fixes.FixService. An applied fix is
+announced in the report's thread; a refusal goes only to the clicker."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.fixes.outcomes import ApplyOutcome, RollbackOutcome
+from bot.slack.app import bot_of, build_app
+from bot.slack.server import run_app
+from bot.slack.service_fixes import ServiceFixes
+from tests.slack.conftest import (
+    ScriptedEngine,
+    action_payload,
+    form_payload,
+    make_inventory,
+    make_settings,
+    post_signed,
+)
+
+
+class RecordingService:
+    """The methods of bot.fixes.FixService that ServiceFixes calls."""
+
+    def __init__(self) -> None:
+        self.applied: list[tuple[str, str]] = []
+        self.checks: list[str] = []
+
+    async def record_check(self, report, actor, channel=""):
+        self.checks.append(report.host)
+
+    async def register(self, report, requested_by, channel=""):
+        return {f.id: "p_" + f.id for f in report.fixes}
+
+    async def apply(self, plan_id, actor, **_kw):
+        self.applied.append((plan_id, actor))
+        if actor == "U0BOB":
+            return ApplyOutcome("applied", "port 25 open from outside", plan_id, host="mx1",
+                                summary="Allow inbound SMTP", actor=actor, change_id="c_1")
+        return ApplyOutcome("refused", "you are not an approver of mx1", plan_id, host="mx1",
+                            actor=actor)
+
+    async def rollback(self, change_id, actor, **_kw):
+        return RollbackOutcome("rolled_back", "restored exactly", change_id, host="mx1", actor=actor)
+
+
+async def test_applied_goes_to_the_thread_refused_only_to_the_clicker(fake):
+    settings = make_settings(fake)
+    service = RecordingService()
+    app = build_app(settings, make_inventory(), ScriptedEngine(), ServiceFixes(service))
+    stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_app(app, settings, stop, on_ready=ready.set_result))
+    url = f"http://127.0.0.1:{await ready}"
+    try:
+        ok = action_payload("mailcheck_apply_0", "p_fw", fake.response_url(), user="U0BOB")
+        no = action_payload("mailcheck_apply_0", "p_fw", fake.response_url(), user="U0EVE")
+        back = action_payload("mailcheck_rollback", "c_1", fake.response_url(), user="U0BOB")
+        for payload in (ok, no, back):
+            assert (await post_signed(url, form_payload(payload)))[0] == 200
+        await bot_of(app).tasks.join()
+    finally:
+        stop.set()
+        await task
+    assert service.applied == [("p_fw", "U0BOB"), ("p_fw", "U0EVE")]
+    posted = [c.args for c in fake.of("chat.postMessage", ok=True)]
+    assert [p["thread_ts"] for p in posted] == [ok["container"]["message_ts"]] * 2
+    assert "*applied*" in posted[0]["text"] and "*rolled_back*" in posted[1]["text"]
+    (refusal,) = fake.responses
+    assert refusal["response_type"] == "ephemeral" and "not an approver" in refusal["text"]
