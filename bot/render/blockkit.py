@@ -227,9 +227,11 @@ def _actions(buttons: list, host: str, details_id: str | None) -> list[dict]:
 
 
 def report_blocks(
-    report: Report, plan_ids: Mapping[str, str] | None = None, details_id: str | None = None
+    report: Report, plan_ids: Mapping[str, str] | None = None, details_id: str | None = None,
+    note: str | None = None,
 ) -> list[dict]:
-    """The finished report: verdict, steps, ports, findings, fixes and buttons."""
+    """The finished report: verdict, steps, ports, findings, fixes and buttons
+    (a `note`, e.g. why fixes have no button, goes just above the buttons)."""
     plan_ids = plan_ids or {}
 
     def build(limit: int) -> list[dict]:
@@ -242,6 +244,8 @@ def report_blocks(
             blocks.append(section(code(_ports_text(report), min(limit * 2, SECTION_TEXT))))
         blocks += _findings_blocks(report, limit)
         blocks += _fix_blocks(report, plan_ids, limit)
+        if note:
+            blocks.append(context(note))
         return blocks + _buttons(report, plan_ids, details_id)
 
     return _with_budget(build, MESSAGE_BUDGET, MAX_BLOCKS)

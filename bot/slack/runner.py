@@ -100,7 +100,12 @@ class CheckRunner:
             await self._fail(msg, req, f"internal error ({type(e).__name__}: {e}); "
                              "the bot's log has the traceback", steps, done)
         else:
-            await self._finish(msg, req, report)
+            try:
+                await self._finish(msg, req, report)
+            except Exception as e:  # the report could not be rendered or posted
+                log.exception("posting the report of %s failed", req.host.name)
+                await self._fail(msg, req, f"the report could not be posted ({type(e).__name__}: "
+                                 f"{e})", steps, done, "conclusion")
 
     async def _open(self, req: CheckRequest, blocks: list[dict]):
         text = f"{req.host.name}: checking…"
@@ -122,13 +127,16 @@ class CheckRunner:
 
     async def _finish(self, msg, req: CheckRequest, report: Report) -> None:
         plan_ids: dict[str, str] = {}
+        note = None
         if report.fixes:
             try:
                 plan_ids = await self.fixes.register(report, req.user_id, req.channel_id)
-            except Exception:
+            except Exception as e:
                 log.exception("registering the fixes of %s failed", req.host.name)
+                note = f":warning: The proposed fixes have no Apply button: storing their plans " \
+                       f"failed ({type(e).__name__}: {e}). Press Re-check to try again."
         details_id = self.details.put(report)
-        blocks = blockkit.report_blocks(report, plan_ids, details_id)
+        blocks = blockkit.report_blocks(report, plan_ids, details_id, note)
         await msg.finish(blocks, blockkit.fallback_text(report, req.host.name))
 
     async def _fail(self, msg, req: CheckRequest, why: str, steps: Sequence[str],

@@ -201,6 +201,19 @@ async def test_ssh_failure_names_the_step_and_the_cause(fake):
     assert "connection refused" in final
 
 
+async def test_fix_service_failure_still_ends_as_the_report_without_apply_buttons(served, fake):
+    async def broken_register(*_a, **_kw):
+        raise RuntimeError("store is down")
+
+    served.fixes.register = broken_register
+    await post_signed(served.url, slash_body("mx1", fake.response_url()))
+    await served.settle()
+    final = final_message(fake)["blocks"]
+    assert "mx1: broken" in final[0]["text"]["text"]
+    assert [b["action_id"] for b in buttons(final)] == ["mailcheck_recheck", "mailcheck_details"]
+    assert "have no Apply button" in texts(final) and "store is down" in texts(final)
+
+
 async def test_timeout_ends_the_message_as_an_error(fake):
     served = await start_served(fake, ScriptedEngine(delay=5), check_timeout=0.5)
     try:
