@@ -75,6 +75,8 @@ def add_fix(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def add_rollback(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("rollback", help="restore the backup taken before a change")
     p.add_argument("change_id")
+    p.add_argument("--force", action="store_true",
+                   help="restore even if the rules changed since the fix (undoes those changes)")
     return p
 
 
@@ -114,7 +116,7 @@ async def run(args: argparse.Namespace, cli: FixCli) -> int:
             return await cmd_fix(cli, args.target, args.fix_ids, all_fixes=args.all, yes=args.yes,
                                  identity=args.identity, known_hosts=args.known_hosts)
         if args.command == "rollback":
-            return await cmd_rollback(cli, args.change_id)
+            return await cmd_rollback(cli, args.change_id, force=args.force)
         return await cmd_audit(cli, host=args.host, limit=args.limit, as_json=args.json)
     except MailcheckError as e:
         cli.say(f"error: {e}")
@@ -200,8 +202,8 @@ def print_apply(cli: FixCli, out: ApplyOutcome) -> None:
 
 # --- rollback and audit --------------------------------------------------------------------
 
-async def cmd_rollback(cli: FixCli, change_id: str) -> int:
-    out: RollbackOutcome = await cli.service().rollback(change_id, cli.actor)
+async def cmd_rollback(cli: FixCli, change_id: str, force: bool = False) -> int:
+    out: RollbackOutcome = await cli.service().rollback(change_id, cli.actor, force=force)
     exact = {True: " (exact: the ruleset equals the one before the fix)", False: "", None: ""}
     cli.say(f"{change_id}: {out.status}: {out.message}{exact[out.exact]}")
     return 0 if out.ok else 1

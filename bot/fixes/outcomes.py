@@ -24,7 +24,8 @@ ApplyStatus = Literal[
     "restored_by_host",  # the change cut SSH; the host's dead-man job restored the backup
     "unreachable",  # SSH lost and the restore could not be confirmed: look at the host
 ]
-RollbackStatus = Literal["rolled_back", "refused", "unknown_change", "duplicate", "busy", "failed"]
+RollbackStatus = Literal["rolled_back", "refused", "unknown_change", "duplicate", "busy", "failed",
+                         "drift"]  # drift: the rules changed since the fix; needs force
 
 
 @dataclass

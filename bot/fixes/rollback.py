@@ -26,9 +26,17 @@ class RollbackResult:
     log: list[CommandLog] = field(default_factory=list)
     ruleset_before: str = ""  # before the rollback (= after the fix)
     ruleset_after: str = ""
+    drift: bool = False  # refused: the rules changed since the fix
 
 
-async def restore_change(settings: Settings, connect: Connect, change: ChangeRecord) -> RollbackResult:
+def drifted(change: ChangeRecord, now: str) -> bool:
+    """Did the rules change since the fix was applied (restoring would drop those changes)?"""
+    return bool(change.ruleset_after) and \
+        normalize_ruleset(now) != normalize_ruleset(change.ruleset_after)
+
+
+async def restore_change(settings: Settings, connect: Connect, change: ChangeRecord,
+                         force: bool = False) -> RollbackResult:
     steps = [step_from_dict(d) for d in change.restore_steps]
     if not steps:
         return RollbackResult(False, "this change has no backup or rollback commands to run")
@@ -37,6 +45,11 @@ async def restore_change(settings: Settings, connect: Connect, change: ChangeRec
     t = connect(change.host)
     try:
         before = "".join(r.stdout for r in await t.run(dumps, step="rollback")) if dumps else ""
+        if not force and drifted(change, before):
+            return RollbackResult(False, "the rules changed since this fix was applied; restoring "
+                                  "the backup would undo those changes too. Nothing was done "
+                                  "(`mailcheck rollback --force` restores it anyway)",
+                                  ruleset_before=before, drift=True)
         r = (await t.run([script_command(steps, timeout=settings.command_timeout)],
                          step="rollback"))[0]
         log.append(CommandLog.of(r))

@@ -220,8 +220,10 @@ class FixService:
                           detail={"ports": [p.model_dump(mode="json") for p in check.ports]})
 
     # --- rollback ----------------------------------------------------------------
-    async def rollback(self, change_id: str, actor: str, *,
-                       actor_groups: list[str] | None = None) -> RollbackOutcome:
+    async def rollback(self, change_id: str, actor: str, *, actor_groups: list[str] | None = None,
+                       force: bool = False) -> RollbackOutcome:
+        """Restore the change's backup. Refused (status "drift") when the rules changed
+        since the fix was applied, unless force (then later changes are undone too)."""
         change = await self.store.get_change(change_id)
         if change is None:
             out = RollbackOutcome("unknown_change", "no such change", change_id, actor=actor)
@@ -238,28 +240,30 @@ class FixService:
                 f"{change.host.name}: held by {held}"
             return await self._refuse_rollback(out)
         try:
-            return await self._rollback_locked(change_id, out)
+            return await self._rollback_locked(change_id, out, force)
         finally:
             await self.store.release_lock(change.host.name, holder)
 
-    async def _rollback_locked(self, change_id: str, out: RollbackOutcome) -> RollbackOutcome:
+    async def _rollback_locked(self, change_id: str, out: RollbackOutcome,
+                               force: bool) -> RollbackOutcome:
         change = await self.store.get_change(change_id)
         if change is None or change.state != "applied":
             out.status = "duplicate"
             out.message = f"already rolled back by {change.rolled_back_by if change else '?'}"
             return await self._refuse_rollback(out)
-        result = await restore_change(self.settings, self.connect, change)
+        result = await restore_change(self.settings, self.connect, change, force)
         out.log, out.exact, out.message = result.log, result.exact, result.message
         out.before.ruleset, out.after.ruleset = result.ruleset_before, result.ruleset_after
         if result.ok:
             await self.store.mark_change(change_id, "rolled_back", out.actor)
             out.status = "rolled_back"
         else:
-            out.status = "failed"
+            out.status = "drift" if result.drift else "failed"
         await self._audit("rollback", out.actor, out.host, plan_id=change.plan_id,
                           change_id=change_id, commands=[e.command for e in result.log],
                           output=_log_text(result.log), result=out.status,
-                          detail={"exact": result.exact, "backup": change.backup_dir})
+                          detail={"exact": result.exact, "backup": change.backup_dir,
+                                  "force": force})
         return out
 
     # --- audit helpers -------------------------------------------------------------

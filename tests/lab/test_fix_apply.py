@@ -205,8 +205,12 @@ async def test_case2_policy_drop_insert_accept(lab, tmp_path):
     assert not gone and set(new) == {f"-A INPUT {' '.join(acc_in)}", f"-A OUTPUT {' '.join(acc_out)}"}
     assert after.index(f"-A INPUT {' '.join(acc_in)}") == after.index(
         "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT") + 1  # inserted at position 3
+    lh.sh("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "8443", "-j", "ACCEPT")  # by hand
+    meddled = rules(lh)
     rb = await svc.rollback(out.change_id, "UOPS")
-    assert rb.exact and rules(lh) == before
+    assert rb.status == "drift" and rules(lh) == meddled  # later changes are not clobbered
+    rb = await svc.rollback(out.change_id, "UOPS", force=True)
+    assert rb.status == "rolled_back" and rules(lh) == before
     assert lh.probe(25) == "filtered" and lh.probe(22) == "open"
 
 

@@ -203,3 +203,13 @@ async def test_approvers_and_address_come_from_todays_inventory(tmp_path, host):
     out = await svc.apply(plan_id, "UGROUP")
     assert out.status == "void" and "no longer in the inventory" in out.message
     assert host.journal == []
+
+
+async def test_rollback_refuses_to_clobber_later_changes_unless_forced(tmp_path, host):
+    svc = service(tmp_path, host)
+    out = await svc.apply((await svc.register(report(), "UREQ"))["fw-a"], "UHOST")
+    host.answers[("iptables-save",)] = (0, RULES + "-A INPUT -p tcp --dport 8080 -j ACCEPT\n")
+    rb = await svc.rollback(out.change_id, "UHOST")
+    assert rb.status == "drift" and "--force" in rb.message
+    assert not [j for j in host.journal if "iptables-restore" in " ".join(j[3]) and j[3][0] == "sh"]
+    assert (await svc.rollback(out.change_id, "UHOST", force=True)).status == "rolled_back"
