@@ -187,6 +187,19 @@ def _port_entry(word: str, problems: list[str] | None) -> tuple[int, int, str] |
     return lo, int(m.group(2) or lo), m.group(3)
 
 
+def status_from_results(results) -> FirewalldStatus:
+    """parse_firewalld on the engine's results ({argv: CommandResult}) of firewalld_commands()."""
+    state = results.get(STATE)
+    if state is None or state.exit_status == 127:
+        return FirewalldStatus(None)
+
+    def out(argv: tuple[str, ...]) -> str:
+        r = results.get(argv)
+        return r.stdout if r is not None and r.exit_status == 0 else ""
+
+    return parse_firewalld((state.stdout, state.exit_status), out(DEFAULT_ZONE), out(ACTIVE_ZONES), out(ALL_ZONES))
+
+
 def parse_firewalld(state: tuple[str, int | None] | None, default_zone: str = "", active_zones: str = "",
                     list_all: str = "") -> FirewalldStatus:
     """Combine the answers of firewalld_commands() (each a stdout; state with its exit status)."""

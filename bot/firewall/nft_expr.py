@@ -39,8 +39,7 @@ from bot.firewall.model import (
 CT_STATES = frozenset({"new", "established", "related", "invalid", "untracked"})
 L4 = ("tcp", "udp", "sctp", "dccp", "udplite")
 NFPROTO = {"ipv4": "ipv4", "ipv6": "ipv6", "ip": "ipv4", "ip6": "ipv6", 2: "ipv4", 10: "ipv6"}
-ANNOTATIONS = ("counter", "log", "mangle", "dup", "meta", "ct helper", "flow", "synproxy", "secmark",
-               "xt_target_continue")
+ANNOTATIONS = ("counter", "log", "mangle", "dup", "flow", "secmark")
 VERDICTS = ("accept", "drop", "continue", "return")
 # notrack is effective only before conntrack (priority -200 on prerouting/output).
 CONNTRACK_PRIORITY = -200
@@ -321,7 +320,7 @@ def verdict_of(obj: Any) -> Verdict | None:
     if kind in ("jump", "goto"):
         target = arg.get("target") if isinstance(arg, dict) else None
         return Verdict(kind, str(target)) if isinstance(target, str) else Verdict("unknown")
-    if kind in ("queue", "dnat", "redirect", "tproxy", "fwd"):
+    if kind in ("queue", "dnat", "redirect", "tproxy", "fwd", "synproxy"):
         return Verdict("unknown")  # the packet leaves the ruleset, or goes elsewhere
     return None
 

@@ -44,7 +44,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from bot.firewall.analysis import Endpoints, PortVerdict
-from bot.firewall.model import Ruleset, Table
+from bot.firewall.model import Port, Ruleset, Table
 from bot.firewall.nft import chain_listing, normalize_nft, rules_of
 from bot.firewall.nft_expr import Sets
 from bot.firewall.plan_iptables import MAX_STEPS, Plan, family_keys, is_source_specific, verdicts
@@ -135,12 +135,27 @@ def change_for(pv: PortVerdict, ports: list[int], attempt: int = 0) -> NftChange
                          f"accept {what} {_ports(ports)} before `{rule.text}` ({chain.name} handle {rule.handle})")
     if attempt == 0:
         return NftChange(*head, None, ports_t, pv.reply_blocked,
-                         f"accept {what} {_ports(ports)} at the end of {chain.name} (policy drop)")
+                         f"accept {what} {_ports(ports)} at the end of {chain.name} (policy drop)"
+                         + _allow_list_warning(table, ports))
     handle = _last_base_handle(pv, table, chain.name)
     if handle is None:
         return "the policy is reached without a rule to insert before"
     return NftChange(*head, handle, ports_t, pv.reply_blocked,
                      f"accept {what} {_ports(ports)} in {chain.name} before handle {handle} (policy reached through it)")
+
+
+def _allow_list_warning(table: Table, ports: list[int]) -> str:
+    """The table already accepts these ports from some sources only: say that the fix opens them to all."""
+    for chain in table.chains.values():
+        for rule in chain.rules:
+            if rule.verdict.kind != "accept" or not is_source_specific(rule):
+                continue
+            covered = [p for p in ports if any(isinstance(m, Port) and m.field == "dport" and not m.negate
+                                               and any(lo <= p <= hi for lo, hi in m.ranges) for m in rule.matches)]
+            if covered:
+                return (f" — WARNING: {chain.name} handle {rule.handle} accepts {_ports(covered)} from some "
+                        f"sources only (`{rule.text}`); this opens them to every source")
+    return ""
 
 
 def _last_base_handle(pv: PortVerdict, table: Table, chain: str) -> int | None:

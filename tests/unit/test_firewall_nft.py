@@ -204,3 +204,11 @@ def test_rule_lines_and_normalize():
 def test_render_rule_odd_input():
     assert render_rule(None) == "null"
     assert render_rule([{"weird": [1, 2]}, 3]).startswith("weird")
+
+
+def test_synproxy_and_queue_are_not_understood_verdicts():
+    from bot.firewall.nft_expr import verdict_of
+
+    assert verdict_of({"synproxy": {"mss": 1460}}).kind == "unknown"
+    assert verdict_of({"queue": {"num": 1}}).kind == "unknown"
+    assert verdict_of({"counter": None}) is None

@@ -169,3 +169,22 @@ def test_firewalld_plan_adds_services_and_leaves_the_ban():
     assert any("rich rule" in n for n in plan.notes)  # 25 is rejected for the banned source only
     expected = hashlib.sha256((FWD / "list-all-public.txt").read_text().encode()).hexdigest()
     assert fix.preconditions[0].expect_sha256 == expected
+
+
+def test_policy_fix_warns_when_the_ports_are_allow_listed():
+    case = next(c for c in CASES if c.name == "nft-interval-set-allowed-sources")
+    _, _, _, plan = case_plan(case)
+    assert "WARNING" in plan.fixes[0].summary and "opens them to every source" in plan.fixes[0].summary
+
+
+def test_status_from_results():
+    from bot.firewall.firewalld import firewalld_commands, status_from_results
+    from bot.models import Command, CommandResult
+
+    files = ["state.txt", "default-zone.txt", "active-zones.txt", "list-all-zones.txt"]
+    results = {argv: CommandResult(Command(argv), 0, (FWD / f).read_text(), "")
+               for argv, f in zip(firewalld_commands(), files, strict=True)}
+    assert status_from_results(results).zone_for("eth0").name == "public"
+    missing = {firewalld_commands()[0]: CommandResult(Command(firewalld_commands()[0]), 127, "", "")}
+    assert status_from_results(missing).running is None
+    assert status_from_results({}).running is None
