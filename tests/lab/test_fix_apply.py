@@ -18,6 +18,7 @@ from bot.errors import TransportError
 from bot.firewall.iptables import normalize_iptables_save
 from bot.fixes import FixService
 from bot.fixes.apply import fingerprint
+from bot.fixes.backup import normalize_ruleset
 from bot.models import Command, Fix, PortStatus, Precondition, Report
 from bot.store import SQLiteStore
 from bot.transport import SSHTransport
@@ -321,3 +322,45 @@ async def test_engine_verifies_and_a_fix_without_effect_offers_rollback(lab, tmp
     assert out.status == "applied" and out.verify.achieved, (out.message, out.verify)
     after = {(p.direction, p.family, p.port): p for p in out.after.ports}
     assert all(after[("inbound", "ipv4", p)].outside == "open" for p in MAIL_IN)
+
+
+# --- native nftables ----------------------------------------------------------------------
+
+NFT_SETUP = """table inet mailfw {
+  chain input {
+    type filter hook input priority 0; policy drop;
+    ct state established,related accept
+    iif lo accept
+    meta l4proto ipv6-icmp accept
+    tcp dport 22 accept
+    tcp dport 8080 counter accept comment "unrelated"
+  }
+}
+"""
+
+
+async def test_nft_insert_then_exact_restore(lab, tmp_path):
+    lh = lab()
+    mail_services(lh)
+    conf = lh.workdir / "mailfw.nft"
+    conf.write_text(NFT_SETUP)
+    lh.sh("nft", "-f", str(conf))
+    nft_before = lh.sh("nft", "list", "ruleset").stdout
+    assert lh.probe(25) == "filtered"
+    fix = Fix(id="nft-mail", kind="firewall", backend="nft", summary="nft: accept the mail ports",
+              commands=[["nft", "insert", "rule", "inet", "mailfw", "input", "tcp", "dport",
+                         "{ 25, 465, 587, 143, 993 }", "accept"]],
+              preconditions=[Precondition(argv=["nft", "list", "table", "inet", "mailfw"],
+                                          normalize="nft", description="table inet mailfw as planned",
+                                          expect_sha256=fingerprint(lh.sh(
+                                              "nft", "list", "table", "inet", "mailfw").stdout, "nft"))],
+              expected_allow=[("inbound", "ipv4", p) for p in MAIL_IN]
+              + [("inbound", "ipv6", p) for p in MAIL_IN])
+    svc, host = service(tmp_path, lh)
+    out = await svc.apply(await register(svc, host, fix), "UOPS")
+    assert out.status == "applied" and out.verify.achieved, (out.message, out.log)
+    assert lh.probe(22) == "open" and await ssh_ok(host, svc.settings)
+    rb = await svc.rollback(out.change_id, "UOPS")
+    assert rb.status == "rolled_back" and rb.exact, rb.message
+    assert normalize_ruleset(lh.sh("nft", "list", "ruleset").stdout) == normalize_ruleset(nft_before)
+    assert lh.probe(25) == "filtered" and lh.probe(25, six=True) == "filtered"
