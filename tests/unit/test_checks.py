@@ -186,3 +186,10 @@ def test_no_conclusion_when_a_needed_step_failed():
                                               listening="public", outside="filtered")}
     out = conclusion.evaluate(make_input(ports=p, prior=prior))
     assert out.status == "skipped" and not out.findings
+
+
+def test_docs_list_every_finding_code():
+    from bot.checks.catalogue import catalogue_markdown
+
+    text = (Path(__file__).parents[2] / "docs" / "report.md").read_text()
+    assert catalogue_markdown() in text
