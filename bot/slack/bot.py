@@ -25,6 +25,7 @@ class MailcheckBot:
         self.inventory, self.runner, self.fixes = inventory, runner, fixes
         self.poster, self.tasks, self.client = poster, tasks, client
         self.seen = Seen()
+        self._running: dict[tuple[str, str], str] = {}  # (channel, host) -> who started it
 
     # --- /mailcheck -------------------------------------------------------------
     async def command(self, ack, body: dict[str, Any]) -> None:
@@ -35,13 +36,25 @@ class MailcheckBot:
         if not self.seen.first("cmd:" + body.get("trigger_id", "")):
             await ack()  # the same command delivered twice: one check only
             return
+        busy = self._running.get((body.get("channel_id", ""), parsed.host.name))
+        if busy:
+            await ack(response_type="ephemeral", text=f"A check of `{parsed.host.name}` started "
+                      f"by <@{busy}> is still running in this channel; its message will update.")
+            return
         await ack(response_type="ephemeral", text=f"Checking `{parsed.host.name}`; "
                   "the result appears in this channel and updates as steps finish.")
         self.start_check(CheckRequest(parsed.host, body.get("user_id", ""), body.get("channel_id", ""),
                                       body.get("response_url", ""), parsed.steps))
 
-    def start_check(self, req: CheckRequest) -> None:
-        self.tasks.spawn(self.runner.run(req), name=f"check:{req.host.name}")
+    def start_check(self, req: CheckRequest) -> bool:
+        """One check per host and channel at a time; False when one is already running."""
+        key = (req.channel_id, req.host.name)
+        if key in self._running:
+            return False
+        self._running[key] = req.user_id
+        task = self.tasks.spawn(self.runner.run(req), name=f"check:{req.host.name}")
+        task.add_done_callback(lambda _t: self._running.pop(key, None))
+        return True
 
     # --- buttons ------------------------------------------------------------------
     def _first_click(self, body: dict, action: dict) -> bool:
@@ -73,11 +86,16 @@ class MailcheckBot:
         info = self._fix_action("recheck", body, action)
         host = self.inventory.hosts.get(info.value)
         if host is None:
-            self.tasks.spawn(self.poster.respond(info.response_url, {
-                "response_type": "ephemeral", "replace_original": False,
-                "text": f"`{info.value[:60]}` is no longer in the inventory; nothing checked."}))
+            self._tell(info.response_url,
+                       f"`{info.value[:60]}` is no longer in the inventory; nothing checked.")
             return
-        self.start_check(CheckRequest(host, info.user_id, info.channel_id, info.response_url))
+        if not self.start_check(CheckRequest(host, info.user_id, info.channel_id, info.response_url)):
+            self._tell(info.response_url, f"A check of `{host.name}` is already running here.")
+
+    def _tell(self, response_url: str, text: str) -> None:
+        """An ephemeral note to the clicker (in the background)."""
+        self.tasks.spawn(self.poster.respond(response_url, {
+            "response_type": "ephemeral", "replace_original": False, "text": text}), timeout=15)
 
     async def details(self, ack, body: dict, action: dict) -> None:
         await ack()

@@ -173,6 +173,26 @@ async def test_retried_or_duplicate_delivery_starts_one_check(served, fake):
     assert len(fake.of("chat.postMessage")) == 1
 
 
+async def test_a_second_request_for_a_running_check_joins_it(fake):
+    engine = ScriptedEngine(gate=asyncio.Event())
+    served = await start_served(fake, engine)
+    try:
+        await post_signed(served.url, slash_body("mx1", fake.response_url()))
+        _, body, _ = await post_signed(served.url, slash_body("mx1", fake.response_url(), user="U0B"))
+        _, other, _ = await post_signed(served.url, slash_body("mx1", fake.response_url(),
+                                                               channel="C0OTHER"))
+        assert "still running in this channel" in json.loads(body)["text"]
+        assert "<@U0ALICE>" in json.loads(body)["text"]
+        assert "Checking" in json.loads(other)["text"]
+        engine.gate.set()
+        await served.settle()
+    finally:
+        served.stop.set()
+        await served.task
+    assert engine.calls == [("mx1", None), ("mx1", None)]  # one per channel
+    assert not served.bot._running
+
+
 # --- failures never leave "running" -------------------------------------------------------------
 async def test_engine_crash_ends_the_message_as_an_error(fake):
     served = await start_served(fake, ScriptedEngine(crash_at="ports"))
