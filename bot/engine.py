@@ -20,7 +20,7 @@ from types import ModuleType
 
 from bot.checks import CheckInput, PortKey, StepOutcome, all_checks, facts
 from bot.checks.facts import HostFacts
-from bot.errors import MailcheckError, TargetError, TransportError
+from bot.errors import ConnectionLost, MailcheckError, TargetError, TransportError
 from bot.models import INBOUND_PORTS, OUTBOUND_PORTS, STEPS, Command, PortStatus, Report, StepResult
 from bot.probes import Prober, ProbeReport
 from bot.transport import SSHTransport, Transport
@@ -170,6 +170,9 @@ class _Run:
         batch = self.commands()
         if batch:
             rest = await transport.run(batch, step="+".join(c.NAME for c in self.checks))
+            if all(r.exit_status is None for r in rest):  # the channel died before any exit status
+                raise ConnectionLost("the connection dropped while the commands ran "
+                                     "(no command reported an exit status)", host=self.host.name)
             self.results.update({r.command.argv: r for r in rest})
 
     def commands(self) -> list[Command]:

@@ -145,3 +145,30 @@ def test_missing_commands(labhost, tmp_path):
     assert {p["outside"] for p in data["ports"] if p["direction"] == "inbound"} == {"open"}
     assert r.returncode == 2, r.stdout
     assert state(labhost) == before
+
+
+async def test_connection_dropped_mid_check(labhost):
+    """sshd dies while the batch runs: every SSH step says so, the probes still report."""
+    import asyncio
+    import os
+    import signal
+
+    slow = SimpleNamespace(NAME="tools", NEEDS=(), evaluate=lambda inp: StepOutcome("ok", "x"),
+                           commands=lambda: [Command(("sleep", "5"), timeout=10)])
+    checks = [slow if c.NAME == "tools" else c for c in all_checks()]
+    host = Host(name=f"mx{labhost.index}", address=labhost.ip, identity_file=labhost.client_key,
+                known_hosts=labhost.known_hosts)
+    settings = Settings(probe_timeout=1.5, connect_timeout=3, _env_file=None)
+    task = asyncio.create_task(Engine(settings, Inventory(), checks=checks).check(host))
+    await asyncio.sleep(2)
+    for pid in labhost.pids():
+        if labhost._comm(pid) == "sshd":
+            os.kill(pid, signal.SIGKILL)
+    report = await task
+    by = {s.name: s for s in report.steps}
+    for name in ("tools", "services", "firewall"):
+        assert by[name].status == "error"
+        assert by[name].error.startswith(f"host mx{labhost.index} step {name}: ConnectionLost: "
+                                         "the connection dropped")
+    assert {p.outside for p in report.ports if p.direction == "inbound"} == {"refused"}
+    assert report.exit_code == 2

@@ -189,3 +189,14 @@ def test_cli_terminal_report(labhost):
                   "--known-hosts", str(labhost.known_hosts))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "mail can flow" in r.stdout and "exim4" in r.stdout
+
+
+async def test_rocky_host_gets_rhel_names(lab):
+    """A host whose /etc/os-release says Rocky: exim's unit/init script is `exim`, tools via dnf."""
+    from tests.labhost import ROCKY_OS_RELEASE
+
+    rocky = lab(os_release=ROCKY_OS_RELEASE)
+    report = await run_check(rocky)
+    restart = {tuple(c) for fix in report.fixes if fix.kind == "service" for c in fix.commands}
+    assert restart == {("/etc/init.d/exim", "restart"), ("/etc/init.d/dovecot", "restart")}
+    assert report.exit_code == 1
