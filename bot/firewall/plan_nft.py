@@ -32,7 +32,8 @@ ruleset` listing: a plan needs it). Persistence: the native tables (not
 iptables-nft's, not firewalld's) are written to /etc/nftables.conf (RHEL:
 /etc/sysconfig/nftables.conf) as `table F T; delete table F T; <nft list
 table F T>` per table, checked with `nft -c -f` before it replaces the file;
-the old file is kept as <file>.mailcheck-<digest>.
+the old file is kept as <file>.mailcheck-<digest> (the rollback puts it back, or
+removes the file when there was none).
 """
 
 from __future__ import annotations
@@ -317,8 +318,9 @@ def _persist(ruleset: Ruleset, changes: list[NftChange], distro_family: str, not
     backup = f"{path}.mailcheck-{hashlib.sha256(repr([c.tag for c in changes]).encode()).hexdigest()[:10]}"
     parts = "; ".join(f"echo 'table {t.family} {t.name}'; echo 'delete table {t.family} {t.name}'; "
                       f"nft list table {t.family} {t.name}" for t in tables)
-    write = (f"set -e; if [ -e {path} ]; then cp -p {path} {backup}; fi; "
+    write = (f"set -e; if [ -e {path} ]; then cp -p {path} {backup}; else : > {backup}.absent; fi; "
              f"{{ echo '#!/usr/sbin/nft -f'; {parts}; }} > {path}.new; "
              f"nft -c -f {path}.new; mv {path}.new {path}")
-    undo = f"if [ -e {backup} ]; then mv {backup} {path}; fi"
+    undo = (f"if [ -e {backup} ]; then mv {backup} {path}; "
+            f"elif [ -e {backup}.absent ]; then rm -f {path} {backup}.absent; fi")
     return [["sh", "-c", write]], [["sh", "-c", undo]]

@@ -132,6 +132,14 @@ def test_persisted_file_reloads_the_fixed_ruleset(lab, case):
     r = host.sh("sh", "-c", script, check=False)
     assert r.returncode == 0, r.stderr
     assert list(host.workdir.glob("nftables.conf.mailcheck-*"))[0].read_text() == "# the admin's old file\n"
+    written = target.read_text()
+    undo = fix.rollback[-1][2].replace("/etc/nftables.conf", str(target))
+    assert host.sh("sh", "-c", undo, check=False).returncode == 0
+    assert target.read_text() == "# the admin's old file\n"  # the rollback put the old file back
+    target.unlink()  # and with no file before: the rollback removes the one it wrote
+    assert host.sh("sh", "-c", script, check=False).returncode == 0
+    assert host.sh("sh", "-c", undo, check=False).returncode == 0 and not target.exists()
+    target.write_text(written)
     fresh = lab()
     if case.name == "nft-plus-iptables-nft":  # iptables-nft's tables are not in the file: load them as before
         run_all(fresh, [a for a in case.setup if a[0] != "nft"])
