@@ -39,6 +39,17 @@ def _rules(host) -> dict[str, list[str]]:
     return {s: normalize_iptables_save(host.sh(s, check=False).stdout).splitlines() for s in SAVES}
 
 
+def _ssh_login(host, six: bool = False) -> int:
+    """A real SSH login from outside (pinned host key), as the operator's next session would be."""
+    import subprocess
+
+    target = host.ip6 if six else host.ip
+    return subprocess.run(
+        ["ssh", "-i", str(host.client_key), "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+         "-o", f"UserKnownHostsFile={host.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+         f"root@{target}", "true"], capture_output=True, timeout=30).returncode
+
+
 def _check_preconditions(host, fix) -> None:
     for pre in fix.preconditions:
         r = host.sh(*pre.argv, check=False)
@@ -85,6 +96,9 @@ def test_planned_fix_opens_ports_and_touches_nothing_else(lab, case):
     for k, v in kernel.items():  # (keys the case calls uncertain, e.g. -m recent on 22, excepted)
         if not case.may_be_unknown(k):
             assert v != "allow" or after_kernel[k] == "allow", f"{k} was allowed and is not any more"
+    for six, family in ((False, "ipv4"), (True, "ipv6")):
+        if kernel[f"inbound/{family}/22"] == "allow" and not case.may_be_unknown(f"inbound/{family}/22"):
+            assert _ssh_login(host, six) == 0, f"SSH login over {family} fails after the fix"
     _only_planned_lines_changed(before, _rules(host), plan.fixes)
     for fix in reversed(plan.fixes):
         for argv in fix.rollback:
