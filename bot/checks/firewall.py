@@ -36,14 +36,22 @@ def context(inp: CheckInput) -> firewall.AnalysisContext:
     )
 
 
+def blocked_summary(decisions: dict) -> str:
+    """'blocks inbound 25, 143; outbound 25' (ports of either family), or 'no mail port blocked'."""
+    parts = []
+    for direction in ("inbound", "outbound"):
+        ports = sorted({k[2] for k, d in decisions.items() if k[0] == direction and d.verdict == "block"})
+        if ports:
+            parts.append(f"{direction} {', '.join(map(str, ports))}")
+    return f"blocks {'; '.join(parts)}" if parts else "no mail port blocked"
+
+
 def evaluate(inp: CheckInput) -> StepOutcome:
     analysis = firewall.analyze(inp.results, context=context(inp))
     ports = {key: {"firewall": d.verdict, "blocked_by": d.blocked_by}
              for key, d in analysis.decisions.items()}
     findings = [f.model_copy(update={"step": f.step or NAME}) for f in analysis.findings]
-    blocked = sorted({f"{k[0]} {k[2]}" for k, d in analysis.decisions.items() if d.verdict == "block"})
-    summary = f"{analysis.backend}: " + (f"blocks {', '.join(blocked)}" if blocked else
-                                         "no mail port blocked")
+    summary = f"{analysis.backend}: " + blocked_summary(analysis.decisions)
     status = status_of(findings)
     if not analysis.decisions:
         status, summary = "warn", f"{analysis.backend}: no verdicts ({'; '.join(analysis.errors)[:200]})"

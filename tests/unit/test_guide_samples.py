@@ -94,3 +94,30 @@ def test_nc_samples(name, verdict):
 def test_nc_timeout_is_filtered():
     text = "nc: connect to 198.18.1.2 port 25 (tcp) timed out: Operation now in progress\n"
     assert read_nc_output(text, 1) == "filtered"
+
+
+def _firewall_summary(ufw_result):
+    from pathlib import Path
+
+    from bot.checks import firewall
+    from bot.probes import ProbeReport
+    from tests.firewall_corpus import load_captured
+
+    case = Path(__file__).parents[1] / "data" / "firewall" / "guide_policy_accept_multiport_drop"
+    res = {**load_captured(case / "captured"), ufw_result.command.argv: ufw_result}
+    out = firewall.evaluate(make_input(res, probes=ProbeReport([], {"ipv4": "198.18.2.1"}),
+                                       addresses={"ipv4": "198.18.2.2"}))
+    return out.summary
+
+
+def test_ufw_status_verbose_sample_means_ufw_is_used():
+    """Guide step 4: output starting with 'Status: active' means UFW is in charge."""
+    argv = ("ufw", "status", "verbose")
+    assert _firewall_summary(result(argv, guide("ufw_status_verbose.txt"))).startswith("ufw:")
+
+
+def test_ufw_command_not_found_means_iptables_is_used():
+    argv = ("ufw", "status", "verbose")
+    missing = result(argv, "", 127, "-bash: ufw: command not found")
+    assert _firewall_summary(missing) == (
+        "iptables: blocks inbound 25, 143, 465, 587, 993; outbound 25, 465, 587")
