@@ -23,9 +23,10 @@ from slack_bolt.middleware.authorization.async_single_team_authorization import 
     AsyncSingleTeamAuthorization,
 )
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import ConfigError
-from bot.slack.app import bot_of, build_app
+from bot.slack.app import bot_of, build_app, make_client
 from bot.slack.ports import Engine, FixService
 from config.inventory import Inventory, load_inventory
 from config.settings import Settings
@@ -125,24 +126,25 @@ async def _run_app(app: AsyncApp, settings: Settings, stop: asyncio.Event,
         await bot_of(app).poster.close()
 
 
-def default_services(settings: Settings, inventory: Inventory) -> tuple[Engine, FixService]:
-    """The production engine and fix service (wired by the lead; see the report)."""
-    try:
-        from bot.engine import Engine as RealEngine  # noqa: PLC0415
-        from bot.slack.service_fixes import service_fixes  # noqa: PLC0415
-    except ImportError as e:
-        raise ConfigError(f"the check engine is not available: {e}") from e
-    return RealEngine(settings, inventory), service_fixes(settings, inventory)
+def default_services(settings: Settings, inventory: Inventory,
+                     client: AsyncWebClient) -> tuple[Engine, FixService]:
+    """The production engine (bot.engine) and fix service (bot.fixes via ServiceFixes)."""
+    from bot.engine import Engine as RealEngine
+    from bot.slack.service_fixes import service_fixes
+
+    engine = RealEngine(settings, inventory)
+    return engine, service_fixes(settings, inventory, engine, client)
 
 
 async def serve(settings: Settings, *, inventory: Inventory | None = None,
                 engine: Engine | None = None, fixes: FixService | None = None) -> None:
     """The `mailcheck serve` entry point: runs until SIGINT/SIGTERM."""
     inventory = inventory if inventory is not None else load_inventory(settings.inventory)
+    client = make_client(settings)
     if engine is None or fixes is None:
-        default_engine, default_fixes = default_services(settings, inventory)
+        default_engine, default_fixes = default_services(settings, inventory, client)
         engine, fixes = engine or default_engine, fixes or default_fixes
-    app = build_app(settings, inventory, engine, fixes)
+    app = build_app(settings, inventory, engine, fixes, client)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import logging
 
+from slack_sdk.web.async_client import AsyncWebClient
+
 from bot.fixes import FixService as RealFixService
+from bot.fixes.policy import slack_group_members
+from bot.fixes.verify import CheckEngine, engine_verifier
 from bot.models import Report
 from bot.slack.ports import FixAction
 from bot.slack.poster import SlackPoster
@@ -50,11 +54,16 @@ class ServiceFixes:
             await poster.close()
 
 
-def service_fixes(settings: Settings, inventory: Inventory) -> ServiceFixes:
+def service_fixes(settings: Settings, inventory: Inventory, engine: CheckEngine,
+                  client: AsyncWebClient) -> ServiceFixes:
+    """bot.fixes.FixService as `mailcheck serve` runs it: SQLite store, SSH, verified by
+    the same engine, approver user groups resolved through Slack (usergroups:read)."""
     from bot.store import SQLiteStore
     from bot.transport import SSHTransport
 
     service = RealFixService(settings=settings, inventory=inventory,
                              store=SQLiteStore(settings.db_path),
-                             connect=lambda host: SSHTransport(host, settings))
+                             connect=lambda host: SSHTransport(host, settings),
+                             verifier=engine_verifier(engine),
+                             group_members=slack_group_members(client))
     return ServiceFixes(service)
