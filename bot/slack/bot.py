@@ -33,7 +33,8 @@ class MailcheckBot:
         if not isinstance(parsed, Check):
             await ack(response_type="ephemeral", text=parsed.text)
             return
-        if not self.seen.first("cmd:" + body.get("trigger_id", "")):
+        trigger = body.get("trigger_id", "")
+        if not self.seen.first(f"cmd:{trigger}" if trigger else ""):
             await ack()  # the same command delivered twice: one check only
             return
         busy = self._running.get((body.get("channel_id", ""), parsed.host.name))
