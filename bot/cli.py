@@ -30,6 +30,8 @@ def add_check(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("-i", dest="identity", type=Path, help="SSH identity (private key) file")
     p.add_argument("--known-hosts", type=Path, help="known_hosts file holding the host's key")
     p.add_argument("--local", action="store_true", help="run the commands on this machine, no SSH")
+    p.add_argument("--outbound-test", metavar="IP",
+                   help="also test outbound 25/465/587 from the host (nc -vz) to this outside IP")
     p.add_argument("--step", action="append", choices=STEPS,
                    help="only this step (and what it needs); repeatable")
     return p
@@ -44,7 +46,7 @@ async def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     inventory = load_inventory(settings.inventory)
     host = resolve_target(args.target, inventory, args.identity, args.known_hosts)
     factory = (lambda h: LocalTransport(h.name)) if args.local else None
-    engine = Engine(settings, inventory, transport_factory=factory)
+    engine = Engine(settings, inventory, transport_factory=factory, outbound_target=args.outbound_test)
 
     async def progress(step: StepResult, report: Report) -> None:
         print(terminal.progress_line(step), file=sys.stderr, flush=True)

@@ -16,9 +16,10 @@ import ipaddress
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 from bot.checks import CheckInput, PortKey, StepOutcome, all_checks, facts
+from bot.checks import ports as ports_step
 from bot.checks.facts import HostFacts
 from bot.errors import ConnectionLost, MailcheckError, TargetError, TransportError
 from bot.models import INBOUND_PORTS, OUTBOUND_PORTS, STEPS, Command, PortStatus, Report, StepResult
@@ -35,8 +36,12 @@ SSH_STEPS = ("tools", "services", "firewall")
 class Engine:
     def __init__(self, settings: Settings, inventory: Inventory, *,
                  transport_factory: TransportFactory | None = None, prober: Prober | None = None,
-                 checks: Sequence[ModuleType] | None = None) -> None:
+                 checks: Sequence[ModuleType] | None = None,
+                 outbound_target: str | None = None) -> None:
+        """`outbound_target`: an outside IP address the host may connect to on 25/465/587
+        (`nc -vz`) to test outbound mail for real; None (the default) skips the test."""
         self.settings = settings
+        self.outbound_target = _outbound(outbound_target)
         self.inventory = inventory
         self.transport_factory = transport_factory or self._ssh
         self.prober = prober or Prober(settings.probe_timeout)
@@ -179,7 +184,9 @@ class _Run:
         """Every step's commands, deduplicated by argv, each within the command budget."""
         seen: dict[tuple[str, ...], Command] = {}
         budget = self.engine.settings.command_timeout
-        for check in self.checks:
+        extra = ports_step.outbound_commands(self.engine.outbound_target) \
+            if self.engine.outbound_target and any(c.NAME == "ports" for c in self.checks) else []
+        for check in [*self.checks, SimpleNamespace(commands=lambda: extra)]:
             for cmd in check.commands():
                 if cmd.argv not in seen and cmd.argv not in self.results:
                     seen[cmd.argv] = dataclasses.replace(cmd, timeout=min(cmd.timeout, budget))
@@ -198,7 +205,7 @@ class _Run:
             return StepOutcome("error", f"could not run: {self.ssh_error}", error=f"{where}: {self.ssh_error}")
         inp = CheckInput(self.host.name, self.host.address, self.results, self.facts,
                          addresses=dict(self.addresses), probes=self.probes, ports=dict(ports),
-                         prior=dict(prior))
+                         prior=dict(prior), outbound_target=self.engine.outbound_target)
         try:
             outcome = check.evaluate(inp)
         except Exception as e:  # noqa: BLE001 - one broken check must not hide the others
@@ -207,6 +214,15 @@ class _Run:
         if outcome.status == "error" and outcome.error and not outcome.error.startswith("host "):
             outcome.error = f"{where}: {outcome.error}"
         return outcome
+
+
+def _outbound(target: str | None) -> str | None:
+    if target is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(target))
+    except ValueError as e:
+        raise TargetError(f"outbound test target must be an IP address, not {target!r}") from e
 
 
 async def resolve(address: str) -> dict[str, str]:

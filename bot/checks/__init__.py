@@ -31,6 +31,7 @@ class CheckInput:
     probes: ProbeReport | None = None
     ports: Mapping[PortKey, PortStatus] = field(default_factory=dict)
     prior: Mapping[str, StepOutcome] = field(default_factory=dict)
+    outbound_target: str | None = None  # an outside address the host connects to (optional test)
 
 
 @dataclass

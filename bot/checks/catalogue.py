@@ -39,6 +39,9 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
          "(error for port 25)."),
     Code("port.error", "ports", "warning",
          "The outside probe failed otherwise (no route, ICMP unreachable, ...)."),
+    Code("port.outbound_failed", "ports", "warning",
+         "The optional outbound test (`nc -vz` from the host to a configured outside address) "
+         "failed: filtered or refused (error for port 25)."),
     Code("smtp.no_starttls", "ports", "warning",
          "The SMTP server on 25/587 answers EHLO without offering STARTTLS."),
     Code("smtp.bad_greeting", "ports", "warning",

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from bot.checks import CheckInput, StepOutcome, status_of
 from bot.checks.catalogue import finding
-from bot.models import Command, Finding
+from bot.models import OUTBOUND_PORTS, Command, Finding
 from bot.probes import PortProbe
 
 NAME = "ports"
@@ -21,6 +21,15 @@ NEEDS: tuple[str, ...] = ()
 
 def commands() -> list[Command]:
     return []
+
+
+def outbound_commands(target: str) -> list[Command]:
+    """The optional outbound test: `nc -vz -w 3 TARGET PORT` on the host, per SMTP port."""
+    return [Command(outbound_argv(target, p), timeout=6) for p in OUTBOUND_PORTS]
+
+
+def outbound_argv(target: str, port: int) -> tuple[str, ...]:
+    return ("nc", "-vz", "-w", "3", target, str(port))
 
 
 def read_nc_output(text: str, exit_status: int | None = None) -> str:
@@ -38,6 +47,36 @@ def read_nc_output(text: str, exit_status: int | None = None) -> str:
 
 
 def evaluate(inp: CheckInput) -> StepOutcome:
+    out = inbound(inp)
+    if inp.outbound_target:
+        ports, findings, lines = outbound(inp, inp.outbound_target)
+        out.ports.update(ports)
+        out.findings += findings
+        out.evidence = "\n".join(x for x in (out.evidence, *lines) if x)
+        if out.status != "skipped":
+            out.status = status_of(out.findings)
+    return out
+
+
+def outbound(inp: CheckInput, target: str) -> tuple[dict, list[Finding], list[str]]:
+    family = "ipv6" if ":" in target else "ipv4"
+    ports, findings, lines = {}, [], []
+    for port in OUTBOUND_PORTS:
+        r = inp.results.get(outbound_argv(target, port))
+        if r is None or r.missing:
+            lines.append(f"outbound {port}: not tested (nc {'missing' if r else 'not run'} on the host)")
+            continue
+        verdict = "filtered" if r.timed_out else read_nc_output(r.stderr + r.stdout, r.exit_status)
+        ports[("outbound", family, port)] = {"outside": verdict}
+        lines.append(f"$ nc -vz -w 3 {target} {port}  -> {verdict}: {(r.stderr + r.stdout).strip()[:160]}")
+        if verdict != "open":
+            findings.append(finding(
+                "port.outbound_failed", f"Outbound {port}/{family} from the host to {target}: {verdict}",
+                evidence=lines[-1], severity="error" if port == 25 else None))
+    return ports, findings, lines
+
+
+def inbound(inp: CheckInput) -> StepOutcome:
     if inp.probes is None:
         return StepOutcome("skipped", "outside probes were not run")
     now = datetime.now(UTC)

@@ -200,3 +200,19 @@ async def test_rocky_host_gets_rhel_names(lab):
     restart = {tuple(c) for fix in report.fixes if fix.kind == "service" for c in fix.commands}
     assert restart == {("/etc/init.d/exim", "restart"), ("/etc/init.d/dovecot", "restart")}
     assert report.exit_code == 1
+
+
+async def test_optional_outbound_test_sees_an_output_drop(labhost):
+    """With an outbound target (the outside end of the host's link), `nc -vz` from the host."""
+    labhost.start_exim("public")
+    labhost.sh("iptables", "-A", "OUTPUT", "-p", "tcp", "--dport", "25", "-j", "DROP")
+    settings = Settings(probe_timeout=PROBE_TIMEOUT, connect_timeout=3, _env_file=None)
+    engine = Engine(settings, Inventory(), outbound_target=labhost.outside_ip)
+    with labhost.outside_listener((25, 465, 587)):
+        report = await engine.check(host_of(labhost))
+    out = {(p.family, p.port): p.outside for p in report.ports if p.direction == "outbound"}
+    assert out == {("ipv4", 25): "filtered", ("ipv4", 465): "open", ("ipv4", 587): "open",
+                   ("ipv6", 25): None, ("ipv6", 465): None, ("ipv6", 587): None}
+    failed = [f for f in report.findings if f.code == "port.outbound_failed"]
+    assert [(f.summary, f.severity) for f in failed] == [
+        (f"Outbound 25/ipv4 from the host to {labhost.outside_ip}: filtered", "error")]
