@@ -24,9 +24,9 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
          "Diagnostic tools of the guide (dig, lsof, nc, whois) are missing; the fix installs them."),
     Code("service.down", "services", "error",
          "A mail daemon is installed but not running (systemd unit inactive, or no process)."),
-    Code("service.loopback_only", "services", "error",
+    Code("service.loopback_only", "services", "warning",
          "A daemon listens on the port on loopback only (Debian's exim default): "
-         "nothing outside can connect."),
+         "nothing outside can connect (error for port 25)."),
     Code("service.not_listening", "services", "warning",
          "Nothing listens on the port at all (error for port 25, warning otherwise)."),
     Code("service.unknown", "services", "warning",

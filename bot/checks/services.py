@@ -214,7 +214,7 @@ def _port_findings(listen: dict, found: list[Listener], down_roles: set[str]) ->
         if "loopback" in states:
             out.append(finding("service.loopback_only",
                                f"Port {port} listens on loopback only: nothing outside can connect",
-                               evidence=lines))
+                               evidence=lines, severity="error" if port == 25 else "warning"))
         elif PORT_ROLE[port] not in down_roles:
             out.append(finding("service.not_listening", f"Nothing listens on port {port}",
                                evidence="(no listener)", severity="error" if port == 25 else None))

@@ -76,9 +76,9 @@ def test_tools_missing_rocky_dnf_with_the_guides_packages():
 def test_loopback_only_exim_is_found_and_dovecot_is_public():
     res = results(result(services.SS, SS_LOOPBACK_EXIM), INSTALLED, PS_OTHER_EXIM)
     out = services.evaluate(make_input(res))
-    codes = {(f.code, f.summary.split()[1]) for f in out.findings}
-    assert codes == {("service.loopback_only", "25"), ("service.loopback_only", "465"),
-                     ("service.loopback_only", "587")}
+    codes = {(f.code, f.summary.split()[1], f.severity) for f in out.findings}
+    assert codes == {("service.loopback_only", "25", "error"), ("service.loopback_only", "465", "warning"),
+                     ("service.loopback_only", "587", "warning")}
     assert out.ports[("inbound", "ipv4", 25)] == {"listening": "loopback", "process": "exim4"}
     assert out.ports[("inbound", "ipv6", 25)] == {"listening": "none", "process": None}
     assert out.ports[("inbound", "ipv6", 993)] == {"listening": "public", "process": "dovecot"}
