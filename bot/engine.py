@@ -130,11 +130,15 @@ class _Run:
     async def gather(self) -> None:
         t0 = time.monotonic()
         self.addresses = await resolve(self.host.address)
-        tasks = {}
+        tasks: dict[str, asyncio.Task] = {}
         if self.wants_probes and "ipv4" in self.addresses:
             tasks["ipv4"] = asyncio.create_task(self._probe("ipv4"))
-        await self._ssh(tasks)
-        reports = [await t for t in tasks.values()]
+        try:
+            await self._ssh(tasks)
+            reports = [await t for t in tasks.values()]
+        finally:
+            for t in tasks.values():  # cancelled (e.g. the caller's timeout): leave nothing behind
+                t.cancel()
         if reports:
             self.probes = ProbeReport()
             for r in reports:

@@ -97,7 +97,14 @@ class Prober:
 
     async def probe(self, family: Family, address: str, ports: Sequence[int]) -> ProbeReport:
         """Probe every port of one address concurrently."""
-        probes = await asyncio.gather(*(self.probe_port(family, address, p) for p in ports))
+        done = await asyncio.gather(*(self.probe_port(family, address, p) for p in ports),
+                                    return_exceptions=True)
+        probes = [p if isinstance(p, PortProbe) else
+                  PortProbe(family, address, port, "error", error=f"probe failed: {p!r}")
+                  for port, p in zip(ports, done, strict=True)]
+        for p in done:
+            if isinstance(p, BaseException) and not isinstance(p, Exception):
+                raise p  # cancellation and the like are not probe results
         sources = {p.source for p in probes if p.source}
         source = sources.pop() if len(sources) == 1 else route_source(address)
         return ProbeReport(list(probes), {family: source})

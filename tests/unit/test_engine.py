@@ -131,3 +131,32 @@ def test_step_outcome_default_is_not_shared():
     a, b = StepOutcome("ok", ""), StepOutcome("ok", "")
     a.findings.append(1)
     assert b.findings == []
+
+
+async def test_cancelled_check_leaves_no_probe_running():
+    import asyncio
+
+    import pytest
+
+    class SlowProber(FakeProber):
+        async def probe(self, family, address, ports):
+            await asyncio.sleep(30)
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(engine(FakeTransport(), SlowProber()).check(HOST), 0.2)
+    await asyncio.sleep(0)
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+async def test_a_probe_that_raises_is_that_ports_error():
+    from bot.probes import Prober
+
+    class Broken(Prober):
+        async def probe_port(self, family, address, port):
+            if port == 993:
+                raise ValueError("boom")
+            return PortProbe(family, address, port, "open", "198.18.2.1")
+
+    report = await Broken(1.0).probe("ipv4", "198.18.2.2", (25, 993))
+    assert [(p.port, p.state) for p in report.probes] == [(25, "open"), (993, "error")]
+    assert "boom" in report.probes[1].error
