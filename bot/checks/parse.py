@@ -153,9 +153,9 @@ def daemon_of(process: str | None, args: str = "") -> str | None:
     text = f"{name} {args.lower()}"
     if name.startswith("exim"):
         return "exim"
-    if "postfix" in text or name in ("smtpd", "master") and "postfix" in text:
+    if "postfix" in text or (name == "smtpd" and "-n" in args.split()):  # master, `smtpd -n smtp`
         return "postfix"
-    if name == "master" and "cyrus" in text or name.startswith("cyr"):
+    if (name == "master" and "cyrus" in text) or name.startswith("cyr"):
         return "cyrus"
     if name == "smtpd" or "opensmtpd" in text:
         return "opensmtpd"

@@ -121,3 +121,14 @@ def test_ufw_command_not_found_means_iptables_is_used():
     missing = result(argv, "", 127, "-bash: ufw: command not found")
     assert _firewall_summary(missing) == (
         "iptables: blocks inbound 25, 143, 465, 587, 993; outbound 25, 465, 587")
+
+
+@pytest.mark.parametrize("comm,args,daemon", [
+    ("exim4", "exim4 -bd", "exim"), ("master", "/usr/lib/postfix/sbin/master -w", "postfix"),
+    ("smtpd", "smtpd -n smtp -t inet -u -o stress=", "postfix"), ("smtpd", "/usr/sbin/smtpd", "opensmtpd"),
+    ("sendmail", "sendmail: MTA: accepting connections", "sendmail"),
+    ("master", "/usr/lib/cyrus/bin/master -d", "cyrus"), ("couriertcpd", "couriertcpd 143", "courier"),
+    ("dovecot", "/usr/sbin/dovecot -F", "dovecot"), ("sshd", "sshd -D", None),
+])
+def test_daemon_identity(comm, args, daemon):
+    assert daemon_of(comm, args) == daemon
