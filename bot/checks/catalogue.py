@@ -61,6 +61,8 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
          "The verdict for the prober differs from the one for a generic internet source."),
     Code("firewall.unknown", "firewall", "warning",
          "The evaluator cannot tell what the firewall does to these ports."),
+    Code("firewall.fix_not_planned", "firewall", "info",
+         "A block has no automatic fix (a ban, a source-limited rule, a case the planner refuses)."),
     Code("provider.port_blocked", "conclusion", "error",
          "Firewall allows, a daemon listens publicly, yet the outside probe is filtered: "
          "the provider's network blocks the port (guide step 5)."),

@@ -12,9 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from bot.firewall import iptables
-from bot.firewall.analysis import Endpoints, PortVerdict, findings_for, port_verdict
+from bot.firewall import firewalld, iptables, nft
+from bot.firewall.analysis import GENERIC_PEER, Endpoints, PortVerdict, findings_for, port_verdict
 from bot.firewall.model import Ruleset
+from bot.firewall.plan_firewalld import plan_firewalld
+from bot.firewall.plan_iptables import plan_iptables
+from bot.firewall.plan_nft import plan_nft
+from bot.firewall.plan_ufw import plan_ufw
+from bot.firewall.ufw import parse_ufw_status
 from bot.models import Command, CommandResult, Direction, Family, Finding, FirewallVerdict, Fix
 
 Results = Mapping[tuple[str, ...], CommandResult]
@@ -25,9 +30,10 @@ IP6T_SAVE = ("ip6tables-save", "-c")
 # them. iptables-legacy-save only lists the tables that exist: it creates none.
 IPT_LEGACY = ("iptables-legacy-save", "-c")
 IP6T_LEGACY = ("ip6tables-legacy-save", "-c")
+IPT_VERSION = ("iptables", "-V")
 NFT_JSON = ("nft", "-j", "list", "ruleset")
+NFT_LISTING = ("nft", "-a", "list", "ruleset")  # rule text as nft prints it, with handles
 UFW_STATUS = ("ufw", "status", "verbose")
-FIREWALLD_STATE = ("firewall-cmd", "--state")
 
 
 @dataclass(frozen=True)
@@ -67,15 +73,9 @@ class FirewallAnalysis:
 
 def collect_commands() -> list[Command]:
     lang = (("LANG", "C"),)
-    return [
-        Command(("iptables", "-V")),
-        Command(IPT_SAVE),
-        Command(IP6T_SAVE),
-        Command(IPT_LEGACY),
-        Command(IP6T_LEGACY),
-        Command(NFT_JSON),
-        Command(UFW_STATUS, env=lang),
-        Command(FIREWALLD_STATE, env=lang),
+    plain = [IPT_VERSION, IPT_SAVE, IP6T_SAVE, IPT_LEGACY, IP6T_LEGACY, NFT_JSON, NFT_LISTING]
+    return [Command(a) for a in plain] + [
+        Command(a, env=lang) for a in (UFW_STATUS, *firewalld.firewalld_commands())
     ]
 
 
@@ -87,10 +87,12 @@ def _ok(results: Results, argv: tuple[str, ...]) -> CommandResult | None:
 def parse_all(results: Results) -> Ruleset:
     """Every source into one Ruleset; what could not be read goes to problems."""
     merged = Ruleset()
+    version = results.get(IPT_VERSION)
+    primary = iptables.default_source(version.stdout if version is not None and version.ok else "nf_tables")
     for argv, legacy_argv, family in ((IPT_SAVE, IPT_LEGACY, "ip"), (IP6T_SAVE, IP6T_LEGACY, "ip6")):
         r = results.get(argv)
         if r is not None and r.ok:
-            source = "iptables-legacy" if "(legacy)" in r.stdout.split("\n", 1)[0] else "iptables-nft"
+            source = primary  # when plain iptables is legacy, its -legacy-save says the same again
             _merge(merged, iptables.parse_save(r.stdout, family=family, source=source))
             legacy = results.get(legacy_argv)
             if iptables.mentions_legacy(r.stdout + r.stderr) and source == "iptables-nft":
@@ -116,26 +118,15 @@ def _merge_nft(merged: Ruleset, results: Results) -> None:
     if not r.ok:
         merged.problems.append(f"nft list ruleset failed (exit {r.exit_status}): {r.stderr.strip()[:200]}")
         return
-    try:
-        from bot.firewall import nft
-    except ImportError:  # TEMPORARY until bot/firewall/nft.py lands
-        import json
-
-        try:
-            tables = {(i["table"]["family"], i["table"]["name"]) for i in json.loads(r.stdout)["nftables"] if "table" in i}
-        except (ValueError, KeyError, TypeError):
-            tables = {("?", "?")}
-        managed = {(t.family, t.name) for t in merged.tables if t.source == "iptables-nft"}
-        if tables - managed:
-            merged.problems.append(f"native nftables tables not analysed yet: {sorted(tables - managed)}")
-        return
     managed = {(t.family, t.name) for t in merged.tables if t.source == "iptables-nft"}
-    _merge(merged, nft.parse_nft_json(r.stdout, skip_tables=frozenset(managed)))
+    listing = results.get(NFT_LISTING)
+    _merge(merged, nft.parse_nft_json(r.stdout, skip_tables=frozenset(managed),
+                                      listing=listing.stdout if listing is not None and listing.ok else None))
 
 
 def backend_in_charge(results: Results, ruleset: Ruleset) -> str:
     """firewalld or ufw when active; else which of iptables / nftables holds rules."""
-    if (r := _ok(results, FIREWALLD_STATE)) and r.stdout.strip() == "running":
+    if firewalld.status_from_results(results).running:
         return "firewalld"
     if (r := _ok(results, UFW_STATUS)) and r.stdout.startswith("Status: active"):
         return "ufw"
@@ -153,8 +144,6 @@ def _endpoints(context: AnalysisContext, family: Family) -> Endpoints | None:
     if host is None:
         return None
     prober = context.prober_v4 if family == "ipv4" else context.prober_v6
-    from bot.firewall.analysis import GENERIC_PEER
-
     local = frozenset({host, *context.host_addrs, "127.0.0.1", "::1"})
     return Endpoints(host, prober or GENERIC_PEER[family], context.inbound_iface, local)
 
@@ -168,8 +157,6 @@ def port_verdicts(ruleset: Ruleset, context: AnalysisContext) -> list[PortVerdic
         for direction, ports in (("inbound", context.inbound_ports), ("outbound", context.outbound_ports)):
             for port in ports:
                 if direction == "outbound":
-                    from bot.firewall.analysis import GENERIC_PEER
-
                     ends_out = Endpoints(ends.host, GENERIC_PEER[family], ends.iface, ends.local_addrs)
                     out.append(port_verdict(ruleset, (direction, family, port), ends_out))
                 else:
@@ -187,8 +174,48 @@ def analyze(results: Results, *, context: AnalysisContext) -> FirewallAnalysis:
         analysis.decisions[v.key] = PortDecision(*v.key, d.verdict, d.blocked_by, d.path)
     prober = {"ipv4": context.prober_v4, "ipv6": context.prober_v6}
     analysis.findings = findings_for(verdicts, prober)
+    blocked = [v.key for v in verdicts if v.verdict == "block"]
+    if blocked and not ruleset.problems:
+        fixes, notes = plan_fixes(results, ruleset, blocked, context)
+        analysis.fixes = fixes
+        _link(analysis.findings, fixes)
+        if notes:
+            analysis.findings.append(Finding(
+                code="firewall.fix_not_planned", severity="info", step="firewall",
+                summary="Some blocks have no automatic fix (see evidence): fix them by hand",
+                evidence="\n".join(notes)))
     analysis.evidence = _evidence(analysis, results)
     return analysis
+
+
+def plan_fixes(results: Results, ruleset: Ruleset, blocked: list, context: AnalysisContext
+               ) -> tuple[list[Fix], list[str]]:
+    """Every backend's planner on the same model; each plan was checked on a copy of it."""
+    ends = {f: e for f in context.families if (e := _endpoints(context, f)) is not None}
+    version = _ok(results, IPT_VERSION)
+    version_text = version.stdout if version else ""
+    ufw_r = results.get(UFW_STATUS)
+    ufw = parse_ufw_status(ufw_r.stdout if ufw_r else "", ufw_r.exit_status if ufw_r else 127)
+    listing = _ok(results, NFT_LISTING)
+    plans = [
+        plan_iptables(ruleset, blocked, ends, distro_family=context.distro_family,
+                      default_source=iptables.default_source(version_text or "nf_tables"),
+                      ufw_active=bool(ufw.active), save_file_option=iptables.save_has_file_option(version_text)),
+        plan_ufw(ruleset, ufw, blocked, ends),
+        plan_nft(ruleset, blocked, ends, listing=listing.stdout if listing else None,
+                 distro_family=context.distro_family),
+        plan_firewalld(ruleset, firewalld.status_from_results(results), blocked, ends),
+    ]
+    return [f for p in plans for f in p.fixes], [n for p in plans for n in p.notes]
+
+
+def _link(findings: list[Finding], fixes: list[Fix]) -> None:
+    """A blocked-port finding lists the fixes that open ports in its direction."""
+    for finding in findings:
+        if finding.code not in ("firewall.inbound_blocked", "firewall.outbound_blocked"):
+            continue
+        direction = finding.code.split(".")[1].split("_")[0]
+        finding.fixes = [f.id for f in fixes if any(k[0] == direction for k in f.expected_allow)]
 
 
 def _evidence(analysis: FirewallAnalysis, results: Results) -> str:

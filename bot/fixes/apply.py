@@ -27,12 +27,12 @@ from typing import Literal
 
 from bot.errors import TransportError
 from bot.firewall.iptables import normalize_iptables_save
+from bot.firewall.nft import normalize_nft
 from bot.fixes.backup import (
     BackupPlan,
     backend_of,
     backup_plan,
     drop_new_filter_steps,
-    normalize_ruleset,
     step_to_dict,
 )
 from bot.models import Command, CommandResult, Precondition
@@ -73,12 +73,12 @@ def fingerprint(stdout: str, normalize: str = "raw") -> str:
     """sha256 of a precondition's normalised stdout, as the planners compute it.
 
     "iptables-save" uses the firewall package's normalize_iptables_save (the
-    planner hashes with it); "nft" drops comments and counters.
+    planner hashes with it); "nft" uses nft.normalize_nft (likewise).
     """
     if normalize == "iptables-save":
         text = normalize_iptables_save(stdout)
     elif normalize == "nft":
-        text = normalize_ruleset(stdout)
+        text = normalize_nft(stdout)
     else:
         text = stdout
     return hashlib.sha256(text.encode()).hexdigest()
