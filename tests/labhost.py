@@ -307,10 +307,12 @@ class LabHost:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.1)
-        _run("ip", "netns", "del", self.ns, check=False)
+        # The namespace name is the allocation: free it last, so that another process
+        # cannot take this index while our veth or /etc/netns files still exist.
         _run("ip", "link", "del", self.veth, check=False)
         shutil.rmtree(self.etc, ignore_errors=True)
         shutil.rmtree(self.workdir, ignore_errors=True)
+        _run("ip", "netns", "del", self.ns, check=False)
 
 
 def _allocate() -> int:
