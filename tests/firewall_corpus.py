@@ -149,31 +149,10 @@ def load_captured(directory: Path) -> dict[tuple[str, ...], CommandResult]:
 # --- the model's side ----------------------------------------------------------------------
 
 def parse_results(results):
-    """Ruleset from captured results: api.parse_all when the lead has provided it."""
-    from bot.firewall import api
+    """Ruleset from captured results, exactly as the product parses them."""
+    from bot.firewall.api import parse_all
 
-    parse_all = getattr(api, "parse_all", None)
-    if parse_all is not None:
-        return parse_all(results)
-    return _parse_iptables_only(results)
-
-
-def _parse_iptables_only(results):
-    from bot.firewall.iptables import parse_save
-    from bot.firewall.model import Ruleset
-
-    merged = Ruleset()
-    for argv, family, source in ((("iptables-save", "-c"), "ip", "iptables-nft"),
-                                 (("ip6tables-save", "-c"), "ip6", "iptables-nft"),
-                                 (("iptables-legacy-save", "-c"), "ip", "iptables-legacy"),
-                                 (("ip6tables-legacy-save", "-c"), "ip6", "iptables-legacy")):
-        r = results.get(argv)
-        if r is None or r.exit_status != 0:
-            continue
-        rs = parse_save(r.stdout, family=family, source=source)
-        merged.tables += rs.tables
-        merged.problems += rs.problems
-    return merged
+    return parse_all(results)
 
 
 def model_verdicts(ruleset, addresses: dict) -> dict[str, object]:

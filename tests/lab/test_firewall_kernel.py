@@ -24,10 +24,6 @@ CASES = [c for c in load_cases() if c.expected_file.exists()]
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_kernel_and_model_agree_live(request, lab, case):
-    from bot.firewall import api
-
-    if case.backend in ("nft", "firewalld") and not hasattr(api, "parse_all"):
-        pytest.skip("nft/firewalld cases need bot.firewall.api.parse_all")
     if case.model_gap:
         request.applymarker(pytest.mark.xfail(reason=case.model_gap, strict=True))
     host = lab()

@@ -13,16 +13,8 @@ from tests.firewall_corpus import all_keys, load_captured, load_cases, mismatche
 CASES = [c for c in load_cases() if c.expected_file.exists()]
 
 
-def _needs_parse_all(case) -> bool:
-    from bot.firewall import api
-
-    return case.backend in ("nft", "firewalld") and not hasattr(api, "parse_all")
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_model_agrees_with_kernel(request, case):
-    if _needs_parse_all(case):
-        pytest.skip("nft/firewalld cases need bot.firewall.api.parse_all")
     if case.model_gap:
         request.applymarker(pytest.mark.xfail(reason=case.model_gap, strict=True))
     expected = case.expected()
