@@ -1,6 +1,6 @@
 """The finding-code catalogue: every code a check may emit, in one place.
 
-Codes are a contract (the JSON report's `findings[].code`); docs/report.md
+Codes are a contract (the JSON report's `findings[].code`); README.md
 lists them. A code is never reused for a different meaning.
 """
 
@@ -81,7 +81,7 @@ def finding(code: str, summary: str, *, evidence: str = "", severity: Severity |
 
 
 def catalogue_markdown() -> str:
-    """The catalogue as a Markdown table (docs/report.md embeds it)."""
+    """The catalogue as a Markdown table (README.md embeds it)."""
     rows = ["| code | step | severity | meaning |", "|---|---|---|---|"]
     rows += [f"| `{c.code}` | {c.step or 'any'} | {c.severity} | {c.meaning} |"
              for c in CATALOGUE.values()]

@@ -191,5 +191,5 @@ def test_no_conclusion_when_a_needed_step_failed():
 def test_docs_list_every_finding_code():
     from bot.checks.catalogue import catalogue_markdown
 
-    text = (Path(__file__).parents[2] / "docs" / "report.md").read_text()
+    text = (Path(__file__).parents[2] / "README.md").read_text()
     assert catalogue_markdown() in text
