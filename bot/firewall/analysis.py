@@ -44,6 +44,18 @@ class PortVerdict:
         return self.decision.verdict
 
 
+def deciding_point(pv: PortVerdict) -> tuple:
+    """Where pv's verdict is decided: table, chain, rule (handle for nft, else position), reply?
+
+    Ports with the same point are opened by one edit there (the planners group by it).
+    """
+    d = pv.decision.deciding
+    if d is None or d.table is None or d.chain is None:
+        return ("?",)
+    rule = None if d.rule is None else d.rule.handle if d.table.source == "nft" else d.rule.position
+    return (d.table.label, d.chain.name, rule, pv.reply_blocked)
+
+
 def packets(direction: Direction, family: Family, port: int, ends: Endpoints) -> tuple[Packet, Packet]:
     """The first packet of the connection and the first reply."""
     if direction == "inbound":

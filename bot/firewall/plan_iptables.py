@@ -28,7 +28,7 @@ import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from bot.firewall.analysis import Endpoints, PortVerdict, port_verdict
+from bot.firewall.analysis import Endpoints, PortVerdict, deciding_point, port_verdict
 from bot.firewall.iptables import normalize_iptables_save, parse_rule
 from bot.firewall.model import Addr, Port, Rule, Ruleset, Table, Unknown
 from bot.models import Fix, Precondition
@@ -133,13 +133,6 @@ def accept_spec(ports: list[int], reply: bool) -> list[str]:
     return ["-p", "tcp", *ports_m, *state, "-m", "comment", "--comment", COMMENT, "-j", "ACCEPT"]
 
 
-def _deciding_point(pv: PortVerdict) -> tuple:
-    d = pv.decision.deciding
-    if d is None or d.table is None or d.chain is None:
-        return ("?",)
-    return (d.table.label, d.chain.name, d.rule.position if d.rule else None, pv.reply_blocked)
-
-
 def change_for(pv: PortVerdict, ports: list[int], attempt: int = 0) -> Change | str:
     """The edit that should open `ports` at the point that decides pv, or why there is none."""
     d = pv.decision.deciding
@@ -225,8 +218,8 @@ def build_changes(ruleset: Ruleset, targets: list[Key], ends: Endpoints, notes: 
         still = [k for k, v in now.items() if v.verdict == "block"]
         if not still:
             break
-        point = _deciding_point(now[still[0]])
-        group = [k for k in still if _deciding_point(now[k]) == point]
+        point = deciding_point(now[still[0]])
+        group = [k for k in still if deciding_point(now[k]) == point]
         attempt = attempts.get(point, 0)
         attempts[point] = attempt + 1
         change = change_for(now[still[0]], sorted({k[2] for k in group}), attempt) if attempt < 2 else "no edit opens it"
@@ -239,7 +232,7 @@ def build_changes(ruleset: Ruleset, targets: list[Key], ends: Endpoints, notes: 
         trial = copy.deepcopy(work)
         apply_change(trial, change)
         moved = verdicts(trial, group, ends)
-        if all(v.verdict == "block" and _deciding_point(v) == point for v in moved.values()):
+        if all(v.verdict == "block" and deciding_point(v) == point for v in moved.values()):
             continue  # no effect (e.g. an append the packet never reaches): try the next way
         work = trial
         changes.append(change)

@@ -44,7 +44,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from bot.firewall.analysis import Endpoints, PortVerdict
+from bot.firewall.analysis import Endpoints, PortVerdict, deciding_point
 from bot.firewall.model import Port, Ruleset, Table
 from bot.firewall.nft import chain_listing, normalize_nft, rules_of
 from bot.firewall.nft_expr import Sets
@@ -104,13 +104,6 @@ class NftChange:
 
 
 # --- one step ----------------------------------------------------------------------------
-
-def _point(pv: PortVerdict) -> tuple:
-    d = pv.decision.deciding
-    if d is None or d.table is None or d.chain is None:
-        return ("?",)
-    return (d.table.label, d.chain.name, d.rule.handle if d.rule else None, pv.reply_blocked)
-
 
 def change_for(pv: PortVerdict, ports: list[int], attempt: int = 0) -> NftChange | str:
     """The edit that should let `ports` through where pv is decided, or why there is none."""
@@ -206,8 +199,8 @@ def build_changes(ruleset: Ruleset, targets: list[Key], ends: Mapping[str, Endpo
         still = sorted(k for k, v in now.items() if v.verdict == "block")
         if not still:
             break
-        point = _point(now[still[0]])
-        group = [k for k in still if _point(now[k]) == point]
+        point = deciding_point(now[still[0]])
+        group = [k for k in still if deciding_point(now[k]) == point]
         attempt = attempts.get(point, 0)
         attempts[point] = attempt + 1
         change = change_for(now[still[0]], sorted({k[2] for k in group}), attempt) if attempt < 2 \
@@ -231,7 +224,7 @@ def _try(work: Ruleset, change: NftChange, group: list[Key], point: tuple, ends)
     trial = copy.deepcopy(work)
     apply_change(trial, change)
     after = _verdicts(trial, group, ends)
-    return trial, [k for k, v in after.items() if not (v.verdict == "block" and _point(v) == point)]
+    return trial, [k for k, v in after.items() if not (v.verdict == "block" and deciding_point(v) == point)]
 
 
 def _label(k: Key) -> str:
