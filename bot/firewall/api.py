@@ -179,6 +179,10 @@ def analyze(results: Results, *, context: AnalysisContext) -> FirewallAnalysis:
         fixes, notes = plan_fixes(results, ruleset, blocked, context)
         analysis.fixes = fixes
         _link(analysis.findings, fixes)
+        covered = {tuple(k) for f in fixes for k in f.expected_allow}
+        uncovered = [k for k in blocked if k not in covered]
+        # A planner's "that table is another planner's" is not news; the rest is, for what no fix opens.
+        notes = [n for n in notes if "(see the " not in n] if uncovered else []
         if notes:
             analysis.findings.append(Finding(
                 code="firewall.fix_not_planned", severity="info", step="firewall",

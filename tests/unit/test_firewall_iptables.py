@@ -114,7 +114,7 @@ def test_variant_and_save_file_option_from_iptables_version():
 
 def test_ufw_status_rows_defaults_and_v6():
     s = parse_ufw_status((CORPUS / "ufw_deny_before_allow/captured/ufw_status_verbose.txt").read_text())
-    assert s.active and (s.default_incoming, s.default_outgoing, s.default_routed) == ("deny", "allow", "disabled")
+    assert s.active and (s.default_incoming, s.default_outgoing, s.default_routed) == ("deny", "allow", "deny")  # routed: ip_forward was on when recorded
     assert [(r.index, r.action, r.v6) for r in s.rules][:2] == [(1, "deny", False), (2, "deny", False)]
     assert not s.rules[0].any_source and s.rules[1].covers(25) and not s.rules[2].covers(25)
     assert s.rules[6].v6 and s.rules[6].covers(993)
