@@ -13,6 +13,7 @@ Layout, one directory per case:
           notes: free text
           model_gap: why the model is known to disagree with the kernel here (the tests
                      then expect the disagreement: xfail, strict)
+          no_fix: why no fix is planned (the fix tests then assert that none is)
     tests/data/firewall/<name>/expected.json   written by `record`: the kernel's verdicts
     tests/data/firewall/<name>/captured/       written by `record`: collect_commands() output
 
@@ -68,6 +69,7 @@ class Case:
     unknown_ok: list[str] = field(default_factory=list)
     notes: str = ""
     model_gap: str = ""
+    no_fix: str = ""  # why no fix is planned (nothing blocked, a ban, a verdict not understood)
 
     @property
     def expected_file(self) -> Path:
@@ -106,6 +108,7 @@ def load_case(path: Path) -> Case:
         setup=[[str(w) for w in argv] for argv in data.get("setup") or []],
         backend=data.get("backend", "iptables"), unknown_ok=list(expect.get("unknown") or []),
         notes=str(expect.get("notes", "")), model_gap=str(expect.get("model_gap", "")),
+        no_fix=str(expect.get("no_fix", "")),
     )
 
 
