@@ -169,9 +169,11 @@ def analyze(results: Results, *, context: AnalysisContext) -> FirewallAnalysis:
     analysis = FirewallAnalysis(backend=backend_in_charge(results, ruleset), ruleset=ruleset)
     analysis.errors = list(ruleset.problems)
     verdicts = port_verdicts(ruleset, context)
+    ufw_r = results.get(UFW_STATUS)
+    ufw = parse_ufw_status(ufw_r.stdout if ufw_r else "", ufw_r.exit_status if ufw_r else 127)
     for v in verdicts:
         d = v.decision
-        analysis.decisions[v.key] = PortDecision(*v.key, d.verdict, d.blocked_by, d.path)
+        analysis.decisions[v.key] = PortDecision(*v.key, d.verdict, _as_ufw_says(d.blocked_by, ufw), d.path)
     prober = {"ipv4": context.prober_v4, "ipv6": context.prober_v6}
     analysis.findings = findings_for(verdicts, prober)
     blocked = [v.key for v in verdicts if v.verdict == "block"]
@@ -190,6 +192,17 @@ def analyze(results: Results, *, context: AnalysisContext) -> FirewallAnalysis:
                 evidence="\n".join(notes)))
     analysis.evidence = _evidence(analysis, results)
     return analysis
+
+
+def _as_ufw_says(blocked_by: str | None, ufw) -> str | None:
+    """ufw's own words next to the chain policy it set: 'ufw default deny (incoming)'."""
+    if not blocked_by or not ufw.active or ": policy " not in blocked_by:
+        return blocked_by
+    for chain, direction, default in (("INPUT", "incoming", ufw.default_incoming),
+                                      ("OUTPUT", "outgoing", ufw.default_outgoing)):
+        if blocked_by.endswith(f"of chain {chain}") and default:
+            return f"{blocked_by} (ufw default {default} ({direction}))"
+    return blocked_by
 
 
 def plan_fixes(results: Results, ruleset: Ruleset, blocked: list, context: AnalysisContext

@@ -3,7 +3,8 @@
 Each test builds the situation in a network namespace, runs the real engine
 (SSH with a pinned host key, real outside probes from the root namespace) and
 checks the per-port verdicts and the findings the guide would lead to.
-Firewall verdict values are asserted by the firewall's own lab tests.
+Firewall verdicts come from the evaluator (bot/firewall): the kernel's probe and the
+evaluator's verdict speak of the same packet, and the deciding rule is named.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ def codes(report: Report) -> set[str]:
 
 def steps(report: Report) -> dict[str, str]:
     return {s.name: s.status for s in report.steps}
+
+
+def firewall(report) -> dict:
+    return {(p.direction, p.family, p.port): (p.firewall, p.blocked_by) for p in report.ports}
 
 
 async def test_services_down(labhost):
@@ -103,7 +108,15 @@ async def test_policy_accept_with_drop_rules(labhost):
     assert time.monotonic() - t0 < PROBE_TIMEOUT + 5  # probes concurrent: not one timeout per port
     assert inbound(report) == {p: ("filtered", "public") for p in INBOUND_PORTS}
     assert inbound(report, "ipv6") == {p: ("open", "public") for p in INBOUND_PORTS}
-    assert {p.firewall for p in report.ports} <= {"allow", "block", "unknown"}
+    fw = firewall(report)
+    assert all(fw[("inbound", "ipv4", p)][0] == "block" for p in INBOUND_PORTS)
+    assert all(fw[("outbound", "ipv4", p)][0] == "block" for p in (25, 465, 587))
+    assert all(fw[("inbound", "ipv6", p)] == ("allow", None) for p in INBOUND_PORTS)
+    assert "chain INPUT rule 1: -A INPUT -p tcp -m multiport --dports" in fw[("inbound", "ipv4", 25)][1]
+    assert "chain OUTPUT rule 1" in fw[("outbound", "ipv4", 25)][1]
+    assert {"firewall.inbound_blocked", "firewall.outbound_blocked"} <= codes(report)
+    assert any(f.kind == "firewall" and f.commands[0][:4] == ["iptables", "-t", "filter", "-D"]
+               for f in report.fixes)  # delete the rule by its full spec, never a line number
     assert "provider.port_blocked" not in codes(report)  # the host's own firewall drops them
     assert report.exit_code == 1
 
@@ -118,6 +131,9 @@ async def test_policy_drop_with_only_ssh_allowed(labhost):
     report = await run_check(labhost)
     assert inbound(report) == {p: ("filtered", "public") for p in INBOUND_PORTS}
     assert steps(report)["services"] == "ok"  # SSH still works: the policy lets 22 in
+    fw = firewall(report)
+    assert all(fw[("inbound", "ipv4", p)] == ("block", "iptables -t filter: policy DROP of chain INPUT")
+               for p in INBOUND_PORTS)
     assert "provider.port_blocked" not in codes(report)
     assert report.exit_code == 1
 
@@ -130,6 +146,11 @@ async def test_ufw_default_deny(labhost):
     assert inbound(report) == {p: ("filtered", "public") for p in INBOUND_PORTS}
     assert inbound(report, "ipv6") == {p: ("filtered", "public") for p in INBOUND_PORTS}
     assert "ufw" in next(s.summary for s in report.steps if s.name == "firewall")
+    fw = firewall(report)
+    assert all(fw[("inbound", fam, p)][0] == "block" for fam in ("ipv4", "ipv6") for p in INBOUND_PORTS)
+    assert fw[("inbound", "ipv4", 25)][1] == (
+        "iptables -t filter: policy DROP of chain INPUT (ufw default deny (incoming))")
+    assert any(f.backend == "ufw" and ["ufw", "allow", "25/tcp"] in f.commands for f in report.fixes)
     assert "provider.port_blocked" not in codes(report)
     assert report.exit_code == 1
 
@@ -174,6 +195,10 @@ def test_cli_json_per_port_verdicts(labhost):
     assert got[("inbound", "ipv6", 993)] == ("open", "public")
     assert got[("outbound", "ipv4", 25)] == (None, "unknown")
     assert len(got) == len(data["ports"]) == 16
+    fw = {(p["direction"], p["family"], p["port"]): (p["firewall"], p["blocked_by"]) for p in data["ports"]}
+    assert fw[("inbound", "ipv4", 993)] == (
+        "block", "iptables -t filter chain INPUT rule 1: -A INPUT -p tcp -m tcp --dport 993 -j DROP")
+    assert all(v == ("allow", None) for k, v in fw.items() if k != ("inbound", "ipv4", 993))
     for p in data["ports"]:
         assert set(p) >= {"port", "direction", "family", "outside", "listening", "process",
                           "firewall", "blocked_by"}
