@@ -318,3 +318,79 @@ def details_modal(report: Report) -> dict:
 def expired_modal(message: str) -> dict:
     return View(type="modal", title=PlainTextObject(text="mailcheck"),
                 close=PlainTextObject(text="Close"), blocks=[section(message)]).to_dict()
+
+
+# --- fix outcomes (issue 5): the report message updated in place ---------------------
+def _clock(at: float) -> str:
+    import time as _time
+    return _time.strftime("%H:%M UTC", _time.gmtime(at))
+
+
+def _ports_rows(ports: Sequence) -> str:
+    return "\n".join(f"{p.port:>4}/tcp {p.direction:<8} {p.family:<4} outside={p.outside or '-':<8} "
+                     f"listen={p.listening:<8} firewall={p.firewall}" for p in ports)
+
+
+def before_after_blocks(before: Sequence, after: Sequence) -> list[dict]:
+    """Ports/verdicts before vs after a change (PortStatus lists)."""
+    blocks = []
+    if before:
+        blocks.append(section("*Before*\n" + code(_ports_rows(before), 1400)))
+    if after:
+        blocks.append(section("*After*\n" + code(_ports_rows(after), 1400)))
+    return blocks
+
+
+def _without_button(message_blocks: Sequence[dict], action_id: str, value: str) -> list[dict]:
+    """The message's blocks with the used button removed (empty actions blocks dropped)."""
+    out = []
+    for b in message_blocks:
+        if b.get("type") == "actions":
+            els = [e for e in b.get("elements", [])
+                   if not (e.get("action_id") == action_id or (value and e.get("value") == value))]
+            if not els:
+                continue
+            b = {**b, "elements": els}
+        out.append(b)
+    return out
+
+
+def applied_blocks(message_blocks: Sequence[dict], action_id: str, value: str, *, actor: str,
+                   at: float, summary: str, status: str, message: str, before: Sequence = (),
+                   after: Sequence = (), change_id: str | None = None,
+                   offer_rollback: bool = False) -> list[dict]:
+    """The report message after an Apply click: the used button replaced by who applied what
+    and when, before/after, and a Rollback button when the fix did not have its effect."""
+    blocks = _without_button(message_blocks, action_id, value)
+    line = f"Applied by <@{actor}> at {_clock(at)}: {summary or 'fix'}"
+    if status == "not_achieved":
+        line += f"\n:warning: *The fix did not have its expected effect.* {message}"
+    extra = [context(line)] + before_after_blocks(before, after)
+    if offer_rollback and change_id:
+        extra.append(ActionsBlock(elements=[ButtonElement(
+            text="Rollback", action_id=ACTION_ROLLBACK, value=change_id, style="danger")]).to_dict())
+    return fit(_keep_tail(blocks, extra))
+
+
+def rolled_back_blocks(message_blocks: Sequence[dict], action_id: str, value: str, *, actor: str,
+                       at: float, status: str, message: str, before: Sequence = (),
+                       after: Sequence = ()) -> list[dict]:
+    blocks = _without_button(message_blocks, action_id, value)
+    extra = [context(f"Rolled back by <@{actor}> at {_clock(at)}: {status}. {message}")]
+    extra += before_after_blocks(before, after)
+    return fit(_keep_tail(blocks, extra))
+
+
+def _keep_tail(blocks: list[dict], extra: list[dict]) -> list[dict]:
+    """Append `extra`, dropping older blocks from the end of the report if over the limits."""
+    room = MAX_BLOCKS - len(extra)
+    blocks = blocks[:max(room, 0)]
+    while blocks and size(blocks + extra) > MESSAGE_BUDGET:
+        blocks = blocks[:-1]
+    return blocks + extra
+
+
+def recheck_actions(host: str) -> dict:
+    """An actions block with just a Re-check button (expired plan, changed precondition)."""
+    return ActionsBlock(elements=[ButtonElement(
+        text="Re-check", action_id=ACTION_RECHECK, value=host)]).to_dict()

@@ -71,6 +71,8 @@ class MailcheckBot:
             or body.get("container", {}).get("channel_id", ""),
             message_ts=body.get("container", {}).get("message_ts", ""),
             trigger_id=body.get("trigger_id", ""), response_url=body.get("response_url", ""),
+            action_id=action.get("action_id", ""),
+            message_blocks=list((body.get("message") or {}).get("blocks") or []),
             client=self.client)
 
     async def fix_click(self, ack, body: dict, action: dict, kind: str) -> None:

@@ -47,6 +47,8 @@ class FixAction:
     response_url: str = ""
     callback_id: str = ""
     values: dict[str, Any] = field(default_factory=dict)
+    action_id: str = ""
+    message_blocks: list[dict] = field(default_factory=list)  # the clicked message, for chat.update
     client: AsyncWebClient | None = None
 
 

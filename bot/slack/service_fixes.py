@@ -11,6 +11,7 @@ from bot.fixes import FixService as RealFixService
 from bot.fixes.policy import slack_group_members
 from bot.fixes.verify import CheckEngine, engine_verifier
 from bot.models import Report
+from bot.render import blockkit
 from bot.slack.ports import FixAction
 from bot.slack.poster import SlackPoster
 from config.inventory import Inventory
@@ -29,27 +30,70 @@ class ServiceFixes:
 
     async def handle_apply(self, action: FixAction) -> None:
         out = await self.service.apply(action.value, action.user_id)
+        if out.changed_host:
+            blocks = blockkit.applied_blocks(
+                action.message_blocks, action.action_id, action.value, actor=out.actor or action.user_id,
+                at=out.at, summary=out.summary, status=out.status, message=out.message,
+                before=out.before.ports, after=out.after.ports, change_id=out.change_id,
+                offer_rollback=out.offer_rollback or out.status == "not_achieved")
+            text = f"Applied by <@{out.actor or action.user_id}>: {out.summary or 'fix'} on " \
+                   f"{out.host or '?'} ({out.status})"
+            if await self._update(action, blocks, text):
+                if out.announce:
+                    await self._say(action, out.announce, public=True)
+                return
         text = f"<@{action.user_id}> · {out.summary or 'fix'} on {out.host or '?'}: " \
                f"*{out.status}*. {out.message}"
-        await self._say(action, text, public=out.changed_host or bool(out.announce))
+        if out.announce:
+            await self._say(action, out.announce, public=True)
+        await self._say(action, text, public=out.changed_host, host=out.host if out.offer_recheck
+                        or out.status in ("expired", "precondition_changed", "void") else "")
 
     async def handle_rollback(self, action: FixAction) -> None:
         out = await self.service.rollback(action.value, action.user_id)
+        if out.ok:
+            blocks = blockkit.rolled_back_blocks(
+                action.message_blocks, action.action_id, action.value, actor=out.actor or action.user_id,
+                at=out.at, status=out.status, message=out.message, before=out.before.ports,
+                after=out.after.ports)
+            if await self._update(action, blocks, f"Rolled back by <@{out.actor or action.user_id}>"):
+                return
         text = f"<@{action.user_id}> · rollback on {out.host or '?'}: *{out.status}*. {out.message}"
         await self._say(action, text, public=out.ok)
+
+    async def _update(self, action: FixAction, blocks: list[dict], text: str) -> bool:
+        """chat.update of the clicked report message; False if there is none to update."""
+        if not (action.channel_id and action.message_ts and action.message_blocks):
+            return False
+        poster = SlackPoster(action.client)
+        try:
+            await poster.call("chat_update", channel=action.channel_id, ts=action.message_ts,
+                              text=text[:blockkit.FALLBACK_TEXT], blocks=blocks)
+            return True
+        except Exception:  # noqa: BLE001 - fall back to a thread reply
+            log.exception("chat.update of %s failed", action.message_ts)
+            return False
+        finally:
+            await poster.close()
 
     async def handle_view(self, action: FixAction) -> None:
         log.info("view %s submitted by %s: not handled here", action.callback_id, action.user_id)
 
-    async def _say(self, action: FixAction, text: str, public: bool) -> None:
+    async def _say(self, action: FixAction, text: str, public: bool, host: str = "") -> None:
+        """Public: a reply in the thread; otherwise ephemeral to the clicker, with a Re-check
+        button for `host` when given (expired plan, changed precondition)."""
         poster = SlackPoster(action.client)
         try:
             if public and action.channel_id:
                 await poster.call("chat_postMessage", channel=action.channel_id, text=text[:3000],
                                   thread_ts=action.message_ts or None)
             elif action.response_url:
-                await poster.respond(action.response_url, {
-                    "response_type": "ephemeral", "replace_original": False, "text": text[:3000]})
+                msg: dict = {"response_type": "ephemeral", "replace_original": False,
+                             "text": text[:3000]}
+                if host:
+                    msg["blocks"] = [blockkit.section(blockkit.trim(text, blockkit.SECTION_TEXT)),
+                                     blockkit.recheck_actions(host)]
+                await poster.respond(action.response_url, msg)
         finally:
             await poster.close()
 
