@@ -1,5 +1,15 @@
-"""A minimal Slack face for bot.fixes.FixService (the fixes issue owns the rich
-before/after message; this posts each outcome so a click is never silent)."""
+"""The Slack face of bot.fixes.FixService. An applied (or not achieved) fix updates the
+report message in place (chat.update): the used Apply button becomes "Applied by <@U> at
+HH:MM UTC: <summary>", with ports before/after and, when the fix did not have its effect, a
+Rollback button (value: the change id only); a rollback updates it likewise. Refusals go to
+the clicker only (ephemeral), with a Re-check button when the plan expired or the host
+changed; FixService audits them.
+
+Not done yet: the break-glass modal (settings.break_glass). FixService.apply already takes
+break_glass_reason and returns outcome.announce; the Slack side still needs, on a refusal of a
+non-approver while break_glass is on, views.open with a reason input (private_metadata = plan
+id) and handle_view calling apply(plan_id, user, break_glass_reason=reason), then posting
+outcome.announce in the channel."""
 
 from __future__ import annotations
 
