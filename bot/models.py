@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -25,6 +25,44 @@ Listening = Literal["public", "loopback", "none", "unknown"]
 FirewallVerdict = Literal["allow", "block", "unknown"]
 Severity = Literal["info", "warning", "error", "critical"]
 StepStatus = Literal["ok", "warn", "fail", "error", "skipped"]
+
+
+class PortKey(NamedTuple):
+    """One mail port in one direction and address family: the key of every per-port table.
+
+    A tuple, so it compares equal to ("inbound", "ipv4", 25) and serialises as a JSON list.
+    """
+
+    direction: Direction
+    family: Family
+    port: int
+
+    @property
+    def label(self) -> str:
+        """'25/IPv4'."""
+        return f"{self.port}/{'IPv6' if self.family == 'ipv6' else 'IPv4'}"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asked for something: a Slack user (id U…) or a terminal user (their login).
+
+    Trust decisions read `kind`, never a string prefix. `str(actor)` is the audit form:
+    the Slack user id, or 'cli:LOGIN'.
+    """
+
+    kind: Literal["slack", "cli"]
+    id: str
+
+    def __str__(self) -> str:
+        return self.id if self.kind == "slack" else f"cli:{self.id}"
+
+    @classmethod
+    def parse(cls, text: str) -> Actor:
+        """The inverse of str(): 'cli:root' -> Actor('cli', 'root'); 'U123' -> Actor('slack', 'U123')."""
+        if text.startswith("cli:"):
+            return cls("cli", text[4:])
+        return cls("slack", text)
 
 
 @dataclass(frozen=True)
@@ -80,6 +118,10 @@ class PortStatus(BaseModel):
     blocked_by: str | None = None
     detail: str | None = None  # what the outside probe saw: SMTP banner / STARTTLS, TLS certificate
 
+    @property
+    def key(self) -> PortKey:
+        return PortKey(self.direction, self.family, self.port)
+
 
 class Finding(BaseModel):
     code: str
@@ -109,7 +151,7 @@ class Fix(BaseModel):
     persist: list[list[str]] = Field(default_factory=list)
     preconditions: list[Precondition] = Field(default_factory=list)
     backend: str | None = None  # iptables, ip6tables, nft, ufw, firewalld, systemd, ...
-    expected_allow: list[tuple[Direction, Family, int]] = Field(default_factory=list)
+    expected_allow: list[PortKey] = Field(default_factory=list)
     findings: list[str] = Field(default_factory=list)
 
     @property
