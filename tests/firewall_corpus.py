@@ -153,7 +153,7 @@ def load_captured(directory: Path) -> dict[tuple[str, ...], CommandResult]:
 
 def parse_results(results):
     """Ruleset from captured results, exactly as the product parses them."""
-    from bot.firewall.api import parse_all
+    from bot.firewall import parse_all
 
     return parse_all(results)
 
@@ -352,10 +352,10 @@ def mail_keys() -> list[tuple[str, str, int]]:
 
 def plan_fixes(results, addresses: dict):
     """iptables + ufw plans for every mail key the model blocks, as the analysis would ask."""
-    from bot.firewall.iptables import default_source, save_has_file_option
+    from bot.firewall.parse.iptables import default_source, save_has_file_option
+    from bot.firewall.parse.ufw import parse_ufw_status
     from bot.firewall.plan_iptables import Plan, plan_iptables
     from bot.firewall.plan_ufw import plan_ufw
-    from bot.firewall.ufw import parse_ufw_status
 
     ruleset = parse_results(results)
     ufw_result = results.get(("ufw", "status", "verbose"))

@@ -22,5 +22,6 @@ from bot.firewall.api import (
     analyze,
     collect_commands,
 )
+from bot.firewall.parse import parse_all
 
-__all__ = ["AnalysisContext", "FirewallAnalysis", "PortDecision", "analyze", "collect_commands"]
+__all__ = ["AnalysisContext", "FirewallAnalysis", "PortDecision", "analyze", "collect_commands", "parse_all"]

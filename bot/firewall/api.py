@@ -1,39 +1,32 @@
 """The firewall package's public surface: collect, parse everything, analyze.
 
 `collect_commands()` lists the read-only commands (run in the engine's one
-batch); `parse_all(results)` turns their output into one Ruleset (iptables-nft
-and legacy tables from iptables-save, native nftables tables from nft's JSON,
-never the same table twice); `analyze(results, context=...)` gives per-port
-verdicts with the deciding rule, findings and fix plans.
+batch); `parse_all(results)` (bot/firewall/parse/) turns their output into one
+Ruleset; `analyze(results, context=...)` gives per-port verdicts with the
+deciding rule, findings and fix plans.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from bot.firewall import firewalld, iptables, nft
 from bot.firewall.analysis import GENERIC_PEER, Endpoints, PortVerdict, findings_for, port_verdict
 from bot.firewall.model import Ruleset
+from bot.firewall.parse import (
+    IPT_VERSION,
+    NFT_LISTING,
+    RULESET_COMMANDS,
+    Results,
+    firewalld,
+    iptables,
+    parse_all,
+    ufw,
+)
 from bot.firewall.plan_firewalld import plan_firewalld
 from bot.firewall.plan_iptables import plan_iptables
 from bot.firewall.plan_nft import plan_nft
 from bot.firewall.plan_ufw import plan_ufw
-from bot.firewall.ufw import parse_ufw_status
-from bot.models import Command, CommandResult, Direction, Family, Finding, FirewallVerdict, Fix
-
-Results = Mapping[tuple[str, ...], CommandResult]
-
-IPT_SAVE = ("iptables-save", "-c")
-IP6T_SAVE = ("ip6tables-save", "-c")
-# Legacy tables (ip_tables module) apply alongside nft's, and iptables-nft-save never shows
-# them. iptables-legacy-save only lists the tables that exist: it creates none.
-IPT_LEGACY = ("iptables-legacy-save", "-c")
-IP6T_LEGACY = ("ip6tables-legacy-save", "-c")
-IPT_VERSION = ("iptables", "-V")
-NFT_JSON = ("nft", "-j", "list", "ruleset")
-NFT_LISTING = ("nft", "-a", "list", "ruleset")  # rule text as nft prints it, with handles
-UFW_STATUS = ("ufw", "status", "verbose")
+from bot.models import Command, Direction, Family, Finding, FirewallVerdict, Fix
 
 
 @dataclass(frozen=True)
@@ -73,62 +66,21 @@ class FirewallAnalysis:
 
 def collect_commands() -> list[Command]:
     lang = (("LANG", "C"),)
-    plain = [IPT_VERSION, IPT_SAVE, IP6T_SAVE, IPT_LEGACY, IP6T_LEGACY, NFT_JSON, NFT_LISTING]
-    return [Command(a) for a in plain] + [
-        Command(a, env=lang) for a in (UFW_STATUS, *firewalld.firewalld_commands())
+    return [Command(a) for a in RULESET_COMMANDS] + [
+        Command(a, env=lang) for a in (ufw.UFW_STATUS, *firewalld.firewalld_commands())
     ]
 
 
-def _ok(results: Results, argv: tuple[str, ...]) -> CommandResult | None:
+def _ok(results: Results, argv: tuple[str, ...]):
     r = results.get(argv)
     return r if r is not None and r.ok else None
-
-
-def parse_all(results: Results) -> Ruleset:
-    """Every source into one Ruleset; what could not be read goes to problems."""
-    merged = Ruleset()
-    version = results.get(IPT_VERSION)
-    primary = iptables.default_source(version.stdout if version is not None and version.ok else "nf_tables")
-    for argv, legacy_argv, family in ((IPT_SAVE, IPT_LEGACY, "ip"), (IP6T_SAVE, IP6T_LEGACY, "ip6")):
-        r = results.get(argv)
-        if r is not None and r.ok:
-            source = primary  # when plain iptables is legacy, its -legacy-save says the same again
-            _merge(merged, iptables.parse_save(r.stdout, family=family, source=source))
-            legacy = results.get(legacy_argv)
-            if iptables.mentions_legacy(r.stdout + r.stderr) and source == "iptables-nft":
-                if legacy is None or not legacy.ok:
-                    merged.problems.append(f"{argv[0]}: legacy tables are present but could not be read")
-            if legacy is not None and legacy.ok and source == "iptables-nft":
-                _merge(merged, iptables.parse_save(legacy.stdout, family=family, source="iptables-legacy"))
-        elif r is not None and not r.missing:
-            merged.problems.append(f"{argv[0]} failed (exit {r.exit_status}): {r.stderr.strip()[:200]}")
-    _merge_nft(merged, results)
-    return merged
-
-
-def _merge(into: Ruleset, part: Ruleset) -> None:
-    into.tables += part.tables
-    into.problems += part.problems
-
-
-def _merge_nft(merged: Ruleset, results: Results) -> None:
-    r = results.get(NFT_JSON)
-    if r is None or r.missing:
-        return
-    if not r.ok:
-        merged.problems.append(f"nft list ruleset failed (exit {r.exit_status}): {r.stderr.strip()[:200]}")
-        return
-    managed = {(t.family, t.name) for t in merged.tables if t.source == "iptables-nft"}
-    listing = results.get(NFT_LISTING)
-    _merge(merged, nft.parse_nft_json(r.stdout, skip_tables=frozenset(managed),
-                                      listing=listing.stdout if listing is not None and listing.ok else None))
 
 
 def backend_in_charge(results: Results, ruleset: Ruleset) -> str:
     """firewalld or ufw when active; else which of iptables / nftables holds rules."""
     if firewalld.status_from_results(results).running:
         return "firewalld"
-    if (r := _ok(results, UFW_STATUS)) and r.stdout.startswith("Status: active"):
+    if (r := _ok(results, ufw.UFW_STATUS)) and r.stdout.startswith("Status: active"):
         return "ufw"
     kinds = []
     for t in ruleset.tables:
@@ -169,11 +121,10 @@ def analyze(results: Results, *, context: AnalysisContext) -> FirewallAnalysis:
     analysis = FirewallAnalysis(backend=backend_in_charge(results, ruleset), ruleset=ruleset)
     analysis.errors = list(ruleset.problems)
     verdicts = port_verdicts(ruleset, context)
-    ufw_r = results.get(UFW_STATUS)
-    ufw = parse_ufw_status(ufw_r.stdout if ufw_r else "", ufw_r.exit_status if ufw_r else 127)
+    ufw_status = ufw.status_from_results(results)
     for v in verdicts:
         d = v.decision
-        analysis.decisions[v.key] = PortDecision(*v.key, d.verdict, _as_ufw_says(d.blocked_by, ufw), d.path)
+        analysis.decisions[v.key] = PortDecision(*v.key, d.verdict, _as_ufw_says(d.blocked_by, ufw_status), d.path)
     prober = {"ipv4": context.prober_v4, "ipv6": context.prober_v6}
     analysis.findings = findings_for(verdicts, prober)
     blocked = [v.key for v in verdicts if v.verdict == "block"]
@@ -194,12 +145,12 @@ def analyze(results: Results, *, context: AnalysisContext) -> FirewallAnalysis:
     return analysis
 
 
-def _as_ufw_says(blocked_by: str | None, ufw) -> str | None:
+def _as_ufw_says(blocked_by: str | None, ufw_status: ufw.UfwStatus) -> str | None:
     """ufw's own words next to the chain policy it set: 'ufw default deny (incoming)'."""
-    if not blocked_by or not ufw.active or ": policy " not in blocked_by:
+    if not blocked_by or not ufw_status.active or ": policy " not in blocked_by:
         return blocked_by
-    for chain, direction, default in (("INPUT", "incoming", ufw.default_incoming),
-                                      ("OUTPUT", "outgoing", ufw.default_outgoing)):
+    for chain, direction, default in (("INPUT", "incoming", ufw_status.default_incoming),
+                                      ("OUTPUT", "outgoing", ufw_status.default_outgoing)):
         if blocked_by.endswith(f"of chain {chain}") and default:
             return f"{blocked_by} (ufw default {default} ({direction}))"
     return blocked_by
@@ -211,14 +162,14 @@ def plan_fixes(results: Results, ruleset: Ruleset, blocked: list, context: Analy
     ends = {f: e for f in context.families if (e := _endpoints(context, f)) is not None}
     version = _ok(results, IPT_VERSION)
     version_text = version.stdout if version else ""
-    ufw_r = results.get(UFW_STATUS)
-    ufw = parse_ufw_status(ufw_r.stdout if ufw_r else "", ufw_r.exit_status if ufw_r else 127)
+    ufw_status = ufw.status_from_results(results)
     listing = _ok(results, NFT_LISTING)
     plans = [
         plan_iptables(ruleset, blocked, ends, distro_family=context.distro_family,
                       default_source=iptables.default_source(version_text or "nf_tables"),
-                      ufw_active=bool(ufw.active), save_file_option=iptables.save_has_file_option(version_text)),
-        plan_ufw(ruleset, ufw, blocked, ends),
+                      ufw_active=bool(ufw_status.active),
+                      save_file_option=iptables.save_has_file_option(version_text)),
+        plan_ufw(ruleset, ufw_status, blocked, ends),
         plan_nft(ruleset, blocked, ends, listing=listing.stdout if listing else None,
                  distro_family=context.distro_family),
         plan_firewalld(ruleset, firewalld.status_from_results(results), blocked, ends),
@@ -245,6 +196,6 @@ def _evidence(analysis: FirewallAnalysis, results: Results) -> str:
                     f"{c.name}({len(c.rules)} rules{', policy ' + c.policy.upper() if c.policy else ''})"
                     for c in chains))
     lines += [f"problem: {p}" for p in analysis.errors]
-    if (r := _ok(results, UFW_STATUS)) and r.stdout.startswith("Status: active"):
+    if (r := _ok(results, ufw.UFW_STATUS)) and r.stdout.startswith("Status: active"):
         lines.append(r.stdout.strip())
     return "\n".join(lines)

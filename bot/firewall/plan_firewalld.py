@@ -31,16 +31,16 @@ import re
 from collections.abc import Iterable, Mapping
 
 from bot.firewall.analysis import Endpoints, PortVerdict
-from bot.firewall.firewalld import (
+from bot.firewall.model import Ruleset, Table
+from bot.firewall.parse.firewalld import (
     MAIL_SERVICES,
     FirewalldStatus,
     FirewalldZone,
     valid_zone,
     zone_command,
 )
-from bot.firewall.model import Ruleset, Table
-from bot.firewall.nft import rules_of
-from bot.firewall.nft_expr import Sets
+from bot.firewall.parse.nft import rules_of
+from bot.firewall.parse.nft_expr import Sets
 from bot.firewall.plan_iptables import Plan, family_keys, verdicts
 from bot.models import Fix, Precondition
 

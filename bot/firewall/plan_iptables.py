@@ -29,8 +29,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from bot.firewall.analysis import Endpoints, PortVerdict, deciding_point, port_verdict
-from bot.firewall.iptables import normalize_iptables_save, parse_rule
 from bot.firewall.model import Addr, Port, Rule, Ruleset, Table, Unknown
+from bot.firewall.parse.iptables import normalize_iptables_save, parse_rule
 from bot.models import Fix, Precondition
 
 MAIL_PORTS = frozenset({25, 465, 587, 143, 993})

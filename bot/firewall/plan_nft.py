@@ -46,8 +46,8 @@ from dataclasses import dataclass, replace
 
 from bot.firewall.analysis import Endpoints, PortVerdict, deciding_point
 from bot.firewall.model import Port, Ruleset, Table
-from bot.firewall.nft import chain_listing, normalize_nft, rules_of
-from bot.firewall.nft_expr import Sets
+from bot.firewall.parse.nft import chain_listing, normalize_nft, rules_of
+from bot.firewall.parse.nft_expr import Sets
 from bot.firewall.plan_iptables import MAX_STEPS, Plan, family_keys, is_source_specific, verdicts
 from bot.models import Fix, Precondition
 

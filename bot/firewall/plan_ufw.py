@@ -23,10 +23,10 @@ import hashlib
 from collections.abc import Iterable, Mapping
 
 from bot.firewall.analysis import Endpoints, PortVerdict
-from bot.firewall.iptables import parse_rule
 from bot.firewall.model import Addr, Port, Rule, Ruleset, Table
+from bot.firewall.parse.iptables import parse_rule
+from bot.firewall.parse.ufw import UfwRule, UfwStatus
 from bot.firewall.plan_iptables import MAIL_PORTS, Plan, family_keys, flat_matches, verdicts
-from bot.firewall.ufw import UfwRule, UfwStatus
 from bot.models import Fix, Precondition
 
 Key = tuple[str, str, int]
@@ -101,7 +101,7 @@ def simulate(ruleset: Ruleset, command: list[str]) -> None:
 
 
 def _spec_ports(spec: list[str]) -> tuple[tuple[int, int], ...]:
-    from bot.firewall.iptables import port_ranges
+    from bot.firewall.parse.iptables import port_ranges
 
     word = spec[-1] if spec[0] == "proto" else spec[0].split("/")[0]
     return port_ranges(word)

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from bot.errors import TransportError
-from bot.firewall.iptables import normalize_iptables_save
-from bot.firewall.nft import normalize_nft
+from bot.firewall.parse.iptables import normalize_iptables_save
+from bot.firewall.parse.nft import normalize_nft
 from bot.fixes.backup import (
     BackupPlan,
     backend_of,

@@ -16,7 +16,7 @@ from collections import Counter
 
 import pytest
 
-from bot.firewall.iptables import normalize_iptables_save
+from bot.firewall.parse.iptables import normalize_iptables_save
 from tests.firewall_corpus import (
     addresses_of,
     collect,

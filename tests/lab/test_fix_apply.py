@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bot.errors import TransportError
-from bot.firewall.iptables import normalize_iptables_save
+from bot.firewall.parse.iptables import normalize_iptables_save
 from bot.fixes import FixService
 from bot.fixes.apply import fingerprint
 from bot.fixes.backup import normalize_ruleset

@@ -17,8 +17,8 @@ import re
 
 import pytest
 
-from bot.firewall.firewalld import firewalld_commands, parse_firewalld
-from bot.firewall.nft import normalize_nft
+from bot.firewall.parse.firewalld import firewalld_commands, parse_firewalld
+from bot.firewall.parse.nft import normalize_nft
 from bot.firewall.plan_firewalld import plan_firewalld
 from bot.firewall.plan_nft import plan_nft
 from tests.firewall_corpus import (

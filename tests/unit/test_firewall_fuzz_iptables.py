@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.firewall.evaluate import evaluate
-from bot.firewall.iptables import MODULES, normalize_iptables_save, parse_save
 from bot.firewall.model import Packet
-from bot.firewall.ufw import parse_ufw_status
+from bot.firewall.parse.iptables import MODULES, normalize_iptables_save, parse_save
+from bot.firewall.parse.ufw import parse_ufw_status
 
 CORPUS = Path(__file__).parents[1] / "data" / "firewall"
 SAVES = sorted(p.read_text() for p in CORPUS.glob("*/captured/*tables-save_-c.txt") if p.read_text().strip())

@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.firewall.evaluate import evaluate
-from bot.firewall.firewalld import parse_active_zones, parse_firewalld, parse_list_all
 from bot.firewall.model import Packet
-from bot.firewall.nft import normalize_nft, parse_nft, parse_nft_json
-from bot.firewall.nft_text import render_rule, rule_lines
+from bot.firewall.parse.firewalld import parse_active_zones, parse_firewalld, parse_list_all
+from bot.firewall.parse.nft import normalize_nft, parse_nft, parse_nft_json
+from bot.firewall.parse.nft_text import render_rule, rule_lines
 
 DATA = Path(__file__).parents[1] / "data"
 SAMPLES = sorted(p.read_text() for p in (DATA / "nft").glob("*.json")) + sorted(

@@ -14,8 +14,8 @@ import pytest
 
 from bot.firewall.evaluate import evaluate
 from bot.firewall.model import Packet, Unknown
-from bot.firewall.nft import normalize_nft, parse_nft, parse_nft_json, priority, xt_tables
-from bot.firewall.nft_text import render_rule, rule_lines
+from bot.firewall.parse.nft import normalize_nft, parse_nft, parse_nft_json, priority, xt_tables
+from bot.firewall.parse.nft_text import render_rule, rule_lines
 
 DATA = Path(__file__).parent.parent / "data" / "nft"
 HOST, PEER, HOST6, PEER6 = "198.18.0.2", "198.18.0.1", "2001:2::2", "2001:2::1"
@@ -207,7 +207,7 @@ def test_render_rule_odd_input():
 
 
 def test_synproxy_and_queue_are_not_understood_verdicts():
-    from bot.firewall.nft_expr import verdict_of
+    from bot.firewall.parse.nft_expr import verdict_of
 
     assert verdict_of({"synproxy": {"mss": 1460}}).kind == "unknown"
     assert verdict_of({"queue": {"num": 1}}).kind == "unknown"

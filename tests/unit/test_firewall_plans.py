@@ -11,7 +11,7 @@ import re
 import pytest
 
 from bot.firewall import plan_iptables as planner
-from bot.firewall.iptables import normalize_iptables_save, parse_save
+from bot.firewall.parse.iptables import normalize_iptables_save, parse_save
 from tests.firewall_corpus import endpoints, load_captured, load_cases, plan_fixes, split_key
 
 CASES = [c for c in load_cases() if c.expected_file.exists() and c.backend in ("iptables", "ufw")]

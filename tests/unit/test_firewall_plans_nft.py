@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.firewall.analysis import Endpoints, port_verdict
-from bot.firewall.firewalld import (
+from bot.firewall.parse.firewalld import (
     FirewalldStatus,
     parse_active_zones,
     parse_firewalld,
@@ -19,7 +19,7 @@ from bot.firewall.firewalld import (
     parse_state,
     zone_command,
 )
-from bot.firewall.nft import chain_listing, normalize_nft, parse_nft_json
+from bot.firewall.parse.nft import chain_listing, normalize_nft, parse_nft_json
 from bot.firewall.plan_firewalld import plan_firewalld
 from bot.firewall.plan_nft import NftChange, apply_change, plan_nft
 from tests.firewall_corpus import endpoints, load_captured, load_cases, mail_keys, parse_results
@@ -178,7 +178,7 @@ def test_policy_fix_warns_when_the_ports_are_allow_listed():
 
 
 def test_status_from_results():
-    from bot.firewall.firewalld import firewalld_commands, status_from_results
+    from bot.firewall.parse.firewalld import firewalld_commands, status_from_results
     from bot.models import Command, CommandResult
 
     files = ["state.txt", "default-zone.txt", "active-zones.txt", "list-all-zones.txt"]

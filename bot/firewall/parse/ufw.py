@@ -11,8 +11,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bot.firewall.iptables import port_ranges
+from bot.firewall.parse.iptables import port_ranges
 
+UFW_STATUS = ("ufw", "status", "verbose")  # run with LANG=C
 _DEFAULT = re.compile(r"(\w+) \((incoming|outgoing|routed)\)")
 _ROW = re.compile(
     r"^(?P<to>.+?)\s+(?P<action>ALLOW|DENY|REJECT|LIMIT)(?:\s+(?P<dir>IN|OUT|FWD))?"
@@ -78,6 +79,12 @@ class UfwStatus:
 
 def _is_address(word: str) -> bool:
     return bool(re.fullmatch(r"[0-9.]+(/\d+)?|[0-9a-fA-F:]*:[0-9a-fA-F:.]*(/\d+)?", word))
+
+
+def status_from_results(results) -> UfwStatus:
+    """parse_ufw_status on the engine's results ({argv: CommandResult}); absent: not installed."""
+    r = results.get(UFW_STATUS)
+    return parse_ufw_status(r.stdout if r is not None else "", r.exit_status if r is not None else 127)
 
 
 def parse_ufw_status(text: str, exit_status: int | None = 0) -> UfwStatus:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.firewall.nft_expr import compact
+from bot.firewall.parse.nft_expr import compact
 
 _TABLE = re.compile(r"^table\s+(\S+)\s+(\S+)\s*\{")
 _CHAIN = re.compile(r"^\s*chain\s+(\S+)\s*\{")

@@ -2,7 +2,7 @@
 
 The kernel's verdict on a firewalld host comes from the nftables ruleset it
 loads (`table inet firewalld`, zones as chains filter_IN_<zone>_{pre,log,
-deny,allow,post}) read by bot/firewall/nft.py. This module reads what
+deny,allow,post}) read by bot/firewall/parse/nft.py. This module reads what
 firewall-cmd says, to name firewalld as the backend in charge, to tell which
 zone an interface or source is in, and to plan fixes in firewalld's own terms
 (services), see bot/firewall/plan_firewalld.py.

@@ -5,7 +5,7 @@ priority (numbers, or names such as "filter - 10" when the JSON carries
 names), policy and type; every rule keeps its handle, its 1-based position
 and its text as `nft -a list ruleset` prints it (taken from that listing by
 handle when it is given, else rebuilt from the JSON). Expressions are read by
-bot/firewall/nft_expr.py: what it does not understand is Unknown.
+bot/firewall/parse/nft_expr.py: what it does not understand is Unknown.
 
 Tables iptables-nft manages are read from iptables-save (nft's JSON drops
 their match details): pass them as `skip_tables`; they are skipped with a
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.firewall.model import Chain, Rule, Ruleset, Table, Unknown, Verdict
-from bot.firewall.nft_expr import (
+from bot.firewall.parse.nft_expr import (
     Sets,
     compact,
     match_expr,
@@ -31,7 +31,7 @@ from bot.firewall.nft_expr import (
     statement,
     verdict_of,
 )
-from bot.firewall.nft_text import render_rule, rule_lines
+from bot.firewall.parse.nft_text import render_rule, rule_lines
 
 FAMILIES = ("ip", "ip6", "inet")
 HOOKS = ("prerouting", "input", "forward", "output", "postrouting")

@@ -19,7 +19,6 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from bot.firewall.iptables import SERVICES, TcpFlags
 from bot.firewall.model import (
     Addr,
     AddrType,
@@ -35,6 +34,7 @@ from bot.firewall.model import (
     Unknown,
     Verdict,
 )
+from bot.firewall.parse.iptables import SERVICES, TcpFlags
 
 CT_STATES = frozenset({"new", "established", "related", "invalid", "untracked"})
 L4 = ("tcp", "udp", "sctp", "dccp", "udplite")
