@@ -181,8 +181,8 @@ def mismatches(case: Case, kernel: dict[str, str], ruleset, addresses: dict) -> 
         got = verdicts[k].verdict
         if got == want or (got == "unknown" and case.may_be_unknown(k)):
             continue
-        reasons = "; ".join(verdicts[k].decision.reasons)
-        problems.append(f"{case.name} {k}: kernel {want}, model {got} {verdicts[k].decision.blocked_by or ''} {reasons}")
+        reasons = "; ".join(verdicts[k].reasons)
+        problems.append(f"{case.name} {k}: kernel {want}, model {got} {verdicts[k].blocked_by or ''} {reasons}")
     return problems
 
 

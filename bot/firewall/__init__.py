@@ -9,8 +9,8 @@ The engine uses exactly two functions from here:
     analyze(results, *, context) -> FirewallAnalysis
         results maps argv tuples to CommandResult; context (AnalysisContext)
         says which ports, the prober's source address, the host's addresses
-        and interfaces. Returns per (direction, family, port) verdicts with
-        the deciding rule, findings and fix plans.
+        and interfaces. Returns a PortVerdict per bot.models.PortKey (verdict,
+        the deciding rule, path), findings and fix plans.
 
 Both are filled in by bot/firewall/api.py.
 """
@@ -18,10 +18,10 @@ Both are filled in by bot/firewall/api.py.
 from bot.firewall.api import (
     AnalysisContext,
     FirewallAnalysis,
-    PortDecision,
+    PortVerdict,
     analyze,
     collect_commands,
 )
 from bot.firewall.parse import parse_all
 
-__all__ = ["AnalysisContext", "FirewallAnalysis", "PortDecision", "analyze", "collect_commands", "parse_all"]
+__all__ = ["AnalysisContext", "FirewallAnalysis", "PortVerdict", "analyze", "collect_commands", "parse_all"]

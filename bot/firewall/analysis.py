@@ -13,15 +13,14 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from bot.firewall.evaluate import Decision, evaluate
+from bot.firewall.evaluate import Outcome, PacketVerdict, evaluate
 from bot.firewall.model import Packet, Ruleset
-from bot.models import Direction, Family, Finding
+from bot.models import Direction, Family, Finding, FirewallVerdict, PortKey
 
 # Stand-ins for "somewhere on the internet" (documentation ranges): only ever
 # evaluated against the model, never sent a packet.
 GENERIC_PEER = {"ipv4": "192.0.2.10", "ipv6": "2001:db8::10"}
 EPHEMERAL = 40000
-Key = tuple[Direction, Family, int]
 
 
 @dataclass(frozen=True)
@@ -32,28 +31,37 @@ class Endpoints:
     local_addrs: frozenset[str]
 
 
-@dataclass
+@dataclass(frozen=True)
 class PortVerdict:
-    key: Key
-    decision: Decision  # the combined verdict (first packet, then replies)
-    generic: Decision | None = None  # the same for a generic internet source (inbound)
-    reply_blocked: bool = False
+    """One mail port's verdict, from the evaluator to the report: a connection's first packet, then its replies.
+
+    The report's `firewall` and `blocked_by` come from here; planners group ports by `point`.
+    """
+
+    key: PortKey
+    verdict: FirewallVerdict
+    blocked_by: str | None = None  # the deciding rule or policy as the firewall shows it
+    deciding: Outcome | None = None  # where it was decided: table, chain, rule (None: policy)
+    path: tuple[str, ...] = ()  # chains/rules walked, for the evidence
+    reasons: tuple[str, ...] = ()  # why the verdict is unknown
+    reply_blocked: bool = False  # the first packet passes, the replies do not
+    generic: PacketVerdict | None = None  # a generic internet source's verdict (inbound, peer = prober)
 
     @property
-    def verdict(self) -> str:
-        return self.decision.verdict
+    def reject(self) -> bool:
+        return bool(self.deciding and self.deciding.reject)
 
+    @property
+    def point(self) -> tuple:
+        """Where the verdict is decided: table, chain, rule (handle for nft, else position), reply?
 
-def deciding_point(pv: PortVerdict) -> tuple:
-    """Where pv's verdict is decided: table, chain, rule (handle for nft, else position), reply?
-
-    Ports with the same point are opened by one edit there (the planners group by it).
-    """
-    d = pv.decision.deciding
-    if d is None or d.table is None or d.chain is None:
-        return ("?",)
-    rule = None if d.rule is None else d.rule.handle if d.table.source == "nft" else d.rule.position
-    return (d.table.label, d.chain.name, rule, pv.reply_blocked)
+        Ports with the same point are opened by one edit there (the planners group by it).
+        """
+        d = self.deciding
+        if d is None or d.table is None or d.chain is None:
+            return ("?",)
+        rule = None if d.rule is None else d.rule.handle if d.table.source == "nft" else d.rule.position
+        return (d.table.label, d.chain.name, rule, self.reply_blocked)
 
 
 def packets(direction: Direction, family: Family, port: int, ends: Endpoints) -> tuple[Packet, Packet]:
@@ -71,8 +79,8 @@ def packets(direction: Direction, family: Family, port: int, ends: Endpoints) ->
     return first, reply
 
 
-def connection_verdict(ruleset: Ruleset, first: Packet, reply: Packet) -> tuple[Decision, bool]:
-    """Combine the first packet's and the reply's decisions. Returns (decision, reply_blocked)."""
+def connection_verdict(ruleset: Ruleset, first: Packet, reply: Packet) -> tuple[PacketVerdict, bool]:
+    """Combine the first packet's and the reply's verdicts. Returns (verdict, reply_blocked)."""
     d1 = evaluate(ruleset, first)
     if d1.verdict != "allow":
         return d1, False
@@ -82,19 +90,14 @@ def connection_verdict(ruleset: Ruleset, first: Packet, reply: Packet) -> tuple[
     return d2, d2.verdict == "block"
 
 
-def port_verdict(ruleset: Ruleset, key: Key, ends: Endpoints) -> PortVerdict:
-    direction, family, port = key
-    decision, reply_blocked = connection_verdict(ruleset, *packets(direction, family, port, ends))
+def port_verdict(ruleset: Ruleset, key: tuple[Direction, Family, int], ends: Endpoints) -> PortVerdict:
+    key = PortKey(*key)
+    d, reply_blocked = connection_verdict(ruleset, *packets(*key, ends))
     generic = None
-    if direction == "inbound" and ends.peer != GENERIC_PEER[family]:
-        generic_ends = Endpoints(ends.host, GENERIC_PEER[family], ends.iface, ends.local_addrs)
-        generic, _ = connection_verdict(ruleset, *packets(direction, family, port, generic_ends))
-    return PortVerdict(key, decision, generic, reply_blocked)
-
-
-def _label(key: Key) -> str:
-    direction, family, port = key
-    return f"{port}/{'IPv6' if family == 'ipv6' else 'IPv4'}"
+    if key.direction == "inbound" and ends.peer != GENERIC_PEER[key.family]:
+        generic_ends = Endpoints(ends.host, GENERIC_PEER[key.family], ends.iface, ends.local_addrs)
+        generic, _ = connection_verdict(ruleset, *packets(*key, generic_ends))
+    return PortVerdict(key, d.verdict, d.blocked_by, d.deciding, d.path, d.reasons, reply_blocked, generic)
 
 
 def findings_for(verdicts: list[PortVerdict], prober: dict[str, str | None]) -> list[Finding]:
@@ -103,27 +106,27 @@ def findings_for(verdicts: list[PortVerdict], prober: dict[str, str | None]) -> 
     blocked: dict[tuple[str, str], list[PortVerdict]] = defaultdict(list)
     for v in verdicts:
         if v.verdict == "block":
-            blocked[(v.key[0], v.decision.blocked_by or "?")].append(v)
+            blocked[(v.key.direction, v.blocked_by or "?")].append(v)
     for (direction, rule), vs in blocked.items():
-        ports = ", ".join(_label(v.key) for v in vs)
+        ports = ", ".join(v.key.label for v in vs)
         what = "replies to " if vs[0].reply_blocked else ""
         banned = _is_ban(rule)
         code = "firewall.prober_banned" if banned and direction == "inbound" else f"firewall.{direction}_blocked"
         if banned and direction == "inbound":
-            summary = (f"The host's firewall blocks the prober's address ({prober.get(vs[0].key[1])}) — "
+            summary = (f"The host's firewall blocks the prober's address ({prober.get(vs[0].key.family)}) — "
                        f"a ban, not a port rule: {ports}")
         else:
             summary = f"{direction.capitalize()} {what}mail ports {ports} are blocked by the host firewall"
         findings.append(Finding(code=code, severity="error", summary=summary, step="firewall",
-                                evidence=_evidence(vs[0].decision, rule)))
+                                evidence=_evidence(vs[0].path, rule)))
     findings += _source_specific(verdicts, prober)
     unknown = [v for v in verdicts if v.verdict == "unknown"]
     if unknown:
-        reasons = sorted({r for v in unknown for r in v.decision.reasons})
+        reasons = sorted({r for v in unknown for r in v.reasons})
         findings.append(Finding(
             code="firewall.unknown", severity="warning", step="firewall",
             summary="Cannot tell what the firewall does to " + ", ".join(
-                f"{v.key[0]} {_label(v.key)}" for v in unknown),
+                f"{v.key.direction} {v.key.label}" for v in unknown),
             evidence="\n".join(reasons)))
     return findings
 
@@ -139,20 +142,20 @@ def _source_specific(verdicts: list[PortVerdict], prober: dict[str, str | None])
         g = v.generic
         if g is None or g.verdict == v.verdict or "unknown" in (g.verdict, v.verdict):
             continue
-        family = v.key[1]
+        family = v.key.family
         if v.verdict == "allow":
-            summary = (f"Port {_label(v.key)} is open to the prober ({prober.get(family)}) but the firewall "
+            summary = (f"Port {v.key.label} is open to the prober ({prober.get(family)}) but the firewall "
                        f"blocks it for other internet sources")
-            evidence = _evidence(g, g.blocked_by or "")
+            evidence = _evidence(g.path, g.blocked_by or "")
         else:
-            summary = (f"Port {_label(v.key)} is blocked for the prober ({prober.get(family)}) only; "
+            summary = (f"Port {v.key.label} is blocked for the prober ({prober.get(family)}) only; "
                        f"other internet sources are allowed")
-            evidence = _evidence(v.decision, v.decision.blocked_by or "")
+            evidence = _evidence(v.path, v.blocked_by or "")
         out.append(Finding(code="firewall.source_specific", severity="warning", summary=summary,
                            evidence=evidence, step="firewall"))
     return out
 
 
-def _evidence(decision: Decision, rule: str) -> str:
-    path = " -> ".join(decision.path)
-    return f"{rule}\npath: {path}" if path else rule
+def _evidence(path: tuple[str, ...], rule: str) -> str:
+    walked = " -> ".join(path)
+    return f"{rule}\npath: {walked}" if walked else rule

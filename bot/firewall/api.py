@@ -8,7 +8,7 @@ deciding rule, findings and fix plans.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bot.firewall.analysis import GENERIC_PEER, Endpoints, PortVerdict, findings_for, port_verdict
 from bot.firewall.model import Ruleset
@@ -26,7 +26,7 @@ from bot.firewall.plan_firewalld import plan_firewalld
 from bot.firewall.plan_iptables import plan_iptables
 from bot.firewall.plan_nft import plan_nft
 from bot.firewall.plan_ufw import plan_ufw
-from bot.models import Command, Direction, Family, Finding, FirewallVerdict, Fix
+from bot.models import Command, Family, Finding, Fix, PortKey
 
 
 @dataclass(frozen=True)
@@ -43,20 +43,10 @@ class AnalysisContext:
     host_addrs: tuple[str, ...] = ()  # every address of the host (addrtype LOCAL)
 
 
-@dataclass(frozen=True)
-class PortDecision:
-    direction: Direction
-    family: Family
-    port: int
-    verdict: FirewallVerdict
-    blocked_by: str | None = None  # the deciding rule or policy as the firewall shows it
-    path: tuple[str, ...] = ()  # chains/rules walked, for the evidence
-
-
 @dataclass
 class FirewallAnalysis:
     backend: str  # what is in charge: iptables, nftables, ufw, firewalld, none, unknown
-    decisions: dict[tuple[Direction, Family, int], PortDecision] = field(default_factory=dict)
+    decisions: dict[PortKey, PortVerdict] = field(default_factory=dict)  # blocked_by in ufw's words
     findings: list[Finding] = field(default_factory=list)
     fixes: list[Fix] = field(default_factory=list)
     evidence: str = ""
@@ -122,9 +112,7 @@ def analyze(results: Results, *, context: AnalysisContext) -> FirewallAnalysis:
     analysis.errors = list(ruleset.problems)
     verdicts = port_verdicts(ruleset, context)
     ufw_status = ufw.status_from_results(results)
-    for v in verdicts:
-        d = v.decision
-        analysis.decisions[v.key] = PortDecision(*v.key, d.verdict, _as_ufw_says(d.blocked_by, ufw_status), d.path)
+    analysis.decisions = {v.key: replace(v, blocked_by=_as_ufw_says(v.blocked_by, ufw_status)) for v in verdicts}
     prober = {"ipv4": context.prober_v4, "ipv6": context.prober_v6}
     analysis.findings = findings_for(verdicts, prober)
     blocked = [v.key for v in verdicts if v.verdict == "block"]

@@ -13,10 +13,11 @@ Never a guess.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from bot.firewall.model import Chain, Packet, Rule, Ruleset, Table
+from bot.models import FirewallVerdict
 
 HOOK_ORDER = {"inbound": ("prerouting", "input"), "outbound": ("output", "postrouting")}
 MAX_BRANCHES = 256
@@ -39,12 +40,14 @@ class Outcome:
         return self.rule is None and self.chain is not None
 
 
-@dataclass
-class Decision:
-    verdict: Literal["allow", "block", "unknown"]
+@dataclass(frozen=True)
+class PacketVerdict:
+    """The kernel's verdict on one packet, with the rule or policy that decided it."""
+
+    verdict: FirewallVerdict
     deciding: Outcome | None = None
     path: tuple[str, ...] = ()
-    reasons: list[str] = field(default_factory=list)
+    reasons: tuple[str, ...] = ()  # why the verdict is unknown
 
     @property
     def reject(self) -> bool:
@@ -158,20 +161,20 @@ def base_chains(ruleset: Ruleset, p: Packet) -> list[tuple[Table, Chain]]:
     return [(t, c) for *_, t, c in found]
 
 
-def evaluate(ruleset: Ruleset, p: Packet) -> Decision:
+def evaluate(ruleset: Ruleset, p: Packet) -> PacketVerdict:
     """The kernel's verdict on packet p under ruleset, with the deciding rule."""
     if ruleset.problems:
-        return Decision("unknown", reasons=list(ruleset.problems))
+        return PacketVerdict("unknown", reasons=tuple(ruleset.problems))
     budget = _Budget()
     outcomes = _chain_from(ruleset, base_chains(ruleset, p), 0, p, (), budget)
     kinds = {o.kind for o in outcomes}
     if kinds == {"block"}:
         first = outcomes[0]
-        return Decision("block", first, first.path)
+        return PacketVerdict("block", first, first.path)
     if kinds == {"accept"}:
-        return Decision("allow", outcomes[0], outcomes[0].path)
+        return PacketVerdict("allow", outcomes[0], outcomes[0].path)
     reasons = [o.reason for o in outcomes if o.reason] or ["the verdict depends on matches not understood"]
-    return Decision("unknown", next((o for o in outcomes if o.kind == "unknown"), None), (), reasons)
+    return PacketVerdict("unknown", next((o for o in outcomes if o.kind == "unknown"), None), (), tuple(reasons))
 
 
 def _chain_from(ruleset, chains, i, p, path, budget) -> list[Outcome]:

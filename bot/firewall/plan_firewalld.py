@@ -42,9 +42,8 @@ from bot.firewall.parse.firewalld import (
 from bot.firewall.parse.nft import rules_of
 from bot.firewall.parse.nft_expr import Sets
 from bot.firewall.plan_iptables import Plan, family_keys, verdicts
-from bot.models import Fix, Precondition
+from bot.models import Fix, PortKey, Precondition
 
-Key = tuple[str, str, int]
 _ZONE_CHAIN = re.compile(r"^filter_IN_(.+?)(_pre|_log|_deny|_allow|_post)?$")
 
 
@@ -55,7 +54,7 @@ def _firewalld_table(ruleset: Ruleset) -> Table | None:
 
 def zone_of(pv: PortVerdict, status: FirewalldStatus, ends: Endpoints) -> FirewalldZone | str:
     """The zone whose services would let pv's packet in, or why there is none."""
-    d = pv.decision.deciding
+    d = pv.deciding
     if d is None or d.table is None or d.chain is None:
         return "no deciding rule"
     if not (d.table.source == "nft" and d.table.family == "inet" and d.table.name == "firewalld"):
@@ -86,7 +85,7 @@ def simulate(ruleset: Ruleset, zone: str, port: int) -> bool:
     return True
 
 
-def plan_firewalld(ruleset: Ruleset, status: FirewalldStatus, blocked: Mapping[Key, object] | Iterable[Key],
+def plan_firewalld(ruleset: Ruleset, status: FirewalldStatus, blocked: Mapping[PortKey, object] | Iterable[PortKey],
                    ends: Mapping[str, Endpoints]) -> Plan:
     """One Fix adding the mail services to the zones that reject them (both families: zones are inet)."""
     plan = Plan()
@@ -142,5 +141,5 @@ def _fix(ruleset, status, steps, keys, wanted, before, ends, notes) -> Fix | Non
                                     description=f"firewalld zone {z} is as it was when this fix was planned")
                        for z in sorted({z for z, _ in steps})],
         expected_allow=opened,
-        findings=sorted({before[k].decision.blocked_by or "" for k in opened} - {""}),
+        findings=sorted({before[k].blocked_by or "" for k in opened} - {""}),
     )

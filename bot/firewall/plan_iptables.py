@@ -28,16 +28,15 @@ import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from bot.firewall.analysis import Endpoints, PortVerdict, deciding_point, port_verdict
+from bot.firewall.analysis import Endpoints, PortVerdict, port_verdict
 from bot.firewall.model import Addr, Port, Rule, Ruleset, Table, Unknown
 from bot.firewall.parse.iptables import normalize_iptables_save, parse_rule
-from bot.models import Fix, Precondition
+from bot.models import Fix, PortKey, Precondition
 
 MAIL_PORTS = frozenset({25, 465, 587, 143, 993})
 SSH_PORT = 22
 COMMENT = "mailcheck"
 MAX_STEPS = 12
-Key = tuple[str, str, int]
 PERSIST_FILES = {
     ("debian", "ip"): "/etc/iptables/rules.v4", ("debian", "ip6"): "/etc/iptables/rules.v6",
     ("rhel", "ip"): "/etc/sysconfig/iptables", ("rhel", "ip6"): "/etc/sysconfig/ip6tables",
@@ -135,7 +134,7 @@ def accept_spec(ports: list[int], reply: bool) -> list[str]:
 
 def change_for(pv: PortVerdict, ports: list[int], attempt: int = 0) -> Change | str:
     """The edit that should open `ports` at the point that decides pv, or why there is none."""
-    d = pv.decision.deciding
+    d = pv.deciding
     if d is None or d.table is None or d.chain is None:
         return "no deciding rule"
     table, chain, rule = d.table, d.chain, d.rule
@@ -167,13 +166,13 @@ def change_for(pv: PortVerdict, ports: list[int], attempt: int = 0) -> Change | 
 
 
 def _by_policy(pv: PortVerdict) -> bool:
-    d = pv.decision.deciding
+    d = pv.deciding
     return d is not None and d.rule is None
 
 
 def _last_base_rule(pv: PortVerdict, table: Table, chain: str) -> int | None:
     prefix = f"{table.label}/{chain}#"
-    positions = [int(s[len(prefix):]) for s in pv.decision.path if s.startswith(prefix)]
+    positions = [int(s[len(prefix):]) for s in pv.path if s.startswith(prefix)]
     return positions[-1] if positions else None
 
 
@@ -197,29 +196,29 @@ def apply_change(ruleset: Ruleset, change: Change) -> None:
 
 # --- the plan ------------------------------------------------------------------------------
 
-def family_keys(keys: Iterable[Key], family: str) -> list[Key]:
+def family_keys(keys: Iterable[PortKey], family: str) -> list[PortKey]:
     wanted = {k for k in keys if k[1] == family} | {("inbound", family, SSH_PORT)}
     return sorted(wanted)
 
 
-def verdicts(ruleset: Ruleset, keys: Iterable[Key], ends: Endpoints) -> dict[Key, PortVerdict]:
+def verdicts(ruleset: Ruleset, keys: Iterable[PortKey], ends: Endpoints) -> dict[PortKey, PortVerdict]:
     return {k: port_verdict(ruleset, k, ends) for k in keys}
 
 
-def build_changes(ruleset: Ruleset, targets: list[Key], ends: Endpoints, notes: list[str],
+def build_changes(ruleset: Ruleset, targets: list[PortKey], ends: Endpoints, notes: list[str],
                   defer_filter: bool = False) -> tuple[Ruleset, list[Change]]:
     """Step by step on a copy: returns the changed copy and the changes that helped, in order."""
     work = copy.deepcopy(ruleset)
     changes: list[Change] = []
-    skipped: set[Key] = set()
+    skipped: set[PortKey] = set()
     attempts: dict[tuple, int] = {}
     for _ in range(MAX_STEPS):
         now = verdicts(work, [k for k in targets if k not in skipped], ends)
         still = [k for k, v in now.items() if v.verdict == "block"]
         if not still:
             break
-        point = deciding_point(now[still[0]])
-        group = [k for k in still if deciding_point(now[k]) == point]
+        point = now[still[0]].point
+        group = [k for k in still if now[k].point == point]
         attempt = attempts.get(point, 0)
         attempts[point] = attempt + 1
         change = change_for(now[still[0]], sorted({k[2] for k in group}), attempt) if attempt < 2 else "no edit opens it"
@@ -232,18 +231,18 @@ def build_changes(ruleset: Ruleset, targets: list[Key], ends: Endpoints, notes: 
         trial = copy.deepcopy(work)
         apply_change(trial, change)
         moved = verdicts(trial, group, ends)
-        if all(v.verdict == "block" and deciding_point(v) == point for v in moved.values()):
+        if all(v.verdict == "block" and v.point == point for v in moved.values()):
             continue  # no effect (e.g. an append the packet never reaches): try the next way
         work = trial
         changes.append(change)
     return work, changes
 
 
-def _label(k: Key) -> str:
+def _label(k: PortKey) -> str:
     return f"{k[0]} {k[2]}/{'IPv6' if k[1] == 'ipv6' else 'IPv4'}"
 
 
-def plan_iptables(ruleset: Ruleset, blocked: Mapping[Key, object] | Iterable[Key],
+def plan_iptables(ruleset: Ruleset, blocked: Mapping[PortKey, object] | Iterable[PortKey],
                   ends: Mapping[str, Endpoints], *, distro_family: str = "debian",
                   default_source: str = "iptables-nft", ufw_active: bool = False,
                   save_file_option: bool = True) -> Plan:
@@ -275,7 +274,7 @@ def _plan_family(ruleset, keys, family, ends, distro_family, default_source, not
     targets = [k for k in wanted if k in keys and before[k].verdict == "block"]
     for k in wanted:
         if k in keys and before[k].verdict == "unknown":
-            reason = "; ".join(before[k].decision.reasons)[:300]
+            reason = "; ".join(before[k].reasons)[:300]
             notes.append(f"{_label(k)}: not planned: the firewall's verdict is unknown ({reason})")
     if not targets:
         return None
@@ -319,7 +318,7 @@ def _fix(ruleset, family, changes, opened, before, default_source, persist) -> F
         summary=f"{tool}: open {ports}: " + "; ".join(c.reason for c in changes),
         commands=commands, rollback=rollback + persist, persist=persist, preconditions=pre,
         expected_allow=sorted(opened),
-        findings=sorted({before[k].decision.blocked_by or "" for k in opened} - {""}),
+        findings=sorted({before[k].blocked_by or "" for k in opened} - {""}),
     )
 
 

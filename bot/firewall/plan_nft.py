@@ -44,14 +44,13 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from bot.firewall.analysis import Endpoints, PortVerdict, deciding_point
+from bot.firewall.analysis import Endpoints, PortVerdict
 from bot.firewall.model import Port, Ruleset, Table
 from bot.firewall.parse.nft import chain_listing, normalize_nft, rules_of
 from bot.firewall.parse.nft_expr import Sets
 from bot.firewall.plan_iptables import MAX_STEPS, Plan, family_keys, is_source_specific, verdicts
-from bot.models import Fix, Precondition
+from bot.models import Fix, PortKey, Precondition
 
-Key = tuple[str, str, int]
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
 PERSIST_FILES = {"debian": "/etc/nftables.conf", "rhel": "/etc/sysconfig/nftables.conf"}
 FAMILY_NAMES = {"ipv4": "IPv4", "ipv6": "IPv6"}
@@ -107,7 +106,7 @@ class NftChange:
 
 def change_for(pv: PortVerdict, ports: list[int], attempt: int = 0) -> NftChange | str:
     """The edit that should let `ports` through where pv is decided, or why there is none."""
-    d = pv.decision.deciding
+    d = pv.deciding
     if d is None or d.table is None or d.chain is None:
         return "no deciding rule"
     table, chain, rule = d.table, d.chain, d.rule
@@ -154,7 +153,7 @@ def _allow_list_warning(table: Table, ports: list[int]) -> str:
 
 def _last_base_handle(pv: PortVerdict, table: Table, chain: str) -> int | None:
     prefix = f"{table.label}/{chain}#"
-    positions = [int(s[len(prefix):]) for s in pv.decision.path if s.startswith(prefix)]
+    positions = [int(s[len(prefix):]) for s in pv.path if s.startswith(prefix)]
     rules = table.chains[chain].rules
     handles = [r.handle for r in rules if positions and r.position == positions[-1]]
     return handles[0] if handles else None
@@ -183,24 +182,24 @@ def apply_change(ruleset: Ruleset, change: NftChange) -> None:
 
 # --- the plan ------------------------------------------------------------------------------
 
-def _verdicts(ruleset: Ruleset, keys: Iterable[Key], ends: Mapping[str, Endpoints]) -> dict[Key, PortVerdict]:
+def _verdicts(ruleset: Ruleset, keys: Iterable[PortKey], ends: Mapping[str, Endpoints]) -> dict[PortKey, PortVerdict]:
     return {k: v for f in ends for k, v in verdicts(ruleset, [k for k in keys if k[1] == f], ends[f]).items()}
 
 
-def build_changes(ruleset: Ruleset, targets: list[Key], ends: Mapping[str, Endpoints], notes: list[str]
+def build_changes(ruleset: Ruleset, targets: list[PortKey], ends: Mapping[str, Endpoints], notes: list[str]
                   ) -> tuple[Ruleset, list[NftChange]]:
     """Step by step on a copy: the changed copy and the changes that helped, in order."""
     work = copy.deepcopy(ruleset)
     changes: list[NftChange] = []
-    skipped: set[Key] = set()
+    skipped: set[PortKey] = set()
     attempts: dict[tuple, int] = {}
     for _ in range(MAX_STEPS):
         now = _verdicts(work, [k for k in targets if k not in skipped], ends)
         still = sorted(k for k, v in now.items() if v.verdict == "block")
         if not still:
             break
-        point = deciding_point(now[still[0]])
-        group = [k for k in still if deciding_point(now[k]) == point]
+        point = now[still[0]].point
+        group = [k for k in still if now[k].point == point]
         attempt = attempts.get(point, 0)
         attempts[point] = attempt + 1
         change = change_for(now[still[0]], sorted({k[2] for k in group}), attempt) if attempt < 2 \
@@ -220,18 +219,18 @@ def build_changes(ruleset: Ruleset, targets: list[Key], ends: Mapping[str, Endpo
     return work, changes
 
 
-def _try(work: Ruleset, change: NftChange, group: list[Key], point: tuple, ends) -> tuple[Ruleset, list[Key]]:
+def _try(work: Ruleset, change: NftChange, group: list[PortKey], point: tuple, ends) -> tuple[Ruleset, list[PortKey]]:
     trial = copy.deepcopy(work)
     apply_change(trial, change)
     after = _verdicts(trial, group, ends)
-    return trial, [k for k, v in after.items() if not (v.verdict == "block" and deciding_point(v) == point)]
+    return trial, [k for k, v in after.items() if not (v.verdict == "block" and v.point == point)]
 
 
-def _label(k: Key) -> str:
+def _label(k: PortKey) -> str:
     return f"{k[0]} {k[2]}/{FAMILY_NAMES.get(k[1], k[1])}"
 
 
-def plan_nft(ruleset: Ruleset, blocked: Mapping[Key, object] | Iterable[Key], ends: Mapping[str, Endpoints],
+def plan_nft(ruleset: Ruleset, blocked: Mapping[PortKey, object] | Iterable[PortKey], ends: Mapping[str, Endpoints],
              *, listing: str | None, distro_family: str = "debian") -> Plan:
     """One Fix for the blocked (direction, family, port) keys decided in native nft tables.
 
@@ -276,7 +275,7 @@ def _fix(ruleset, changes, opened, before, listing, distro_family, notes) -> Fix
         summary=f"nft: open {', '.join(map(_label, opened))}: " + "; ".join(c.reason for c in changes),
         commands=commands, rollback=[c.rollback() for c in reversed(changes)] + persist_undo,
         persist=persist, preconditions=pre, expected_allow=sorted(opened),
-        findings=sorted({before[k].decision.blocked_by or "" for k in opened} - {""}),
+        findings=sorted({before[k].blocked_by or "" for k in opened} - {""}),
     )
 
 

@@ -27,9 +27,7 @@ from bot.firewall.model import Addr, Port, Rule, Ruleset, Table
 from bot.firewall.parse.iptables import parse_rule
 from bot.firewall.parse.ufw import UfwRule, UfwStatus
 from bot.firewall.plan_iptables import MAIL_PORTS, Plan, family_keys, flat_matches, verdicts
-from bot.models import Fix, Precondition
-
-Key = tuple[str, str, int]
+from bot.models import Fix, PortKey, Precondition
 
 
 def _user_chain(direction: str, family: str) -> str:
@@ -37,7 +35,7 @@ def _user_chain(direction: str, family: str) -> str:
 
 
 def _decided_by_ufw(pv: PortVerdict) -> bool:
-    d = pv.decision.deciding
+    d = pv.deciding
     if d is None or d.chain is None or d.table is None or d.table.source == "nft":
         return False
     return d.chain.name.startswith(("ufw-", "ufw6-")) or (d.rule is None and d.table.name == "filter")
@@ -63,7 +61,7 @@ def _spec(row_ports: tuple[tuple[int, int], ...], to: str) -> list[str]:
 def step_for(status: UfwStatus, direction: str, port: int, pv: PortVerdict) -> tuple[list, list, str] | str:
     """(command, rollback, reason) for one blocked port, or why none."""
     out = ["out"] if direction == "outbound" else []
-    d = pv.decision.deciding
+    d = pv.deciding
     if d is not None and d.rule is not None and d.chain is not None and "user" in d.chain.name:
         row = _row_for(status, direction, port)
         if row is None or row.ports is None:
@@ -126,7 +124,7 @@ def _accept(table: Table, chain: str, ports, position: int) -> Rule:
     return rule
 
 
-def plan_ufw(ruleset: Ruleset, status: UfwStatus, blocked: Mapping[Key, object] | Iterable[Key],
+def plan_ufw(ruleset: Ruleset, status: UfwStatus, blocked: Mapping[PortKey, object] | Iterable[PortKey],
              ends: Mapping[str, Endpoints]) -> Plan:
     """One ufw Fix for the blocked keys ufw decides (both families: ufw rules cover both)."""
     plan = Plan()
@@ -176,5 +174,5 @@ def _fix(ruleset, status, steps, keys, wanted, before, ends, notes) -> Fix | Non
             argv=["ufw", "status", "verbose"], description="ufw's rules are as they were when this fix was planned",
             expect_sha256=hashlib.sha256(status.raw.encode()).hexdigest(), normalize="raw")],
         expected_allow=opened,
-        findings=sorted({before[k[1]][k].decision.blocked_by or "" for k in opened} - {""}),
+        findings=sorted({before[k[1]][k].blocked_by or "" for k in opened} - {""}),
     )

@@ -104,7 +104,7 @@ def test_replies_count_inbound_and_outbound():
     v = port_verdict(_guide_case_2(False), ("inbound", "ipv4", 25), ends)
     assert v.verdict == "block" and v.reply_blocked  # SYN accepted, SYN-ACK dropped by OUTPUT policy
     out = port_verdict(_guide_case_2(), ("outbound", "ipv4", 587), Endpoints(HOST, "192.0.2.25", "eth0", frozenset({HOST})))
-    assert out.verdict == "block" and "policy DROP of chain OUTPUT" in out.decision.blocked_by
+    assert out.verdict == "block" and "policy DROP of chain OUTPUT" in out.blocked_by
 
 
 def test_fail2ban_ban_on_the_prober_is_named_as_such():
@@ -118,4 +118,4 @@ def test_fail2ban_ban_on_the_prober_is_named_as_such():
     codes = [f.code for f in found]
     assert codes.count("firewall.prober_banned") == 1
     assert codes.count("firewall.source_specific") == 3
-    assert "f2b-exim" in found[0].evidence and vs[0].decision.reject
+    assert "f2b-exim" in found[0].evidence and vs[0].reject
