@@ -354,15 +354,16 @@ def plan_fixes(results, addresses: dict):
     """iptables + ufw plans for every mail key the model blocks, as the analysis would ask."""
     from bot.firewall.parse.iptables import default_source, save_has_file_option
     from bot.firewall.parse.ufw import parse_ufw_status
-    from bot.firewall.plan_iptables import Plan, plan_iptables
-    from bot.firewall.plan_ufw import plan_ufw
+    from bot.firewall.plan.base import PlannedFixes
+    from bot.firewall.plan.iptables import plan_iptables
+    from bot.firewall.plan.ufw import plan_ufw
 
     ruleset = parse_results(results)
     ufw_result = results.get(("ufw", "status", "verbose"))
     status = parse_ufw_status(ufw_result.stdout if ufw_result else "", ufw_result.exit_status if ufw_result else 127)
     ends = endpoints(addresses)
     keys = mail_keys()
-    plan = Plan()
+    plan = PlannedFixes()
     version = results[("iptables", "-V")].stdout if ("iptables", "-V") in results else ""
     for part in (plan_iptables(ruleset, keys, ends, ufw_active=bool(status.active),
                                default_source=default_source(version),

@@ -22,10 +22,10 @@ from bot.firewall.parse import (
     parse_all,
     ufw,
 )
-from bot.firewall.plan_firewalld import plan_firewalld
-from bot.firewall.plan_iptables import plan_iptables
-from bot.firewall.plan_nft import plan_nft
-from bot.firewall.plan_ufw import plan_ufw
+from bot.firewall.plan.firewalld import plan_firewalld
+from bot.firewall.plan.iptables import IptablesPlanner
+from bot.firewall.plan.nft import plan_nft
+from bot.firewall.plan.ufw import plan_ufw
 from bot.models import Command, Family, Finding, Fix, PortKey
 
 
@@ -115,13 +115,13 @@ def analyze(results: Results, *, context: AnalysisContext) -> FirewallAnalysis:
     analysis.decisions = {v.key: replace(v, blocked_by=_as_ufw_says(v.blocked_by, ufw_status)) for v in verdicts}
     prober = {"ipv4": context.prober_v4, "ipv6": context.prober_v6}
     analysis.findings = findings_for(verdicts, prober)
-    blocked = [v.key for v in verdicts if v.verdict == "block"]
+    blocked = [v for v in verdicts if v.verdict == "block"]
     if blocked and not ruleset.problems:
         fixes, notes = plan_fixes(results, ruleset, blocked, context)
         analysis.fixes = fixes
         _link(analysis.findings, fixes)
         covered = {tuple(k) for f in fixes for k in f.expected_allow}
-        uncovered = [k for k in blocked if k not in covered]
+        uncovered = [v.key for v in blocked if v.key not in covered]
         # A planner's "that table is another planner's" is not news; the rest is, for what no fix opens.
         notes = [n for n in notes if "(see the " not in n] if uncovered else []
         if notes:
@@ -144,7 +144,7 @@ def _as_ufw_says(blocked_by: str | None, ufw_status: ufw.UfwStatus) -> str | Non
     return blocked_by
 
 
-def plan_fixes(results: Results, ruleset: Ruleset, blocked: list, context: AnalysisContext
+def plan_fixes(results: Results, ruleset: Ruleset, blocked: list[PortVerdict], context: AnalysisContext
                ) -> tuple[list[Fix], list[str]]:
     """Every backend's planner on the same model; each plan was checked on a copy of it."""
     ends = {f: e for f in context.families if (e := _endpoints(context, f)) is not None}
@@ -152,15 +152,17 @@ def plan_fixes(results: Results, ruleset: Ruleset, blocked: list, context: Analy
     version_text = version.stdout if version else ""
     ufw_status = ufw.status_from_results(results)
     listing = _ok(results, NFT_LISTING)
+    ipt = IptablesPlanner(distro_family=context.distro_family,
+                          default_source=iptables.default_source(version_text or "nf_tables"),
+                          ufw_active=bool(ufw_status.active),
+                          save_file_option=iptables.save_has_file_option(version_text))
+    keys = [v.key for v in blocked]
     plans = [
-        plan_iptables(ruleset, blocked, ends, distro_family=context.distro_family,
-                      default_source=iptables.default_source(version_text or "nf_tables"),
-                      ufw_active=bool(ufw_status.active),
-                      save_file_option=iptables.save_has_file_option(version_text)),
-        plan_ufw(ruleset, ufw_status, blocked, ends),
-        plan_nft(ruleset, blocked, ends, listing=listing.stdout if listing else None,
+        ipt.plan(ruleset, [v.key for v in blocked if v.deciding and v.deciding.chain and ipt.owns(v.deciding)], ends),
+        plan_ufw(ruleset, ufw_status, keys, ends),
+        plan_nft(ruleset, keys, ends, listing=listing.stdout if listing else None,
                  distro_family=context.distro_family),
-        plan_firewalld(ruleset, firewalld.status_from_results(results), blocked, ends),
+        plan_firewalld(ruleset, firewalld.status_from_results(results), keys, ends),
     ]
     return [f for p in plans for f in p.fixes], [n for p in plans for n in p.notes]
 

@@ -19,8 +19,8 @@ import pytest
 
 from bot.firewall.parse.firewalld import firewalld_commands, parse_firewalld
 from bot.firewall.parse.nft import normalize_nft
-from bot.firewall.plan_firewalld import plan_firewalld
-from bot.firewall.plan_nft import plan_nft
+from bot.firewall.plan.firewalld import plan_firewalld
+from bot.firewall.plan.nft import plan_nft
 from tests.firewall_corpus import (
     addresses_of,
     endpoints,

@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from bot.firewall import plan_iptables as planner
 from bot.firewall.parse.iptables import normalize_iptables_save, parse_save
+from bot.firewall.plan import iptables as planner
 from tests.firewall_corpus import endpoints, load_captured, load_cases, plan_fixes, split_key
 
 CASES = [c for c in load_cases() if c.expected_file.exists() and c.backend in ("iptables", "ufw")]
@@ -154,7 +154,7 @@ def test_a_plan_that_would_block_ssh_is_refused(monkeypatch):
 
     def sabotage(ruleset, change):
         real(ruleset, change)
-        real(ruleset, planner.Change("ip", "filter", "iptables-nft", "INPUT", "insert", 1,
+        real(ruleset, planner.IptablesChange("ip", "filter", "iptables-nft", "INPUT", "insert", 1,
                                      ["-p", "tcp", "-m", "tcp", "--dport", "22", "-j", "DROP"], "x"))
 
     monkeypatch.setattr(planner, "apply_change", sabotage)

@@ -20,8 +20,8 @@ from bot.firewall.parse.firewalld import (
     zone_command,
 )
 from bot.firewall.parse.nft import chain_listing, normalize_nft, parse_nft_json
-from bot.firewall.plan_firewalld import plan_firewalld
-from bot.firewall.plan_nft import NftChange, apply_change, plan_nft
+from bot.firewall.plan.firewalld import plan_firewalld
+from bot.firewall.plan.nft import NftChange, apply_change, plan_nft
 from tests.firewall_corpus import endpoints, load_captured, load_cases, mail_keys, parse_results
 
 DATA = Path(__file__).parent.parent / "data"

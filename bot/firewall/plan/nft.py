@@ -44,12 +44,21 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from bot.firewall.analysis import Endpoints, PortVerdict
+from bot.firewall.analysis import Endpoints, PortVerdict, port_verdict
 from bot.firewall.model import Port, Ruleset, Table
 from bot.firewall.parse.nft import chain_listing, normalize_nft, rules_of
 from bot.firewall.parse.nft_expr import Sets
-from bot.firewall.plan_iptables import MAX_STEPS, Plan, family_keys, is_source_specific, verdicts
+from bot.firewall.plan.base import MAX_STEPS, SSH_PORT, is_source_specific
+from bot.firewall.plan.base import PlannedFixes as Plan
 from bot.models import Fix, PortKey, Precondition
+
+
+def family_keys(keys, family: str) -> list[PortKey]:
+    return sorted({PortKey(*k) for k in keys if k[1] == family} | {PortKey("inbound", family, SSH_PORT)})
+
+
+def verdicts(ruleset: Ruleset, keys, ends: Endpoints) -> dict[PortKey, PortVerdict]:
+    return {PortKey(*k): port_verdict(ruleset, k, ends) for k in keys}
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
 PERSIST_FILES = {"debian": "/etc/nftables.conf", "rhel": "/etc/sysconfig/nftables.conf"}

@@ -30,7 +30,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 
-from bot.firewall.analysis import Endpoints, PortVerdict
+from bot.firewall.analysis import Endpoints, PortVerdict, port_verdict
 from bot.firewall.model import Ruleset, Table
 from bot.firewall.parse.firewalld import (
     MAIL_SERVICES,
@@ -41,8 +41,17 @@ from bot.firewall.parse.firewalld import (
 )
 from bot.firewall.parse.nft import rules_of
 from bot.firewall.parse.nft_expr import Sets
-from bot.firewall.plan_iptables import Plan, family_keys, verdicts
+from bot.firewall.plan.base import SSH_PORT
+from bot.firewall.plan.base import PlannedFixes as Plan
 from bot.models import Fix, PortKey, Precondition
+
+
+def family_keys(keys, family: str) -> list[PortKey]:
+    return sorted({PortKey(*k) for k in keys if k[1] == family} | {PortKey("inbound", family, SSH_PORT)})
+
+
+def verdicts(ruleset: Ruleset, keys, ends: Endpoints) -> dict[PortKey, PortVerdict]:
+    return {PortKey(*k): port_verdict(ruleset, k, ends) for k in keys}
 
 _ZONE_CHAIN = re.compile(r"^filter_IN_(.+?)(_pre|_log|_deny|_allow|_post)?$")
 

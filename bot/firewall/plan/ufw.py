@@ -22,12 +22,21 @@ import copy
 import hashlib
 from collections.abc import Iterable, Mapping
 
-from bot.firewall.analysis import Endpoints, PortVerdict
+from bot.firewall.analysis import Endpoints, PortVerdict, port_verdict
 from bot.firewall.model import Addr, Port, Rule, Ruleset, Table
 from bot.firewall.parse.iptables import parse_rule
 from bot.firewall.parse.ufw import UfwRule, UfwStatus
-from bot.firewall.plan_iptables import MAIL_PORTS, Plan, family_keys, flat_matches, verdicts
+from bot.firewall.plan.base import MAIL_PORTS, SSH_PORT, flat_matches
+from bot.firewall.plan.base import PlannedFixes as Plan
 from bot.models import Fix, PortKey, Precondition
+
+
+def family_keys(keys, family: str) -> list[PortKey]:
+    return sorted({PortKey(*k) for k in keys if k[1] == family} | {PortKey("inbound", family, SSH_PORT)})
+
+
+def verdicts(ruleset: Ruleset, keys, ends: Endpoints) -> dict[PortKey, PortVerdict]:
+    return {PortKey(*k): port_verdict(ruleset, k, ends) for k in keys}
 
 
 def _user_chain(direction: str, family: str) -> str:

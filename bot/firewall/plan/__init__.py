@@ -1,0 +1,1 @@
+"""Fix plans, one planner algorithm (base.py) and one small class per backend."""

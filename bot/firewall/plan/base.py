@@ -1,0 +1,252 @@
+"""The one planner algorithm every firewall backend shares.
+
+A backend (iptables.py, nft.py, ufw.py, firewalld.py next to this module) says
+only what is its own: the places it edits (`owns`), the edit that should open
+some ports at a place (`change_for`, a second way on a second attempt), what
+that edit does to the model (`apply`), its commands and their undo
+(`commands`), its preconditions and its persistence. This module does the rest,
+the same for every backend:
+
+- the search, step by step on a COPY of the ruleset: take the first port the
+  evaluator still blocks, group the ports decided at the same point, ask the
+  backend for an edit there, apply it to the copy and keep it only when it
+  moved some of them (narrowed to the ports it moved); a place the backend
+  does not own, or an edit it refuses, becomes a note;
+- the guard: a plan is offered only when the copy then allows ports it
+  blocked, and nothing that was allowed stops being allowed — SSH from the
+  prober above all (inbound 22 of every family the plan touches is checked);
+- the Fix: the commands in order, the rollback in reverse order, the
+  persistence, the preconditions, what it opens and which rules it undoes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from bot.firewall.analysis import Endpoints, PortVerdict, port_verdict
+from bot.firewall.evaluate import Outcome
+from bot.firewall.model import Addr, Rule, Ruleset
+from bot.models import Fix, PortKey, Precondition
+
+MAIL_PORTS = frozenset({25, 465, 587, 143, 993})
+SSH_PORT = 22
+MAX_STEPS = 12
+
+Argv = list[str]
+Change = Any  # a backend's own description of one edit; it has a `reason` (str) for the summary
+
+
+@dataclass
+class PlannedFixes:
+    """A planner's answer: the fixes it offers, and for people what it did not plan and why."""
+
+    fixes: list[Fix] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# --- helpers on the model the backends share ----------------------------------------------------
+
+def flat_matches(rule: Rule) -> list:
+    out = []
+    for m in rule.matches:
+        out += list(getattr(m, "parts", None) or [m])
+    return out
+
+
+def is_source_specific(rule: Rule, chain_name: str = "") -> bool:
+    """A ban or an allow-list entry: tied to some source addresses (or a fail2ban chain)."""
+    if chain_name.startswith(("f2b-", "fail2ban", "sshguard", "crowdsec")):
+        return True
+    return any(isinstance(m, Addr) and m.field == "saddr" and not m.negate
+               and not set(m.networks) <= {"0.0.0.0/0", "::/0"} for m in flat_matches(rule))
+
+
+def ports_text(ports: Iterable[int]) -> str:
+    return ",".join(map(str, ports))
+
+
+def labels(keys: Iterable[PortKey]) -> str:
+    """'inbound 25/IPv4, inbound 465/IPv4'."""
+    return ", ".join(f"{k.direction} {k.label}" for k in keys)
+
+
+def place(at: Outcome) -> str:
+    """Where a verdict was decided, in the firewall's words."""
+    chain = f"{at.table.label} chain {at.chain.name}"
+    return f"the policy of {chain}" if at.rule is None else chain
+
+
+def verdicts(ruleset: Ruleset, keys: Iterable[PortKey], ends: Mapping[str, Endpoints]) -> dict[PortKey, PortVerdict]:
+    return {k: port_verdict(ruleset, k, ends[k.family]) for k in keys}
+
+
+def digest(value: object) -> str:
+    return hashlib.sha256(repr(value).encode()).hexdigest()[:10]
+
+
+# --- the planner -------------------------------------------------------------------------------
+
+class Planner(ABC):
+    """One firewall backend's planner. Subclasses fill in what is theirs; `plan` is the same for all."""
+
+    name: ClassVar[str]  # the Fix's backend and id prefix
+    per_family: ClassVar[bool] = False  # one Fix per address family (iptables / ip6tables)
+    active: bool = True  # in use on this host (ufw enabled, firewalld running): else it plans nothing
+
+    @abstractmethod
+    def owns(self, at: Outcome) -> bool:
+        """Is this place (table, chain, rule or policy) one that this backend edits?"""
+
+    @abstractmethod
+    def change_for(self, pv: PortVerdict, ports: list[int], attempt: int, ends: Endpoints) -> Change | str:
+        """The edit that should open `ports` where pv is decided (attempt 0, or 1: another way), or why none."""
+
+    @abstractmethod
+    def apply(self, ruleset: Ruleset, change: Change) -> None:
+        """The change on a (copied) model, as the kernel will have it after the commands."""
+
+    @abstractmethod
+    def commands(self, change: Change) -> tuple[list[Argv], list[Argv]]:
+        """(commands, their exact undo in the order it runs)."""
+
+    @abstractmethod
+    def preconditions(self, ruleset: Ruleset, changes: list[Change], notes: list[str]) -> list[Precondition] | None:
+        """What must still be as planned when the fix is applied; None (with a note): no plan."""
+
+    def persistence(self, ruleset: Ruleset, changes: list[Change], notes: list[str]
+                    ) -> tuple[list[Argv], list[Argv]]:
+        """(commands that make the change survive a reboot, their undo at the end of the rollback)."""
+        return [], []
+
+    def missing(self) -> str | None:
+        """What this planner lacks to plan anything at all (said in a note), or None."""
+        return None
+
+    def backend_for(self, families: tuple[str, ...]) -> str:
+        return self.name
+
+    # --- the algorithm ---------------------------------------------------------------------------
+
+    def plan(self, ruleset: Ruleset, blocked: Iterable[tuple[str, str, int]],
+             ends: Mapping[str, Endpoints]) -> PlannedFixes:
+        """Fixes for the blocked keys; `ends` per family as in the analysis.
+
+        Only the keys are used: the verdicts are recomputed on the model, so that
+        before and after are comparable.
+        """
+        out = PlannedFixes()
+        if not self.active:
+            return out
+        if (why := self.missing()) is not None:
+            out.notes.append(why)
+            return out
+        keys = sorted({PortKey(*k) for k in blocked if k[1] in ends})
+        families = [f for f in ends if any(k.family == f for k in keys)]
+        scopes = [(f,) for f in ("ipv4", "ipv6") if f in families] if self.per_family else [tuple(ends)]
+        for scope in scopes:
+            fix = self._plan_scope(ruleset, [k for k in keys if k.family in scope], {f: ends[f] for f in scope},
+                                   out.notes)
+            if fix is not None:
+                out.fixes.append(fix)
+        return out
+
+    def _plan_scope(self, ruleset: Ruleset, keys: list[PortKey], ends: Mapping[str, Endpoints],
+                    notes: list[str]) -> Fix | None:
+        backend = self.backend_for(tuple(ends))
+        wanted = sorted(set(keys) | {PortKey("inbound", f, SSH_PORT) for f in ends})
+        before = verdicts(ruleset, wanted, ends)
+        for k in keys:
+            if before[k].verdict == "unknown":
+                reason = "; ".join(before[k].reasons)[:300]
+                notes.append(f"{labels([k])}: not planned: the firewall's verdict is unknown ({reason})")
+        targets = [k for k in keys if before[k].verdict == "block"]
+        if not targets:
+            return None
+        work, changes = self._search(ruleset, targets, ends, notes)
+        if not changes:
+            return None
+        after = verdicts(work, wanted, ends)
+        lost = [k for k in wanted if before[k].verdict == "allow" and after[k].verdict != "allow"]
+        if lost:
+            notes.append(f"{backend}: plan refused: it would stop allowing {labels(lost)}")
+            return None
+        opened = [k for k in targets if after[k].verdict == "allow"]
+        if not opened:
+            notes.append(f"{backend}: no plan: the edits found would not open any blocked port")
+            return None
+        return self._fix(ruleset, backend, changes, opened, before, notes)
+
+    def _search(self, ruleset: Ruleset, targets: list[PortKey], ends: Mapping[str, Endpoints],
+                notes: list[str]) -> tuple[Ruleset, list[Change]]:
+        """Step by step on a copy: the changed copy and the changes that helped, in order."""
+        work = copy.deepcopy(ruleset)
+        changes: list[Change] = []
+        skipped: set[PortKey] = set()
+        attempts: dict[tuple, int] = {}
+        for _ in range(MAX_STEPS):
+            now = verdicts(work, [k for k in targets if k not in skipped], ends)
+            still = sorted(k for k, v in now.items() if v.verdict == "block")
+            if not still:
+                break
+            first = now[still[0]]
+            group = [k for k in still if now[k].point == first.point]
+            ports = sorted({k.port for k in group})
+            attempt = attempts.get(first.point, 0)
+            attempts[first.point] = attempt + 1
+            change = self._change_at(first, ports, attempt, ends[first.key.family])
+            if isinstance(change, str):
+                notes.append(f"{labels(group)}: not planned: {change}")
+                skipped |= set(group)
+                continue
+            trial, moved = self._try(work, change, group, first.point, ends)
+            if not moved:
+                continue  # no effect (e.g. an append the packet never reaches): try the next way
+            if len(moved) < len(ports):  # only the ports it helps
+                narrow = self.change_for(first, moved, attempt, ends[first.key.family])
+                if not isinstance(narrow, str) and narrow != change:
+                    narrow_trial, narrow_moved = self._try(work, narrow, group, first.point, ends)
+                    if narrow_moved == moved:
+                        change, trial = narrow, narrow_trial
+            work = trial
+            changes.append(change)
+        return work, changes
+
+    def _change_at(self, pv: PortVerdict, ports: list[int], attempt: int, ends: Endpoints) -> Change | str:
+        at = pv.deciding
+        if at is None or at.table is None or at.chain is None:
+            return "no deciding rule"
+        if not self.owns(at):
+            return f"decided in {place(at)}, which {self.name} fixes do not edit"
+        if attempt >= 2:
+            return "no edit opens it"
+        return self.change_for(pv, ports, attempt, ends)
+
+    def _try(self, work: Ruleset, change: Change, group: list[PortKey], point: tuple,
+             ends: Mapping[str, Endpoints]) -> tuple[Ruleset, list[int]]:
+        """The change on a copy of `work`, and the ports of `group` it moved from `point`."""
+        trial = copy.deepcopy(work)
+        self.apply(trial, change)
+        after = verdicts(trial, group, ends)
+        return trial, sorted({k.port for k, v in after.items() if not (v.verdict == "block" and v.point == point)})
+
+    def _fix(self, ruleset: Ruleset, backend: str, changes: list[Change], opened: list[PortKey],
+             before: Mapping[PortKey, PortVerdict], notes: list[str]) -> Fix | None:
+        pre = self.preconditions(ruleset, changes, notes)
+        if pre is None:
+            return None
+        persist, undo_persist = self.persistence(ruleset, changes, notes)
+        steps = [self.commands(c) for c in changes]
+        commands = [argv for do, _ in steps for argv in do]
+        rollback = [argv for _, undo in reversed(steps) for argv in undo] + undo_persist
+        return Fix(
+            id=f"{backend}-{digest(commands)}", kind="firewall", backend=backend,
+            summary=f"{backend}: open {labels(opened)}: " + "; ".join(c.reason for c in changes),
+            commands=commands, rollback=rollback, persist=persist, preconditions=pre,
+            expected_allow=opened,
+            findings=sorted({before[k].blocked_by or "" for k in opened} - {""}),
+        )
