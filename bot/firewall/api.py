@@ -22,9 +22,10 @@ from bot.firewall.parse import (
     parse_all,
     ufw,
 )
+from bot.firewall.plan.base import decided_at
 from bot.firewall.plan.firewalld import plan_firewalld
 from bot.firewall.plan.iptables import IptablesPlanner
-from bot.firewall.plan.nft import plan_nft
+from bot.firewall.plan.nft import NftPlanner
 from bot.firewall.plan.ufw import plan_ufw
 from bot.models import Command, Family, Finding, Fix, PortKey
 
@@ -157,11 +158,11 @@ def plan_fixes(results: Results, ruleset: Ruleset, blocked: list[PortVerdict], c
                           ufw_active=bool(ufw_status.active),
                           save_file_option=iptables.save_has_file_option(version_text))
     keys = [v.key for v in blocked]
+    nft = NftPlanner(listing=listing.stdout if listing else None, distro_family=context.distro_family)
     plans = [
-        ipt.plan(ruleset, [v.key for v in blocked if v.deciding and v.deciding.chain and ipt.owns(v.deciding)], ends),
+        ipt.plan(ruleset, [v.key for v in blocked if (at := decided_at(v)) and ipt.owns(at)], ends),
         plan_ufw(ruleset, ufw_status, keys, ends),
-        plan_nft(ruleset, keys, ends, listing=listing.stdout if listing else None,
-                 distro_family=context.distro_family),
+        nft.plan(ruleset, [v.key for v in blocked if (at := decided_at(v)) and nft.owns(at)], ends),
         plan_firewalld(ruleset, firewalld.status_from_results(results), keys, ends),
     ]
     return [f for p in plans for f in p.fixes], [n for p in plans for n in p.notes]

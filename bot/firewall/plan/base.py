@@ -75,6 +75,12 @@ def labels(keys: Iterable[PortKey]) -> str:
     return ", ".join(f"{k.direction} {k.label}" for k in keys)
 
 
+def decided_at(pv: PortVerdict) -> Outcome | None:
+    """The place (table, chain, rule or policy) that decided pv, when the evaluator names one."""
+    at = pv.deciding
+    return at if at is not None and at.table is not None and at.chain is not None else None
+
+
 def place(at: Outcome) -> str:
     """Where a verdict was decided, in the firewall's words."""
     chain = f"{at.table.label} chain {at.chain.name}"
@@ -217,8 +223,8 @@ class Planner(ABC):
         return work, changes
 
     def _change_at(self, pv: PortVerdict, ports: list[int], attempt: int, ends: Endpoints) -> Change | str:
-        at = pv.deciding
-        if at is None or at.table is None or at.chain is None:
+        at = decided_at(pv)
+        if at is None:
             return "no deciding rule"
         if not self.owns(at):
             return f"decided in {place(at)}, which {self.name} fixes do not edit"
