@@ -26,7 +26,7 @@ from bot.firewall.plan.base import decided_at
 from bot.firewall.plan.firewalld import plan_firewalld
 from bot.firewall.plan.iptables import IptablesPlanner
 from bot.firewall.plan.nft import NftPlanner
-from bot.firewall.plan.ufw import plan_ufw
+from bot.firewall.plan.ufw import UfwPlanner
 from bot.models import Command, Family, Finding, Fix, PortKey
 
 
@@ -158,10 +158,11 @@ def plan_fixes(results: Results, ruleset: Ruleset, blocked: list[PortVerdict], c
                           ufw_active=bool(ufw_status.active),
                           save_file_option=iptables.save_has_file_option(version_text))
     keys = [v.key for v in blocked]
+    ufw_planner = UfwPlanner(ufw_status)
     nft = NftPlanner(listing=listing.stdout if listing else None, distro_family=context.distro_family)
     plans = [
         ipt.plan(ruleset, [v.key for v in blocked if (at := decided_at(v)) and ipt.owns(at)], ends),
-        plan_ufw(ruleset, ufw_status, keys, ends),
+        ufw_planner.plan(ruleset, [v.key for v in blocked if (at := decided_at(v)) and ufw_planner.owns(at)], ends),
         nft.plan(ruleset, [v.key for v in blocked if (at := decided_at(v)) and nft.owns(at)], ends),
         plan_firewalld(ruleset, firewalld.status_from_results(results), keys, ends),
     ]
