@@ -23,7 +23,7 @@ from bot.firewall.parse import (
     ufw,
 )
 from bot.firewall.plan.base import decided_at
-from bot.firewall.plan.firewalld import plan_firewalld
+from bot.firewall.plan.firewalld import FirewalldPlanner
 from bot.firewall.plan.iptables import IptablesPlanner
 from bot.firewall.plan.nft import NftPlanner
 from bot.firewall.plan.ufw import UfwPlanner
@@ -157,14 +157,14 @@ def plan_fixes(results: Results, ruleset: Ruleset, blocked: list[PortVerdict], c
                           default_source=iptables.default_source(version_text or "nf_tables"),
                           ufw_active=bool(ufw_status.active),
                           save_file_option=iptables.save_has_file_option(version_text))
-    keys = [v.key for v in blocked]
     ufw_planner = UfwPlanner(ufw_status)
+    fwd = FirewalldPlanner(firewalld.status_from_results(results))
     nft = NftPlanner(listing=listing.stdout if listing else None, distro_family=context.distro_family)
     plans = [
         ipt.plan(ruleset, [v.key for v in blocked if (at := decided_at(v)) and ipt.owns(at)], ends),
         ufw_planner.plan(ruleset, [v.key for v in blocked if (at := decided_at(v)) and ufw_planner.owns(at)], ends),
         nft.plan(ruleset, [v.key for v in blocked if (at := decided_at(v)) and nft.owns(at)], ends),
-        plan_firewalld(ruleset, firewalld.status_from_results(results), keys, ends),
+        fwd.plan(ruleset, [v.key for v in blocked if (at := decided_at(v)) and fwd.owns(at)], ends),
     ]
     return [f for p in plans for f in p.fixes], [n for p in plans for n in p.notes]
 

@@ -1,6 +1,7 @@
-"""Fix plans for firewalld: add the mail services to the zone that rejects them.
+"""firewalld fixes: add the mail services to the zone that rejects them (zones are inet: both families).
 
-For each blocked inbound key decided in `table inet firewalld` by a zone's
+While firewalld runs it owns `table inet firewalld`. For the blocked inbound
+ports decided there by a zone's
 final reject (chain filter_IN_<zone>) or its target, the fix adds firewalld's
 service for the port (smtp 25, smtps 465, smtp-submission 587, imap 143,
 imaps 993 — firewalld 1.3 has no service "submission") to that zone, at
@@ -17,20 +18,22 @@ Rollback: the same with --remove-service (runtime and permanent).
 
 Not planned (reported): a rich rule that rejects (filter_IN_<zone>_deny: a
 ban, deliberately there), outbound blocks (firewalld policies), firewalld on
-the iptables backend. The effect is checked on a copy of the model, with the
-rule firewalld 1.3 writes (`tcp dport P accept` in filter_IN_<zone>_allow):
-no plan unless the evaluator then allows the ports and still allows SSH.
+the iptables backend. The effect is checked on a copy of the model (base.py),
+with the rule firewalld 1.3 writes (`tcp dport P accept` in
+filter_IN_<zone>_allow).
 Precondition: the zone's `firewall-cmd --list-all --zone=Z` is unchanged.
 """
 
+
 from __future__ import annotations
 
-import copy
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
-from bot.firewall.analysis import Endpoints, PortVerdict, port_verdict
+from bot.firewall.analysis import Endpoints, PortVerdict
+from bot.firewall.evaluate import Outcome
 from bot.firewall.model import Ruleset, Table
 from bot.firewall.parse.firewalld import (
     MAIL_SERVICES,
@@ -41,34 +44,33 @@ from bot.firewall.parse.firewalld import (
 )
 from bot.firewall.parse.nft import rules_of
 from bot.firewall.parse.nft_expr import Sets
-from bot.firewall.plan.base import SSH_PORT
-from bot.firewall.plan.base import PlannedFixes as Plan
-from bot.models import Fix, PortKey, Precondition
-
-
-def family_keys(keys, family: str) -> list[PortKey]:
-    return sorted({PortKey(*k) for k in keys if k[1] == family} | {PortKey("inbound", family, SSH_PORT)})
-
-
-def verdicts(ruleset: Ruleset, keys, ends: Endpoints) -> dict[PortKey, PortVerdict]:
-    return {PortKey(*k): port_verdict(ruleset, k, ends) for k in keys}
+from bot.firewall.plan.base import Argv, PlannedFixes, Planner, ports_text
+from bot.firewall.plan.nft import is_firewalld_table
+from bot.models import Precondition
 
 _ZONE_CHAIN = re.compile(r"^filter_IN_(.+?)(_pre|_log|_deny|_allow|_post)?$")
 
 
+@dataclass(frozen=True)
+class FirewalldChange:
+    zone: str
+    services: tuple[tuple[str, int], ...]  # (service, its port)
+    reason: str
+
+    def argv(self, *flags: str, undo: bool = False) -> list[Argv]:
+        """`firewall-cmd [--permanent] --zone=Z --add-service=S` per service (the undo in reverse order)."""
+        services = reversed(self.services) if undo else self.services
+        return [["firewall-cmd", *flags[:-1], f"--zone={self.zone}", f"{flags[-1]}={s}"] for s, _ in services]
+
+
 def _firewalld_table(ruleset: Ruleset) -> Table | None:
-    return next((t for t in ruleset.tables if t.source == "nft" and t.family == "inet" and t.name == "firewalld"),
-                None)
+    return next((t for t in ruleset.tables if is_firewalld_table(t)), None)
 
 
 def zone_of(pv: PortVerdict, status: FirewalldStatus, ends: Endpoints) -> FirewalldZone | str:
     """The zone whose services would let pv's packet in, or why there is none."""
     d = pv.deciding
-    if d is None or d.table is None or d.chain is None:
-        return "no deciding rule"
-    if not (d.table.source == "nft" and d.table.family == "inet" and d.table.name == "firewalld"):
-        return f"decided by {d.table.label}, not by firewalld"
-    if pv.key[0] != "inbound" or pv.reply_blocked:
+    if pv.key.direction != "inbound" or pv.reply_blocked:
         return "firewalld blocks it outbound or blocks the replies (policies): not planned"
     m = _ZONE_CHAIN.match(d.chain.name)
     if m and m.group(2) == "_deny":
@@ -94,61 +96,55 @@ def simulate(ruleset: Ruleset, zone: str, port: int) -> bool:
     return True
 
 
-def plan_firewalld(ruleset: Ruleset, status: FirewalldStatus, blocked: Mapping[PortKey, object] | Iterable[PortKey],
-                   ends: Mapping[str, Endpoints]) -> Plan:
-    """One Fix adding the mail services to the zones that reject them (both families: zones are inet)."""
-    plan = Plan()
-    if not status.running:
-        return plan
-    keys = [k for k in blocked if k[1] in ends]
-    wanted = sorted(set(keys) | {k for f in ends for k in family_keys([], f)})
-    before = {k: v for f in ends for k, v in verdicts(ruleset, [k for k in wanted if k[1] == f], ends[f]).items()}
-    steps: dict[tuple[str, str], int] = {}
-    for k in sorted(keys):
-        pv = before[k]
-        if pv.verdict != "block" or k[2] not in MAIL_SERVICES:
-            continue
-        zone = zone_of(pv, status, ends[k[1]])
+class FirewalldPlanner(Planner):
+    name = "firewalld"
+
+    def __init__(self, status: FirewalldStatus) -> None:
+        self.status = status
+        self.active = bool(status.running)
+
+    def owns(self, at: Outcome) -> bool:
+        return is_firewalld_table(at.table)
+
+    def change_for(self, pv: PortVerdict, ports: list[int], attempt: int, ends: Endpoints
+                   ) -> FirewalldChange | str:
+        zone = zone_of(pv, self.status, ends)
         if isinstance(zone, str):
-            plan.notes.append(f"{k[0]} {k[2]}/{k[1]}: not planned: {zone}")
-        elif MAIL_SERVICES[k[2]] in zone.services:
-            plan.notes.append(f"{k[2]}: service {MAIL_SERVICES[k[2]]} is in zone {zone.name} but still blocked")
-        else:
-            steps[(zone.name, MAIL_SERVICES[k[2]])] = k[2]
-    if steps:
-        fix = _fix(ruleset, status, steps, keys, wanted, before, ends, plan.notes)
-        if fix is not None:
-            plan.fixes.append(fix)
-    return plan
+            return zone
+        table = pv.deciding.table
+        if f"filter_IN_{zone.name}_allow" not in table.chains:
+            return f"chain filter_IN_{zone.name}_allow not found"
+        missing = [p for p in ports if p in MAIL_SERVICES and MAIL_SERVICES[p] not in zone.services]
+        if not missing:
+            present = [MAIL_SERVICES[p] for p in ports if p in MAIL_SERVICES]
+            return (f"service {', '.join(present)} is in zone {zone.name} but still blocked" if present
+                    else f"no firewalld service for port {ports_text(ports)}")
+        services = tuple((MAIL_SERVICES[p], p) for p in missing)
+        return FirewalldChange(zone.name, services,
+                               f"add service {', '.join(s for s, _ in services)} to zone {zone.name}")
+
+    def apply(self, ruleset: Ruleset, change: FirewalldChange) -> None:
+        for _, port in change.services:
+            simulate(ruleset, change.zone, port)
+
+    def commands(self, change: FirewalldChange) -> tuple[list[Argv], list[Argv]]:
+        """At runtime; the permanent configuration is the persistence (a --reload would drop runtime state)."""
+        return change.argv("--add-service"), change.argv("--remove-service", undo=True)
+
+    def persistence(self, ruleset: Ruleset, changes: list[FirewalldChange], notes: list[str]
+                    ) -> tuple[list[Argv], list[Argv]]:
+        return ([a for c in changes for a in c.argv("--permanent", "--add-service")],
+                [a for c in reversed(changes) for a in c.argv("--permanent", "--remove-service", undo=True)])
+
+    def preconditions(self, ruleset: Ruleset, changes: list[FirewalldChange], notes: list[str]
+                      ) -> list[Precondition]:
+        return [Precondition(argv=list(zone_command(z)), normalize="raw",
+                             expect_sha256=hashlib.sha256(self.status.zones[z].raw.encode()).hexdigest(),
+                             description=f"firewalld zone {z} is as it was when this fix was planned")
+                for z in sorted({c.zone for c in changes})]
 
 
-def _fix(ruleset, status, steps, keys, wanted, before, ends, notes) -> Fix | None:
-    work = copy.deepcopy(ruleset)
-    for (zone, _), port in steps.items():
-        if not simulate(work, zone, port):
-            notes.append(f"firewalld: chain filter_IN_{zone}_allow not found: no plan")
-            return None
-    after = {k: v for f in ends for k, v in verdicts(work, [k for k in wanted if k[1] == f], ends[f]).items()}
-    lost = [k for k in wanted if before[k].verdict == "allow" and after[k].verdict != "allow"]
-    opened = sorted(k for k in keys if before[k].verdict == "block" and after[k].verdict == "allow")
-    if lost or not opened:
-        notes.append(f"firewalld: no plan ({'it would stop allowing ' + str(lost) if lost else 'opens nothing'})")
-        return None
-    commands, persist, rollback = [], [], []
-    for zone, service in steps:
-        commands.append(["firewall-cmd", f"--zone={zone}", f"--add-service={service}"])
-        persist.append(["firewall-cmd", "--permanent", f"--zone={zone}", f"--add-service={service}"])
-        rollback += [["firewall-cmd", f"--zone={zone}", f"--remove-service={service}"],
-                     ["firewall-cmd", "--permanent", f"--zone={zone}", f"--remove-service={service}"]]
-    digest = hashlib.sha256(repr(commands).encode()).hexdigest()[:10]
-    return Fix(
-        id=f"firewalld-{digest}", kind="firewall", backend="firewalld",
-        summary="firewalld: " + "; ".join(f"add service {s} to zone {z}" for z, s in steps),
-        commands=commands, persist=persist, rollback=rollback,
-        preconditions=[Precondition(argv=list(zone_command(z)), normalize="raw",
-                                    expect_sha256=hashlib.sha256(status.zones[z].raw.encode()).hexdigest(),
-                                    description=f"firewalld zone {z} is as it was when this fix was planned")
-                       for z in sorted({z for z, _ in steps})],
-        expected_allow=opened,
-        findings=sorted({before[k].blocked_by or "" for k in opened} - {""}),
-    )
+def plan_firewalld(ruleset: Ruleset, status: FirewalldStatus, blocked: Iterable[tuple[str, str, int]],
+                   ends: Mapping[str, Endpoints]) -> PlannedFixes:
+    """FirewalldPlanner(status).plan(...): one Fix adding the mail services to the zones that reject them."""
+    return FirewalldPlanner(status).plan(ruleset, blocked, ends)
