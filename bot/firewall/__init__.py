@@ -1,18 +1,39 @@
-"""One firewall model, one evaluator, fix plans on the same model.
+"""The host firewall: one model, one evaluator, fix plans on the same model.
 
-The engine uses exactly two functions from here:
+Read it in this order; each layer uses only the ones above it:
 
-    collect_commands() -> list[Command]
-        read-only commands whose output the analysis needs (run in the
-        engine's one batch);
+    model.py      Tables of Chains of Rules (Matches and a Verdict), and a Packet
+    parse/        collected output -> one Ruleset: iptables-save (iptables-nft and
+                  legacy), `nft -j list ruleset`; ufw's and firewalld's own state
+    evaluate.py   what the kernel does with one packet -> PacketVerdict
+    analysis.py   per mail port (first packet and replies) -> PortVerdict, keyed by
+                  bot.models.PortKey; the findings; AnalysisContext
+    plan/         fixes: base.py is the one planner algorithm (the search on a copy
+                  of the model, the SSH guard, the Fix); one class per backend
+                  (iptables.py, nft.py, ufw.py, firewalld.py); the registry PLANNERS
+    api.py        collect_commands() and analyze(): what the engine calls
 
-    analyze(results, *, context) -> FirewallAnalysis
-        results maps argv tuples to CommandResult; context (AnalysisContext)
-        says which ports, the prober's source address, the host's addresses
-        and interfaces. Returns a PortVerdict per bot.models.PortKey (verdict,
-        the deciding rule, path), findings and fix plans.
+collect_commands() -> list[Command]: the read-only commands whose output the
+analysis needs (run in the engine's one batch). analyze(results, context=...)
+-> FirewallAnalysis: `decisions` (a PortVerdict per PortKey: verdict, blocked_by,
+the deciding place, path, reasons), findings, fixes, evidence.
 
-Both are filled in by bot/firewall/api.py.
+Adding a backend (say a front-end "fwm" that keeps its rules in iptables or nft
+tables): write bot/firewall/plan/fwm.py (and bot/firewall/parse/fwm.py if its own
+output needs a parser) with a Planner subclass that says `name`; `reads`, the
+read-only commands that tell its state (collect_commands() runs them);
+`for_host(results, context)`, which builds the planner from their output and sets
+`active`; `frontend = True` for a front-end (its places then win over the
+iptables / nft planners', and it is reported as in charge); `owns(place)`, the
+tables, chains or policies it edits; `keeps(table)`, the tables whose rules it
+rebuilds from its own configuration (the iptables and nft planners then do not
+persist them); `change_for` (the edit that opens some ports at a place),
+`apply` (that edit on the model), `commands` (and their undo), `preconditions`
+and `persistence`. Then add the class to PLANNERS in plan/__init__.py. The
+search, the SSH guard, the Fix, collection, ownership and the report need no
+edit; tests/unit/test_firewall_registry.py adds such a backend in the test itself.
+(Outside this package, bot/fixes/backup.py snapshots known backends by name;
+another one is restored by its fix's rollback until it gets an entry there.)
 """
 
 from bot.firewall.api import (
@@ -21,7 +42,7 @@ from bot.firewall.api import (
     PortVerdict,
     analyze,
     collect_commands,
+    parse_all,
 )
-from bot.firewall.parse import parse_all
 
 __all__ = ["AnalysisContext", "FirewallAnalysis", "PortVerdict", "analyze", "collect_commands", "parse_all"]

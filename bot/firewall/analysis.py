@@ -32,6 +32,34 @@ class Endpoints:
 
 
 @dataclass(frozen=True)
+class AnalysisContext:
+    """What the analysis needs to know about the host and the probe, besides the firewall's output."""
+
+    inbound_ports: tuple[int, ...]
+    outbound_ports: tuple[int, ...]
+    prober_v4: str | None  # source address the outside probe used (IPv4), if probed
+    prober_v6: str | None
+    host_v4: str | None  # the host address that was probed
+    host_v6: str | None
+    inbound_iface: str | None = None  # interface holding host_v4 (e.g. eth0)
+    families: tuple[Family, ...] = ("ipv4",)
+    distro_family: str = "debian"  # debian | rhel | unknown (where rules persist)
+    host_addrs: tuple[str, ...] = ()  # every address of the host (addrtype LOCAL)
+
+    def endpoints(self, family: Family) -> Endpoints | None:
+        """The host and the prober in this family (a generic internet peer when not probed)."""
+        host = self.host_v4 if family == "ipv4" else self.host_v6
+        if host is None:
+            return None
+        prober = self.prober_v4 if family == "ipv4" else self.prober_v6
+        local = frozenset({host, *self.host_addrs, "127.0.0.1", "::1"})
+        return Endpoints(host, prober or GENERIC_PEER[family], self.inbound_iface, local)
+
+    def all_endpoints(self) -> dict[str, Endpoints]:
+        return {f: e for f in self.families if (e := self.endpoints(f)) is not None}
+
+
+@dataclass(frozen=True)
 class PortVerdict:
     """One mail port's verdict, from the evaluator to the report: a connection's first packet, then its replies.
 
@@ -98,6 +126,16 @@ def port_verdict(ruleset: Ruleset, key: tuple[Direction, Family, int], ends: End
         generic_ends = Endpoints(ends.host, GENERIC_PEER[key.family], ends.iface, ends.local_addrs)
         generic, _ = connection_verdict(ruleset, *packets(*key, generic_ends))
     return PortVerdict(key, d.verdict, d.blocked_by, d.deciding, d.path, d.reasons, reply_blocked, generic)
+
+
+def port_verdicts(ruleset: Ruleset, context: AnalysisContext) -> list[PortVerdict]:
+    """Every mail port of the context, inbound from the prober, outbound to a generic mail server."""
+    out = []
+    for family, ends in context.all_endpoints().items():
+        outbound = Endpoints(ends.host, GENERIC_PEER[family], ends.iface, ends.local_addrs)
+        out += [port_verdict(ruleset, ("inbound", family, p), ends) for p in context.inbound_ports]
+        out += [port_verdict(ruleset, ("outbound", family, p), outbound) for p in context.outbound_ports]
+    return out
 
 
 def findings_for(verdicts: list[PortVerdict], prober: dict[str, str | None]) -> list[Finding]:

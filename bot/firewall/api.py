@@ -2,46 +2,23 @@
 
 `collect_commands()` lists the read-only commands (run in the engine's one
 batch); `parse_all(results)` (bot/firewall/parse/) turns their output into one
-Ruleset; `analyze(results, context=...)` gives per-port verdicts with the
-deciding rule, findings and fix plans.
+Ruleset; `analyze(results, context=...)` gives a PortVerdict per port (the
+evaluator's, bot/firewall/analysis.py), findings, and the fixes of the
+planners in the registry (bot/firewall/plan/).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from bot.firewall.analysis import GENERIC_PEER, Endpoints, PortVerdict, findings_for, port_verdict
+from bot.firewall.analysis import AnalysisContext, PortVerdict, findings_for, port_verdicts
 from bot.firewall.model import Ruleset
-from bot.firewall.parse import (
-    IPT_VERSION,
-    NFT_LISTING,
-    RULESET_COMMANDS,
-    Results,
-    firewalld,
-    iptables,
-    parse_all,
-    ufw,
-)
-from bot.firewall.plan.base import decided_at
-from bot.firewall.plan.firewalld import FirewalldPlanner
-from bot.firewall.plan.iptables import IptablesPlanner
-from bot.firewall.plan.nft import NftPlanner
-from bot.firewall.plan.ufw import UfwPlanner
-from bot.models import Command, Family, Finding, Fix, PortKey
+from bot.firewall.parse import RULESET_COMMANDS, Results, ok_output, parse_all, ufw
+from bot.firewall.plan import Planner, owner_of, planners_for, reads
+from bot.firewall.plan.base import decided_at, labels, place
+from bot.models import Command, Finding, Fix, PortKey
 
-
-@dataclass(frozen=True)
-class AnalysisContext:
-    inbound_ports: tuple[int, ...]
-    outbound_ports: tuple[int, ...]
-    prober_v4: str | None  # source address the outside probe used (IPv4), if probed
-    prober_v6: str | None
-    host_v4: str | None  # the host address that was probed
-    host_v6: str | None
-    inbound_iface: str | None = None  # interface holding host_v4 (e.g. eth0)
-    families: tuple[Family, ...] = ("ipv4",)
-    distro_family: str = "debian"  # debian | rhel | unknown (where rules persist)
-    host_addrs: tuple[str, ...] = ()  # every address of the host (addrtype LOCAL)
+__all__ = ["AnalysisContext", "FirewallAnalysis", "PortVerdict", "analyze", "collect_commands", "parse_all"]
 
 
 @dataclass
@@ -56,23 +33,16 @@ class FirewallAnalysis:
 
 
 def collect_commands() -> list[Command]:
-    lang = (("LANG", "C"),)
-    return [Command(a) for a in RULESET_COMMANDS] + [
-        Command(a, env=lang) for a in (ufw.UFW_STATUS, *firewalld.firewalld_commands())
-    ]
+    """The ruleset's commands, then what each planner of the registry reads."""
+    commands = [Command(a) for a in RULESET_COMMANDS]
+    return commands + [c for c in reads() if c not in commands]
 
 
-def _ok(results: Results, argv: tuple[str, ...]):
-    r = results.get(argv)
-    return r if r is not None and r.ok else None
-
-
-def backend_in_charge(results: Results, ruleset: Ruleset) -> str:
-    """firewalld or ufw when active; else which of iptables / nftables holds rules."""
-    if firewalld.status_from_results(results).running:
-        return "firewalld"
-    if (r := _ok(results, ufw.UFW_STATUS)) and r.stdout.startswith("Status: active"):
-        return "ufw"
+def backend_in_charge(planners: list[Planner], ruleset: Ruleset) -> str:
+    """The active front-end (ufw, firewalld); else which of iptables / nftables holds rules."""
+    frontends = sorted(p.name for p in planners if p.frontend and p.active)
+    if frontends:
+        return "+".join(frontends)
     kinds = []
     for t in ruleset.tables:
         busy = any(c.rules or (c.policy == "drop") for c in t.chains.values())
@@ -82,34 +52,10 @@ def backend_in_charge(results: Results, ruleset: Ruleset) -> str:
     return "+".join(sorted(kinds)) or "none"
 
 
-def _endpoints(context: AnalysisContext, family: Family) -> Endpoints | None:
-    host = context.host_v4 if family == "ipv4" else context.host_v6
-    if host is None:
-        return None
-    prober = context.prober_v4 if family == "ipv4" else context.prober_v6
-    local = frozenset({host, *context.host_addrs, "127.0.0.1", "::1"})
-    return Endpoints(host, prober or GENERIC_PEER[family], context.inbound_iface, local)
-
-
-def port_verdicts(ruleset: Ruleset, context: AnalysisContext) -> list[PortVerdict]:
-    out = []
-    for family in context.families:
-        ends = _endpoints(context, family)
-        if ends is None:
-            continue
-        for direction, ports in (("inbound", context.inbound_ports), ("outbound", context.outbound_ports)):
-            for port in ports:
-                if direction == "outbound":
-                    ends_out = Endpoints(ends.host, GENERIC_PEER[family], ends.iface, ends.local_addrs)
-                    out.append(port_verdict(ruleset, (direction, family, port), ends_out))
-                else:
-                    out.append(port_verdict(ruleset, (direction, family, port), ends))
-    return out
-
-
 def analyze(results: Results, *, context: AnalysisContext) -> FirewallAnalysis:
     ruleset = parse_all(results)
-    analysis = FirewallAnalysis(backend=backend_in_charge(results, ruleset), ruleset=ruleset)
+    planners = planners_for(results, context)
+    analysis = FirewallAnalysis(backend=backend_in_charge(planners, ruleset), ruleset=ruleset)
     analysis.errors = list(ruleset.problems)
     verdicts = port_verdicts(ruleset, context)
     ufw_status = ufw.status_from_results(results)
@@ -118,14 +64,11 @@ def analyze(results: Results, *, context: AnalysisContext) -> FirewallAnalysis:
     analysis.findings = findings_for(verdicts, prober)
     blocked = [v for v in verdicts if v.verdict == "block"]
     if blocked and not ruleset.problems:
-        fixes, notes = plan_fixes(results, ruleset, blocked, context)
+        fixes, notes = plan_fixes(planners, ruleset, blocked, context)
         analysis.fixes = fixes
         _link(analysis.findings, fixes)
-        covered = {tuple(k) for f in fixes for k in f.expected_allow}
-        uncovered = [v.key for v in blocked if v.key not in covered]
-        # A planner's "that table is another planner's" is not news; the rest is, for what no fix opens.
-        notes = [n for n in notes if "(see the " not in n] if uncovered else []
-        if notes:
+        covered = {k for f in fixes for k in f.expected_allow}
+        if notes and any(v.key not in covered for v in blocked):  # news only for what no fix opens
             analysis.findings.append(Finding(
                 code="firewall.fix_not_planned", severity="info", step="firewall",
                 summary="Some blocks have no automatic fix (see evidence): fix them by hand",
@@ -145,28 +88,22 @@ def _as_ufw_says(blocked_by: str | None, ufw_status: ufw.UfwStatus) -> str | Non
     return blocked_by
 
 
-def plan_fixes(results: Results, ruleset: Ruleset, blocked: list[PortVerdict], context: AnalysisContext
+def plan_fixes(planners: list[Planner], ruleset: Ruleset, blocked: list[PortVerdict], context: AnalysisContext
                ) -> tuple[list[Fix], list[str]]:
-    """Every backend's planner on the same model; each plan was checked on a copy of it."""
-    ends = {f: e for f in context.families if (e := _endpoints(context, f)) is not None}
-    version = _ok(results, IPT_VERSION)
-    version_text = version.stdout if version else ""
-    ufw_status = ufw.status_from_results(results)
-    listing = _ok(results, NFT_LISTING)
-    ipt = IptablesPlanner(distro_family=context.distro_family,
-                          default_source=iptables.default_source(version_text or "nf_tables"),
-                          ufw_active=bool(ufw_status.active),
-                          save_file_option=iptables.save_has_file_option(version_text))
-    ufw_planner = UfwPlanner(ufw_status)
-    fwd = FirewalldPlanner(firewalld.status_from_results(results))
-    nft = NftPlanner(listing=listing.stdout if listing else None, distro_family=context.distro_family)
-    plans = [
-        ipt.plan(ruleset, [v.key for v in blocked if (at := decided_at(v)) and ipt.owns(at)], ends),
-        ufw_planner.plan(ruleset, [v.key for v in blocked if (at := decided_at(v)) and ufw_planner.owns(at)], ends),
-        nft.plan(ruleset, [v.key for v in blocked if (at := decided_at(v)) and nft.owns(at)], ends),
-        fwd.plan(ruleset, [v.key for v in blocked if (at := decided_at(v)) and fwd.owns(at)], ends),
-    ]
-    return [f for p in plans for f in p.fixes], [n for p in plans for n in p.notes]
+    """Each blocked port to the one planner that owns the place deciding it; each plan checked on a copy."""
+    ends = context.all_endpoints()
+    owned: dict[Planner, list[PortKey]] = {p: [] for p in planners}
+    notes = []
+    for v in blocked:
+        if (at := decided_at(v)) is None:
+            notes.append(f"{labels([v.key])}: not planned: no deciding rule")
+        elif (owner := owner_of(planners, at)) is not None:
+            owned[owner].append(v.key)
+        else:
+            notes.append(f"{labels([v.key])}: not planned: decided in {place(at)}, "
+                         "which no mailcheck fix edits on this host")
+    plans = [p.plan(ruleset, keys, ends) for p, keys in owned.items() if keys]
+    return [f for p in plans for f in p.fixes], notes + [n for p in plans for n in p.notes]
 
 
 def _link(findings: list[Finding], fixes: list[Fix]) -> None:
@@ -188,6 +125,6 @@ def _evidence(analysis: FirewallAnalysis, results: Results) -> str:
                     f"{c.name}({len(c.rules)} rules{', policy ' + c.policy.upper() if c.policy else ''})"
                     for c in chains))
     lines += [f"problem: {p}" for p in analysis.errors]
-    if (r := _ok(results, ufw.UFW_STATUS)) and r.stdout.startswith("Status: active"):
-        lines.append(r.stdout.strip())
+    if (text := ok_output(results, ufw.UFW_STATUS)) and text.startswith("Status: active"):
+        lines.append(text.strip())
     return "\n".join(lines)

@@ -26,6 +26,7 @@ IP6T_LEGACY = ("ip6tables-legacy-save", "-c")
 IPT_VERSION = ("iptables", "-V")
 NFT_JSON = ("nft", "-j", "list", "ruleset")
 NFT_LISTING = ("nft", "-a", "list", "ruleset")  # rule text as nft prints it, with handles
+LANG_C = (("LANG", "C"),)  # the env of commands whose output is parsed as English text
 RULESET_COMMANDS = (IPT_VERSION, IPT_SAVE, IP6T_SAVE, IPT_LEGACY, IP6T_LEGACY, NFT_JSON, NFT_LISTING)
 
 

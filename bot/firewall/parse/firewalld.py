@@ -5,7 +5,7 @@ loads (`table inet firewalld`, zones as chains filter_IN_<zone>_{pre,log,
 deny,allow,post}) read by bot/firewall/parse/nft.py. This module reads what
 firewall-cmd says, to name firewalld as the backend in charge, to tell which
 zone an interface or source is in, and to plan fixes in firewalld's own terms
-(services), see bot/firewall/plan_firewalld.py.
+(services), see bot/firewall/plan/firewalld.py.
 
 Commands (read-only, one batch; all need LANG=C):
     firewall-cmd --state                 "running" (exit 0) / "not running" (exit 252)
@@ -60,6 +60,11 @@ class FirewalldStatus:
     default_zone: str | None = None
     zones: dict[str, FirewalldZone] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool | None:
+        """In charge: running (the word ufw's status uses)."""
+        return self.running
 
     @property
     def active_zones(self) -> list[FirewalldZone]:

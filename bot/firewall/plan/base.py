@@ -24,14 +24,15 @@ from __future__ import annotations
 import copy
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from bot.firewall.analysis import Endpoints, PortVerdict, port_verdict
+from bot.firewall.analysis import AnalysisContext, Endpoints, PortVerdict, port_verdict
 from bot.firewall.evaluate import Outcome
-from bot.firewall.model import Addr, Rule, Ruleset
-from bot.models import Fix, PortKey, Precondition
+from bot.firewall.model import Addr, Rule, Ruleset, Table
+from bot.firewall.parse import Results
+from bot.models import Command, Fix, PortKey, Precondition
 
 MAIL_PORTS = frozenset({25, 465, 587, 143, 993})
 SSH_PORT = 22
@@ -87,6 +88,12 @@ def place(at: Outcome) -> str:
     return f"the policy of {chain}" if at.rule is None else chain
 
 
+def owner_of(planners: Iterable[Planner], at: Outcome) -> Planner | None:
+    """The planner that edits this place: the first active one that owns it, front-ends first."""
+    ordered = sorted(planners, key=lambda p: not p.frontend)
+    return next((p for p in ordered if p.active and p.owns(at)), None)
+
+
 def verdicts(ruleset: Ruleset, keys: Iterable[PortKey], ends: Mapping[str, Endpoints]) -> dict[PortKey, PortVerdict]:
     return {k: port_verdict(ruleset, k, ends[k.family]) for k in keys}
 
@@ -98,11 +105,25 @@ def digest(value: object) -> str:
 # --- the planner -------------------------------------------------------------------------------
 
 class Planner(ABC):
-    """One firewall backend's planner. Subclasses fill in what is theirs; `plan` is the same for all."""
+    """One firewall backend's planner. Subclasses fill in what is theirs; `plan` is the same for all.
+
+    Ownership: a place (table, chain, rule or policy) is edited by the first active planner
+    that `owns` it, front-ends first (owner_of): ufw's chains are ufw's although they are
+    iptables chains. The analysis gives each blocked port to that planner; the search leaves
+    a place that became another planner's on the way with a note.
+    """
 
     name: ClassVar[str]  # the Fix's backend and id prefix
     per_family: ClassVar[bool] = False  # one Fix per address family (iptables / ip6tables)
-    active: bool = True  # in use on this host (ufw enabled, firewalld running): else it plans nothing
+    reads: ClassVar[tuple[Command, ...]] = ()  # read-only commands it needs besides the ruleset's
+    frontend: ClassVar[bool] = False  # manages rules for the admin (ufw, firewalld): its places come first
+    active: bool = True  # in use on this host (ufw enabled, firewalld running): else it owns and plans nothing
+    others: tuple[Planner, ...] = ()  # the other planners on this host (set by the registry)
+
+    @classmethod
+    @abstractmethod
+    def for_host(cls, results: Results, context: AnalysisContext) -> Planner:
+        """The planner for this host, from the collected output (`reads` among it)."""
 
     @abstractmethod
     def owns(self, at: Outcome) -> bool:
@@ -128,6 +149,15 @@ class Planner(ABC):
                     ) -> tuple[list[Argv], list[Argv]]:
         """(commands that make the change survive a reboot, their undo at the end of the rollback)."""
         return [], []
+
+    def keeps(self, table: Table) -> bool:
+        """A front-end: does it keep this table's rules in its own configuration (so no other
+        planner writes them to a rules file)?"""
+        return False
+
+    def kept_by(self, table: Table) -> Planner | None:
+        """The other planner that keeps this table's rules in its own configuration, if any."""
+        return next((p for p in self.others if p.keeps(table)), None)
 
     def missing(self) -> str | None:
         """What this planner lacks to plan anything at all (said in a note), or None."""
@@ -226,7 +256,7 @@ class Planner(ABC):
         at = decided_at(pv)
         if at is None:
             return "no deciding rule"
-        if not self.owns(at):
+        if owner_of((self, *self.others), at) is not self:
             return f"decided in {place(at)}, which {self.name} fixes do not edit"
         if attempt >= 2:
             return "no edit opens it"
@@ -256,3 +286,24 @@ class Planner(ABC):
             expected_allow=opened,
             findings=sorted({before[k].blocked_by or "" for k in opened} - {""}),
         )
+
+
+@dataclass(eq=False)
+class FrontEnd(Planner):
+    """A front-end that manages the rules for the admin (ufw, firewalld): built from its own status.
+
+    Its places come before the iptables / nft planners' (owner_of), and it is reported as the
+    firewall in charge while `active`.
+    """
+
+    frontend: ClassVar[bool] = True
+    read_status: ClassVar[Callable[[Results], Any]]  # its status (with .active), from the output of `reads`
+    status: Any
+
+    @property
+    def active(self) -> bool:
+        return bool(self.status.active)
+
+    @classmethod
+    def for_host(cls, results: Results, context: AnalysisContext) -> FrontEnd:
+        return cls(cls.read_status(results))

@@ -35,18 +35,20 @@ from dataclasses import dataclass
 from bot.firewall.analysis import Endpoints, PortVerdict
 from bot.firewall.evaluate import Outcome
 from bot.firewall.model import Ruleset, Table
+from bot.firewall.parse import LANG_C
 from bot.firewall.parse.firewalld import (
     MAIL_SERVICES,
     FirewalldStatus,
     FirewalldZone,
+    firewalld_commands,
+    status_from_results,
     valid_zone,
     zone_command,
 )
 from bot.firewall.parse.nft import rules_of
 from bot.firewall.parse.nft_expr import Sets
-from bot.firewall.plan.base import Argv, PlannedFixes, Planner, ports_text
-from bot.firewall.plan.nft import is_firewalld_table
-from bot.models import Precondition
+from bot.firewall.plan.base import Argv, FrontEnd, PlannedFixes, ports_text
+from bot.models import Command, Precondition
 
 _ZONE_CHAIN = re.compile(r"^filter_IN_(.+?)(_pre|_log|_deny|_allow|_post)?$")
 
@@ -61,6 +63,10 @@ class FirewalldChange:
         """`firewall-cmd [--permanent] --zone=Z --add-service=S` per service (the undo in reverse order)."""
         services = reversed(self.services) if undo else self.services
         return [["firewall-cmd", *flags[:-1], f"--zone={self.zone}", f"{flags[-1]}={s}"] for s, _ in services]
+
+
+def is_firewalld_table(table: Table) -> bool:
+    return table.source == "nft" and table.family == "inet" and table.name == "firewalld"
 
 
 def _firewalld_table(ruleset: Ruleset) -> Table | None:
@@ -96,15 +102,18 @@ def simulate(ruleset: Ruleset, zone: str, port: int) -> bool:
     return True
 
 
-class FirewalldPlanner(Planner):
+@dataclass(eq=False)
+class FirewalldPlanner(FrontEnd):
     name = "firewalld"
-
-    def __init__(self, status: FirewalldStatus) -> None:
-        self.status = status
-        self.active = bool(status.running)
+    reads = tuple(Command(argv, env=LANG_C) for argv in firewalld_commands())
+    read_status = staticmethod(status_from_results)
+    status: FirewalldStatus
 
     def owns(self, at: Outcome) -> bool:
         return is_firewalld_table(at.table)
+
+    def keeps(self, table: Table) -> bool:
+        return is_firewalld_table(table)  # running or not: its permanent configuration rebuilds it
 
     def change_for(self, pv: PortVerdict, ports: list[int], attempt: int, ends: Endpoints
                    ) -> FirewalldChange | str:

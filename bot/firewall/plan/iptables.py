@@ -1,7 +1,7 @@
 """iptables / ip6tables fixes (nft-based or legacy), one Fix per address family.
 
-Owns every iptables table (iptables-nft and legacy), except ufw's chains and,
-while ufw is active, the filter policies (ufw sets them: see ufw.py). At the
+Owns every iptables table (iptables-nft and legacy); an active front-end owns
+its part first (ufw: its chains and the filter policies, see ufw.py). At the
 rule that decides a blocked port, the edit is either
 
 - delete that rule by its full specification, when it concerns the mail ports
@@ -16,8 +16,9 @@ rule that decides a blocked port, the edit is either
 Every command has its exact rollback. Preconditions: the rule to delete is
 still there (`iptables -C`); every table the fix touches is byte-for-byte as
 planned (sha256 of normalize_iptables_save(`iptables-save -t T`)). Persisted
-with iptables-save to the distribution's file, unless ufw is active (ufw
-rebuilds iptables from its own files) or the table is the other variant's.
+with iptables-save to the distribution's file, unless a front-end keeps the
+table (ufw rebuilds iptables from its own files) or the table is the other
+variant's.
 """
 
 from __future__ import annotations
@@ -27,10 +28,17 @@ import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from bot.firewall.analysis import Endpoints, PortVerdict
+from bot.firewall.analysis import AnalysisContext, Endpoints, PortVerdict
 from bot.firewall.evaluate import Outcome
 from bot.firewall.model import Port, Rule, Ruleset, Table, Unknown
-from bot.firewall.parse.iptables import normalize_iptables_save, parse_rule
+from bot.firewall.parse import IPT_VERSION, Results, ok_output
+from bot.firewall.parse.iptables import (
+    default_source,
+    normalize_iptables_save,
+    parse_rule,
+    save_has_file_option,
+)
+from bot.firewall.parse.ufw import UfwStatus
 from bot.firewall.plan.base import (
     MAIL_PORTS,
     Argv,
@@ -40,6 +48,7 @@ from bot.firewall.plan.base import (
     is_source_specific,
     ports_text,
 )
+from bot.firewall.plan.ufw import UfwPlanner
 from bot.models import Precondition
 
 COMMENT = "mailcheck"
@@ -123,27 +132,25 @@ def apply_change(ruleset: Ruleset, change: IptablesChange) -> None:
         r.position = i
 
 
+@dataclass(eq=False)
 class IptablesPlanner(Planner):
     name = "iptables"
     per_family = True
+    distro_family: str = "debian"  # debian | rhel: where the rules persist
+    default_source: str = "iptables-nft"  # what plain `iptables` is (parse.iptables.default_source)
+    save_file_option: bool = True  # iptables-save has -f; else persist is a fixed `sh -c 'iptables-save > F'`
 
-    def __init__(self, *, distro_family: str = "debian", default_source: str = "iptables-nft",
-                 ufw_active: bool = False, save_file_option: bool = True) -> None:
-        """`default_source` is what plain `iptables` is (parse.iptables.default_source(`iptables -V`));
-        `save_file_option`: iptables-save has -f (parse.iptables.save_has_file_option), else the
-        persist step is a fixed `sh -c 'iptables-save > FILE'` (no user text in it)."""
-        self.distro_family = distro_family
-        self.default_source = default_source
-        self.ufw_active = ufw_active
-        self.save_file_option = save_file_option
+    @classmethod
+    def for_host(cls, results: Results, context: AnalysisContext) -> IptablesPlanner:
+        version = ok_output(results, IPT_VERSION) or ""
+        return cls(distro_family=context.distro_family, default_source=default_source(version or "nf_tables"),
+                   save_file_option=save_has_file_option(version))
 
     def backend_for(self, families: tuple[str, ...]) -> str:
         return "iptables" if families == ("ipv4",) else "ip6tables"
 
     def owns(self, at: Outcome) -> bool:
-        if at.table.source == "nft" or at.chain.name.startswith(("ufw-", "ufw6-")):
-            return False
-        return not (self.ufw_active and at.rule is None and at.table.name == "filter")
+        return at.table.source != "nft"
 
     def change_for(self, pv: PortVerdict, ports: list[int], attempt: int, ends: Endpoints) -> IptablesChange | str:
         d = pv.deciding
@@ -204,9 +211,10 @@ class IptablesPlanner(Planner):
                     ) -> tuple[list[Argv], list[Argv]]:
         """iptables-save of the whole family after the change, and again after the rollback."""
         fam = changes[0].family
-        if self.ufw_active:
-            notes.append(f"{'ipv4' if fam == 'ip' else 'ipv6'}: not persisted: ufw rebuilds iptables from its "
-                         "own files (a rule outside them lives only until ufw reloads)")
+        keeper = next((k for c in changes if (k := self.kept_by(ruleset.table(c.family, c.table, c.source)))), None)
+        if keeper is not None:
+            notes.append(f"{'ipv4' if fam == 'ip' else 'ipv6'}: not persisted: {keeper.name} rebuilds iptables "
+                         f"from its own files (a rule outside them lives only until {keeper.name} reloads)")
             return [], []
         path = PERSIST_FILES.get((self.distro_family, fam))
         if path is None:
@@ -230,6 +238,8 @@ def _last_base_rule(pv: PortVerdict, table: Table, chain: str) -> int | None:
 
 
 def plan_iptables(ruleset: Ruleset, blocked: Iterable[tuple[str, str, int]], ends: Mapping[str, Endpoints],
-                  **options) -> PlannedFixes:
-    """IptablesPlanner(**options).plan(...): fixes for the blocked keys, one per family."""
-    return IptablesPlanner(**options).plan(ruleset, blocked, ends)
+                  *, ufw_active: bool = False, **options) -> PlannedFixes:
+    """IptablesPlanner(**options).plan(...) as if alone on the host, or next to an active ufw."""
+    planner = IptablesPlanner(**options)
+    planner.others = (UfwPlanner(UfwStatus(active=True)),) if ufw_active else ()
+    return planner.plan(ruleset, blocked, ends)

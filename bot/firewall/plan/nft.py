@@ -1,6 +1,7 @@
 """nft fixes for native nftables tables: one Fix for both families (an inet table serves both).
 
-Owns every native nft table but `table inet firewalld` (firewalld.py's). The
+Owns every native nft table; an active front-end owns its own first (firewalld:
+`table inet firewalld`, see firewalld.py). The
 search (base.py) goes on until no blocking base chain is left: every base
 chain on the hook must accept. At the place that decides a blocked port:
 
@@ -41,9 +42,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from bot.firewall.analysis import Endpoints, PortVerdict
+from bot.firewall.analysis import AnalysisContext, Endpoints, PortVerdict
 from bot.firewall.evaluate import Outcome
 from bot.firewall.model import Port, Ruleset, Table
+from bot.firewall.parse import NFT_LISTING, Results, ok_output
+from bot.firewall.parse.firewalld import FirewalldStatus
 from bot.firewall.parse.nft import chain_listing, normalize_nft, rules_of
 from bot.firewall.parse.nft_expr import Sets
 from bot.firewall.plan.base import (
@@ -54,6 +57,7 @@ from bot.firewall.plan.base import (
     is_source_specific,
     ports_text,
 )
+from bot.firewall.plan.firewalld import FirewalldPlanner
 from bot.models import Precondition
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
@@ -123,17 +127,15 @@ def apply_change(ruleset: Ruleset, change: NftChange) -> None:
         last, r.position = r.handle, position
 
 
-def is_firewalld_table(table: Table) -> bool:
-    return table.source == "nft" and table.family == "inet" and table.name == "firewalld"
-
-
+@dataclass(eq=False)
 class NftPlanner(Planner):
     name = "nft"
+    listing: str | None  # `nft -a list ruleset`: the preconditions are cut from it (without it, no plan)
+    distro_family: str = "debian"  # debian | rhel: where the rules persist
 
-    def __init__(self, *, listing: str | None, distro_family: str = "debian") -> None:
-        """`listing` is `nft -a list ruleset`: the preconditions are cut from it (without it, no plan)."""
-        self.listing = listing
-        self.distro_family = distro_family
+    @classmethod
+    def for_host(cls, results: Results, context: AnalysisContext) -> NftPlanner:
+        return cls(listing=ok_output(results, NFT_LISTING), distro_family=context.distro_family)
 
     def missing(self) -> str | None:
         if self.listing is None:
@@ -141,7 +143,7 @@ class NftPlanner(Planner):
         return None
 
     def owns(self, at: Outcome) -> bool:
-        return at.table.source == "nft" and not is_firewalld_table(at.table)
+        return at.table.source == "nft"
 
     def change_for(self, pv: PortVerdict, ports: list[int], attempt: int, ends: Endpoints) -> NftChange | str:
         d = pv.deciding
@@ -194,7 +196,7 @@ class NftPlanner(Planner):
         if path is None:
             notes.append(f"nft: not persisted: unknown distribution family {self.distro_family!r}")
             return [], []
-        tables = [t for t in ruleset.tables if t.source == "nft" and not is_firewalld_table(t)]
+        tables = [t for t in ruleset.tables if t.source == "nft" and self.kept_by(t) is None]
         if not all(IDENT.match(t.name) for t in tables):
             notes.append("nft: not persisted: a table name mailcheck will not put in a command")
             return [], []
@@ -233,5 +235,7 @@ def _last_base_handle(pv: PortVerdict, table: Table, chain: str) -> int | None:
 
 def plan_nft(ruleset: Ruleset, blocked: Iterable[tuple[str, str, int]], ends: Mapping[str, Endpoints],
              **options) -> PlannedFixes:
-    """NftPlanner(**options).plan(...): one Fix for the blocked keys decided in native nft tables."""
-    return NftPlanner(**options).plan(ruleset, blocked, ends)
+    """NftPlanner(**options).plan(...) next to a running firewalld (its table is never nft's to edit)."""
+    planner = NftPlanner(**options)
+    planner.others = (FirewalldPlanner(FirewalldStatus(True)),)
+    return planner.plan(ruleset, blocked, ends)

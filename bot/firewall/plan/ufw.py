@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from bot.firewall.analysis import Endpoints, PortVerdict
 from bot.firewall.evaluate import Outcome
 from bot.firewall.model import Addr, Port, Rule, Ruleset, Table
+from bot.firewall.parse import LANG_C
 from bot.firewall.parse.iptables import parse_rule, port_ranges
-from bot.firewall.parse.ufw import UFW_STATUS, UfwRule, UfwStatus
-from bot.firewall.plan.base import MAIL_PORTS, Argv, PlannedFixes, Planner, flat_matches
-from bot.models import Direction, Precondition
+from bot.firewall.parse.ufw import UFW_STATUS, UfwRule, UfwStatus, status_from_results
+from bot.firewall.plan.base import MAIL_PORTS, Argv, FrontEnd, PlannedFixes, flat_matches
+from bot.models import Command, Direction, Precondition
 
 
 @dataclass(frozen=True)
@@ -108,17 +109,20 @@ def _accept(table: Table, chain: str, ports, position: int) -> Rule:
     return rule
 
 
-class UfwPlanner(Planner):
+@dataclass(eq=False)
+class UfwPlanner(FrontEnd):
     name = "ufw"
-
-    def __init__(self, status: UfwStatus) -> None:
-        self.status = status
-        self.active = bool(status.active)
+    reads = (Command(UFW_STATUS, env=LANG_C),)
+    read_status = staticmethod(status_from_results)
+    status: UfwStatus
 
     def owns(self, at: Outcome) -> bool:
         if at.table.source == "nft":
             return False
         return at.chain.name.startswith(("ufw-", "ufw6-")) or (at.rule is None and at.table.name == "filter")
+
+    def keeps(self, table: Table) -> bool:
+        return self.active and table.source != "nft"  # ufw rebuilds iptables from /etc/ufw
 
     def change_for(self, pv: PortVerdict, ports: list[int], attempt: int, ends: Endpoints) -> UfwChange | str:
         if attempt:
