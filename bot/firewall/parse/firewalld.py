@@ -20,6 +20,7 @@ settings such as an interface added without --permanent.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 
@@ -72,8 +73,6 @@ class FirewalldStatus:
 
     def zone_for(self, iface: str | None = None, source: str | None = None) -> FirewalldZone | None:
         """The zone firewalld puts a packet in: by source first, then interface, then the default zone."""
-        import ipaddress
-
         if source:
             for z in self.active_zones:
                 for net in z.sources:
