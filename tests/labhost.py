@@ -9,6 +9,9 @@ reserved for network tests, and only for namespaces made here.
 Each host gets a free index N (1..250): namespace mcN, outside veth mcvN,
 outside address 198.18.N.1, host address 198.18.N.2 (and 2001:2:0:N::1/::2).
 Several test processes may run at once: `ip netns add` allocates atomically.
+Each host's /etc/netns/mcN/resolv.conf names a resolver inside the lab, so its lookups
+never leave this machine: a LabResolver (tests/labdns.py) on 198.18.N.1:53, or the lab
+address given as make_host(resolver=...).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.labdns import LabResolver, is_lab_address
 
 REQUIRED = ("ip", "iptables", "nft", "ufw", "sshd", "exim4", "dovecot", "openssl", "ss")
 
@@ -65,6 +70,8 @@ class LabHost:
     client_key: Path
     os_release: str | None = None
     ipv6: bool = True
+    resolver: str | None = None  # None: a LabResolver of our own on outside_ip:53
+    dns: LabResolver | None = None
     pids_started: list[int] = field(default_factory=list)
     _provider_table: bool = False
 
@@ -165,6 +172,21 @@ class LabHost:
         (self.etc / "iptables").mkdir(exist_ok=True)
         if self.os_release is not None:
             (self.etc / "os-release").write_text(self.os_release)
+
+    def lab_names(self) -> dict[str, list[str]]:
+        """The names our resolver gives: the host, and the outside end of its link."""
+        host, outside = [self.ip], [self.outside_ip]
+        if self.ipv6:
+            host, outside = host + [self.ip6], outside + [self.outside_ip6]
+        return {f"mx{self.index}.lab.test": host, f"outside.mx{self.index}.lab.test": outside}
+
+    def _setup_resolver(self) -> None:
+        """The host's own resolv.conf, naming a resolver in the lab: ours unless given one."""
+        if self.resolver is None:
+            self.dns = LabResolver(self.outside_ip, self.lab_names()).start()
+        (self.etc / "resolv.conf").write_text(
+            f"# lab host {self.ns}: every lookup goes to a resolver inside the lab\n"
+            f"nameserver {self.resolver or self.outside_ip}\noptions timeout:1 attempts:1\n")
 
     def _setup_sshd(self) -> None:
         hostkey = self.workdir / "ssh_host_ed25519_key"
@@ -299,6 +321,8 @@ class LabHost:
     def close(self) -> None:
         if self._provider_table:
             _run("nft", f"delete table inet mclab_{self.index}", check=False)
+        if self.dns is not None:
+            self.dns.close()
         for _ in range(3):
             pids = self.pids()
             if not pids:
@@ -328,14 +352,23 @@ ROCKY_OS_RELEASE = (
 )
 
 
-def make_host(client_key: Path, *, os_release: str | None = None, ipv6: bool = True) -> LabHost:
-    """A fresh lab host with sshd running. Call .close() (the fixture does)."""
+def make_host(client_key: Path, *, os_release: str | None = None, ipv6: bool = True,
+              resolver: str | None = None) -> LabHost:
+    """A fresh lab host with sshd running. Call .close() (the fixture does).
+
+    resolver: the lab address of the DNS server the host's resolv.conf names (e.g. the
+    DNS lab's); by default a LabResolver (tests/labdns.py) on the outside end of its link.
+    """
+    if resolver is not None and not is_lab_address(resolver):
+        raise ValueError(f"resolver {resolver!r} is not a lab address (198.18.0.0/15, "
+                         "2001:2::/48): a lab host's lookups must stay in the lab")
     index = _allocate()
     host = LabHost(index=index, workdir=Path(tempfile.mkdtemp(prefix=f"mclab{index}-")),
-                   client_key=client_key, os_release=os_release, ipv6=ipv6)
+                   client_key=client_key, os_release=os_release, ipv6=ipv6, resolver=resolver)
     try:
         host._setup_network()
         host._setup_etc()
+        host._setup_resolver()
         host._setup_sshd()
     except BaseException:
         host.close()
