@@ -2,7 +2,9 @@
 locally with debootstrap, as in ../shared/LAB.md).
 
 Without podman, runc, debootstrap or root the test says so: skipped with the
-reason, or failed when MAILCHECK_CONTAINER=required.
+reason, or failed when MAILCHECK_CONTAINER=required. The containers it runs have no
+network (--network=none) or the machine's own (--network=host, for `serve`): podman's
+default bridge network would turn on net.ipv4.ip_forward in the root namespace.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ IMAGE = "localhost/mailcheck-test"
 PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager=cgroupfs"]
 ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+REQUIRED = ("podman", "runc", "debootstrap", "tar")  # tests/test_packages.py checks their packages
 
 
 def _require() -> None:
-    missing = [p for p in ("podman", "runc", "debootstrap") if not shutil.which(p)]
+    missing = [p for p in REQUIRED if not shutil.which(p)]
     if os.geteuid() != 0:
         missing.append("root")
     if missing:
@@ -69,7 +72,8 @@ def image() -> str:
 
 def _in_image(image: str, *argv: str, entrypoint: str | None = None) -> subprocess.CompletedProcess:
     ep = ["--entrypoint", entrypoint] if entrypoint else []
-    return _run(*PODMAN, "run", "--rm", *ULIMITS, *ep, image, *argv, check=False, timeout=120)
+    return _run(*PODMAN, "run", "--rm", "--network=none", *ULIMITS, *ep, image, *argv, check=False,
+                timeout=120)
 
 
 def test_image_runs_as_non_root_with_nothing_baked_in(image):
