@@ -227,10 +227,8 @@ LISTENER = (
 
 def start_listeners(host, ports=LISTEN_PORTS) -> None:
     """Plain TCP listeners inside the host (dual stack), so 'refused' can only mean a REJECT."""
-    proc = subprocess.Popen(["ip", "netns", "exec", host.ns, sys.executable, "-c", LISTENER,
-                             *map(str, ports)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL, text=True, start_new_session=True)
-    host.pids_started.append(proc.pid)
+    host.popen("python3", "-c", LISTENER, *map(str, ports), stdout=subprocess.DEVNULL,
+               stderr=subprocess.DEVNULL)
     host.wait_listening(set(ports))
 
 

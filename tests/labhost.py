@@ -29,7 +29,31 @@ from pathlib import Path
 
 from tests.labdns import LabResolver, is_lab_address
 
-REQUIRED = ("ip", "iptables", "nft", "ufw", "sshd", "exim4", "dovecot", "openssl", "ss")
+# Every program the lab runs on this machine: these fixtures, the lab tests, the firewall
+# corpus' setup commands, lab_firewalld.sh, the demo, and what mailcheck runs on a lab host.
+# _run(), LabHost.sh() and LabHost.daemon() refuse a program not declared here;
+# tests/test_packages.py finds the programs lab code names and checks that each is declared
+# here and comes from a Debian package in scripts/apt-packages.txt (or a required one).
+REQUIRED = (
+    # hosts: namespaces and links, sshd, the mail daemons, TLS, lookups, listeners
+    "ip", "ss", "sshd", "ssh", "ssh-keygen", "exim4", "dovecot", "openssl", "getent", "python3",
+    # firewalls, as the corpus and the fix tests set them up and read them
+    "iptables", "ip6tables", "iptables-save", "ip6tables-save", "iptables-restore",
+    "ip6tables-restore", "iptables-legacy", "ip6tables-legacy", "iptables-legacy-save",
+    "ip6tables-legacy-save", "nft", "ufw", "ipset",
+    # firewalld in a host (lab_firewalld.sh): its own D-Bus and a private /etc/firewalld
+    "firewalld", "firewall-cmd", "dbus-daemon", "unshare", "mount",
+    # what mailcheck runs on a lab host: the guide's tools, and the minimal PATH of
+    # test_check_faults.test_missing_commands
+    "dig", "lsof", "nc", "whois", "ps", "ls", "tail", "timeout", "mktemp", "rm", "setsid",
+    # plumbing, and what tests/test_packages.py asks
+    "sh", "env", "cat", "cp", "mkdir", "sleep", "dpkg", "dpkg-query",
+)
+SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class UndeclaredProgram(RuntimeError):
+    """Lab code ran a program that REQUIRED does not declare."""
 
 
 def missing_prerequisites() -> list[str]:
@@ -37,13 +61,36 @@ def missing_prerequisites() -> list[str]:
     missing = []
     if os.geteuid() != 0:
         missing.append("root (network namespaces need it)")
-    for prog in REQUIRED:
-        if not (shutil.which(prog) or shutil.which(prog, path="/usr/sbin:/sbin")):
-            missing.append(prog)
+    missing += [prog for prog in REQUIRED if not shutil.which(prog, path=SBIN_PATH)]
     return missing
 
 
+def programs_run(argv: tuple[str, ...] | list[str]) -> list[str]:
+    """The programs an argv runs: its first word, and what `env` or `ip netns exec` runs."""
+    names, rest = [], list(argv)
+    while rest:
+        names.append(Path(rest[0]).name)
+        if names[-1] == "env":
+            rest = rest[1:]
+            while rest and ("=" in rest[0] or rest[0].startswith("-")):
+                rest = rest[1:]
+        elif rest[:3] == ["ip", "netns", "exec"]:
+            rest = rest[4:]
+        else:
+            break
+    return names
+
+
+def require_declared(argv: tuple[str, ...] | list[str]) -> None:
+    for name in programs_run(argv):
+        if name not in REQUIRED:
+            raise UndeclaredProgram(
+                f"the lab ran {name!r} ({' '.join(argv)[:120]}), which tests/labhost.py REQUIRED "
+                "does not declare: add it there, and its Debian package to scripts/apt-packages.txt")
+
+
 def _run(*argv: str, check: bool = True, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
+    require_declared(argv)
     return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=timeout, **kw)
 
 
@@ -125,8 +172,17 @@ class LabHost:
         script = Path(__file__).parent / "lab_firewalld.sh"
         self.sh("sh", str(script), str(self.workdir), timeout=60)
 
+    def popen(self, *argv: str, **kw) -> subprocess.Popen:
+        """Start a long-running program inside the host, in a session of its own."""
+        require_declared(argv)
+        proc = subprocess.Popen(["ip", "netns", "exec", self.ns, *argv], stdin=subprocess.DEVNULL,
+                                start_new_session=True, **kw)
+        self.pids_started.append(proc.pid)
+        return proc
+
     def daemon(self, *argv: str) -> None:
         """Start a self-daemonizing program inside the host (its fds not kept)."""
+        require_declared(argv)
         err = self.workdir / f"{Path(argv[0]).name}.start.log"
         with open(err, "w") as fh:
             rc = subprocess.run(["ip", "netns", "exec", self.ns, *argv], stdin=subprocess.DEVNULL,
@@ -197,14 +253,11 @@ class LabHost:
         lines = [f"{self.ip} {pub}"] + ([f"{self.ip6} {pub}"] if self.ipv6 else [])
         self.known_hosts.write_text("\n".join(lines) + "\n")
         Path("/run/sshd").mkdir(exist_ok=True)
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, "/usr/sbin/sshd", "-D", "-e", "-p", "22",
-             "-h", str(hostkey), "-o", "StrictModes=no", "-o", f"AuthorizedKeysFile={auth}",
-             "-o", f"PidFile={self.workdir / 'sshd.pid'}", "-o", "MaxSessions=10", "-o", "UseDNS=no"],
-            stdout=subprocess.DEVNULL, stderr=open(self.workdir / "sshd.log", "w"),
-            start_new_session=True,
-        )
-        self.pids_started.append(proc.pid)
+        with open(self.workdir / "sshd.log", "w") as log:
+            self.popen("/usr/sbin/sshd", "-D", "-e", "-p", "22", "-h", str(hostkey),
+                       "-o", "StrictModes=no", "-o", f"AuthorizedKeysFile={auth}",
+                       "-o", f"PidFile={self.workdir / 'sshd.pid'}", "-o", "MaxSessions=10",
+                       "-o", "UseDNS=no", stdout=subprocess.DEVNULL, stderr=log)
         self.wait_listening({22})
 
     # --- mail services -------------------------------------------------------
@@ -309,13 +362,11 @@ class LabHost:
         host's veth; removed at teardown.
         """
         table = f"mclab_{self.index}"
-        rules = "; ".join(f"oifname {self.veth} tcp dport {p} drop" for p in ports)
         _run("nft", f"add table inet {table}")
         _run("nft", f"add chain inet {table} out {{ type filter hook output priority 0; policy accept; }}")
         for p in ports:
             _run("nft", f"add rule inet {table} out oifname {self.veth} tcp dport {p} drop")
         self._provider_table = True
-        del rules
 
     # --- lifecycle -------------------------------------------------------------
     def close(self) -> None:
