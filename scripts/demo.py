@@ -33,8 +33,9 @@ def main(argv: list[str]) -> int:
                 "--dports", "25,143,993,587,465", "-j", "DROP")
         print(f"lab host mx{host.index} at {host.ip}: exim and dovecot running, "
               "mail ports dropped by iptables (the guide's case 1)\n", file=sys.stderr)
-        cmd = ["mailcheck", "check", f"root@{host.ip}", "-i", str(key),
-               "--known-hosts", str(host.known_hosts), *argv]
+        mailcheck = Path(sys.executable).with_name("mailcheck")  # .venv/bin/mailcheck
+        cmd = [str(mailcheck) if mailcheck.exists() else "mailcheck", "check", f"root@{host.ip}",
+               "-i", str(key), "--known-hosts", str(host.known_hosts), *argv]
         print("$ " + " ".join(cmd), file=sys.stderr)
         return subprocess.run(cmd).returncode
     finally:
