@@ -31,7 +31,7 @@ from tests.labdns import LabResolver, is_lab_address
 
 # Every program the lab runs on this machine: these fixtures, the lab tests, the firewall
 # corpus' setup commands, lab_firewalld.sh, the demo, and what mailcheck runs on a lab host.
-# _run(), LabHost.sh() and LabHost.daemon() refuse a program not declared here;
+# _run() and LabHost.sh(), .popen() and .daemon() refuse a program not declared here;
 # tests/test_packages.py finds the programs lab code names and checks that each is declared
 # here and comes from a Debian package in scripts/apt-packages.txt (or a required one).
 REQUIRED = (

@@ -1,11 +1,11 @@
 """scripts/apt-packages.txt installs every program the lab runs (issue 8).
 
 1. Lab code declares what it runs: the programs named in the lab's Python (calls of
-   LabHost.sh/daemon, _run, subprocess, also through `sh -c`, `env` and `ip netns exec`),
-   in its shell scripts, and in the firewall corpus' setup commands are all in
-   tests/labhost.py REQUIRED or tests/test_container.py REQUIRED. (At run time _run(),
-   LabHost.sh() and LabHost.daemon() refuse an undeclared program too, which covers argv
-   built at run time, e.g. the fix commands the tests apply.)
+   LabHost.sh/popen/daemon, _run, subprocess, also through `sh -c`, `env` and `ip netns
+   exec`), in its shell scripts, and in the firewall corpus' setup commands are all in
+   tests/labhost.py REQUIRED or tests/test_container.py REQUIRED. (At run time _run() and
+   LabHost.sh/popen/daemon refuse an undeclared program too, which covers argv built at
+   run time, e.g. the fix commands the tests apply.)
 2. Each declared program comes from a Debian package that scripts/apt-packages.txt
    lists, or one of Priority: required: `dpkg -S "$(command -v PROG)"`, also trying the
    resolved symlink (alternatives) and the other side of merged /usr.
