@@ -17,7 +17,7 @@ import os
 import re
 import secrets
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -33,7 +33,7 @@ from bot.errors import (
     UnreachableError,
 )
 from bot.models import Command, CommandResult
-from config.inventory import Host
+from config.inventory import Host, Inventory, parse_target
 from config.settings import Settings
 
 _MARK = re.compile(rb"^(?P<b>[0-9a-f]{32}) (?P<i>\d+) (?P<k>[oer])$", re.M)
@@ -260,6 +260,19 @@ class SSHTransport:
                 conn.close()
                 await conn.wait_closed()
         self._conn = self._jump_conn = None
+
+
+def ssh_connect(settings: Settings, inventory: Inventory) -> Callable[[Host], Transport]:
+    """connect(host): an SSH transport to `host`, through its jump host when it names one
+    (an inventory name, or [user@]host[:port] with the host's identity and known_hosts)."""
+
+    def connect(host: Host) -> Transport:
+        jump = None
+        if host.jump:
+            jump = parse_target(host.jump, inventory, host.identity_file, host.known_hosts)
+        return SSHTransport(host, settings, jump=jump)
+
+    return connect
 
 
 # --- the one place where a `sh -c` script is built (fixes: backup, dead-man job) ---
