@@ -14,9 +14,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bot.checks.registry import STEPS
 from bot.errors import MailcheckError
 from bot.fixes.cli import add_audit, add_fix, add_rollback, cmd_fix_main
-from bot.models import STEPS, Report, StepResult
+from bot.models import Report, StepResult
 from bot.slack.cli import add_serve, cmd_serve
 from config.settings import Settings
 

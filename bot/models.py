@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 INBOUND_PORTS: tuple[int, ...] = (25, 465, 587, 143, 993)
 OUTBOUND_PORTS: tuple[int, ...] = (25, 465, 587)
-STEPS: tuple[str, ...] = ("tools", "services", "ports", "firewall", "conclusion")
 
 Direction = Literal["inbound", "outbound"]
 Family = Literal["ipv4", "ipv6"]

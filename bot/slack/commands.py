@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bot.checks.registry import REGISTRY, STEPS
 from config.inventory import Host, Inventory
 
-SINGLE_STEPS = ("tools", "services", "ports", "firewall")
+SINGLE_STEPS = tuple(c.name for c in REGISTRY if not c.needs)  # a step that reads no other
 USAGE = (
     "*Usage*\n"
-    "• `/mailcheck HOST`: the full check of an inventory host (tools, services, ports, "
-    "firewall, conclusion)\n"
+    f"• `/mailcheck HOST`: the full check of an inventory host ({', '.join(STEPS)})\n"
     "• `/mailcheck HOST STEP`: one step only, STEP one of " + ", ".join(SINGLE_STEPS) + "\n"
     "• `/mailcheck hosts`: the hosts you can check\n"
     "• `/mailcheck help`: this text\n"

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 from slack_sdk.errors import SlackApiError
 
+from bot.checks.registry import STEPS
 from bot.errors import MailcheckError, TransportError
-from bot.models import STEPS, Report, StepResult
+from bot.models import Report, StepResult
 from bot.render import blockkit
 from bot.slack.ports import Engine, FixService
 from bot.slack.poster import NOT_IN_CHANNEL, LiveMessage, ResponseUrlMessage, SlackPoster

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 
-from bot.models import STEPS, Finding, Fix, Report, StepResult
+from bot.checks.registry import STEPS
+from bot.models import Finding, Fix, Report, StepResult
 from bot.slack.app import bot_of, build_app
 from bot.slack.ports import InMemoryFixService, Progress
 from bot.slack.server import run_app
