@@ -2,7 +2,7 @@
 
 Same code path as the Slack button: the check's fixes are registered as
 plans, then applied by plan id through FixService.apply (the actor is
-`cli:<login>`: the person holding the SSH key; the read-only switch applies).
+Actor("cli", login): the person holding the SSH key; the read-only switch applies).
 
 bot/cli.py's COMMANDS table holds (name, add_NAME, cmd_NAME_main) for each;
 tests call `run(args, FixCli(...))` with fakes.
@@ -25,7 +25,7 @@ from bot.fixes.apply import Connect
 from bot.fixes.outcomes import ApplyOutcome, RollbackOutcome
 from bot.fixes.service import FixService
 from bot.fixes.verify import CheckEngine, engine_verifier
-from bot.models import Fix, Report
+from bot.models import Actor, Fix, Report
 from bot.store import AuditEntry, SQLiteStore
 from config.inventory import Host, Inventory
 from config.settings import Settings
@@ -47,7 +47,7 @@ class FixCli:
     connect: Connect | None = None
     ask: Callable[[str], str] = input
     out: TextIO = field(default_factory=lambda: sys.stdout)
-    actor: str = field(default_factory=lambda: f"cli:{getpass.getuser()}")
+    actor: Actor = field(default_factory=lambda: Actor("cli", getpass.getuser()))
 
     def service(self) -> FixService:
         return FixService(
@@ -191,9 +191,9 @@ async def cmd_fix(cli: FixCli, target: str, ids: list[str], *, all_fixes: bool =
 
 def print_apply(cli: FixCli, out: ApplyOutcome) -> None:
     cli.say(f"{out.fix_id}: {out.status}: {out.message}")
-    before = {(p.direction, p.family, p.port): p for p in out.before.ports}
+    before = {p.key: p for p in out.before.ports}
     for p in out.after.ports:
-        old = before.get((p.direction, p.family, p.port))
+        old = before.get(p.key)
         was = (old.outside or old.firewall) if old else "?"
         cli.say(f"    {p.direction} {p.family} {p.port}: {was} -> {p.outside or p.firewall}")
     if out.change_id:

@@ -49,15 +49,16 @@ def _open(p: PortStatus) -> bool:
 
 
 def compare(fix: Fix, ports: Sequence[PortStatus]) -> VerifyResult:
-    """Every (direction, family, port) of fix.expected_allow must now pass."""
-    by_key = {(p.direction, p.family, p.port): p for p in ports}
+    """Every port of fix.expected_allow must now pass."""
+    by_key = {p.key: p for p in ports}
     missing = []
-    for direction, family, port in fix.expected_allow:
-        p = by_key.get((direction, family, port))
+    for key in fix.expected_allow:
+        p = by_key.get(key)
+        where = f"{key.direction} {key.family} {key.port}"
         if p is None:
-            missing.append(f"{direction} {family} {port}: not checked")
+            missing.append(f"{where}: not checked")
         elif not _open(p):
-            missing.append(f"{direction} {family} {port}: {p.outside or p.firewall}")
+            missing.append(f"{where}: {p.outside or p.firewall}")
     return VerifyResult(achieved=not missing, ports=list(ports), missing=missing)
 
 

@@ -20,7 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.fixes import FixService as RealFixService
 from bot.fixes.policy import slack_group_members
 from bot.fixes.verify import CheckEngine, engine_verifier
-from bot.models import Report
+from bot.models import Actor, Report
 from bot.render import blockkit
 from bot.slack.ports import FixAction
 from bot.slack.poster import SlackPoster
@@ -35,11 +35,11 @@ class ServiceFixes:
         self.service = service
 
     async def register(self, report: Report, requested_by: str, channel: str = "") -> dict[str, str]:
-        await self.service.record_check(report, requested_by, channel)
-        return await self.service.register(report, requested_by, channel)
+        await self.service.record_check(report, Actor("slack", requested_by), channel)
+        return await self.service.register(report, Actor("slack", requested_by), channel)
 
     async def handle_apply(self, action: FixAction) -> None:
-        out = await self.service.apply(action.value, action.user_id)
+        out = await self.service.apply(action.value, Actor("slack", action.user_id))
         if out.changed_host:
             blocks = blockkit.applied_blocks(
                 action.message_blocks, action.action_id, action.value, actor=out.actor or action.user_id,
@@ -60,7 +60,7 @@ class ServiceFixes:
                         or out.status in ("expired", "precondition_changed", "void") else "")
 
     async def handle_rollback(self, action: FixAction) -> None:
-        out = await self.service.rollback(action.value, action.user_id)
+        out = await self.service.rollback(action.value, Actor("slack", action.user_id))
         if out.ok:
             blocks = blockkit.rolled_back_blocks(
                 action.message_blocks, action.action_id, action.value, actor=out.actor or action.user_id,

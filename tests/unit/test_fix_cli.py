@@ -7,7 +7,7 @@ import io
 import json
 
 from bot.fixes.cli import FixCli, add_subcommands, run
-from bot.models import PortStatus, Report
+from bot.models import Actor, PortStatus, Report
 from tests.unit.fakehost import FakeHost
 from tests.unit.fixtures_fixes import RULES, fix, inventory, report, settings
 
@@ -39,7 +39,7 @@ def cli(tmp_path, answers=("y",), **kw):
 
     out = io.StringIO()
     c = FixCli(settings(tmp_path, **kw), inventory(), FakeEngine(host), connect=host.connect,
-               ask=ask, out=out, actor="cli:alice")
+               ask=ask, out=out, actor=Actor("cli", "alice"))
     return c, host, out
 
 
