@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from bot.engine import Checker
 from bot.errors import MailcheckError
 from bot.fixes.apply import Connect
 from bot.fixes.outcomes import ApplyOutcome, RollbackOutcome
 from bot.fixes.service import FixService
-from bot.fixes.verify import CheckEngine, engine_verifier
+from bot.fixes.verify import engine_verifier
 from bot.models import Actor, Fix, Report
 from bot.store import AuditEntry, SQLiteStore
 from config.inventory import Host, Inventory
@@ -43,7 +44,7 @@ def _ssh_connect(settings: Settings) -> Connect:
 class FixCli:
     settings: Settings
     inventory: Inventory
-    engine: CheckEngine | None = None
+    engine: Checker | None = None
     connect: Connect | None = None
     ask: Callable[[str], str] = input
     out: TextIO = field(default_factory=lambda: sys.stdout)

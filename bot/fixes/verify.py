@@ -10,18 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from bot.models import Fix, PortStatus, Report
+from bot.engine import Checker
+from bot.models import Fix, PortStatus
 from config.inventory import Host
 
 Verifier = Callable[[Host, Fix], Awaitable[list[PortStatus]]]
-
-
-class CheckEngine(Protocol):
-    """What verify needs of the engine: Engine.check(host, *, steps=None, progress=None)."""
-
-    async def check(self, host: Host, *, steps=None, progress=None) -> Report: ...
 
 
 @dataclass(frozen=True)
@@ -32,7 +26,7 @@ class VerifyResult:
     error: str | None = None
 
 
-def engine_verifier(engine: CheckEngine) -> Verifier:
+def engine_verifier(engine: Checker) -> Verifier:
     """Verify with a full check by the engine (services, ports with outside probe, firewall)."""
 
     async def verify(host: Host, fix: Fix) -> list[PortStatus]:

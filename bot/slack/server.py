@@ -25,9 +25,10 @@ from slack_bolt.middleware.authorization.async_single_team_authorization import 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.engine import Checker
 from bot.errors import ConfigError
 from bot.slack.app import bot_of, build_app, make_client
-from bot.slack.ports import Engine, FixService
+from bot.slack.contracts import FixService
 from config.inventory import Inventory, load_inventory
 from config.settings import Settings
 
@@ -127,7 +128,7 @@ async def _run_app(app: AsyncApp, settings: Settings, stop: asyncio.Event,
 
 
 def default_services(settings: Settings, inventory: Inventory,
-                     client: AsyncWebClient) -> tuple[Engine, FixService]:
+                     client: AsyncWebClient) -> tuple[Checker, FixService]:
     """The production engine (bot.engine) and fix service (bot.fixes via ServiceFixes)."""
     from bot.engine import Engine as RealEngine
     from bot.slack.service_fixes import service_fixes
@@ -137,7 +138,7 @@ def default_services(settings: Settings, inventory: Inventory,
 
 
 async def serve(settings: Settings, *, inventory: Inventory | None = None,
-                engine: Engine | None = None, fixes: FixService | None = None) -> None:
+                engine: Checker | None = None, fixes: FixService | None = None) -> None:
     """The `mailcheck serve` entry point: runs until SIGINT/SIGTERM."""
     inventory = inventory if inventory is not None else load_inventory(settings.inventory)
     client = make_client(settings)

@@ -17,12 +17,13 @@ import logging
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.engine import Checker
 from bot.fixes import FixService as RealFixService
 from bot.fixes.policy import slack_group_members
-from bot.fixes.verify import CheckEngine, engine_verifier
+from bot.fixes.verify import engine_verifier
 from bot.models import Actor, Report
 from bot.render import blockkit
-from bot.slack.ports import FixAction
+from bot.slack.contracts import FixAction
 from bot.slack.poster import SlackPoster
 from config.inventory import Inventory
 from config.settings import Settings
@@ -108,7 +109,7 @@ class ServiceFixes:
             await poster.close()
 
 
-def service_fixes(settings: Settings, inventory: Inventory, engine: CheckEngine,
+def service_fixes(settings: Settings, inventory: Inventory, engine: Checker,
                   client: AsyncWebClient) -> ServiceFixes:
     """bot.fixes.FixService as `mailcheck serve` runs it: SQLite store, SSH, verified by
     the same engine, approver user groups resolved through Slack (usergroups:read)."""
