@@ -19,10 +19,10 @@ from typing import Protocol
 from bot.checks.base import Check, CheckInput, StepOutcome, closure, dependency_order
 from bot.checks.registry import all_checks
 from bot.errors import TargetError
-from bot.gather import Connect, Gather
+from bot.gather import Gather
 from bot.models import PortStatus, Report, StepResult
 from bot.probes import Prober
-from bot.transport import ssh_connect
+from bot.transport import Connect, ssh_connect
 from config.inventory import Host, Inventory
 from config.settings import Settings
 

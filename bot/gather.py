@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from bot.checks import facts
 from bot.checks.base import Check, CheckContext
@@ -22,10 +22,8 @@ from bot.checks.facts import HostFacts
 from bot.errors import ConnectionLost, MailcheckError, TransportError
 from bot.models import INBOUND_PORTS, OUTBOUND_PORTS, Command, CommandResult, PortStatus
 from bot.probes import Prober, ProbeReport, route_source
-from bot.transport import Transport
+from bot.transport import Connect, Transport
 from config.inventory import Host
-
-Connect = Callable[[Host], Transport]
 
 
 class Gather:

@@ -262,7 +262,10 @@ class SSHTransport:
         self._conn = self._jump_conn = None
 
 
-def ssh_connect(settings: Settings, inventory: Inventory) -> Callable[[Host], Transport]:
+Connect = Callable[[Host], Transport]  # connect(host) -> a transport to it
+
+
+def ssh_connect(settings: Settings, inventory: Inventory) -> Connect:
     """connect(host): an SSH transport to `host`, through its jump host when it names one
     (an inventory name, or [user@]host[:port] with the host's identity and known_hosts)."""
 

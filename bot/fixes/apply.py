@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -37,11 +37,10 @@ from bot.fixes.backup import (
 )
 from bot.models import Command, CommandResult, Precondition
 from bot.store import ChangeRecord, PlanRecord
-from bot.transport import Transport, detached_command, script_command
+from bot.transport import Connect, Transport, detached_command, script_command
 from config.inventory import Host
 from config.settings import Settings
 
-Connect = Callable[[Host], Transport]
 ApplierStatus = Literal["applied", "not_started", "precondition_changed", "backup_failed",
                       "command_failed", "restored_by_host", "connection_lost", "unreachable"]
 GRACE = 3.0  # seconds after the deadline before looking whether the host restored itself

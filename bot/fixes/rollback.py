@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bot.fixes.apply import CommandLog, Connect
+from bot.fixes.apply import CommandLog
 from bot.fixes.backup import backup_for, line_from_dict, normalize_ruleset
 from bot.models import Command
 from bot.store import ChangeRecord
-from bot.transport import script_command
+from bot.transport import Connect, script_command
 from config.settings import Settings
 
 

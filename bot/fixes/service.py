@@ -25,7 +25,7 @@ import secrets
 import time
 
 from bot.errors import TransportError
-from bot.fixes.apply import Applier, ApplyResult, Connect
+from bot.fixes.apply import Applier, ApplyResult
 from bot.fixes.outcomes import ApplyOutcome, RollbackOutcome, Snapshot
 from bot.fixes.plans import PlanBook, digest_problem
 from bot.fixes.policy import GroupMembers, Policy
@@ -33,6 +33,7 @@ from bot.fixes.rollback import restore_change
 from bot.fixes.verify import Verifier, run_verify
 from bot.models import Actor, Report
 from bot.store import AuditEntry, PlanRecord, Store
+from bot.transport import Connect
 from config.inventory import Host, Inventory
 from config.settings import Settings
 

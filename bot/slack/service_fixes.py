@@ -15,18 +15,11 @@ from __future__ import annotations
 
 import logging
 
-from slack_sdk.web.async_client import AsyncWebClient
-
-from bot.engine import Checker
 from bot.fixes import FixService as RealFixService
-from bot.fixes.policy import slack_group_members
-from bot.fixes.verify import engine_verifier
 from bot.models import Actor, Report
 from bot.render import blockkit
 from bot.slack.contracts import FixAction
 from bot.slack.poster import SlackPoster
-from config.inventory import Inventory
-from config.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -107,18 +100,3 @@ class ServiceFixes:
                 await poster.respond(action.response_url, msg)
         finally:
             await poster.close()
-
-
-def service_fixes(settings: Settings, inventory: Inventory, engine: Checker,
-                  client: AsyncWebClient) -> ServiceFixes:
-    """bot.fixes.FixService as `mailcheck serve` runs it: SQLite store, SSH, verified by
-    the same engine, approver user groups resolved through Slack (usergroups:read)."""
-    from bot.store import SQLiteStore
-    from bot.transport import SSHTransport
-
-    service = RealFixService(settings=settings, inventory=inventory,
-                             store=SQLiteStore(settings.db_path),
-                             connect=lambda host: SSHTransport(host, settings),
-                             verifier=engine_verifier(engine),
-                             group_members=slack_group_members(client))
-    return ServiceFixes(service)
