@@ -7,9 +7,11 @@ host's interfaces) and maps its decisions, findings and fixes into the report.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from bot import firewall
 from bot.checks.base import Check, CheckContext, CheckInput, StepOutcome, status_of
-from bot.models import INBOUND_PORTS, OUTBOUND_PORTS, Command, PortUpdate
+from bot.models import INBOUND_PORTS, OUTBOUND_PORTS, Command, PortKey, PortUpdate
 
 
 class Firewall(Check):
@@ -42,11 +44,12 @@ def context(inp: CheckInput) -> firewall.AnalysisContext:
     )
 
 
-def blocked_summary(decisions: dict) -> str:
+def blocked_summary(decisions: Mapping[PortKey, firewall.PortVerdict]) -> str:
     """'blocks inbound 25, 143; outbound 25' (ports of either family), or 'no mail port blocked'."""
     parts = []
     for direction in ("inbound", "outbound"):
-        ports = sorted({k[2] for k, d in decisions.items() if k[0] == direction and d.verdict == "block"})
+        ports = sorted({k.port for k, d in decisions.items()
+                        if k.direction == direction and d.verdict == "block"})
         if ports:
             parts.append(f"{direction} {', '.join(map(str, ports))}")
     return f"blocks {'; '.join(parts)}" if parts else "no mail port blocked"
