@@ -1,8 +1,8 @@
-"""The `mailcheck` command line. Subcommands live in one table (COMMANDS).
+"""The `mailcheck` command line: the parser, `main`, and the check handler.
 
-To add one: write `def add_NAME(sub)` that builds its parser and
-`async def cmd_NAME(args, settings) -> int`, and add ("NAME", add_NAME,
-cmd_NAME) to COMMANDS. Settings are built once in main() and passed down.
+Each subcommand is a parser builder `add_NAME(sub)` and a handler
+`async cmd_NAME(args, console) -> int`, listed once in COMMANDS. main() builds the
+settings and the wiring once (bot/wiring.py) and gives each handler a Console.
 """
 
 from __future__ import annotations
@@ -11,16 +11,48 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
+from bot.checks.registry import STEPS
+from bot.console import Console
 from bot.errors import MailcheckError
-from bot.fixes.cli import add_audit, add_fix, add_rollback, cmd_fix_main
-from bot.models import STEPS, Report, StepResult
+from bot.fixes.cli import (
+    Handler,
+    add_audit,
+    add_fix,
+    add_rollback,
+    cmd_audit,
+    cmd_fix,
+    cmd_rollback,
+)
+from bot.models import Report, StepResult
+from bot.render import terminal
 from bot.slack.cli import add_serve, cmd_serve
+from bot.wiring import Wiring
+from config.inventory import resolve_target
 from config.settings import Settings
 
-Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+DESCRIPTION = """\
+Find out why a Linux mail server cannot send or receive mail, and fix it with a
+teammate's approval. `mailcheck check HOST` walks the mail-firewall guide's steps
+on the host (over SSH) and from outside; `mailcheck fix HOST` applies what it
+proposes, with a backup, a lock-out guard and a check afterwards."""
+
+EPILOG = """\
+HOST is a name from the inventory (MAILCHECK_INVENTORY), or [user@]host[:port]
+with -i IDENTITY and --known-hosts FILE. Host keys are always verified.
+
+examples:
+  mailcheck check mx1
+  mailcheck check admin@203.0.113.10:2222 -i ~/.ssh/id_ed25519 --known-hosts ~/.ssh/known_hosts
+  mailcheck check mx1 --json --step firewall
+  mailcheck fix mx1 --all
+  mailcheck rollback CHANGE_ID
+  mailcheck audit --host mx1
+
+exit status: 0 mail can flow, 1 a finding says it cannot, 2 the check could not run.
+Run `mailcheck COMMAND --help` for a command's options."""
 
 
 def add_check(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -37,16 +69,11 @@ def add_check(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-async def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.engine import Engine
-    from bot.render import terminal
-    from bot.transport import LocalTransport
-    from config.inventory import load_inventory
-
-    inventory = load_inventory(settings.inventory)
-    host = resolve_target(args.target, inventory, args.identity, args.known_hosts)
-    factory = (lambda h: LocalTransport(h.name)) if args.local else None
-    engine = Engine(settings, inventory, transport_factory=factory, outbound_target=args.outbound_test)
+async def cmd_check(args: argparse.Namespace, console: Console) -> int:
+    """`mailcheck check TARGET`: the report on stdout, progress on stderr."""
+    wiring = console.wiring
+    host = resolve_target(args.target, wiring.inventory, args.identity, args.known_hosts)
+    engine = wiring.engine(local=args.local, outbound_target=args.outbound_test)
 
     async def progress(step: StepResult, report: Report) -> None:
         print(terminal.progress_line(step), file=sys.stderr, flush=True)
@@ -60,48 +87,34 @@ async def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     return report.exit_code
 
 
-def resolve_target(target: str, inventory, identity: Path | None, known_hosts: Path | None):
-    """An inventory name, or `[user@]host[:port]`.
-
-    A bare single word that is not in the inventory is taken for a mistyped
-    inventory name (the error lists the known ones), not for a host name:
-    ad-hoc hosts need a dotted name, an IP address or `user@`.
-    """
-    import ipaddress
-
-    from config.inventory import parse_target
-
-    bare = not any(c in target for c in "@:.[") and target != "localhost"
-    if bare and target not in inventory.hosts:
-        try:
-            ipaddress.ip_address(target)
-        except ValueError:
-            inventory.get(target)  # raises TargetError naming the known hosts
-    return parse_target(target, inventory, identity, known_hosts)
-
-
 COMMANDS: list[tuple[str, Callable[[argparse._SubParsersAction], argparse.ArgumentParser], Handler]] = [
     ("check", add_check, cmd_check),
+    ("fix", add_fix, cmd_fix),
+    ("rollback", add_rollback, cmd_rollback),
+    ("audit", add_audit, cmd_audit),
     ("serve", add_serve, cmd_serve),
-    ("fix", add_fix, cmd_fix_main),
-    ("rollback", add_rollback, cmd_fix_main),
-    ("audit", add_audit, cmd_fix_main),
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mailcheck", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="mailcheck", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for _name, add, handler in COMMANDS:
         add(sub).set_defaults(handler=handler)
     return parser
 
 
+async def run(args: argparse.Namespace, console: Console) -> int:
+    """Run the handler the parser chose for `args`."""
+    return await args.handler(args, console)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = Settings()
-        return asyncio.run(args.handler(args, settings))
+        console = Console(Wiring(Settings()))
+        return asyncio.run(run(args, console))
     except MailcheckError as e:
         print(f"mailcheck: {e}", file=sys.stderr)
         return 2

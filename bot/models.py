@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, NamedTuple
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 INBOUND_PORTS: tuple[int, ...] = (25, 465, 587, 143, 993)
 OUTBOUND_PORTS: tuple[int, ...] = (25, 465, 587)
-STEPS: tuple[str, ...] = ("tools", "services", "ports", "firewall", "conclusion")
 
 Direction = Literal["inbound", "outbound"]
 Family = Literal["ipv4", "ipv6"]
@@ -121,6 +120,27 @@ class PortStatus(BaseModel):
     @property
     def key(self) -> PortKey:
         return PortKey(self.direction, self.family, self.port)
+
+
+class PortUpdate(BaseModel):
+    """What a step learned about one port: the PortStatus fields it sets, and only those.
+
+    A misspelled or unknown field is an error (extra="forbid"), and applying it
+    validates the result, so a wrong value cannot reach the report.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    outside: Outside | None = None
+    listening: Listening = "unknown"
+    process: str | None = None
+    firewall: FirewallVerdict = "unknown"
+    blocked_by: str | None = None
+    detail: str | None = None
+
+    def apply(self, port: PortStatus) -> PortStatus:
+        """`port` with the fields this update set (explicitly, None included) replaced."""
+        return PortStatus.model_validate({**port.model_dump(), **self.model_dump(exclude_unset=True)})
 
 
 class Finding(BaseModel):

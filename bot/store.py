@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field
 
 from bot.models import Fix, PortStatus
 from config.inventory import Host
@@ -54,7 +54,8 @@ class ChangeRecord(BaseModel):
     applied_by: str
     applied_at: float
     backup_dir: str
-    restore_steps: list[dict] = Field(default_factory=list)  # transport.Step fields
+    restore_lines: list[dict] = Field(  # transport.ScriptLine fields; older rows: restore_steps
+        default_factory=list, validation_alias=AliasChoices("restore_lines", "restore_steps"))
     ruleset_before: str = ""
     ruleset_after: str = ""
     state: ChangeState = "applied"

@@ -17,7 +17,7 @@ import os
 import re
 import secrets
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -33,7 +33,7 @@ from bot.errors import (
     UnreachableError,
 )
 from bot.models import Command, CommandResult
-from config.inventory import Host
+from config.inventory import Host, Inventory, parse_target
 from config.settings import Settings
 
 _MARK = re.compile(rb"^(?P<b>[0-9a-f]{32}) (?P<i>\d+) (?P<k>[oer])$", re.M)
@@ -262,11 +262,27 @@ class SSHTransport:
         self._conn = self._jump_conn = None
 
 
+Connect = Callable[[Host], Transport]  # connect(host) -> a transport to it
+
+
+def ssh_connect(settings: Settings, inventory: Inventory) -> Connect:
+    """connect(host): an SSH transport to `host`, through its jump host when it names one
+    (an inventory name, or [user@]host[:port] with the host's identity and known_hosts)."""
+
+    def connect(host: Host) -> Transport:
+        jump = None
+        if host.jump:
+            jump = parse_target(host.jump, inventory, host.identity_file, host.known_hosts)
+        return SSHTransport(host, settings, jump=jump)
+
+    return connect
+
+
 # --- the one place where a `sh -c` script is built (fixes: backup, dead-man job) ---
 
 
 @dataclass(frozen=True)
-class Step:
+class ScriptLine:
     """One line of a script: argv plus optional redirections to fixed paths.
 
     Every word and every path is quoted by shlex here; the script's only
@@ -277,7 +293,7 @@ class Step:
     stdin: str | None = None
     stdout: str | None = None
     append: bool = False
-    check: bool = True  # False: a failure of this step does not stop the script
+    check: bool = True  # False: a failure of this line does not stop the script
 
     def line(self) -> str:
         text = shlex.join(self.argv)
@@ -288,20 +304,20 @@ class Step:
         return text if self.check else f"{text} || :"
 
 
-def script_command(steps: Sequence[Step], *, timeout: float = 30.0) -> Command:
-    """A Command running `steps` in order under `sh -e` (the first failure stops it)."""
-    body = "set -e\n" + "\n".join(s.line() for s in steps) + "\n"
+def script_command(lines: Sequence[ScriptLine], *, timeout: float = 30.0) -> Command:
+    """A Command running `lines` in order under `sh -e` (the first failure stops it)."""
+    body = "set -e\n" + "\n".join(s.line() for s in lines) + "\n"
     return Command(("sh", "-c", body), timeout=timeout)
 
 
 def detached_command(
-    steps: Sequence[Step], *, delay: int, armed: str, log: str
+    lines: Sequence[ScriptLine], *, delay: int, armed: str, log: str
 ) -> Command:
-    """Start, detached from the SSH session, a job that runs `steps` after `delay` s.
+    """Start, detached from the SSH session, a job that runs `lines` after `delay` s.
 
     The job runs only if it can atomically rename the file `armed` (to
     `armed`.fired); whoever renames it first wins, so renaming it away
-    (`mv armed armed.cancelled`) cancels the job. All steps are tried even
+    (`mv armed armed.cancelled`) cancels the job. All lines are tried even
     if one fails. `setsid -f` returns at once; the job outlives the session.
     """
     q = shlex.quote
@@ -310,7 +326,7 @@ def detached_command(
         f"sleep {int(delay)}",
         f"mv {q(armed)} {q(armed + '.fired')} 2>/dev/null || exit 0",
         "date -u",
-        *(s.line() for s in steps),
+        *(s.line() for s in lines),
         "echo restored",
     ]) + "\n"
     return Command(("setsid", "-f", "sh", "-c", body), timeout=10)

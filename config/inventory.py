@@ -171,3 +171,25 @@ def parse_target(
     except (ValidationError, ValueError) as e:
         msg = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
         raise TargetError(f"malformed target {target!r}: {msg}") from e
+
+
+def resolve_target(
+    target: str,
+    inventory: Inventory,
+    identity_file: Path | None = None,
+    known_hosts: Path | None = None,
+) -> Host:
+    """What a person typed after `mailcheck check` / `mailcheck fix`: an inventory name, or
+    `[user@]host[:port]`.
+
+    A bare single word that is not in the inventory is taken for a mistyped inventory
+    name (the TargetError lists the known ones), not for a host name: ad-hoc hosts need a
+    dotted name, an IP address or `user@`.
+    """
+    bare = not any(c in target for c in "@:.[") and target != "localhost"
+    if bare and target not in inventory.hosts:
+        try:
+            ipaddress.ip_address(target)
+        except ValueError:
+            inventory.get(target)  # raises TargetError naming the known hosts
+    return parse_target(target, inventory, identity_file, known_hosts)

@@ -7,26 +7,34 @@ host's interfaces) and maps its decisions, findings and fixes into the report.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from bot import firewall
-from bot.checks import CheckInput, StepOutcome, status_of
-from bot.models import INBOUND_PORTS, OUTBOUND_PORTS, Command
-
-NAME = "firewall"
-NEEDS: tuple[str, ...] = ()
+from bot.checks.base import Check, CheckContext, CheckInput, StepOutcome, status_of
+from bot.models import INBOUND_PORTS, OUTBOUND_PORTS, Command, PortKey, PortUpdate
 
 
-def commands() -> list[Command]:
-    return firewall.collect_commands()
+class Firewall(Check):
+    """Reads the rules over SSH. Not the probes: the verdict is for the prober's source
+    address, which the route gives before the probes end (CheckInput.sources)."""
+
+    name = "firewall"
+    ssh = "required"
+
+    def commands(self, ctx: CheckContext) -> list[Command]:
+        return firewall.collect_commands()
+
+    def evaluate(self, inp: CheckInput) -> StepOutcome:
+        return evaluate(inp)
 
 
 def context(inp: CheckInput) -> firewall.AnalysisContext:
     v4, v6 = inp.addresses.get("ipv4"), inp.addresses.get("ipv6")
-    sources = inp.probes.sources if inp.probes is not None else {}
     return firewall.AnalysisContext(
         inbound_ports=INBOUND_PORTS,
         outbound_ports=OUTBOUND_PORTS,
-        prober_v4=sources.get("ipv4"),
-        prober_v6=sources.get("ipv6"),
+        prober_v4=inp.sources.get("ipv4"),
+        prober_v6=inp.sources.get("ipv6"),
         host_v4=v4,
         host_v6=v6,
         inbound_iface=inp.facts.iface_of(v4) or inp.facts.iface_of(v6),
@@ -36,11 +44,12 @@ def context(inp: CheckInput) -> firewall.AnalysisContext:
     )
 
 
-def blocked_summary(decisions: dict) -> str:
+def blocked_summary(decisions: Mapping[PortKey, firewall.PortVerdict]) -> str:
     """'blocks inbound 25, 143; outbound 25' (ports of either family), or 'no mail port blocked'."""
     parts = []
     for direction in ("inbound", "outbound"):
-        ports = sorted({k[2] for k, d in decisions.items() if k[0] == direction and d.verdict == "block"})
+        ports = sorted({k.port for k, d in decisions.items()
+                        if k.direction == direction and d.verdict == "block"})
         if ports:
             parts.append(f"{direction} {', '.join(map(str, ports))}")
     return f"blocks {'; '.join(parts)}" if parts else "no mail port blocked"
@@ -48,13 +57,12 @@ def blocked_summary(decisions: dict) -> str:
 
 def evaluate(inp: CheckInput) -> StepOutcome:
     analysis = firewall.analyze(inp.results, context=context(inp))
-    ports = {key: {"firewall": d.verdict, "blocked_by": d.blocked_by}
+    ports = {key: PortUpdate(firewall=d.verdict, blocked_by=d.blocked_by)
              for key, d in analysis.decisions.items()}
-    findings = [f.model_copy(update={"step": f.step or NAME}) for f in analysis.findings]
+    findings = [f.model_copy(update={"step": f.step or Firewall.name}) for f in analysis.findings]
     summary = f"{analysis.backend}: " + blocked_summary(analysis.decisions)
     status = status_of(findings)
     if not analysis.decisions:
         status, summary = "warn", f"{analysis.backend}: no verdicts ({'; '.join(analysis.errors)[:200]})"
     evidence = analysis.evidence
-    return StepOutcome(status, summary, evidence, findings, list(analysis.fixes), ports,
-                       data={"backend": analysis.backend})
+    return StepOutcome(status, summary, evidence, findings, list(analysis.fixes), ports)

@@ -4,23 +4,50 @@ Turns the outside probes (bot.probes) into each inbound port's `outside`
 verdict and findings; reads the SMTP and TLS details too. `read_nc_output`
 reads the guide's `nc -vz IP PORT` text (Debian's netcat-openbsd and Rocky's
 ncat) into the same verdicts.
+
+SSH is optional here: the optional outbound test (`nc -vz` from the host) runs in the
+engine's batch when it connects anyway, and when SSH failed, a filtered port cannot be
+explained (no firewall, no listeners), so its failing findings become warnings.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
-from bot.checks import CheckInput, StepOutcome, status_of
+from bot.checks.base import Check, CheckContext, CheckInput, StepOutcome, status_of
 from bot.checks.catalogue import finding
-from bot.models import OUTBOUND_PORTS, Command, Finding
+from bot.models import OUTBOUND_PORTS, Command, Finding, PortKey, PortUpdate
 from bot.probes import PortProbe
 
-NAME = "ports"
-NEEDS: tuple[str, ...] = ()
+
+class Ports(Check):
+    name = "ports"
+    ssh = "optional"
+    uses_probes = True
+
+    def commands(self, ctx: CheckContext) -> list[Command]:
+        return outbound_commands(ctx.outbound_target) if ctx.outbound_target else []
+
+    def evaluate(self, inp: CheckInput) -> StepOutcome:
+        out = inbound(inp)
+        if inp.outbound_target:
+            ports, findings, lines = outbound(inp, inp.outbound_target)
+            out.ports.update(ports)
+            out.findings += findings
+            out.evidence = "\n".join(x for x in (out.evidence, *lines) if x)
+            if out.status != "skipped":
+                out.status = status_of(out.findings)
+        return out if inp.ssh_error is None else unexplained(out)
 
 
-def commands() -> list[Command]:
-    return []
+def unexplained(outcome: StepOutcome) -> StepOutcome:
+    """Without SSH a filtered port cannot be explained: report it, but as a warning."""
+    findings = [f.model_copy(update={"severity": "warning",
+                                     "summary": f.summary + " (cause unknown: SSH failed)"})
+                if f.severity in ("error", "critical") else f for f in outcome.findings]
+    return dataclasses.replace(outcome, findings=findings,
+                               status="warn" if outcome.status == "fail" else outcome.status)
 
 
 def outbound_commands(target: str) -> list[Command]:
@@ -46,18 +73,6 @@ def read_nc_output(text: str, exit_status: int | None = None) -> str:
     return "error"
 
 
-def evaluate(inp: CheckInput) -> StepOutcome:
-    out = inbound(inp)
-    if inp.outbound_target:
-        ports, findings, lines = outbound(inp, inp.outbound_target)
-        out.ports.update(ports)
-        out.findings += findings
-        out.evidence = "\n".join(x for x in (out.evidence, *lines) if x)
-        if out.status != "skipped":
-            out.status = status_of(out.findings)
-    return out
-
-
 def outbound(inp: CheckInput, target: str) -> tuple[dict, list[Finding], list[str]]:
     family = "ipv6" if ":" in target else "ipv4"
     ports, findings, lines = {}, [], []
@@ -67,7 +82,7 @@ def outbound(inp: CheckInput, target: str) -> tuple[dict, list[Finding], list[st
             lines.append(f"outbound {port}: not tested (nc {'missing' if r else 'not run'} on the host)")
             continue
         verdict = "filtered" if r.timed_out else read_nc_output(r.stderr + r.stdout, r.exit_status)
-        ports[("outbound", family, port)] = {"outside": verdict}
+        ports[PortKey("outbound", family, port)] = PortUpdate(outside=verdict)
         lines.append(f"$ nc -vz -w 3 {target} {port}  -> {verdict}: {(r.stderr + r.stdout).strip()[:160]}")
         if verdict != "open":
             findings.append(finding(
@@ -83,7 +98,7 @@ def inbound(inp: CheckInput) -> StepOutcome:
     findings: list[Finding] = []
     ports, lines = {}, []
     for p in sorted(inp.probes.probes, key=lambda p: (p.family, p.port)):
-        ports[("inbound", p.family, p.port)] = {"outside": p.state, "detail": detail(p)}
+        ports[PortKey("inbound", p.family, p.port)] = PortUpdate(outside=p.state, detail=detail(p))
         lines.append(f"{p.family} {p.address}:{p.port} {p.state}"
                      f" ({p.elapsed:.2f}s, from {p.source or '?'}){' — ' + detail(p) if detail(p) else ''}")
         findings += port_findings(p, now)
@@ -95,7 +110,7 @@ def inbound(inp: CheckInput) -> StepOutcome:
 
 
 def port_findings(p: PortProbe, now: datetime) -> list[Finding]:
-    label = f"{p.port}/{'IPv6' if p.family == 'ipv6' else 'IPv4'}"
+    label = PortKey("inbound", p.family, p.port).label
     sev = "error" if p.port == 25 else None
     ev = f"TCP connect from {p.source or '?'} to {p.address}:{p.port}: {p.state}"
     if p.state == "filtered":

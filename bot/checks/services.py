@@ -9,7 +9,7 @@ is down; a restart fix for it.
 
 from __future__ import annotations
 
-from bot.checks import CheckInput, Results, StepOutcome, status_of
+from bot.checks.base import Check, CheckContext, CheckInput, Results, StepOutcome, status_of
 from bot.checks.catalogue import finding
 from bot.checks.parse import (
     MTA,
@@ -20,10 +20,7 @@ from bot.checks.parse import (
     parse_ss,
     parse_systemctl_status,
 )
-from bot.models import INBOUND_PORTS, Command, Finding, Fix
-
-NAME = "services"
-NEEDS: tuple[str, ...] = ()
+from bot.models import INBOUND_PORTS, Command, Finding, Fix, PortKey, PortUpdate
 
 SS = ("ss", "-Hltnp")
 LSOF = ("lsof", "-nP", "-iTCP", "-sTCP:LISTEN")
@@ -52,14 +49,8 @@ JOURNAL = ("journalctl", "--no-pager", "-n", "20", *(w for u in ALL_UNITS for w 
 PORT_ROLE = {25: "mta", 465: "mta", 587: "mta", 143: "imap", 993: "imap"}
 
 
-def commands() -> list[Command]:
-    cmds = [Command(SS), Command(LSOF), Command(PS), Command(INSTALLED, timeout=5),
-            Command(SYSTEMCTL), Command(JOURNAL)]
-    return cmds + [Command(("tail", "-n", "20", path), timeout=5) for path in LOGS]
-
-
-def unit_name(daemon: str, family: str) -> str:
-    return UNITS.get((daemon, family)) or DEFAULT_UNIT.get(daemon, daemon)
+def unit_name(daemon: str, distro_family: str) -> str:
+    return UNITS.get((daemon, distro_family)) or DEFAULT_UNIT.get(daemon, daemon)
 
 
 def listeners(results: Results) -> tuple[list[Listener] | None, str]:
@@ -157,32 +148,43 @@ def _serves(x: Listener, family: str) -> bool:
     return x.family in ("ipv4", "any") or (x.family == "ipv6" and x.address == "*")
 
 
-def evaluate(inp: CheckInput) -> StepOutcome:
-    found, source = listeners(inp.results)
-    daemons = installed(inp.results)
-    state = running(inp, daemons, found)
-    findings, fixes = _down_findings(inp, state)
-    down_roles = {("mta" if d in MTA else "imap") for d, (ok, _) in state.items() if not ok}
-    evidence = [f"daemons installed: {', '.join(daemons) or 'none found'}",
-                *(line for _, line in state.values())]
-    if found is None:
-        evidence.append(source)
-        f = finding("service.unknown", f"Cannot tell who listens on the mail ports ({source})",
-                    evidence=source)
-        return StepOutcome("error", "neither ss nor lsof could list listeners", "\n".join(evidence),
-                           findings + [f], fixes, error=f"neither ss nor lsof could run: {source}")
-    ports, listen = {}, {}
-    for family in _families(inp):
-        for port in INBOUND_PORTS:
-            listening, process = port_state(port, family, found)
-            ports[("inbound", family, port)] = {"listening": listening, "process": process}
-            listen[(family, port)] = listening
-    findings += _port_findings(listen, found, down_roles)
-    evidence.append(f"$ {source}")
-    evidence += [f"{x.process or '?'} {x.address}:{x.port}" for x in found if x.port in INBOUND_PORTS]
-    summary = _summary(listen, state)
-    return StepOutcome(status_of(findings), summary, "\n".join(evidence), findings, fixes, ports,
-                       data={"listening": listen, "daemons": state})
+class Services(Check):
+    name = "services"
+    ssh = "required"
+
+    def commands(self, ctx: CheckContext) -> list[Command]:
+        cmds = [Command(SS), Command(LSOF), Command(PS), Command(INSTALLED, timeout=5),
+                Command(SYSTEMCTL), Command(JOURNAL)]
+        return cmds + [Command(("tail", "-n", "20", path), timeout=5) for path in LOGS]
+
+    def evaluate(self, inp: CheckInput) -> StepOutcome:
+        found, source = listeners(inp.results)
+        daemons = installed(inp.results)
+        state = running(inp, daemons, found)
+        findings, fixes = _down_findings(inp, state)
+        down_roles = {("mta" if d in MTA else "imap") for d, (ok, _) in state.items() if not ok}
+        evidence = [f"daemons installed: {', '.join(daemons) or 'none found'}",
+                    *(line for _, line in state.values())]
+        if found is None:
+            evidence.append(source)
+            f = finding("service.unknown", f"Cannot tell who listens on the mail ports ({source})",
+                        evidence=source)
+            return StepOutcome("error", "neither ss nor lsof could list listeners",
+                               "\n".join(evidence), findings + [f], fixes,
+                               error=f"neither ss nor lsof could run: {source}")
+        ports, listen = {}, {}
+        for family in _families(inp):
+            for port in INBOUND_PORTS:
+                listening, process = port_state(port, family, found)
+                ports[PortKey("inbound", family, port)] = PortUpdate(listening=listening,
+                                                                     process=process)
+                listen[(family, port)] = listening
+        findings += _port_findings(listen, found, down_roles)
+        evidence.append(f"$ {source}")
+        evidence += [f"{x.process or '?'} {x.address}:{x.port}" for x in found
+                     if x.port in INBOUND_PORTS]
+        summary = _summary(listen, state)
+        return StepOutcome(status_of(findings), summary, "\n".join(evidence), findings, fixes, ports)
 
 
 def _families(inp: CheckInput) -> list[str]:

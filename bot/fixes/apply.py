@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -29,20 +29,19 @@ from bot.errors import TransportError
 from bot.firewall.parse.iptables import normalize_iptables_save
 from bot.firewall.parse.nft import normalize_nft
 from bot.fixes.backup import (
-    BackupPlan,
+    Backup,
     backend_of,
-    backup_plan,
-    drop_new_filter_steps,
-    step_to_dict,
+    backup_for,
+    drop_new_filter_lines,
+    line_to_dict,
 )
 from bot.models import Command, CommandResult, Precondition
 from bot.store import ChangeRecord, PlanRecord
-from bot.transport import Transport, detached_command, script_command
+from bot.transport import Connect, Transport, detached_command, script_command
 from config.inventory import Host
 from config.settings import Settings
 
-Connect = Callable[[Host], Transport]
-ApplyStatus = Literal["applied", "not_started", "precondition_changed", "backup_failed",
+ApplierStatus = Literal["applied", "not_started", "precondition_changed", "backup_failed",
                       "command_failed", "restored_by_host", "connection_lost", "unreachable"]
 GRACE = 3.0  # seconds after the deadline before looking whether the host restored itself
 
@@ -61,7 +60,7 @@ class CommandLog:
 
 @dataclass
 class ApplyResult:
-    status: ApplyStatus
+    status: ApplierStatus
     message: str
     change: ChangeRecord | None = None
     log: list[CommandLog] = field(default_factory=list)
@@ -106,10 +105,10 @@ class Applier:
         log.append(CommandLog.of(result))
         return result
 
-    async def _dump(self, t: Transport, plan: BackupPlan) -> str:
-        if not plan.dump:
+    async def _dump(self, t: Transport, backup: Backup) -> str:
+        if not backup.dump:
             return ""
-        results = await t.run(plan.dump, step="fix")
+        results = await t.run(backup.dump, step="fix")
         return "".join(r.stdout for r in results)
 
     async def check_preconditions(self, t: Transport, pres: Sequence[Precondition]) -> list[str]:
@@ -120,7 +119,7 @@ class Applier:
                 if (msg := precondition_problem(p, r))]
 
     async def apply(self, plan: PlanRecord, actor: str, change_id: str) -> ApplyResult:
-        bp = backup_plan(plan.fix, str(self.settings.backup_dir), plan.host.name, change_id)
+        bp = backup_for(plan.fix, str(self.settings.backup_dir), plan.host.name, change_id)
         log: list[CommandLog] = []
         t = self.connect(plan.host)
         try:
@@ -140,9 +139,9 @@ class Applier:
             await t.close()
         return result
 
-    async def _prepare(self, t: Transport, plan: PlanRecord, bp: BackupPlan,
-                       log: list[CommandLog]) -> tuple[str, BackupPlan] | ApplyResult:
-        """Preconditions, dump, backup, dead-man: (ruleset before, final backup plan) or why not."""
+    async def _prepare(self, t: Transport, plan: PlanRecord, bp: Backup,
+                       log: list[CommandLog]) -> tuple[str, Backup] | ApplyResult:
+        """Preconditions, dump, backup, dead-man: (ruleset before, final backup) or why not."""
         problems = await self.check_preconditions(t, plan.fix.preconditions)
         if problems:
             return ApplyResult("precondition_changed", "the host changed since the check; "
@@ -161,8 +160,8 @@ class Applier:
                 return ApplyResult("backup_failed", armed, log=log)
         return before, bp
 
-    async def _exact_restore(self, t: Transport, bp: BackupPlan,
-                             dumps: list[CommandResult]) -> BackupPlan:
+    async def _exact_restore(self, t: Transport, bp: Backup,
+                             dumps: list[CommandResult]) -> Backup:
         """Add the deletion of filter tables that did not exist (iptables-nft hosts)."""
         saves = [(r.command.argv[0], r.stdout) for r in dumps if r.command.argv[0].endswith("tables-save")]
         progs = [s.removesuffix("-save") for s, text in saves if "*filter" not in text]
@@ -170,10 +169,10 @@ class Applier:
             return bp
         versions = await t.run([self._cmd((p, "-V")) for p in progs], step="fix")
         nft_based = {p for p, v in zip(progs, versions, strict=True) if "nf_tables" in v.stdout}
-        extra = drop_new_filter_steps(saves, nft_based)
+        extra = drop_new_filter_lines(saves, nft_based)
         return replace(bp, restore=[*bp.restore, *extra]) if extra else bp
 
-    async def _change(self, t: Transport, plan: PlanRecord, bp: BackupPlan, actor: str,
+    async def _change(self, t: Transport, plan: PlanRecord, bp: Backup, actor: str,
                       change_id: str, log: list[CommandLog]) -> ApplyResult:
         guarded = backend_of(plan.fix) is not None
         armed_at = time.monotonic()
@@ -186,7 +185,7 @@ class Applier:
                 return gone
         return await self._persist(plan, bp, actor, change_id, log)
 
-    async def _disarm_quietly(self, host: Host, bp: BackupPlan) -> None:
+    async def _disarm_quietly(self, host: Host, bp: Backup) -> None:
         """Best effort after a failure before any change: no stale job may fire later."""
         fresh = self.connect(host)
         try:
@@ -196,7 +195,7 @@ class Applier:
         finally:
             await fresh.close()
 
-    async def _arm(self, t: Transport, bp: BackupPlan, log: list[CommandLog]) -> str | None:
+    async def _arm(self, t: Transport, bp: Backup, log: list[CommandLog]) -> str | None:
         touch = await self._run(t, self._cmd(("touch", bp.armed)), log)
         job = await self._run(t, detached_command(
             bp.restore, delay=self.settings.lockout_deadline, armed=bp.armed, log=bp.log), log)
@@ -204,7 +203,7 @@ class Applier:
             return None
         return "could not start the lock-out guard on the host (setsid -f); nothing was applied"
 
-    async def _run_commands(self, t: Transport, plan: PlanRecord, bp: BackupPlan,
+    async def _run_commands(self, t: Transport, plan: PlanRecord, bp: Backup,
                             log: list[CommandLog]) -> ApplyResult | None:
         """None when every command succeeded; connection_lost / command_failed otherwise."""
         for argv in plan.fix.commands:
@@ -219,11 +218,11 @@ class Applier:
                                    "restored", log=log)
         return None
 
-    async def _restore_now(self, t: Transport, bp: BackupPlan, log: list[CommandLog]) -> bool:
+    async def _restore_now(self, t: Transport, bp: Backup, log: list[CommandLog]) -> bool:
         await self._run(t, self._cmd(("mv", bp.armed, bp.armed + ".cancelled")), log)
         return (await self._run(t, script_command(bp.restore), log)).ok
 
-    async def _confirm(self, host: Host, bp: BackupPlan, armed_at: float, lost: bool,
+    async def _confirm(self, host: Host, bp: Backup, armed_at: float, lost: bool,
                        log: list[CommandLog]) -> ApplyResult | None:
         """Disarm over a fresh connection. None: reachable and disarmed."""
         fresh = self.connect(host)
@@ -243,7 +242,7 @@ class Applier:
             await fresh.close()
         return await self._await_host_restore(host, bp, armed_at, log)
 
-    async def _await_host_restore(self, host: Host, bp: BackupPlan, armed_at: float,
+    async def _await_host_restore(self, host: Host, bp: Backup, armed_at: float,
                                   log: list[CommandLog]) -> ApplyResult:
         wait = armed_at + self.settings.lockout_deadline + GRACE - time.monotonic()
         await asyncio.sleep(max(0.0, wait))
@@ -262,7 +261,7 @@ class Applier:
         return ApplyResult("unreachable", "SSH access was lost and the host did not report a "
                            "restore; check it by hand", log=log)
 
-    async def _persist(self, plan: PlanRecord, bp: BackupPlan, actor: str, change_id: str,
+    async def _persist(self, plan: PlanRecord, bp: Backup, actor: str, change_id: str,
                        log: list[CommandLog]) -> ApplyResult:
         """The change is confirmed: persist it and record it, even if this connection fails."""
         failed, after = [], ""
@@ -280,7 +279,7 @@ class Applier:
         change = ChangeRecord(
             id=change_id, plan_id=plan.id, host=plan.host, fix=plan.fix, applied_by=actor,
             applied_at=time.time(), backup_dir=bp.directory,
-            restore_steps=[step_to_dict(s) for s in bp.restore], ruleset_after=after,
+            restore_lines=[line_to_dict(s) for s in bp.restore], ruleset_after=after,
         )
         msg = "applied" if not failed else f"applied, but persisting failed: {', '.join(failed)} " \
             "(the change is lost at reboot)"

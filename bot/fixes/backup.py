@@ -1,6 +1,6 @@
 """What to back up before a fix, how to restore it exactly, and how to compare.
 
-Everything here is pure: it returns `Step`s (argv + fixed redirections) that
+Everything here is pure: it returns `ScriptLine`s (argv + fixed redirections) that
 bot.transport turns into shell text with shlex. The backup lives on the
 host in a timestamped directory under settings.backup_dir.
 
@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from bot.models import Command, Fix
-from bot.transport import Step
+from bot.transport import ScriptLine
 
 EMPTY_FILTER = ("*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]",
                 ":OUTPUT ACCEPT [0:0]", "COMMIT")
@@ -33,10 +33,13 @@ FIREWALL_BACKENDS = ("iptables", "ip6tables", "ufw", "nft", "nftables", "firewal
 
 
 @dataclass(frozen=True)
-class BackupPlan:
+class Backup:
+    """One change's backup: where it goes, the script lines that take and restore it, and
+    the commands that dump the ruleset (for before/after)."""
+
     directory: str
-    backup: list[Step]
-    restore: list[Step]
+    backup: list[ScriptLine]
+    restore: list[ScriptLine]
     dump: list[Command] = field(default_factory=list)  # the ruleset, for before/after
 
     @property
@@ -58,12 +61,12 @@ def backend_of(fix: Fix) -> str | None:
 _IPT = re.compile(r"^ip6?tables(-nft|-legacy)?$")
 
 
-def _iptables(d: str, prog: str) -> tuple[list[Step], list[Step], Command]:
+def _iptables(d: str, prog: str) -> tuple[list[ScriptLine], list[ScriptLine], Command]:
     """Back up / restore the tables of one iptables variant (iptables, ip6tables-legacy, ...)."""
     path = f"{d}/rules.{prog}"
-    backup = [Step(("printf", "%s\\n", *EMPTY_FILTER), stdout=path),
-              Step((f"{prog}-save",), stdout=path, append=True)]
-    return backup, [Step((f"{prog}-restore",), stdin=path)], Command((f"{prog}-save",))
+    backup = [ScriptLine(("printf", "%s\\n", *EMPTY_FILTER), stdout=path),
+              ScriptLine((f"{prog}-save",), stdout=path, append=True)]
+    return backup, [ScriptLine((f"{prog}-restore",), stdin=path)], Command((f"{prog}-save",))
 
 
 def iptables_variants(fix: Fix, backend: str | None) -> list[str]:
@@ -76,21 +79,21 @@ def iptables_variants(fix: Fix, backend: str | None) -> list[str]:
     return list(dict.fromkeys(found)) or [backend]
 
 
-def _copy(src: str, dst: str) -> tuple[Step, Step]:
+def _copy(src: str, dst: str) -> tuple[ScriptLine, ScriptLine]:
     """Back up `src` to `dst`; restore it over the original (into it, for directories)."""
-    return Step(("cp", "-a", src, dst)), Step(("cp", "-a", dst, src))
+    return ScriptLine(("cp", "-a", src, dst)), ScriptLine(("cp", "-a", dst, src))
 
 
-def _copy_dir(src: str, dst: str) -> tuple[Step, Step]:
-    return Step(("cp", "-a", src, dst)), Step(("cp", "-a", f"{dst}/.", f"{src}/"))
+def _copy_dir(src: str, dst: str) -> tuple[ScriptLine, ScriptLine]:
+    return ScriptLine(("cp", "-a", src, dst)), ScriptLine(("cp", "-a", f"{dst}/.", f"{src}/"))
 
 
-def backup_plan(fix: Fix, base_dir: str, host: str, change_id: str,
-                now: float | None = None) -> BackupPlan:
+def backup_for(fix: Fix, base_dir: str, host: str, change_id: str,
+                now: float | None = None) -> Backup:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time()))
     d = f"{base_dir.rstrip('/')}/{stamp}-{host}-{change_id}"
-    backup: list[Step] = [Step(("mkdir", "-p", "-m", "0700", d))]
-    restore: list[Step] = []
+    backup: list[ScriptLine] = [ScriptLine(("mkdir", "-p", "-m", "0700", d))]
+    restore: list[ScriptLine] = []
     dump: list[Command] = []
     backend = backend_of(fix)
     for prog in iptables_variants(fix, backend):
@@ -104,17 +107,17 @@ def backup_plan(fix: Fix, base_dir: str, host: str, change_id: str,
             restore.insert(0, r)
     if backend in ("nft", "firewalld"):
         path = f"{d}/ruleset.nft"
-        backup += [Step(("printf", "flush ruleset\\n"), stdout=path),
-                   Step(("nft", "list", "ruleset"), stdout=path, append=True)]
+        backup += [ScriptLine(("printf", "flush ruleset\\n"), stdout=path),
+                   ScriptLine(("nft", "list", "ruleset"), stdout=path, append=True)]
         dump.append(Command(("nft", "list", "ruleset")))
-        restore.append(Step(("nft", "-f", path)))
+        restore.append(ScriptLine(("nft", "-f", path)))
     if backend == "firewalld":
         b, r = _copy_dir("/etc/firewalld", f"{d}/firewalld")
         backup.append(b)
-        restore = [r, Step(("firewall-cmd", "--reload"))]
+        restore = [r, ScriptLine(("firewall-cmd", "--reload"))]
     if backend is None:
-        restore = [Step(tuple(argv)) for argv in fix.rollback]
-    return BackupPlan(directory=d, backup=backup, restore=restore, dump=dump)
+        restore = [ScriptLine(tuple(argv)) for argv in fix.rollback]
+    return Backup(directory=d, backup=backup, restore=restore, dump=dump)
 
 
 _COUNTERS = re.compile(r"\[\d+:\d+\]")
@@ -139,27 +142,27 @@ def _drop_empty_filter(lines: list[str]) -> list[str]:
     return out
 
 
-def drop_new_filter_steps(dumps: list[tuple[str, str]], nft_based: set[str]) -> list[Step]:
-    """Restore steps that delete a filter table the fix created (iptables-nft only).
+def drop_new_filter_lines(dumps: list[tuple[str, str]], nft_based: set[str]) -> list[ScriptLine]:
+    """Restore lines that delete a filter table the fix created (iptables-nft only).
 
     dumps: (save program, its output before the fix). iptables-restore cannot
     delete a table, so without this a rollback would leave an empty filter
     table where there was none. Legacy tables cannot be unloaded: not exact there.
     """
-    steps = []
+    lines = []
     for save, text in dumps:
         prog = save.removesuffix("-save")
         if prog in nft_based and not re.search(r"^\*filter\s*$", text, re.M):
-            family = "ip6" if prog.startswith("ip6") else "ip"
-            steps.append(Step(("nft", "delete", "table", family, "filter"), check=False))
-    return steps
+            nft_family = "ip6" if prog.startswith("ip6") else "ip"
+            lines.append(ScriptLine(("nft", "delete", "table", nft_family, "filter"), check=False))
+    return lines
 
 
-def step_to_dict(step: Step) -> dict:
-    return {"argv": list(step.argv), "stdin": step.stdin, "stdout": step.stdout,
-            "append": step.append, "check": step.check}
+def line_to_dict(line: ScriptLine) -> dict:
+    return {"argv": list(line.argv), "stdin": line.stdin, "stdout": line.stdout,
+            "append": line.append, "check": line.check}
 
 
-def step_from_dict(data: dict) -> Step:
-    return Step(tuple(data["argv"]), data.get("stdin"), data.get("stdout"),
-                bool(data.get("append")), bool(data.get("check", True)))
+def line_from_dict(data: dict) -> ScriptLine:
+    return ScriptLine(tuple(data["argv"]), data.get("stdin"), data.get("stdout"),
+                      bool(data.get("append")), bool(data.get("check", True)))

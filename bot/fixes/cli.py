@@ -2,63 +2,29 @@
 
 Same code path as the Slack button: the check's fixes are registered as
 plans, then applied by plan id through FixService.apply (the actor is
-`cli:<login>`: the person holding the SSH key; the read-only switch applies).
+Actor("cli", login): the person holding the SSH key; the read-only switch applies).
 
-bot/cli.py's COMMANDS table holds (name, add_NAME, cmd_NAME_main) for each;
-tests call `run(args, FixCli(...))` with fakes.
+Each subcommand has its parser (add_NAME) and its handler (cmd_NAME(args, console));
+bot/cli.py lists them. The handlers take everything from console.wiring.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
+import functools
 import json
-import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TextIO
 
+from bot.console import Console
 from bot.errors import MailcheckError
-from bot.fixes.apply import Connect
 from bot.fixes.outcomes import ApplyOutcome, RollbackOutcome
-from bot.fixes.service import FixService
-from bot.fixes.verify import CheckEngine, engine_verifier
 from bot.models import Fix, Report
-from bot.store import AuditEntry, SQLiteStore
-from config.inventory import Host, Inventory
-from config.settings import Settings
+from bot.store import AuditEntry
+from config.inventory import Host, resolve_target
 
-COMMANDS = ("fix", "rollback", "audit")
-
-
-def _ssh_connect(settings: Settings) -> Connect:
-    from bot.transport import SSHTransport
-
-    return lambda host: SSHTransport(host, settings)
-
-
-@dataclass
-class FixCli:
-    settings: Settings
-    inventory: Inventory
-    engine: CheckEngine | None = None
-    connect: Connect | None = None
-    ask: Callable[[str], str] = input
-    out: TextIO = field(default_factory=lambda: sys.stdout)
-    actor: str = field(default_factory=lambda: f"cli:{getpass.getuser()}")
-
-    def service(self) -> FixService:
-        return FixService(
-            settings=self.settings, inventory=self.inventory,
-            store=SQLiteStore(self.settings.db_path),
-            connect=self.connect or _ssh_connect(self.settings),
-            verifier=engine_verifier(self.engine) if self.engine else None,
-        )
-
-    def say(self, text: str = "") -> None:
-        print(text, file=self.out)
+Handler = Callable[[argparse.Namespace, Console], Awaitable[int]]
 
 
 def add_fix(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -88,124 +54,104 @@ def add_audit(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
-    for add in (add_fix, add_rollback, add_audit):
-        add(subparsers)
+def _errors_said(handler: Handler) -> Handler:
+    """A MailcheckError (bad target, SSH failure, ...) is said on the console: exit 2."""
 
+    @functools.wraps(handler)
+    async def run(args: argparse.Namespace, console: Console) -> int:
+        try:
+            return await handler(args, console)
+        except MailcheckError as e:
+            console.say(f"error: {e}")
+            return 2
 
-def from_settings(settings: Settings) -> FixCli:
-    """The production wiring: inventory from settings, the real engine, SSH."""
-    from bot.engine import Engine
-    from config.inventory import load_inventory
-
-    inventory = load_inventory(settings.inventory)
-    return FixCli(settings, inventory, Engine(settings, inventory))
-
-
-async def cmd_fix_main(args: argparse.Namespace, settings: Settings) -> int:
-    return await run(args, from_settings(settings))
-
-
-cmd_rollback_main = cmd_audit_main = cmd_fix_main  # `run` dispatches on args.command
-
-
-async def run(args: argparse.Namespace, cli: FixCli) -> int:
-    """Dispatch one of COMMANDS; returns the exit status."""
-    try:
-        if args.command == "fix":
-            return await cmd_fix(cli, args.target, args.fix_ids, all_fixes=args.all, yes=args.yes,
-                                 identity=args.identity, known_hosts=args.known_hosts)
-        if args.command == "rollback":
-            return await cmd_rollback(cli, args.change_id, force=args.force)
-        return await cmd_audit(cli, host=args.host, limit=args.limit, as_json=args.json)
-    except MailcheckError as e:
-        cli.say(f"error: {e}")
-        return 2
+    return run
 
 
 # --- fix ---------------------------------------------------------------------------------
 
-def _choose(report: Report, ids: list[str], all_fixes: bool) -> list[Fix] | str:
-    by_id = {f.id: f for f in report.fixes}
+@_errors_said
+async def cmd_fix(args: argparse.Namespace, console: Console) -> int:
+    """`mailcheck fix TARGET [FIX_ID ... | --all] [--yes]`: check, show, ask, apply."""
+    wiring = console.wiring
+    host = resolve_target(args.target, wiring.inventory, args.identity, args.known_hosts)
+    report = await wiring.engine().check(host)
+    svc = wiring.fix_service()
+    await svc.record_check(report, console.actor)
+    chosen = _chosen(console, host, report, args.fix_ids, args.all)
+    if isinstance(chosen, int):
+        return chosen
+    for fix in chosen:
+        show_fix(console, fix)
+    if not args.yes and not _confirm(console, host, len(chosen)):
+        console.say("nothing applied")
+        return 1
+    plans = await svc.register(report, console.actor, channel="cli", host=host)
+    outcomes = [await svc.apply(plans[f.id], console.actor) for f in chosen]
+    for out in outcomes:
+        print_apply(console, out)
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+def _chosen(console: Console, host: Host, report: Report, ids: list[str],
+            all_fixes: bool) -> list[Fix] | int:
+    """The fixes to apply, or the exit status when there is nothing to apply."""
+    if not report.fixes:
+        console.say(f"{host.name}: nothing to fix ({report.verdict})")
+        return 0 if report.verdict == "ok" else 1
+    if not ids and not all_fixes:
+        console.say(f"{host.name}: proposed fixes (give their ids, or --all):")
+        for fix in report.fixes:
+            show_fix(console, fix)
+        return 1
     if all_fixes:
         return list(report.fixes)
+    by_id = {f.id: f for f in report.fixes}
     unknown = [i for i in ids if i not in by_id]
     if unknown:
-        return f"no such fix: {', '.join(unknown)} (proposed: {', '.join(by_id) or 'none'})"
+        console.say(f"error: no such fix: {', '.join(unknown)} (proposed: {', '.join(by_id)})")
+        return 2
     return [by_id[i] for i in ids]
 
 
-def show_fix(cli: FixCli, fix: Fix) -> None:
-    cli.say(f"[{fix.id}] {fix.summary}")
+def show_fix(console: Console, fix: Fix) -> None:
+    console.say(f"[{fix.id}] {fix.summary}")
     for c in fix.shell_commands:
-        cli.say(f"    $ {c}")
+        console.say(f"    $ {c}")
     for c in fix.persist:
-        cli.say(f"    then persist: {' '.join(c)}")
+        console.say(f"    then persist: {' '.join(c)}")
     for p in fix.preconditions:
-        cli.say(f"    only if: {p.description}")
+        console.say(f"    only if: {p.description}")
 
 
-def _confirm(cli: FixCli, host: Host, n: int) -> bool:
+def _confirm(console: Console, host: Host, n: int) -> bool:
     try:
-        answer = cli.ask(f"Apply {n} fix(es) to {host.name}? A backup is taken first. [y/N] ")
+        answer = console.ask(f"Apply {n} fix(es) to {host.name}? A backup is taken first. [y/N] ")
     except EOFError:
         return False
     return answer.strip().lower() in ("y", "yes")
 
 
-async def cmd_fix(cli: FixCli, target: str, ids: list[str], *, all_fixes: bool = False,
-                  yes: bool = False, identity: Path | None = None,
-                  known_hosts: Path | None = None) -> int:
-    if cli.engine is None:
-        cli.say("error: no check engine available to find the fixes")
-        return 2
-    from bot.cli import resolve_target  # the same target rules as `mailcheck check`
-
-    host = resolve_target(target, cli.inventory, identity, known_hosts)
-    report = await cli.engine.check(host)
-    svc = cli.service()
-    await svc.record_check(report, cli.actor)
-    if not report.fixes:
-        cli.say(f"{host.name}: nothing to fix ({report.verdict})")
-        return 0 if report.verdict == "ok" else 1
-    if not ids and not all_fixes:
-        cli.say(f"{host.name}: proposed fixes (give their ids, or --all):")
-        for fix in report.fixes:
-            show_fix(cli, fix)
-        return 1
-    chosen = _choose(report, ids, all_fixes)
-    if isinstance(chosen, str):
-        cli.say(f"error: {chosen}")
-        return 2
-    for fix in chosen:
-        show_fix(cli, fix)
-    if not yes and not _confirm(cli, host, len(chosen)):
-        cli.say("nothing applied")
-        return 1
-    plans = await svc.register(report, cli.actor, channel="cli", host=host)
-    outcomes = [await svc.apply(plans[f.id], cli.actor) for f in chosen]
-    for out in outcomes:
-        print_apply(cli, out)
-    return 0 if all(o.ok for o in outcomes) else 1
-
-
-def print_apply(cli: FixCli, out: ApplyOutcome) -> None:
-    cli.say(f"{out.fix_id}: {out.status}: {out.message}")
-    before = {(p.direction, p.family, p.port): p for p in out.before.ports}
+def print_apply(console: Console, out: ApplyOutcome) -> None:
+    console.say(f"{out.fix_id}: {out.status}: {out.message}")
+    before = {p.key: p for p in out.before.ports}
     for p in out.after.ports:
-        old = before.get((p.direction, p.family, p.port))
+        old = before.get(p.key)
         was = (old.outside or old.firewall) if old else "?"
-        cli.say(f"    {p.direction} {p.family} {p.port}: {was} -> {p.outside or p.firewall}")
+        console.say(f"    {p.direction} {p.family} {p.port}: {was} -> {p.outside or p.firewall}")
     if out.change_id:
-        cli.say(f"    to undo: mailcheck rollback {out.change_id}")
+        console.say(f"    to undo: mailcheck rollback {out.change_id}")
 
 
 # --- rollback and audit --------------------------------------------------------------------
 
-async def cmd_rollback(cli: FixCli, change_id: str, force: bool = False) -> int:
-    out: RollbackOutcome = await cli.service().rollback(change_id, cli.actor, force=force)
+@_errors_said
+async def cmd_rollback(args: argparse.Namespace, console: Console) -> int:
+    """`mailcheck rollback CHANGE_ID [--force]`."""
+    svc = console.wiring.fix_service()
+    out: RollbackOutcome = await svc.rollback(args.change_id, console.actor, force=args.force)
     exact = {True: " (exact: the ruleset equals the one before the fix)", False: "", None: ""}
-    cli.say(f"{change_id}: {out.status}: {out.message}{exact[out.exact]}")
+    console.say(f"{args.change_id}: {out.status}: {out.message}{exact[out.exact]}")
     return 0 if out.ok else 1
 
 
@@ -215,14 +161,15 @@ def format_entry(e: AuditEntry) -> str:
     return f"{when}Z  {e.event:<11} {e.actor:<14} {e.host:<16} {e.result:<22} {ref}"
 
 
-async def cmd_audit(cli: FixCli, *, host: str | None = None, limit: int = 50,
-                    as_json: bool = False) -> int:
-    entries = await cli.service().audit(host, limit)
-    if as_json:
-        cli.say(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
+@_errors_said
+async def cmd_audit(args: argparse.Namespace, console: Console) -> int:
+    """`mailcheck audit [--host H] [--limit N] [--json]`."""
+    entries = await console.wiring.store.audit(args.host, args.limit)
+    if args.json:
+        console.say(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
         return 0
     for e in entries:
-        cli.say(format_entry(e))
+        console.say(format_entry(e))
         for c in e.commands:
-            cli.say(f"      $ {c.splitlines()[0] if c else c}")
+            console.say(f"      $ {c.splitlines()[0] if c else c}")
     return 0

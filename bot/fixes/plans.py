@@ -43,8 +43,8 @@ def new_plan_id() -> str:
 
 
 def _before_ports(report: Report, fix: Fix) -> list[PortStatus]:
-    wanted = {tuple(e) for e in fix.expected_allow}
-    return [p for p in report.ports if (p.direction, p.family, p.port) in wanted]
+    wanted = set(fix.expected_allow)
+    return [p for p in report.ports if p.key in wanted]
 
 
 class PlanBook:

@@ -11,9 +11,10 @@ not even break-glass), then four eyes, then approver lists. Only when those
 refuse, and only when settings.break_glass is on, a typed reason opens the
 break-glass path (the caller announces it in the channel and audits it).
 
-Actors named `cli:<user>` are people at a terminal holding the SSH key to
-the host: approver lists do not apply to them (they could run the commands
-by hand), the read-only switch does.
+An Actor of kind "cli" is a person at a terminal holding the SSH key to the
+host: approver lists do not apply to them (they could run the commands by
+hand), the read-only switch does. Only the kind decides that, never the text
+of an id: a Slack user id is always of kind "slack".
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from bot.models import Actor
 from config.inventory import Host, Inventory
 from config.settings import Settings
 
 GroupMembers = Callable[[str], Awaitable[Iterable[str]]]
-CLI_PREFIX = "cli:"
 MIN_REASON = 10
 
 
@@ -41,7 +42,9 @@ class Approvers:
 
 
 @dataclass(frozen=True)
-class Decision:
+class Permission:
+    """May this actor apply (or roll back) a fix, and why (not)."""
+
     allowed: bool
     reason: str
     break_glass: bool = False
@@ -71,47 +74,50 @@ class Policy:
         return Approvers(frozenset(users), frozenset(groups))
 
     async def is_approver(
-        self, host: Host, actor: str, actor_groups: Iterable[str] | None = None
+        self, host: Host, actor: Actor, actor_groups: Iterable[str] | None = None
     ) -> bool:
+        """A Slack user named (or in a user group named) as an approver for `host`."""
+        if actor.kind != "slack":
+            return False
         who = self.approvers_for(host)
-        if actor in who.users:
+        if actor.id in who.users:
             return True
         if actor_groups is not None and who.usergroups & set(actor_groups):
             return True
         for group in sorted(who.usergroups):
-            if actor in set(await self.group_members(group)):
+            if actor.id in set(await self.group_members(group)):
                 return True
         return False
 
     async def decide(
-        self, host: Host, actor: str, requested_by: str, *,
+        self, host: Host, actor: Actor, requested_by: Actor | None, *,
         actor_groups: Iterable[str] | None = None, break_glass_reason: str | None = None,
-    ) -> Decision:
+    ) -> Permission:
         """May `actor` apply a fix on `host` that `requested_by` asked for?"""
         if self.settings.read_only:
-            return Decision(False, "mailcheck is read-only (change freeze): fixes are not "
+            return Permission(False, "mailcheck is read-only (change freeze): fixes are not "
                             "applied; checks still run", code="read_only")
-        if actor.startswith(CLI_PREFIX):
-            return Decision(True, "operator at the CLI with the host's SSH key", code="cli")
+        if actor.kind == "cli":
+            return Permission(True, "operator at the CLI with the host's SSH key", code="cli")
         if self.settings.four_eyes and actor == requested_by:
-            refusal = Decision(False, "four eyes: whoever ran the check may not approve its fix; "
+            refusal = Permission(False, "four eyes: whoever ran the check may not approve its fix; "
                                "ask another approver", code="four_eyes")
         elif await self.is_approver(host, actor, actor_groups):
-            return Decision(True, "approver for this host", code="approver")
+            return Permission(True, "approver for this host", code="approver")
         else:
-            refusal = Decision(False, f"you may not approve fixes on {host.name}; approvers: "
+            refusal = Permission(False, f"you may not approve fixes on {host.name}; approvers: "
                                f"{self.approvers_for(host).describe()}", code="not_approver")
         if break_glass_reason is not None:
             return self._break_glass(break_glass_reason)
         return refusal
 
-    def _break_glass(self, reason: str) -> Decision:
+    def _break_glass(self, reason: str) -> Permission:
         if not self.settings.break_glass:
-            return Decision(False, "break-glass is turned off", code="break_glass_off")
+            return Permission(False, "break-glass is turned off", code="break_glass_off")
         if len(reason.strip()) < MIN_REASON:
-            return Decision(False, f"break-glass needs a typed reason (at least {MIN_REASON} "
+            return Permission(False, f"break-glass needs a typed reason (at least {MIN_REASON} "
                             "characters)", code="break_glass_reason")
-        return Decision(True, f"BREAK-GLASS: {reason.strip()}", break_glass=True,
+        return Permission(True, f"BREAK-GLASS: {reason.strip()}", break_glass=True,
                         code="break_glass")
 
 

@@ -1,6 +1,6 @@
 """Rolling an applied change back: restore its backup exactly, then persist that.
 
-The restore steps were stored with the change when it was applied (so a
+The restore lines were stored with the change when it was applied (so a
 rollback needs nothing but the store and SSH). Afterwards the fix's persist
 commands run again, so the saved rules match the restored ones, and the
 ruleset is compared with the one recorded before the fix.
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bot.fixes.apply import CommandLog, Connect
-from bot.fixes.backup import BackupPlan, backup_plan, normalize_ruleset, step_from_dict
+from bot.fixes.apply import CommandLog
+from bot.fixes.backup import backup_for, line_from_dict, normalize_ruleset
 from bot.models import Command
 from bot.store import ChangeRecord
-from bot.transport import script_command
+from bot.transport import Connect, script_command
 from config.settings import Settings
 
 
@@ -37,8 +37,8 @@ def drifted(change: ChangeRecord, now: str) -> bool:
 
 async def restore_change(settings: Settings, connect: Connect, change: ChangeRecord,
                          force: bool = False) -> RollbackResult:
-    steps = [step_from_dict(d) for d in change.restore_steps]
-    if not steps:
+    lines = [line_from_dict(d) for d in change.restore_lines]
+    if not lines:
         return RollbackResult(False, "this change has no backup or rollback commands to run")
     dumps = _dumps(change)
     log: list[CommandLog] = []
@@ -50,7 +50,7 @@ async def restore_change(settings: Settings, connect: Connect, change: ChangeRec
                                   "the backup would undo those changes too. Nothing was done "
                                   "(`mailcheck rollback --force` restores it anyway)",
                                   ruleset_before=before, drift=True)
-        r = (await t.run([script_command(steps, timeout=settings.command_timeout)],
+        r = (await t.run([script_command(lines, timeout=settings.command_timeout)],
                          step="rollback"))[0]
         log.append(CommandLog.of(r))
         if not r.ok:
@@ -72,5 +72,4 @@ async def restore_change(settings: Settings, connect: Connect, change: ChangeRec
 
 
 def _dumps(change: ChangeRecord) -> list[Command]:
-    plan: BackupPlan = backup_plan(change.fix, "/", change.host.name, change.id)
-    return plan.dump
+    return backup_for(change.fix, "/", change.host.name, change.id).dump

@@ -2,12 +2,15 @@
 
 The Slack buttons and `mailcheck fix` call the same methods:
 
-    register(report, requested_by, channel, host=None) -> {fix_id: plan_id}
-    apply(plan_id, actor, *, actor_groups=None, break_glass_reason=None, digest=None)
+    register(report, requested_by: Actor, channel, host=None) -> {fix_id: plan_id}
+    apply(plan_id, actor: Actor, *, actor_groups=None, break_glass_reason=None, digest=None)
         -> ApplyOutcome
-    rollback(change_id, actor, *, actor_groups=None) -> RollbackOutcome
+    rollback(change_id, actor: Actor, *, actor_groups=None) -> RollbackOutcome
     audit(host=None, limit=50) -> list[AuditEntry]
-    record_check(report, actor, channel="")
+    record_check(report, actor: Actor, channel="")
+
+Who asked is an Actor (bot.models): trust follows its kind; the audit log and the
+plans keep its text form, str(actor).
 
 Order inside apply: plan exists -> not yet claimed -> not expired -> content
 still hashes to what was shown -> policy -> atomic claim -> host lock ->
@@ -22,14 +25,15 @@ import secrets
 import time
 
 from bot.errors import TransportError
-from bot.fixes.apply import Applier, ApplyResult, Connect
+from bot.fixes.apply import Applier, ApplyResult
 from bot.fixes.outcomes import ApplyOutcome, RollbackOutcome, Snapshot
 from bot.fixes.plans import PlanBook, digest_problem
-from bot.fixes.policy import CLI_PREFIX, GroupMembers, Policy
+from bot.fixes.policy import GroupMembers, Policy
 from bot.fixes.rollback import restore_change
 from bot.fixes.verify import Verifier, run_verify
-from bot.models import Report
+from bot.models import Actor, Report
 from bot.store import AuditEntry, PlanRecord, Store
+from bot.transport import Connect
 from config.inventory import Host, Inventory
 from config.settings import Settings
 
@@ -52,13 +56,13 @@ class FixService:
 
     # --- plans and checks ----------------------------------------------------
     async def register(
-        self, report: Report, requested_by: str, channel: str = "", host: Host | None = None
+        self, report: Report, requested_by: Actor, channel: str = "", host: Host | None = None
     ) -> dict[str, str]:
         """Store the report's fixes as plans; returns fix id -> opaque plan id."""
         host = host or self.inventory.get(report.host)
-        plans = await self.plans.register(host, report, requested_by, channel)
+        plans = await self.plans.register(host, report, str(requested_by), channel)
         for fix_id, plan in plans.items():
-            await self._audit("plan", requested_by, host.name, plan_id=plan.id,
+            await self._audit("plan", str(requested_by), host.name, plan_id=plan.id,
                               commands=plan.fix.shell_commands, result="pending",
                               detail={"fix": fix_id, "digest": plan.digest, "channel": channel,
                                       "expires_at": plan.expires_at})
@@ -67,8 +71,8 @@ class FixService:
     async def plan(self, plan_id: str) -> PlanRecord | None:
         return await self.plans.get(plan_id)
 
-    async def record_check(self, report: Report, actor: str, channel: str = "") -> None:
-        await self._audit("check", actor, report.host, result=report.verdict,
+    async def record_check(self, report: Report, actor: Actor, channel: str = "") -> None:
+        await self._audit("check", str(actor), report.host, result=report.verdict,
                           output="\n".join(f.summary for f in report.findings),
                           detail={"channel": channel, "fixes": [f.id for f in report.fixes]})
 
@@ -77,21 +81,21 @@ class FixService:
 
     # --- apply -----------------------------------------------------------------
     async def apply(
-        self, plan_id: str, actor: str, *, actor_groups: list[str] | None = None,
+        self, plan_id: str, actor: Actor, *, actor_groups: list[str] | None = None,
         break_glass_reason: str | None = None, digest: str | None = None,
     ) -> ApplyOutcome:
         plan = await self.store.get_plan(plan_id)
         if plan is None:
             return await self._refuse(ApplyOutcome("unknown_plan", "no such plan (it may belong "
                                                    "to another bot); run the check again",
-                                                   plan_id, actor=actor, offer_recheck=True))
+                                                   plan_id, actor=str(actor), offer_recheck=True))
         out = self._outcome(plan, actor)
         early = await self._gate(plan, out, actor, actor_groups, break_glass_reason, digest)
         if early is not None:
             return early
-        if not await self.store.claim_plan(plan.id, actor, time.time()):
+        if not await self.store.claim_plan(plan.id, str(actor), time.time()):
             return await self._duplicate(out)
-        await self._audit("break_glass" if out.break_glass else "approval", actor, plan.host.name,
+        await self._audit("break_glass" if out.break_glass else "approval", out.actor, plan.host.name,
                           plan_id=plan.id, commands=out.commands, result="claimed",
                           detail={"reason": break_glass_reason, "digest": plan.digest})
         holder = f"{actor} (fix {plan.fix.id}, plan {plan.id})"
@@ -106,14 +110,14 @@ class FixService:
         finally:
             await self.store.release_lock(plan.host.name, holder)
 
-    def _outcome(self, plan: PlanRecord, actor: str) -> ApplyOutcome:
+    def _outcome(self, plan: PlanRecord, actor: Actor) -> ApplyOutcome:
         return ApplyOutcome(
             "refused", "", plan.id, host=plan.host.name, fix_id=plan.fix.id,
-            summary=plan.fix.summary, actor=actor, commands=plan.fix.shell_commands,
+            summary=plan.fix.summary, actor=str(actor), commands=plan.fix.shell_commands,
             before=Snapshot(ports=list(plan.before_ports)),
         )
 
-    async def _gate(self, plan: PlanRecord, out: ApplyOutcome, actor: str,
+    async def _gate(self, plan: PlanRecord, out: ApplyOutcome, actor: Actor,
                     actor_groups: list[str] | None, reason: str | None,
                     digest: str | None) -> ApplyOutcome | None:
         """Everything that refuses before the claim (None: go on)."""
@@ -133,14 +137,15 @@ class FixService:
         if problem:
             out.status, out.message, out.offer_recheck = "void", problem, True
             return await self._refuse(out)
-        decision = await self.policy.decide(current or plan.host, actor, plan.requested_by,
-                                            actor_groups=actor_groups, break_glass_reason=reason)
-        if not decision.allowed:
-            out.message = decision.reason
-            return await self._refuse(out, code=decision.code)
-        if decision.break_glass:
+        permission = await self.policy.decide(
+            current or plan.host, actor, Actor.parse(plan.requested_by),
+            actor_groups=actor_groups, break_glass_reason=reason)
+        if not permission.allowed:
+            out.message = permission.reason
+            return await self._refuse(out, code=permission.code)
+        if permission.break_glass:
             out.break_glass = True
-            out.announce = f":rotating_light: BREAK-GLASS by <@{actor}> on {plan.host.name}: " \
+            out.announce = f":rotating_light: BREAK-GLASS by <@{actor.id}> on {plan.host.name}: " \
                 f"{plan.fix.summary}. Reason: {reason.strip() if reason else ''}"
         return None
 
@@ -220,18 +225,18 @@ class FixService:
                           detail={"ports": [p.model_dump(mode="json") for p in check.ports]})
 
     # --- rollback ----------------------------------------------------------------
-    async def rollback(self, change_id: str, actor: str, *, actor_groups: list[str] | None = None,
+    async def rollback(self, change_id: str, actor: Actor, *, actor_groups: list[str] | None = None,
                        force: bool = False) -> RollbackOutcome:
         """Restore the change's backup. Refused (status "drift") when the rules changed
         since the fix was applied, unless force (then later changes are undone too)."""
         change = await self.store.get_change(change_id)
         if change is None:
-            out = RollbackOutcome("unknown_change", "no such change", change_id, actor=actor)
+            out = RollbackOutcome("unknown_change", "no such change", change_id, actor=str(actor))
             return await self._refuse_rollback(out)
-        out = RollbackOutcome("refused", "", change_id, host=change.host.name, actor=actor)
-        decision = await self.policy.decide(change.host, actor, "", actor_groups=actor_groups)
-        if not decision.allowed:
-            out.message = decision.reason
+        out = RollbackOutcome("refused", "", change_id, host=change.host.name, actor=str(actor))
+        permission = await self.policy.decide(change.host, actor, None, actor_groups=actor_groups)
+        if not permission.allowed:
+            out.message = permission.reason
             return await self._refuse_rollback(out)
         holder = f"{actor} (rollback {change_id})"
         held = await self._lock(change.host.name, holder)
@@ -289,10 +294,10 @@ class FixService:
                                                         "break_glass": out.break_glass})
 
 
-def _inventory_problem(planned: Host, current: Host | None, actor: str) -> str | None:
+def _inventory_problem(planned: Host, current: Host | None, actor: Actor) -> str | None:
     """Approvers and addresses come from today's inventory, not from the plan's copy."""
     if current is None:
-        if actor.startswith(CLI_PREFIX):
+        if actor.kind == "cli":
             return None  # an ad-hoc target of `mailcheck fix`
         return f"{planned.name} is no longer in the inventory; nothing is applied there"
     if (current.address, current.port, current.user) != (planned.address, planned.port, planned.user):

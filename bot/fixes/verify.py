@@ -10,18 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from bot.models import Fix, PortStatus, Report
+from bot.engine import Checker
+from bot.models import Fix, PortStatus
 from config.inventory import Host
 
 Verifier = Callable[[Host, Fix], Awaitable[list[PortStatus]]]
-
-
-class CheckEngine(Protocol):
-    """What verify needs of the engine: Engine.check(host, *, steps=None, progress=None)."""
-
-    async def check(self, host: Host, *, steps=None, progress=None) -> Report: ...
 
 
 @dataclass(frozen=True)
@@ -32,7 +26,7 @@ class VerifyResult:
     error: str | None = None
 
 
-def engine_verifier(engine: CheckEngine) -> Verifier:
+def engine_verifier(engine: Checker) -> Verifier:
     """Verify with a full check by the engine (services, ports with outside probe, firewall)."""
 
     async def verify(host: Host, fix: Fix) -> list[PortStatus]:
@@ -49,15 +43,16 @@ def _open(p: PortStatus) -> bool:
 
 
 def compare(fix: Fix, ports: Sequence[PortStatus]) -> VerifyResult:
-    """Every (direction, family, port) of fix.expected_allow must now pass."""
-    by_key = {(p.direction, p.family, p.port): p for p in ports}
+    """Every port of fix.expected_allow must now pass."""
+    by_key = {p.key: p for p in ports}
     missing = []
-    for direction, family, port in fix.expected_allow:
-        p = by_key.get((direction, family, port))
+    for key in fix.expected_allow:
+        p = by_key.get(key)
+        where = f"{key.direction} {key.family} {key.port}"
         if p is None:
-            missing.append(f"{direction} {family} {port}: not checked")
+            missing.append(f"{where}: not checked")
         elif not _open(p):
-            missing.append(f"{direction} {family} {port}: {p.outside or p.firewall}")
+            missing.append(f"{where}: {p.outside or p.firewall}")
     return VerifyResult(achieved=not missing, ports=list(ports), missing=missing)
 
 

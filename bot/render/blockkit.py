@@ -28,7 +28,8 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from bot.models import STEPS, Fix, Report, StepResult
+from bot.checks.registry import STEPS
+from bot.models import Fix, Report, StepResult
 
 MAX_BLOCKS = 50
 MAX_MODAL_BLOCKS = 100
@@ -252,16 +253,18 @@ def report_blocks(
 
 
 def progress_blocks(report: Report, steps: Sequence[str] = STEPS) -> list[dict]:
-    """A check in progress: steps done so far with their status, the rest waiting."""
-    done = {s.name for s in report.steps}
+    """A check in progress, in the steps' order: those done with their status, the rest
+    waiting (steps finish in any order: each as soon as its inputs are in)."""
+    done = {s.name: s for s in report.steps}
     waiting = [s for s in steps if s not in done]
     running = waiting[0] if waiting else None
+    order = [*steps, *(n for n in done if n not in steps)]
 
     def build(limit: int) -> list[dict]:
         blocks = [header(_verdict_header(report, running=True))]
-        for step in report.steps:
-            blocks += _step_blocks(step, limit)
-        blocks += [section(_pending_text(n, running)) for n in waiting]
+        for name in order:
+            blocks += _step_blocks(done[name], limit) if name in done else \
+                [section(_pending_text(name, running))]
         return blocks
 
     return _with_budget(build, MESSAGE_BUDGET, MAX_BLOCKS)

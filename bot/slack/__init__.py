@@ -1,12 +1,9 @@
-"""The Slack side: build_app() (Bolt AsyncApp), serve() (Socket Mode or HTTP).
+"""The Slack side of mailcheck.
 
-    build_app(settings, inventory, engine, fixes, client=None) -> AsyncApp
-    serve(settings) -> None          # `mailcheck serve`
-    FixService, Engine               # the Protocols injected into build_app
+    bot.slack.app.build_app(settings, inventory, engine, fixes, client=None) -> AsyncApp
+    bot.slack.server.serve(settings) -> None     # `mailcheck serve`
+    bot.slack.contracts.FixService, FixAction    # what build_app is given, what a click is
+
+Nothing is imported here: the listeners in handlers/ import bot.slack.bot, and the app
+(bot.slack.app) registers them, so this package's __init__ must not import the app.
 """
-
-from bot.slack.app import bot_of, build_app
-from bot.slack.ports import Engine, FixAction, FixService, InMemoryFixService
-from bot.slack.server import serve
-
-__all__ = ["Engine", "FixAction", "FixService", "InMemoryFixService", "bot_of", "build_app", "serve"]

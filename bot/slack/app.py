@@ -1,4 +1,5 @@
-"""The Bolt app: build_app() wires settings, inventory, engine and fixes."""
+"""The Bolt app: build_app() wires settings, inventory, engine and fixes, and registers the
+listeners of handlers/ (the app's root registers them, as in Slack's starter template)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.engine import Checker
 from bot.errors import ConfigError
 from bot.slack.bot import MailcheckBot
-from bot.slack.ports import Engine, FixService
+from bot.slack.contracts import FixService
 from bot.slack.poster import SlackPoster
 from bot.slack.runner import CheckRunner, DetailsCache
 from bot.slack.tasks import TaskSet
 from config.inventory import Inventory
 from config.settings import Settings
+from handlers import register_all
 
 _BOTS: weakref.WeakKeyDictionary[AsyncApp, MailcheckBot] = weakref.WeakKeyDictionary()
 
@@ -35,7 +38,7 @@ async def skip_retries(req, resp, next) -> BoltResponse:
     return await next()
 
 
-def build_app(settings: Settings, inventory: Inventory, engine: Engine, fixes: FixService,
+def build_app(settings: Settings, inventory: Inventory, engine: Checker, fixes: FixService,
               client: AsyncWebClient | None = None, *, update_interval: float = 1.0,
               check_timeout: float = 300.0) -> AsyncApp:
     """An AsyncApp with every mailcheck listener registered.
@@ -44,8 +47,6 @@ def build_app(settings: Settings, inventory: Inventory, engine: Engine, fixes: F
     the Web API goes to settings.slack_api_url when set. Raises ConfigError
     when the token or signing secret is missing.
     """
-    from handlers import register_all  # handlers import bot.slack: import here, not at the top
-
     if settings.slack_signing_secret is None:
         raise ConfigError("SLACK_SIGNING_SECRET is not set")
     client = client or make_client(settings)

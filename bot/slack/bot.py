@@ -9,8 +9,8 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.render import blockkit
-from bot.slack.commands import Check, parse
-from bot.slack.ports import FixAction, FixService
+from bot.slack.commands import CheckCommand, parse
+from bot.slack.contracts import FixAction, FixService
 from bot.slack.poster import SlackPoster
 from bot.slack.runner import CheckRequest, CheckRunner
 from bot.slack.tasks import Seen, TaskSet
@@ -30,7 +30,7 @@ class MailcheckBot:
     # --- /mailcheck -------------------------------------------------------------
     async def command(self, ack, body: dict[str, Any]) -> None:
         parsed = parse(body.get("text", ""), self.inventory)
-        if not isinstance(parsed, Check):
+        if not isinstance(parsed, CheckCommand):
             await ack(response_type="ephemeral", text=parsed.text)
             return
         trigger = body.get("trigger_id", "")

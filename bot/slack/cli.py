@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from config.settings import Settings
+from bot.console import Console
 
 
 def add_serve(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -13,8 +13,9 @@ def add_serve(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "on MAILCHECK_HTTP_PORT at /slack/events); /healthz tells whether it is connected")
 
 
-async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.slack.server import serve
+async def cmd_serve(args: argparse.Namespace, console: Console) -> int:
+    """`mailcheck serve`: runs until SIGINT/SIGTERM."""
+    from bot.slack.server import serve  # Slack's libraries cost ~1 s: only when serving
 
-    await serve(settings)
+    await serve(console.wiring.settings, wiring=console.wiring)
     return 0

@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bot.checks.registry import REGISTRY, STEPS
 from config.inventory import Host, Inventory
 
-SINGLE_STEPS = ("tools", "services", "ports", "firewall")
+SINGLE_STEPS = tuple(c.name for c in REGISTRY if not c.needs)  # a step that reads no other
 USAGE = (
     "*Usage*\n"
-    "• `/mailcheck HOST`: the full check of an inventory host (tools, services, ports, "
-    "firewall, conclusion)\n"
+    f"• `/mailcheck HOST`: the full check of an inventory host ({', '.join(STEPS)})\n"
     "• `/mailcheck HOST STEP`: one step only, STEP one of " + ", ".join(SINGLE_STEPS) + "\n"
     "• `/mailcheck hosts`: the hosts you can check\n"
     "• `/mailcheck help`: this text\n"
@@ -32,12 +32,12 @@ class Reply:
 
 
 @dataclass(frozen=True)
-class Check:
+class CheckCommand:
     host: Host
     steps: tuple[str, ...] | None = None
 
 
-Parsed = Reply | Check
+Parsed = Reply | CheckCommand
 
 
 def _quote(text: str) -> str:
@@ -79,9 +79,9 @@ def parse(text: str, inventory: Inventory) -> Parsed:
     if host is None:
         return _unknown(words[0], inventory)
     if len(words) == 1:
-        return Check(host)
+        return CheckCommand(host)
     step = words[1].lower()
     if len(words) > 2 or step not in SINGLE_STEPS:
         return Reply(f"`{_quote(' '.join(words[1:]))}` is not a step I know. Steps: "
                       + ", ".join(f"`{s}`" for s in SINGLE_STEPS) + ".\n" + USAGE, refused=True)
-    return Check(host, (step,))
+    return CheckCommand(host, (step,))

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 
 from slack_sdk.errors import SlackApiError
 
+from bot.checks.registry import STEPS
+from bot.engine import Checker
 from bot.errors import MailcheckError, TransportError
-from bot.models import STEPS, Report, StepResult
+from bot.models import Report, StepResult
 from bot.render import blockkit
-from bot.slack.ports import Engine, FixService
+from bot.slack.contracts import FixService
 from bot.slack.poster import NOT_IN_CHANNEL, LiveMessage, ResponseUrlMessage, SlackPoster
 from config.inventory import Host
 
@@ -63,7 +65,7 @@ class DetailsCache:
 
 
 class CheckRunner:
-    def __init__(self, poster: SlackPoster, engine: Engine, fixes: FixService,
+    def __init__(self, poster: SlackPoster, engine: Checker, fixes: FixService,
                  details: DetailsCache, timeout: float = 300.0) -> None:
         self.poster, self.engine, self.fixes = poster, engine, fixes
         self.details, self.timeout = details, timeout

@@ -23,12 +23,15 @@ from slack_bolt.middleware.authorization.async_single_team_authorization import 
     AsyncSingleTeamAuthorization,
 )
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.engine import Checker
 from bot.errors import ConfigError
+from bot.fixes.policy import slack_group_members
 from bot.slack.app import bot_of, build_app, make_client
-from bot.slack.ports import Engine, FixService
-from config.inventory import Inventory, load_inventory
+from bot.slack.contracts import FixService
+from bot.slack.service_fixes import ServiceFixes
+from bot.wiring import Wiring
+from config.inventory import Inventory
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -126,25 +129,18 @@ async def _run_app(app: AsyncApp, settings: Settings, stop: asyncio.Event,
         await bot_of(app).poster.close()
 
 
-def default_services(settings: Settings, inventory: Inventory,
-                     client: AsyncWebClient) -> tuple[Engine, FixService]:
-    """The production engine (bot.engine) and fix service (bot.fixes via ServiceFixes)."""
-    from bot.engine import Engine as RealEngine
-    from bot.slack.service_fixes import service_fixes
-
-    engine = RealEngine(settings, inventory)
-    return engine, service_fixes(settings, inventory, engine, client)
-
-
 async def serve(settings: Settings, *, inventory: Inventory | None = None,
-                engine: Engine | None = None, fixes: FixService | None = None) -> None:
-    """The `mailcheck serve` entry point: runs until SIGINT/SIGTERM."""
-    inventory = inventory if inventory is not None else load_inventory(settings.inventory)
+                engine: Checker | None = None, fixes: FixService | None = None,
+                wiring: Wiring | None = None) -> None:
+    """The `mailcheck serve` entry point: runs until SIGINT/SIGTERM. The engine and the fix
+    service come from `wiring` (default: Wiring(settings, inventory)) unless given:
+    bot.fixes.FixService behind ServiceFixes, approver user groups resolved through Slack."""
+    wiring = wiring or Wiring(settings, inventory)
     client = make_client(settings)
-    if engine is None or fixes is None:
-        default_engine, default_fixes = default_services(settings, inventory, client)
-        engine, fixes = engine or default_engine, fixes or default_fixes
-    app = build_app(settings, inventory, engine, fixes, client)
+    engine = engine or wiring.engine()
+    if fixes is None:
+        fixes = ServiceFixes(wiring.fix_service(group_members=slack_group_members(client)))
+    app = build_app(settings, wiring.inventory, engine, fixes, client)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -15,17 +15,11 @@ from __future__ import annotations
 
 import logging
 
-from slack_sdk.web.async_client import AsyncWebClient
-
 from bot.fixes import FixService as RealFixService
-from bot.fixes.policy import slack_group_members
-from bot.fixes.verify import CheckEngine, engine_verifier
-from bot.models import Report
+from bot.models import Actor, Report
 from bot.render import blockkit
-from bot.slack.ports import FixAction
+from bot.slack.contracts import FixAction
 from bot.slack.poster import SlackPoster
-from config.inventory import Inventory
-from config.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +29,11 @@ class ServiceFixes:
         self.service = service
 
     async def register(self, report: Report, requested_by: str, channel: str = "") -> dict[str, str]:
-        await self.service.record_check(report, requested_by, channel)
-        return await self.service.register(report, requested_by, channel)
+        await self.service.record_check(report, Actor("slack", requested_by), channel)
+        return await self.service.register(report, Actor("slack", requested_by), channel)
 
     async def handle_apply(self, action: FixAction) -> None:
-        out = await self.service.apply(action.value, action.user_id)
+        out = await self.service.apply(action.value, Actor("slack", action.user_id))
         if out.changed_host:
             blocks = blockkit.applied_blocks(
                 action.message_blocks, action.action_id, action.value, actor=out.actor or action.user_id,
@@ -60,7 +54,7 @@ class ServiceFixes:
                         or out.status in ("expired", "precondition_changed", "void") else "")
 
     async def handle_rollback(self, action: FixAction) -> None:
-        out = await self.service.rollback(action.value, action.user_id)
+        out = await self.service.rollback(action.value, Actor("slack", action.user_id))
         if out.ok:
             blocks = blockkit.rolled_back_blocks(
                 action.message_blocks, action.action_id, action.value, actor=out.actor or action.user_id,
@@ -106,18 +100,3 @@ class ServiceFixes:
                 await poster.respond(action.response_url, msg)
         finally:
             await poster.close()
-
-
-def service_fixes(settings: Settings, inventory: Inventory, engine: CheckEngine,
-                  client: AsyncWebClient) -> ServiceFixes:
-    """bot.fixes.FixService as `mailcheck serve` runs it: SQLite store, SSH, verified by
-    the same engine, approver user groups resolved through Slack (usergroups:read)."""
-    from bot.store import SQLiteStore
-    from bot.transport import SSHTransport
-
-    service = RealFixService(settings=settings, inventory=inventory,
-                             store=SQLiteStore(settings.db_path),
-                             connect=lambda host: SSHTransport(host, settings),
-                             verifier=engine_verifier(engine),
-                             group_members=slack_group_members(client))
-    return ServiceFixes(service)

@@ -10,11 +10,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from bot.checks import StepOutcome, all_checks
+from bot.checks.tools import Tools
 from bot.engine import Engine
 from bot.models import Command
 from config.inventory import Host, Inventory
@@ -102,15 +102,17 @@ def test_unreachable_host(labhost):
 async def test_command_timeout_is_that_steps_error(labhost):
     """A command that outlives its budget: the step says so, the others report."""
 
-    def evaluate(inp):
-        r = inp.results[("sleep", "30")]
-        if r.timed_out:
-            return StepOutcome("error", "timed out", error=f"`sleep 30` timed out after {r.command.timeout:g}s")
-        return StepOutcome("ok", "finished")
+    class Slow(Tools):
+        def commands(self, ctx):
+            return [Command(("sleep", "30"), timeout=1)]
 
-    slow = SimpleNamespace(NAME="tools", NEEDS=(), evaluate=evaluate,
-                           commands=lambda: [Command(("sleep", "30"), timeout=1)])
-    checks = [slow if c.NAME == "tools" else c for c in all_checks()]
+        def evaluate(self, inp):
+            r = inp.results[("sleep", "30")]
+            if r.timed_out:
+                return StepOutcome("error", "timed out", error=f"`sleep 30` timed out after {r.command.timeout:g}s")
+            return StepOutcome("ok", "finished")
+
+    checks = [Slow() if c.name == "tools" else c for c in all_checks()]
     settings = Settings(probe_timeout=1.5, connect_timeout=3, _env_file=None)
     host = Host(name=f"mx{labhost.index}", address=labhost.ip, identity_file=labhost.client_key,
                 known_hosts=labhost.known_hosts)
@@ -153,9 +155,14 @@ async def test_connection_dropped_mid_check(labhost):
     import os
     import signal
 
-    slow = SimpleNamespace(NAME="tools", NEEDS=(), evaluate=lambda inp: StepOutcome("ok", "x"),
-                           commands=lambda: [Command(("sleep", "5"), timeout=10)])
-    checks = [slow if c.NAME == "tools" else c for c in all_checks()]
+    class Slow(Tools):
+        def commands(self, ctx):
+            return [Command(("sleep", "5"), timeout=10)]
+
+        def evaluate(self, inp):
+            return StepOutcome("ok", "x")
+
+    checks = [Slow() if c.name == "tools" else c for c in all_checks()]
     host = Host(name=f"mx{labhost.index}", address=labhost.ip, identity_file=labhost.client_key,
                 known_hosts=labhost.known_hosts)
     settings = Settings(probe_timeout=1.5, connect_timeout=3, _env_file=None)

@@ -171,6 +171,30 @@ async def test_port_dropped_outside_the_host_is_the_providers(labhost):
     assert report.exit_code == 1
 
 
+async def test_ssh_steps_report_while_a_filtered_port_still_times_out(labhost):
+    """Progress is real: tools, services and firewall are reported as soon as the SSH batch
+    is back, while the probe of a dropped port still waits for its timeout; ports and the
+    conclusion follow it. The firewall's verdict is for the prober's real source address."""
+    labhost.start_exim("public")
+    labhost.start_dovecot(tls=True)
+    labhost.provider_blocks((25,))
+    timeout = 6.0  # well above the SSH batch, even on a busy machine
+    settings = Settings(probe_timeout=timeout, connect_timeout=3, _env_file=None)
+    t0 = time.monotonic()
+    at: dict[str, float] = {}
+
+    async def progress(step, report):
+        at[step.name] = time.monotonic() - t0
+
+    report = await Engine(settings, Inventory()).check(host_of(labhost), progress=progress)
+    assert list(at) == ["tools", "services", "firewall", "ports", "conclusion"]
+    assert max(at["tools"], at["services"], at["firewall"]) < timeout <= at["ports"]
+    assert [s.name for s in report.steps] == ["tools", "services", "ports", "firewall", "conclusion"]
+    assert firewall(report)[("inbound", "ipv4", 25)] == ("allow", None)
+    assert inbound(report)[25] == ("filtered", "public")
+    assert "provider.port_blocked" in codes(report)
+
+
 # --- the real CLI -----------------------------------------------------------------------------
 
 def mailcheck(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -19,7 +19,7 @@ from bot.firewall.parse.iptables import normalize_iptables_save
 from bot.fixes import FixService
 from bot.fixes.apply import fingerprint
 from bot.fixes.backup import normalize_ruleset
-from bot.models import Command, Fix, PortStatus, Precondition, Report
+from bot.models import Actor, Command, Fix, PortStatus, Precondition, Report
 from bot.store import SQLiteStore
 from bot.transport import SSHTransport
 from config.inventory import Host, Inventory
@@ -67,7 +67,7 @@ def service(tmp_path: Path, lh, **kw) -> tuple[FixService, Host]:
 
 async def register(svc: FixService, host: Host, fix: Fix) -> str:
     report = Report(host=host.name, address=host.address, fixes=[fix])
-    return (await svc.register(report, requested_by="UREQ", channel="CLAB"))[fix.id]
+    return (await svc.register(report, requested_by=Actor("slack", "UREQ"), channel="CLAB"))[fix.id]
 
 
 def table_precondition(lh, save: str = "iptables-save") -> Precondition:
@@ -137,7 +137,7 @@ async def test_case1_apply_opens_ports_keeps_ssh_and_other_rules_then_rolls_back
     plan_id = await register(svc, host, case1_fix(lh))
 
     with lh.outside_listener(MAIL_OUT):
-        out = await svc.apply(plan_id, "UOPS")
+        out = await svc.apply(plan_id, Actor("slack", "UOPS"))
         assert out.status == "applied", (out.message, out.log)
         assert out.verify.achieved and not out.verify.missing
         assert {lh.probe(p) for p in MAIL_IN} == {"open"}  # the kernel agrees
@@ -154,7 +154,7 @@ async def test_case1_apply_opens_ports_keeps_ssh_and_other_rules_then_rolls_back
     assert (bdir / "rules.iptables").exists() and (bdir / "deadman.armed.cancelled").exists()
     assert out.before.ruleset and out.after.ruleset and out.before.ports == []
 
-    rb = await svc.rollback(out.change_id, "UOPS")
+    rb = await svc.rollback(out.change_id, Actor("slack", "UOPS"))
     assert rb.status == "rolled_back" and rb.exact, rb.message
     assert rules(lh) == before  # exactly the previous ruleset
     assert normalize_iptables_save((lh.etc / "iptables" / "rules.v4").read_text()).splitlines() \
@@ -196,7 +196,7 @@ async def test_case2_policy_drop_insert_accept(lab, tmp_path):
     svc, host = service(tmp_path, lh)
     plan_id = await register(svc, host, fix)
     with lh.outside_listener(MAIL_OUT):
-        out = await svc.apply(plan_id, "UOPS")
+        out = await svc.apply(plan_id, Actor("slack", "UOPS"))
         assert out.status == "applied" and out.verify.achieved, (out.message, out.log)
         assert {lh.connect_out(p) for p in MAIL_OUT} == {"open"}
     assert {lh.probe(p) for p in MAIL_IN} == {"open"}
@@ -208,9 +208,9 @@ async def test_case2_policy_drop_insert_accept(lab, tmp_path):
         "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT") + 1  # inserted at position 3
     lh.sh("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "8443", "-j", "ACCEPT")  # by hand
     meddled = rules(lh)
-    rb = await svc.rollback(out.change_id, "UOPS")
+    rb = await svc.rollback(out.change_id, Actor("slack", "UOPS"))
     assert rb.status == "drift" and rules(lh) == meddled  # later changes are not clobbered
-    rb = await svc.rollback(out.change_id, "UOPS", force=True)
+    rb = await svc.rollback(out.change_id, Actor("slack", "UOPS"), force=True)
     assert rb.status == "rolled_back" and rules(lh) == before
     assert lh.probe(25) == "filtered" and lh.probe(22) == "open"
 
@@ -232,14 +232,14 @@ async def test_ufw_allow_then_exact_rollback_of_rules_and_files(lab, tmp_path):
                                           description="ufw status is as it was")],
               expected_allow=[("inbound", "ipv4", p) for p in MAIL_IN])
     svc, host = service(tmp_path, lh)
-    out = await svc.apply(await register(svc, host, fix), "UOPS")
+    out = await svc.apply(await register(svc, host, fix), Actor("slack", "UOPS"))
     assert out.status == "applied" and out.verify.achieved, (out.message, out.log)
     assert {lh.probe(p) for p in MAIL_IN} == {"open"} and lh.probe(22) == "open"
     assert all(f"{p}/tcp" in lh.sh("ufw", "status").stdout for p in MAIL_IN)
     gone, new = diff(before, rules(lh))
     assert not gone and all("ufw-user-input" in line for line in new) and len(new) == 5
 
-    rb = await svc.rollback(out.change_id, "UOPS")
+    rb = await svc.rollback(out.change_id, Actor("slack", "UOPS"))
     assert rb.status == "rolled_back" and rb.exact, rb.message
     assert rules(lh) == before
     assert normalize_iptables_save(lh.iptables_save(six=True)) == normalize_iptables_save(before6)
@@ -258,12 +258,12 @@ async def test_precondition_changed_between_plan_and_approval_is_refused(lab, tm
     plan_id = await register(svc, host, case1_fix(lh))
     lh.sh("iptables", "-I", "INPUT", "1", "-p", "tcp", "--dport", "8080", "-j", "ACCEPT")
     meddled = rules(lh)
-    out = await svc.apply(plan_id, "UOPS")
+    out = await svc.apply(plan_id, Actor("slack", "UOPS"))
     assert out.status == "precondition_changed" and out.offer_recheck, out.message
     assert "filter is as it was" in out.message
     assert rules(lh) == meddled and lh.probe(25) == "filtered"
     assert not Path(svc.settings.backup_dir).exists()  # refused before even the backup
-    assert (await svc.apply(plan_id, "UOPS")).status == "duplicate"  # the plan is spent: re-check
+    assert (await svc.apply(plan_id, Actor("slack", "UOPS"))).status == "duplicate"  # the plan is spent: re-check
 
 
 @pytest.mark.parametrize("cut", ["new", "all"])
@@ -282,7 +282,7 @@ async def test_a_fix_that_cuts_ssh_is_rolled_back_by_the_host(lab, tmp_path, cut
               preconditions=[table_precondition(lh)],
               expected_allow=[("inbound", "ipv4", 25)])
     svc, host = service(tmp_path, lh, lockout_deadline=4, command_timeout=3.0)
-    out = await svc.apply(await register(svc, host, bad), "UOPS")
+    out = await svc.apply(await register(svc, host, bad), Actor("slack", "UOPS"))
     assert out.status == "restored_by_host", (out.status, out.message, out.log)
     assert rules(lh) == before  # the host put the old rules back by itself
     assert lh.probe(22) == "open" and await ssh_ok(host, svc.settings)
@@ -310,15 +310,15 @@ async def test_engine_verifies_and_a_fix_without_effect_offers_rollback(lab, tmp
                   commands=[["iptables", "-D", "INPUT", "-p", "tcp", "--dport", "2222", "-j", "DROP"]],
                   preconditions=[table_precondition(lh)],
                   expected_allow=[("inbound", "ipv4", 25)])
-    out = await svc.apply(await register(svc, host, useless), "UOPS")
+    out = await svc.apply(await register(svc, host, useless), Actor("slack", "UOPS"))
     assert out.status == "not_achieved" and out.offer_rollback, out.message
     assert "inbound ipv4 25: filtered" in out.message
-    rb = await svc.rollback(out.change_id, "UOPS")
+    rb = await svc.rollback(out.change_id, Actor("slack", "UOPS"))
     assert rb.exact and rules(lh) == before
 
     good = case1_fix(lh)
     good.expected_allow = [("inbound", "ipv4", p) for p in MAIL_IN]  # the engine probes inbound
-    out = await svc.apply(await register(svc, host, good), "UOPS")
+    out = await svc.apply(await register(svc, host, good), Actor("slack", "UOPS"))
     assert out.status == "applied" and out.verify.achieved, (out.message, out.verify)
     after = {(p.direction, p.family, p.port): p for p in out.after.ports}
     assert all(after[("inbound", "ipv4", p)].outside == "open" for p in MAIL_IN)
@@ -357,10 +357,10 @@ async def test_nft_insert_then_exact_restore(lab, tmp_path):
               expected_allow=[("inbound", "ipv4", p) for p in MAIL_IN]
               + [("inbound", "ipv6", p) for p in MAIL_IN])
     svc, host = service(tmp_path, lh)
-    out = await svc.apply(await register(svc, host, fix), "UOPS")
+    out = await svc.apply(await register(svc, host, fix), Actor("slack", "UOPS"))
     assert out.status == "applied" and out.verify.achieved, (out.message, out.log)
     assert lh.probe(22) == "open" and await ssh_ok(host, svc.settings)
-    rb = await svc.rollback(out.change_id, "UOPS")
+    rb = await svc.rollback(out.change_id, Actor("slack", "UOPS"))
     assert rb.status == "rolled_back" and rb.exact, rb.message
     assert normalize_ruleset(lh.sh("nft", "list", "ruleset").stdout) == normalize_ruleset(nft_before)
     assert lh.probe(25) == "filtered" and lh.probe(25, six=True) == "filtered"

@@ -13,7 +13,7 @@ import asyncio
 
 import pytest
 
-from bot.models import Fix, PortStatus, Report
+from bot.models import Actor, Fix, PortStatus, Report
 from config.inventory import Host
 from tests.firewall_corpus import (
     addresses_of,
@@ -55,16 +55,16 @@ async def test_planned_fix_through_the_approval_path(lab, tmp_path, case):
         pytest.skip("the case's ruleset keeps mailcheck's SSH out: nothing can be applied")
     before = _rules(lh)
     report = Report(host=host.name, address=host.address, fixes=plan.fixes)
-    plans = await svc.register(report, requested_by="UREQ", channel="CLAB")
+    plans = await svc.register(report, requested_by=Actor("slack", "UREQ"), channel="CLAB")
     changes = []
     for fix in plan.fixes:
-        out = await svc.apply(plans[fix.id], "UOPS")
+        out = await svc.apply(plans[fix.id], Actor("slack", "UOPS"))
         assert out.status == "applied", (fix.id, out.status, out.message, out.log[-3:])
         assert out.verify is not None and out.verify.achieved, (fix.id, out.verify)
         changes.append(out.change_id)
     assert await ssh_ok(host, svc.settings)
     for change_id in reversed(changes):
-        rb = await svc.rollback(change_id, "UOPS")
+        rb = await svc.rollback(change_id, Actor("slack", "UOPS"))
         assert rb.status == "rolled_back", rb.message
     assert _rules(lh) == before, "the rollback did not restore the exact rules"
     assert await ssh_ok(host, svc.settings)

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 
-from bot.models import STEPS, Finding, Fix, Report, StepResult
+from bot.checks.registry import STEPS
+from bot.engine import Progress
+from bot.models import Finding, Fix, Report, StepResult
 from bot.slack.app import bot_of, build_app
-from bot.slack.ports import InMemoryFixService, Progress
+from bot.slack.contracts import InMemoryFixService
 from bot.slack.server import run_app
 from config.inventory import Host, Inventory
 from config.settings import Settings

@@ -96,6 +96,15 @@ def test_progress_shows_done_running_and_waiting():
     assert "*services* · running" in text and "*conclusion* · waiting" in text
 
 
+def test_progress_keeps_the_guides_order_when_a_later_step_finishes_first():
+    done = [StepResult(name=n, status="ok", summary=f"{n} done") for n in ("tools", "services", "firewall")]
+    text = json.dumps(blockkit.progress_blocks(Report(host="mx1", address="a", steps=done)),
+                      ensure_ascii=False)
+    where = [text.index(f"*{n}* ·") for n in ("tools", "services", "ports", "firewall", "conclusion")]
+    assert where == sorted(where)
+    assert "*ports* · running" in text and "*conclusion* · waiting" in text
+
+
 def test_error_message_names_the_step():
     blocks = blockkit.error_blocks("mx1", "x" * 10_000, "ports")
     assert check_blocks(blocks, MAX_BLOCKS) == {}

@@ -13,7 +13,7 @@ import pytest
 
 from bot.errors import ConfigError, UnreachableError
 from bot.slack.app import build_app
-from bot.slack.ports import InMemoryFixService
+from bot.slack.contracts import InMemoryFixService
 from bot.slack.server import run_app
 from tests.slack.conftest import (
     ScriptedEngine,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from bot.fixes.outcomes import ApplyOutcome, RollbackOutcome
+from bot.models import Actor
 from bot.slack.app import bot_of, build_app
 from bot.slack.server import run_app
 from bot.slack.service_fixes import ServiceFixes
@@ -33,15 +34,16 @@ class RecordingService:
         return {f.id: "p_" + f.id for f in report.fixes}
 
     async def apply(self, plan_id, actor, **_kw):
-        self.applied.append((plan_id, actor))
-        if actor == "U0BOB":
+        self.applied.append((plan_id, str(actor)))
+        if actor == Actor("slack", "U0BOB"):
             return ApplyOutcome("applied", "port 25 open from outside", plan_id, host="mx1",
-                                summary="Allow inbound SMTP", actor=actor, change_id="c_1")
+                                summary="Allow inbound SMTP", actor=str(actor), change_id="c_1")
         return ApplyOutcome("refused", "you are not an approver of mx1", plan_id, host="mx1",
-                            actor=actor)
+                            actor=str(actor))
 
     async def rollback(self, change_id, actor, **_kw):
-        return RollbackOutcome("rolled_back", "restored exactly", change_id, host="mx1", actor=actor)
+        return RollbackOutcome("rolled_back", "restored exactly", change_id, host="mx1",
+                               actor=str(actor))
 
 
 async def test_applied_goes_to_the_thread_refused_only_to_the_clicker(fake):

@@ -50,4 +50,4 @@ def make_input(res=None, *, host_facts: HostFacts | None = None, probes: ProbeRe
     return CheckInput("mx1", "198.18.2.2", res or {}, host_facts or facts(),
                       addresses=addresses or {"ipv4": "198.18.2.2", "ipv6": "2001:2:0:2::2"},
                       probes=probes, ports=ports if ports is not None else base_ports(),
-                      prior=prior or {})
+                      prior=prior or {}, sources=probes.sources if probes is not None else {})

@@ -5,9 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bot.checks import StepOutcome, conclusion, facts, firewall, ports, services, tools
+from bot.checks import StepOutcome, facts, firewall, services, tools
 from bot.checks.catalogue import CATALOGUE
-from bot.models import PortStatus
+from bot.checks.conclusion import Conclusion
+from bot.checks.ports import Ports
+from bot.checks.services import Services
+from bot.checks.tools import Tools
+from bot.models import PortStatus, PortUpdate
 from bot.probes import PortProbe, ProbeReport, SmtpInfo, TlsInfo
 from tests.firewall_corpus import load_captured
 from tests.unit.checkdata import LAB_IP_ADDR, base_ports, guide, make_input, result, results
@@ -50,12 +54,12 @@ def _tools(missing: set[str]):
 
 
 def test_tools_present():
-    out = tools.evaluate(make_input(_tools(set())))
+    out = Tools().evaluate(make_input(_tools(set())))
     assert out.status == "ok" and not out.findings
 
 
 def test_tools_missing_debian_apt():
-    out = tools.evaluate(make_input(_tools({"dig", "whois"})))
+    out = Tools().evaluate(make_input(_tools({"dig", "whois"})))
     assert [f.code for f in out.findings] == ["tools.missing"]
     assert out.fixes[0].commands[-1] == ["apt-get", "install", "-y", "bind9-dnsutils", "whois"]
     assert out.findings[0].fixes == ["tools-install"]
@@ -65,7 +69,7 @@ def test_tools_missing_rocky_dnf_with_the_guides_packages():
     from tests.unit.checkdata import facts as mkfacts
 
     inp = make_input(_tools({"dig", "nc", "lsof", "whois"}), host_facts=mkfacts("rhel", "rocky"))
-    out = tools.evaluate(inp)
+    out = Tools().evaluate(inp)
     assert out.fixes[0].commands == [["dnf", "install", "-y", "bind-utils", "nmap-ncat", "lsof", "whois"]]
     assert tools.install_argv("rhel", "centos", ["lsof"]) == ["yum", "install", "-y", "lsof"]
     assert tools.install_argv("unknown", "arch", ["lsof"]) is None
@@ -75,13 +79,13 @@ def test_tools_missing_rocky_dnf_with_the_guides_packages():
 
 def test_loopback_only_exim_is_found_and_dovecot_is_public():
     res = results(result(services.SS, SS_LOOPBACK_EXIM), INSTALLED, PS_OTHER_EXIM)
-    out = services.evaluate(make_input(res))
+    out = Services().evaluate(make_input(res))
     codes = {(f.code, f.summary.split()[1], f.severity) for f in out.findings}
     assert codes == {("service.loopback_only", "25", "error"), ("service.loopback_only", "465", "warning"),
                      ("service.loopback_only", "587", "warning")}
-    assert out.ports[("inbound", "ipv4", 25)] == {"listening": "loopback", "process": "exim4"}
-    assert out.ports[("inbound", "ipv6", 25)] == {"listening": "none", "process": None}
-    assert out.ports[("inbound", "ipv6", 993)] == {"listening": "public", "process": "dovecot"}
+    assert out.ports[("inbound", "ipv4", 25)] == PortUpdate(listening="loopback", process="exim4")
+    assert out.ports[("inbound", "ipv6", 25)] == PortUpdate(listening="none", process=None)
+    assert out.ports[("inbound", "ipv6", 993)] == PortUpdate(listening="public", process="dovecot")
     assert out.status == "fail"
 
 
@@ -89,7 +93,7 @@ def test_exim_down_even_though_ps_shows_an_exim_of_another_namespace():
     ss = "\n".join(line for line in SS_LOOPBACK_EXIM.splitlines() if "exim4" not in line)
     res = results(result(services.SS, ss), INSTALLED, PS_OTHER_EXIM,
                   result(("tail", "-n", "20", "/var/log/exim4/mainlog"), "2026-11-26 panic: boom\n"))
-    out = services.evaluate(make_input(res))
+    out = Services().evaluate(make_input(res))
     down = [f for f in out.findings if f.code == "service.down"]
     assert len(down) == 1 and "panic: boom" in down[0].evidence
     assert out.fixes[0].commands == [["/etc/init.d/exim4", "restart"]]  # no systemd here
@@ -99,14 +103,14 @@ def test_exim_down_even_though_ps_shows_an_exim_of_another_namespace():
 def test_nothing_on_a_port():
     ss = SS_LOOPBACK_EXIM.replace("127.0.0.1:25 ", "0.0.0.0:25 ").replace("127.0.0.1:587", "0.0.0.0:587")
     ss = "\n".join(line for line in ss.splitlines() if ":465" not in line)
-    out = services.evaluate(make_input(results(result(services.SS, ss), INSTALLED)))
+    out = Services().evaluate(make_input(results(result(services.SS, ss), INSTALLED)))
     assert [(f.code, f.severity) for f in out.findings] == [("service.not_listening", "warning")]
-    assert out.ports[("inbound", "ipv4", 465)]["listening"] == "none"
+    assert out.ports[("inbound", "ipv4", 465)].listening == "none"
 
 
 def test_no_ss_and_no_lsof_is_a_step_error():
     res = results(result(services.SS, exit_status=127), result(services.LSOF, exit_status=127))
-    out = services.evaluate(make_input(res))
+    out = Services().evaluate(make_input(res))
     assert out.status == "error" and "ss: not installed" in out.error and "lsof" in out.error
 
 
@@ -125,15 +129,15 @@ def test_probe_results_become_outside_verdicts_and_findings():
         _probe(143, "refused"),
         _probe(993, "open", tls=TlsInfo("TLSv1.3", "CN=mx", "CN=mx", ("mx",), week, True)),
     ], {"ipv4": "198.18.2.1"})
-    out = ports.evaluate(make_input(probes=report))
-    assert out.ports[("inbound", "ipv4", 465)]["outside"] == "filtered"
-    assert out.ports[("inbound", "ipv4", 587)]["detail"].endswith("STARTTLS offered")
+    out = Ports().evaluate(make_input(probes=report))
+    assert out.ports[("inbound", "ipv4", 465)].outside == "filtered"
+    assert out.ports[("inbound", "ipv4", 587)].detail.endswith("STARTTLS offered")
     assert sorted(f.code for f in out.findings) == [
         "port.filtered", "port.refused", "smtp.no_starttls", "tls.self_signed"]
 
 
 def test_filtered_port_25_is_an_error():
-    out = ports.evaluate(make_input(probes=ProbeReport([_probe(25, "filtered")])))
+    out = Ports().evaluate(make_input(probes=ProbeReport([_probe(25, "filtered")])))
     assert out.findings[0].severity == "error" and out.status == "fail"
 
 
@@ -143,10 +147,10 @@ def test_guide_case_1_rules_block_every_mail_port_in_and_out():
     res = load_captured(CORPUS / "guide_policy_accept_multiport_drop" / "captured")
     probes = ProbeReport([], {"ipv4": "198.18.2.1"})
     out = firewall.evaluate(make_input(res, probes=probes, addresses={"ipv4": "198.18.2.2"}))
-    assert {k: v["firewall"] for k, v in out.ports.items() if k[1] == "ipv4"} == {
+    assert {k: v.firewall for k, v in out.ports.items() if k[1] == "ipv4"} == {
         **{("inbound", "ipv4", p): "block" for p in (25, 465, 587, 143, 993)},
         **{("outbound", "ipv4", p): "block" for p in (25, 465, 587)}}
-    assert "multiport" in out.ports[("inbound", "ipv4", 25)]["blocked_by"]
+    assert "multiport" in out.ports[("inbound", "ipv4", 25)].blocked_by
     codes = {f.code for f in out.findings}
     assert {"firewall.inbound_blocked", "firewall.outbound_blocked"} <= codes
     assert codes <= set(CATALOGUE)
@@ -171,12 +175,12 @@ OK = {s: StepOutcome("ok", "") for s in ("services", "ports", "firewall")}
 
 def test_provider_block_only_on_all_three_pieces_of_evidence():
     blocked = {"firewall": "allow", "listening": "public", "outside": "filtered", "process": "exim4"}
-    out = conclusion.evaluate(make_input(ports=_ports(inbound_25=blocked), prior=OK))
+    out = Conclusion().evaluate(make_input(ports=_ports(inbound_25=blocked), prior=OK))
     assert [f.code for f in out.findings] == ["provider.port_blocked"]
     assert "ticket" in out.findings[0].summary and "25" in out.findings[0].summary
     for spoil in ({"firewall": "unknown"}, {"firewall": "block"}, {"listening": "loopback"},
                   {"outside": "refused"}, {"outside": None}):
-        out = conclusion.evaluate(make_input(ports=_ports(inbound_25={**blocked, **spoil}), prior=OK))
+        out = Conclusion().evaluate(make_input(ports=_ports(inbound_25={**blocked, **spoil}), prior=OK))
         assert out.findings == [], spoil
 
 
@@ -184,7 +188,7 @@ def test_no_conclusion_when_a_needed_step_failed():
     prior = {**OK, "firewall": StepOutcome("error", "", error="host mx1 step firewall: boom")}
     p = {("inbound", "ipv4", 25): PortStatus(port=25, direction="inbound", firewall="allow",
                                               listening="public", outside="filtered")}
-    out = conclusion.evaluate(make_input(ports=p, prior=prior))
+    out = Conclusion().evaluate(make_input(ports=p, prior=prior))
     assert out.status == "skipped" and not out.findings
 
 

@@ -44,3 +44,17 @@ def test_subcommands_come_from_one_table():
     assert [name for name, _, _ in COMMANDS][0] == "check"
     args = build_parser().parse_args(["check", "root@198.18.0.2:2222", "--json", "--step", "ports"])
     assert args.handler is COMMANDS[0][2] and args.step == ["ports"] and args.json
+
+
+def test_help_is_written_for_the_user():
+    r = mailcheck("--help")
+    assert r.returncode == 0
+    assert "Subcommands live" not in r.stdout and "COMMANDS" not in r.stdout
+    assert "why a Linux mail server cannot send or receive mail" in r.stdout
+    assert all(f"    {name} " in r.stdout for name in ("check", "fix", "rollback", "audit", "serve"))
+    assert "exit status: 0 mail can flow" in r.stdout and "mailcheck check mx1" in r.stdout
+
+
+def test_each_subcommand_has_its_own_handler():
+    handlers = [handler for _, _, handler in COMMANDS]
+    assert len(set(handlers)) == len(handlers) == 5

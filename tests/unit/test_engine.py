@@ -5,9 +5,8 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from bot.checks import StepOutcome, all_checks, facts
+from bot.checks.services import Services
 from bot.engine import Engine
 from bot.errors import AuthError, CommandTimeout
 from bot.models import CommandResult
@@ -93,11 +92,11 @@ async def test_timeout_of_the_main_batch_keeps_the_facts():
 
 
 async def test_a_crashing_check_is_its_own_steps_error():
-    def boom(inp):
-        raise ValueError("unparseable")
+    class Broken(Services):
+        def evaluate(self, inp):
+            raise ValueError("unparseable")
 
-    broken = SimpleNamespace(NAME="services", NEEDS=(), commands=lambda: [], evaluate=boom)
-    checks = [broken if c.NAME == "services" else c for c in all_checks()]
+    checks = [Broken() if c.name == "services" else c for c in all_checks()]
     report = await engine(FakeTransport(), checks=checks).check(HOST)
     by = {s.name: s for s in report.steps}
     assert by["services"].status == "error"
@@ -160,3 +159,116 @@ async def test_a_probe_that_raises_is_that_ports_error():
     report = await Broken(1.0).probe("ipv4", "198.18.2.2", (25, 993))
     assert [(p.port, p.state) for p in report.probes] == [(25, "open"), (993, "error")]
     assert "boom" in report.probes[1].error
+
+
+# --- each step as soon as its inputs are in; a new step is a class and a registry line ----
+
+async def test_ssh_steps_are_reported_before_a_slow_prober_finishes():
+    """Real timing: the probes take 1 s (as a filtered port waits for its timeout); the
+    steps that read only SSH are reported when the batch is back, not after the probes."""
+    import asyncio
+    import time
+
+    class SlowProber(FakeProber):
+        async def probe(self, family, address, ports):
+            await asyncio.sleep(1.0)
+            return await super().probe(family, address, ports)
+
+    t0 = time.monotonic()
+    seen: list[tuple[str, float, list[str]]] = []
+
+    async def progress(step, report):
+        seen.append((step.name, time.monotonic() - t0, [s.name for s in report.steps]))
+
+    report = await engine(FakeTransport(), SlowProber("filtered")).check(HOST, progress=progress)
+    at = {name: t for name, t, _ in seen}
+    assert [name for name, _, _ in seen] == ["tools", "services", "firewall", "ports", "conclusion"]
+    assert max(at["tools"], at["services"], at["firewall"]) < 0.5
+    assert min(at["ports"], at["conclusion"]) >= 1.0
+    assert seen[2][2] == ["tools", "services", "firewall"]  # the report so far, in guide order
+    assert [s.name for s in report.steps] == ["tools", "services", "ports", "firewall", "conclusion"]
+    by = {s.name: s for s in report.steps}
+    assert by["firewall"].duration < 0.5 <= 1.0 <= by["ports"].duration
+
+
+async def test_a_new_step_is_one_class_and_a_registry_line(monkeypatch):
+    """A DNS-like step, registered: its command joins the one batch, its outcome, findings
+    and port updates reach the report, a step that needs it runs after it and reads them,
+    and it fails like any SSH step. No engine edit."""
+    from bot.checks import registry
+    from bot.checks.base import Check
+    from bot.models import Command, Finding, PortKey, PortUpdate
+
+    dig = ("dig", "+short", "MX", "example.org")
+
+    class Dns(Check):
+        name = "dns"
+        ssh = "required"
+
+        def commands(self, ctx):
+            return [Command(dig)]
+
+        def evaluate(self, inp):
+            assert inp.results[dig].ok and inp.probes is None  # it did not ask for the probes
+            return StepOutcome("warn", "no MX record", findings=[
+                Finding(code="dns.no_mx", severity="warning", summary="no MX", step="dns")],
+                ports={PortKey("inbound", "ipv4", 25): PortUpdate(detail="no MX record")})
+
+    class MxReader(Check):
+        name = "mx_reader"
+        needs = ("dns",)
+
+        def evaluate(self, inp):
+            return StepOutcome("ok", f"{inp.prior['dns'].summary}; "
+                               f"{inp.ports[('inbound', 'ipv4', 25)].detail}")
+
+    monkeypatch.setattr(registry, "REGISTRY", (*registry.REGISTRY, MxReader, Dns))
+    t = FakeTransport()
+    report = await engine(t).check(HOST)
+    assert len(t.batches) == 2 and dig in t.batches[1]
+    names = [s.name for s in report.steps]
+    assert names[:5] == ["tools", "services", "ports", "firewall", "conclusion"]
+    assert names[5:] == ["dns", "mx_reader"]  # what a step needs runs first
+    by = {s.name: s for s in report.steps}
+    assert by["mx_reader"].summary == "no MX record; no MX record"
+    assert "dns.no_mx" in {f.code for f in report.findings}
+    assert next(p for p in report.ports if p.key == ("inbound", "ipv4", 25)).detail == "no MX record"
+
+    t = FakeTransport()
+    report = await engine(t).check(HOST, steps=["mx_reader"])
+    assert [s.name for s in report.steps] == ["mx_reader"] and dig in t.batches[1]
+
+    t = FakeTransport(fail_on=1, error=AuthError("root@198.18.2.2 refused our key", host="mx1"))
+    by = {s.name: s for s in (await engine(t).check(HOST)).steps}
+    assert by["dns"].error.startswith("host mx1 step dns: AuthError")
+
+
+def test_needs_are_ordered_and_checked():
+    import pytest
+
+    from bot.checks.base import Check, dependency_order
+
+    def step(name, *needs):
+        return type(name, (Check,), {"name": name, "needs": needs})()
+
+    a, b, c = step("a", "c"), step("b"), step("c")
+    assert [x.name for x in dependency_order([a, b, c])] == ["b", "c", "a"]
+    with pytest.raises(ValueError, match="cycle"):
+        dependency_order([step("a", "b"), step("b", "a")])
+    with pytest.raises(ValueError, match="needs x, which no check provides"):
+        dependency_order([step("a", "x")])
+
+
+def test_a_port_update_is_typed():
+    import pytest
+    from pydantic import ValidationError
+
+    from bot.models import PortStatus, PortUpdate
+
+    with pytest.raises(ValidationError):
+        PortUpdate(listenning="public")  # misspelled
+    with pytest.raises(ValidationError):
+        PortUpdate(outside="maybe")
+    port = PortStatus(port=25, direction="inbound", process="exim4", firewall="block")
+    after = PortUpdate(listening="public", process=None).apply(port)
+    assert (after.listening, after.process, after.firewall) == ("public", None, "block")

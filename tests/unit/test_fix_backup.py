@@ -7,14 +7,14 @@ import time
 from pathlib import Path
 
 from bot.fixes.backup import (
-    backup_plan,
+    backup_for,
     iptables_variants,
+    line_from_dict,
+    line_to_dict,
     normalize_ruleset,
-    step_from_dict,
-    step_to_dict,
 )
 from bot.models import Command, Fix
-from bot.transport import LocalTransport, Step, detached_command, script_command
+from bot.transport import LocalTransport, ScriptLine, detached_command, script_command
 
 
 def fw(backend: str, *commands: list[str]) -> Fix:
@@ -25,21 +25,21 @@ def test_backup_covers_each_iptables_variant_the_commands_use():
     f = fw("iptables", ["iptables-legacy", "-D", "INPUT", "1"], ["iptables", "-I", "INPUT", "1"])
     assert iptables_variants(f, "iptables") == ["iptables-legacy", "iptables"]
     assert iptables_variants(fw("ufw", ["ufw", "allow", "25/tcp"]), "ufw") == ["iptables", "ip6tables"]
-    bp = backup_plan(f, "/var/backups/mailcheck", "mx1", "c_1", now=0)
+    bp = backup_for(f, "/var/backups/mailcheck", "mx1", "c_1", now=0)
     assert bp.directory == "/var/backups/mailcheck/19700101T000000Z-mx1-c_1"
     assert [s.argv for s in bp.restore] == [("iptables-legacy-restore",), ("iptables-restore",)]
     assert [c.argv for c in bp.dump] == [("iptables-legacy-save",), ("iptables-save",)]
 
 
 def test_ufw_restores_files_and_kernel_rules_nft_restores_atomically():
-    ufw = backup_plan(fw("ufw", ["ufw", "allow", "25/tcp"]), "/b", "h", "c")
+    ufw = backup_for(fw("ufw", ["ufw", "allow", "25/tcp"]), "/b", "h", "c")
     argvs = [s.argv for s in ufw.restore]
     assert argvs[0][:2] == ("cp", "-a") and ("iptables-restore",) in argvs and ("ip6tables-restore",) in argvs
-    nft = backup_plan(fw("nftables", ["nft", "add", "rule", "inet", "f", "input", "accept"]), "/b", "h", "c")
+    nft = backup_for(fw("nftables", ["nft", "add", "rule", "inet", "f", "input", "accept"]), "/b", "h", "c")
     assert [s.argv for s in nft.restore] == [("nft", "-f", f"{nft.directory}/ruleset.nft")]
     svc = Fix(id="s", kind="service", summary="s", commands=[["systemctl", "start", "exim4"]],
               rollback=[["systemctl", "stop", "exim4"]])
-    assert [s.argv for s in backup_plan(svc, "/b", "h", "c").restore] == [("systemctl", "stop", "exim4")]
+    assert [s.argv for s in backup_for(svc, "/b", "h", "c").restore] == [("systemctl", "stop", "exim4")]
 
 
 def test_normalize_ignores_counters_comments_and_an_empty_filter_table():
@@ -51,14 +51,14 @@ def test_normalize_ignores_counters_comments_and_an_empty_filter_table():
 
 
 def test_steps_round_trip_through_the_store():
-    s = Step(("iptables-restore",), stdin="/b/rules; rm -rf /")
-    assert step_from_dict(step_to_dict(s)) == s
+    s = ScriptLine(("iptables-restore",), stdin="/b/rules; rm -rf /")
+    assert line_from_dict(line_to_dict(s)) == s
 
 
 async def test_script_quotes_paths_and_stops_at_the_first_failure(tmp_path):
     weird = str(tmp_path / "a b;$(touch pwned)")
-    cmd = script_command([Step(("printf", "x"), stdout=weird), Step(("false",)),
-                          Step(("printf", "y"), stdout=weird, append=True)])
+    cmd = script_command([ScriptLine(("printf", "x"), stdout=weird), ScriptLine(("false",)),
+                          ScriptLine(("printf", "y"), stdout=weird, append=True)])
     [r] = await LocalTransport().run([cmd])
     assert r.exit_status == 1
     assert Path(weird).read_text() == "x"
@@ -70,7 +70,7 @@ async def test_dead_man_job_fires_after_the_delay_unless_disarmed(tmp_path):
     fired, spared = tmp_path / "fired", tmp_path / "spared"
     for name, out in (("a", fired), ("b", spared)):
         (tmp_path / f"{name}.armed").touch()
-        job = detached_command([Step(("printf", "restored"), stdout=str(out))], delay=1,
+        job = detached_command([ScriptLine(("printf", "restored"), stdout=str(out))], delay=1,
                                armed=str(tmp_path / f"{name}.armed"), log=str(tmp_path / f"{name}.log"))
         t0 = time.monotonic()
         [r] = await t.run([job])

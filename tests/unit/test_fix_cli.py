@@ -6,8 +6,10 @@ import argparse
 import io
 import json
 
-from bot.fixes.cli import FixCli, add_subcommands, run
-from bot.models import PortStatus, Report
+from bot.cli import build_parser, run
+from bot.console import Console
+from bot.models import Actor, PortStatus, Report
+from bot.wiring import Wiring
 from tests.unit.fakehost import FakeHost
 from tests.unit.fixtures_fixes import RULES, fix, inventory, report, settings
 
@@ -38,15 +40,13 @@ def cli(tmp_path, answers=("y",), **kw):
             raise EOFError from None
 
     out = io.StringIO()
-    c = FixCli(settings(tmp_path, **kw), inventory(), FakeEngine(host), connect=host.connect,
-               ask=ask, out=out, actor="cli:alice")
+    c = Console(Wiring(settings(tmp_path, **kw), inventory(), engine=FakeEngine(host),
+                       connect=host.connect), ask=ask, out=out, actor=Actor("cli", "alice"))
     return c, host, out
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    p = argparse.ArgumentParser()
-    add_subcommands(p.add_subparsers(dest="command", required=True))
-    return p.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 async def test_fix_without_ids_lists_the_plans_and_changes_nothing(tmp_path):

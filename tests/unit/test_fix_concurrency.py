@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from bot.fixes import FixService
-from bot.models import Fix, Precondition
+from bot.models import Actor, Fix, Precondition
 from bot.store import SQLiteStore
 from tests.unit.fakehost import FakeHost
 from tests.unit.fixtures_fixes import inventory, report, settings
@@ -33,8 +33,8 @@ def services(tmp_path, host: FakeHost, n: int = 2, **kw) -> list[FixService]:
 async def test_fifty_simultaneous_approvals_apply_exactly_once(tmp_path):
     host = FakeHost(delay=0.01)
     svcs = services(tmp_path, host, n=5)
-    plan_id = (await svcs[0].register(report("mx1", marked_fix("once")), "UREQ"))["fw-once"]
-    approvers = ["UHOST", "UGROUP"]
+    plan_id = (await svcs[0].register(report("mx1", marked_fix("once")), Actor("slack", "UREQ")))["fw-once"]
+    approvers = [Actor("slack", "UHOST"), Actor("slack", "UGROUP")]
     outs = await asyncio.gather(*[
         svcs[i % 5].apply(plan_id, approvers[i % 2]) for i in range(50)])
     statuses = [o.status for o in outs]
@@ -64,9 +64,9 @@ def _intervals(host: FakeHost, owners: dict[str, str]) -> dict[str, tuple[float,
 async def test_two_plans_on_one_host_never_overlap(tmp_path):
     host = FakeHost(delay=0.02)
     a, b = services(tmp_path, host)
-    pa = (await a.register(report("mx1", marked_fix("alpha")), "UREQ"))["fw-alpha"]
-    pb = (await b.register(report("mx1", marked_fix("beta")), "UREQ"))["fw-beta"]
-    oa, ob = await asyncio.gather(a.apply(pa, "UHOST"), b.apply(pb, "UGROUP"))
+    pa = (await a.register(report("mx1", marked_fix("alpha")), Actor("slack", "UREQ")))["fw-alpha"]
+    pb = (await b.register(report("mx1", marked_fix("beta")), Actor("slack", "UREQ")))["fw-beta"]
+    oa, ob = await asyncio.gather(a.apply(pa, Actor("slack", "UHOST")), b.apply(pb, Actor("slack", "UGROUP")))
     assert (oa.status, ob.status) == ("applied", "applied"), (oa.message, ob.message)
     spans = _intervals(host, {"alpha": "A", "beta": "B", oa.change_id: "A", ob.change_id: "B"})
     (s1, e1), (s2, e2) = sorted(spans.values())
@@ -77,9 +77,9 @@ async def test_two_plans_on_one_host_never_overlap(tmp_path):
 async def test_other_hosts_are_not_serialised(tmp_path):
     host = FakeHost(delay=0.02)
     a, b = services(tmp_path, host)
-    pa = (await a.register(report("mx1", marked_fix("one")), "UREQ"))["fw-one"]
-    pb = (await b.register(report("mx2", marked_fix("two")), "UREQ"))["fw-two"]
-    oa, ob = await asyncio.gather(a.apply(pa, "UHOST"), b.apply(pb, "UEU"))
+    pa = (await a.register(report("mx1", marked_fix("one")), Actor("slack", "UREQ")))["fw-one"]
+    pb = (await b.register(report("mx2", marked_fix("two")), Actor("slack", "UREQ")))["fw-two"]
+    oa, ob = await asyncio.gather(a.apply(pa, Actor("slack", "UHOST")), b.apply(pb, Actor("slack", "UEU")))
     spans = _intervals(host, {"one": "A", "two": "B", oa.change_id: "A", ob.change_id: "B"})
     (s1, e1), (s2, e2) = sorted(spans.values())
     assert s2 < e1  # ran side by side
@@ -88,15 +88,15 @@ async def test_other_hosts_are_not_serialised(tmp_path):
 async def test_busy_host_refuses_with_the_holders_name_and_keeps_the_plan(tmp_path):
     host = FakeHost(delay=0.05)
     a, b = services(tmp_path, host, lock_wait=0.0)
-    pa = (await a.register(report("mx1", marked_fix("first")), "UREQ"))["fw-first"]
-    pb = (await b.register(report("mx1", marked_fix("second")), "UREQ"))["fw-second"]
-    first = asyncio.create_task(a.apply(pa, "UHOST"))
+    pa = (await a.register(report("mx1", marked_fix("first")), Actor("slack", "UREQ")))["fw-first"]
+    pb = (await b.register(report("mx1", marked_fix("second")), Actor("slack", "UREQ")))["fw-second"]
+    first = asyncio.create_task(a.apply(pa, Actor("slack", "UHOST")))
     for _ in range(400):  # until the first change has started on the host
         if host.journal:
             break
         await asyncio.sleep(0.005)
-    busy = await b.apply(pb, "UGROUP")
+    busy = await b.apply(pb, Actor("slack", "UGROUP"))
     assert busy.status == "busy" and "UHOST (fix fw-first" in busy.message
     assert (await first).status == "applied"
     assert (await b.plan(pb)).state == "pending"
-    assert (await b.apply(pb, "UGROUP")).status == "applied"
+    assert (await b.apply(pb, Actor("slack", "UGROUP"))).status == "applied"

@@ -8,6 +8,7 @@ import pytest
 
 from bot.fixes import FixService
 from bot.fixes.plans import plan_digest
+from bot.models import Actor
 from bot.store import SQLiteStore
 from tests.unit.fakehost import FakeHost
 from tests.unit.fixtures_fixes import RULES, fix, inventory, report, settings
@@ -26,13 +27,13 @@ def service(tmp_path, host: FakeHost, **kw) -> FixService:
 
 async def test_plan_ids_are_opaque_and_apply_happens_once(tmp_path, host):
     svc = service(tmp_path, host)
-    ids = await svc.register(report("mx1"), requested_by="UREQ", channel="C1")
+    ids = await svc.register(report("mx1"), requested_by=Actor("slack", "UREQ"), channel="C1")
     plan_id = ids["fw-a"]
     assert plan_id.startswith("p_") and len(plan_id) > 20 and "iptables" not in plan_id
-    first = await svc.apply(plan_id, "UHOST")
+    first = await svc.apply(plan_id, Actor("slack", "UHOST"))
     assert first.status == "applied", first.message
     assert first.change_id and first.commands == fix().shell_commands
-    again = await svc.apply(plan_id, "UHOST")  # Slack retried the delivery
+    again = await svc.apply(plan_id, Actor("slack", "UHOST"))  # Slack retried the delivery
     assert again.status == "duplicate" and "UHOST" in again.message
     assert len(host.ran("--comment")) == 1
     events = [e.event for e in await svc.audit("mx1")]
@@ -41,15 +42,15 @@ async def test_plan_ids_are_opaque_and_apply_happens_once(tmp_path, host):
 
 async def test_expired_plan_is_refused_with_a_recheck(tmp_path, host):
     svc = service(tmp_path, host, plan_ttl=0)
-    plan_id = (await svc.register(report(), "UREQ"))["fw-a"]
-    out = await svc.apply(plan_id, "UHOST")
+    plan_id = (await svc.register(report(), Actor("slack", "UREQ")))["fw-a"]
+    out = await svc.apply(plan_id, Actor("slack", "UHOST"))
     assert out.status == "expired" and out.offer_recheck and "expired" in out.message
     assert host.journal == []
 
 
 async def test_a_changed_plan_voids_the_approval(tmp_path, host):
     svc = service(tmp_path, host)
-    plan_id = (await svc.register(report(), "UREQ"))["fw-a"]
+    plan_id = (await svc.register(report(), Actor("slack", "UREQ")))["fw-a"]
     plan = await svc.plan(plan_id)
     assert plan.digest == plan_digest(plan.host, plan.fix)
     # someone edits the stored plan's commands behind the button's back
@@ -58,18 +59,18 @@ async def test_a_changed_plan_voids_the_approval(tmp_path, host):
     with sqlite3.connect(svc.settings.db_path) as db:
         db.execute("UPDATE plans SET body = ? WHERE id = ?",
                    (plan.model_copy(update={"fix": evil}).model_dump_json(), plan_id))
-    out = await svc.apply(plan_id, "UHOST")
+    out = await svc.apply(plan_id, Actor("slack", "UHOST"))
     assert out.status == "void" and out.offer_recheck
     assert host.journal == []
 
 
 async def test_a_presented_digest_must_match(tmp_path, host):
     svc = service(tmp_path, host)
-    plan_id = (await svc.register(report(), "UREQ"))["fw-a"]
-    out = await svc.apply(plan_id, "UHOST", digest="0" * 64)
+    plan_id = (await svc.register(report(), Actor("slack", "UREQ")))["fw-a"]
+    out = await svc.apply(plan_id, Actor("slack", "UHOST"), digest="0" * 64)
     assert out.status == "void"
     good = (await svc.plan(plan_id)).digest
-    assert (await svc.apply(plan_id, "UHOST", digest=good)).status == "applied"
+    assert (await svc.apply(plan_id, Actor("slack", "UHOST"), digest=good)).status == "applied"
 
 
 def test_digest_covers_host_commands_and_evidence():
@@ -85,21 +86,21 @@ def test_digest_covers_host_commands_and_evidence():
 
 async def test_non_approver_refused_and_recorded_plan_stays_pending(tmp_path, host):
     svc = service(tmp_path, host, four_eyes=True)
-    plan_id = (await svc.register(report(), "UHOST"))["fw-a"]
-    out = await svc.apply(plan_id, "UINTRUDER")
+    plan_id = (await svc.register(report(), Actor("slack", "UHOST")))["fw-a"]
+    out = await svc.apply(plan_id, Actor("slack", "UINTRUDER"))
     assert out.status == "refused" and "approvers" in out.message
-    assert (await svc.apply(plan_id, "UHOST")).status == "refused"  # four eyes
+    assert (await svc.apply(plan_id, Actor("slack", "UHOST"))).status == "refused"  # four eyes
     assert (await svc.plan(plan_id)).state == "pending"
     refusals = [e for e in await svc.audit("mx1") if e.event == "refusal"]
     assert {e.actor for e in refusals} == {"UINTRUDER", "UHOST"}
-    assert (await svc.apply(plan_id, "UGROUP")).status == "applied"
+    assert (await svc.apply(plan_id, Actor("slack", "UGROUP"))).status == "applied"
 
 
 async def test_precondition_changed_is_refused_before_any_change(tmp_path, host):
     svc = service(tmp_path, host)
-    plan_id = (await svc.register(report(), "UREQ"))["fw-a"]
+    plan_id = (await svc.register(report(), Actor("slack", "UREQ")))["fw-a"]
     host.answers[("iptables-save",)] = (0, RULES.replace("25", "26"))
-    out = await svc.apply(plan_id, "UHOST")
+    out = await svc.apply(plan_id, Actor("slack", "UHOST"))
     assert out.status == "precondition_changed" and out.offer_recheck
     assert "INPUT rules" in out.message
     assert [j[3] for j in host.journal] == [("iptables-save",)]
@@ -108,15 +109,15 @@ async def test_precondition_changed_is_refused_before_any_change(tmp_path, host)
 
 async def test_read_only_refuses_with_a_clear_message(tmp_path, host):
     svc = service(tmp_path, host, read_only=True)
-    plan_id = (await svc.register(report(), "UREQ"))["fw-a"]
-    out = await svc.apply(plan_id, "UHOST")
+    plan_id = (await svc.register(report(), Actor("slack", "UREQ")))["fw-a"]
+    out = await svc.apply(plan_id, Actor("slack", "UHOST"))
     assert out.status == "refused" and "read-only" in out.message and host.journal == []
 
 
 async def test_break_glass_is_announced_and_audited(tmp_path, host):
     svc = service(tmp_path, host, break_glass=True)
-    plan_id = (await svc.register(report(), "UREQ"))["fw-a"]
-    out = await svc.apply(plan_id, "UX", break_glass_reason="mail down, approvers unreachable")
+    plan_id = (await svc.register(report(), Actor("slack", "UREQ")))["fw-a"]
+    out = await svc.apply(plan_id, Actor("slack", "UX"), break_glass_reason="mail down, approvers unreachable")
     assert out.status == "applied" and out.break_glass
     assert "BREAK-GLASS" in out.announce and "approvers unreachable" in out.announce
     [bg] = [e for e in await svc.audit("mx1") if e.event == "break_glass"]
@@ -125,9 +126,9 @@ async def test_break_glass_is_announced_and_audited(tmp_path, host):
 
 async def test_failed_command_restores_the_backup(tmp_path, host):
     svc = service(tmp_path, host)
-    plan_id = (await svc.register(report(), "UREQ"))["fw-a"]
+    plan_id = (await svc.register(report(), Actor("slack", "UREQ")))["fw-a"]
     host.fail.add(tuple(fix().commands[0]))
-    out = await svc.apply(plan_id, "UHOST")
+    out = await svc.apply(plan_id, Actor("slack", "UHOST"))
     assert out.status == "failed" and "restored" in out.message
     restore = [j for j in host.journal if "iptables-restore" in " ".join(j[3])
                and j[3][0] == "sh"]
@@ -137,8 +138,8 @@ async def test_failed_command_restores_the_backup(tmp_path, host):
 
 async def test_the_dead_man_is_disarmed_over_a_fresh_connection(tmp_path, host):
     svc = service(tmp_path, host)
-    plan_id = (await svc.register(report(), "UREQ"))["fw-a"]
-    assert (await svc.apply(plan_id, "UHOST")).status == "applied"
+    plan_id = (await svc.register(report(), Actor("slack", "UREQ")))["fw-a"]
+    assert (await svc.apply(plan_id, Actor("slack", "UHOST"))).status == "applied"
     [arm] = [j for j in host.journal if j[3][:2] == ("setsid", "-f")]
     [cmd] = host.ran("--comment")
     [disarm] = [j for j in host.journal if j[3][0] == "mv"]
@@ -150,17 +151,17 @@ async def test_the_dead_man_is_disarmed_over_a_fresh_connection(tmp_path, host):
 
 async def test_rollback_runs_stored_restore_once(tmp_path, host):
     svc = service(tmp_path, host)
-    plan_id = (await svc.register(report(), "UREQ"))["fw-a"]
-    out = await svc.apply(plan_id, "UHOST")
-    assert (await svc.rollback(out.change_id, "UINTRUDER")).status == "refused"
-    rb = await svc.rollback(out.change_id, "UHOST")
+    plan_id = (await svc.register(report(), Actor("slack", "UREQ")))["fw-a"]
+    out = await svc.apply(plan_id, Actor("slack", "UHOST"))
+    assert (await svc.rollback(out.change_id, Actor("slack", "UINTRUDER"))).status == "refused"
+    rb = await svc.rollback(out.change_id, Actor("slack", "UHOST"))
     assert rb.status == "rolled_back" and rb.exact is True
-    assert (await svc.rollback(out.change_id, "UHOST")).status == "duplicate"
-    assert (await svc.rollback("c_nope", "UHOST")).status == "unknown_change"
+    assert (await svc.rollback(out.change_id, Actor("slack", "UHOST"))).status == "duplicate"
+    assert (await svc.rollback("c_nope", Actor("slack", "UHOST"))).status == "unknown_change"
 
 
 async def test_verifier_not_achieved_offers_rollback(tmp_path, host):
-    from bot.models import PortStatus
+    from bot.models import Actor, PortStatus
 
     async def still_filtered(h, f):
         return [PortStatus(port=25, direction="inbound", outside="filtered")]
@@ -168,8 +169,8 @@ async def test_verifier_not_achieved_offers_rollback(tmp_path, host):
     s = settings(tmp_path)
     svc = FixService(settings=s, inventory=inventory(), store=SQLiteStore(s.db_path),
                      connect=host.connect, verifier=still_filtered)
-    plan_id = (await svc.register(report(), "UREQ"))["fw-a"]
-    out = await svc.apply(plan_id, "UHOST")
+    plan_id = (await svc.register(report(), Actor("slack", "UREQ")))["fw-a"]
+    out = await svc.apply(plan_id, Actor("slack", "UHOST"))
     assert out.status == "not_achieved" and out.offer_rollback and out.change_id
     assert "inbound ipv4 25: filtered" in out.message
     assert out.before.ports[0].outside == "filtered"
@@ -182,34 +183,34 @@ def test_expiry_default_is_fifteen_minutes(tmp_path):
 
 async def test_unreachable_host_changes_nothing_and_the_plan_can_be_retried(tmp_path, host):
     svc = service(tmp_path, host)
-    plan_id = (await svc.register(report(), "UREQ"))["fw-a"]
+    plan_id = (await svc.register(report(), Actor("slack", "UREQ")))["fw-a"]
     host.unreachable = True
-    out = await svc.apply(plan_id, "UHOST")
+    out = await svc.apply(plan_id, Actor("slack", "UHOST"))
     assert out.status == "failed" and "nothing was applied" in out.message
     assert (await svc.plan(plan_id)).state == "pending"
     host.unreachable = False
-    assert (await svc.apply(plan_id, "UHOST")).status == "applied"
+    assert (await svc.apply(plan_id, Actor("slack", "UHOST"))).status == "applied"
 
 
 async def test_approvers_and_address_come_from_todays_inventory(tmp_path, host):
     svc = service(tmp_path, host)
-    plan_id = (await svc.register(report(), "UREQ"))["fw-a"]
+    plan_id = (await svc.register(report(), Actor("slack", "UREQ")))["fw-a"]
     # UHOST loses the approver role after the check: the plan's copy of the host does not count
     svc.inventory.hosts["mx1"] = svc.inventory.hosts["mx1"].model_copy(update={"approvers": []})
-    assert (await svc.apply(plan_id, "UHOST")).status == "refused"
+    assert (await svc.apply(plan_id, Actor("slack", "UHOST"))).status == "refused"
     svc.inventory.hosts["mx1"] = svc.inventory.hosts["mx1"].model_copy(update={"address": "198.18.9.9"})
-    assert (await svc.apply(plan_id, "UGROUP")).status == "void"
+    assert (await svc.apply(plan_id, Actor("slack", "UGROUP"))).status == "void"
     del svc.inventory.hosts["mx1"]
-    out = await svc.apply(plan_id, "UGROUP")
+    out = await svc.apply(plan_id, Actor("slack", "UGROUP"))
     assert out.status == "void" and "no longer in the inventory" in out.message
     assert host.journal == []
 
 
 async def test_rollback_refuses_to_clobber_later_changes_unless_forced(tmp_path, host):
     svc = service(tmp_path, host)
-    out = await svc.apply((await svc.register(report(), "UREQ"))["fw-a"], "UHOST")
+    out = await svc.apply((await svc.register(report(), Actor("slack", "UREQ")))["fw-a"], Actor("slack", "UHOST"))
     host.answers[("iptables-save",)] = (0, RULES + "-A INPUT -p tcp --dport 8080 -j ACCEPT\n")
-    rb = await svc.rollback(out.change_id, "UHOST")
+    rb = await svc.rollback(out.change_id, Actor("slack", "UHOST"))
     assert rb.status == "drift" and "--force" in rb.message
     assert not [j for j in host.journal if "iptables-restore" in " ".join(j[3]) and j[3][0] == "sh"]
-    assert (await svc.rollback(out.change_id, "UHOST", force=True)).status == "rolled_back"
+    assert (await svc.rollback(out.change_id, Actor("slack", "UHOST"), force=True)).status == "rolled_back"

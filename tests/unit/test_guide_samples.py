@@ -7,6 +7,8 @@ import pytest
 from bot.checks import services
 from bot.checks.parse import daemon_of, parse_lsof, parse_systemctl_status
 from bot.checks.ports import read_nc_output
+from bot.checks.services import Services
+from bot.models import PortUpdate
 from tests.unit.checkdata import facts, guide, make_input, result, results
 
 NO_SS = result(services.SS, exit_status=127, stderr="timeout: failed to run command 'ss'")
@@ -31,20 +33,20 @@ def test_lsof_port_143_dovecot_listens():
 
 def test_both_guide_lsof_samples_mean_everything_is_fine_for_25_and_143():
     lsof = result(services.LSOF, guide("lsof_25.txt") + guide("lsof_143.txt").split("\n", 1)[1])
-    out = services.evaluate(make_input(results(NO_SS, lsof, INSTALLED_EXIM_DOVECOT)))
-    assert out.ports[("inbound", "ipv4", 25)] == {"listening": "public", "process": "exim"}
-    assert out.ports[("inbound", "ipv6", 143)] == {"listening": "public", "process": "dovecot"}
+    out = Services().evaluate(make_input(results(NO_SS, lsof, INSTALLED_EXIM_DOVECOT)))
+    assert out.ports[("inbound", "ipv4", 25)] == PortUpdate(listening="public", process="exim")
+    assert out.ports[("inbound", "ipv6", 143)] == PortUpdate(listening="public", process="dovecot")
     assert not [f for f in out.findings if f.code == "service.down"]
 
 
 def test_empty_lsof_means_the_mail_services_are_not_available():
     assert parse_lsof(guide("lsof_empty.txt")) == []
     lsof = result(services.LSOF, guide("lsof_empty.txt"), exit_status=1)  # lsof exits 1 on no match
-    out = services.evaluate(make_input(results(NO_SS, lsof, INSTALLED_EXIM_DOVECOT)))
+    out = Services().evaluate(make_input(results(NO_SS, lsof, INSTALLED_EXIM_DOVECOT)))
     assert out.status == "fail"
     down = [f for f in out.findings if f.code == "service.down"]
     assert {f.summary.split()[0] for f in down} == {"exim", "dovecot"}
-    assert all(out.ports[("inbound", "ipv4", p)]["listening"] == "none" for p in (25, 143))
+    assert all(out.ports[("inbound", "ipv4", p)].listening == "none" for p in (25, 143))
 
 
 @pytest.mark.parametrize("name,unit", [("systemctl_exim_active.txt", "exim.service"),
@@ -67,7 +69,7 @@ def test_inactive_exim_on_rocky_is_down_and_the_fix_is_the_guides_restart():
     text = guide("systemctl_exim_inactive.txt") + guide("systemctl_dovecot_active.txt")
     res = results(result(services.SS, ""), INSTALLED_EXIM_DOVECOT,
                   result(services.SYSTEMCTL, text, exit_status=3))
-    out = services.evaluate(make_input(res, host_facts=facts("rhel", "rocky", systemd=True)))
+    out = Services().evaluate(make_input(res, host_facts=facts("rhel", "rocky", systemd=True)))
     down = [f for f in out.findings if f.code == "service.down"]
     assert len(down) == 1 and down[0].summary.startswith("exim")
     assert "Active: inactive (dead)" in down[0].evidence
@@ -79,7 +81,7 @@ def test_debian_unit_is_exim4():
     text = guide("systemctl_exim_inactive.txt").replace("exim.service", "exim4.service")
     res = results(result(services.SS, ""), INSTALLED_EXIM_DOVECOT,
                   result(services.SYSTEMCTL, text + guide("systemctl_dovecot_active.txt"), 3))
-    out = services.evaluate(make_input(res, host_facts=facts("debian", "debian", systemd=True)))
+    out = Services().evaluate(make_input(res, host_facts=facts("debian", "debian", systemd=True)))
     assert [fx.commands for fx in out.fixes] == [[["systemctl", "restart", "exim4"]]]
 
 

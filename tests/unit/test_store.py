@@ -22,18 +22,27 @@ async def test_everything_survives_a_restart(tmp_path):
     await s1.add_audit(AuditEntry(event="check", actor="U1", host="mx1", result="broken"))
     await s1.add_change(ChangeRecord(id="c1", plan_id="p1", host=inventory().get("mx1"), fix=fix(),
                                      applied_by="U2", applied_at=time.time(), backup_dir="/b",
-                                     restore_steps=[{"argv": ["iptables-restore"], "stdin": "/b/r"}]))
+                                     restore_lines=[{"argv": ["iptables-restore"], "stdin": "/b/r"}]))
     assert await s1.acquire_lock("mx1", "U2 (fix a)", ttl=60) is None
     del s1
     s2 = SQLiteStore(db)  # "the bot restarted"
     p = await s2.get_plan("p1")
     assert p is not None and p.state == "pending" and p.fix == fix() and p.channel == "C1"
     c = await s2.get_change("c1")
-    assert c.restore_steps[0]["stdin"] == "/b/r" and c.state == "applied"
+    assert c.restore_lines[0]["stdin"] == "/b/r" and c.state == "applied"
     [entry] = await s2.audit(host="mx1")
     assert (entry.event, entry.actor, entry.result) == ("check", "U1", "broken")
     held = await s2.acquire_lock("mx1", "U3", ttl=60)
     assert held is not None and held.holder == "U2 (fix a)"
+
+
+def test_a_change_stored_before_the_rename_still_loads():
+    """Rows written when the field was called restore_steps (transport.Step, now ScriptLine)."""
+    new = ChangeRecord(id="c1", plan_id="p1", host=inventory().get("mx1"), fix=fix(),
+                       applied_by="U2", applied_at=1.0, backup_dir="/b",
+                       restore_lines=[{"argv": ["iptables-restore"], "stdin": "/b/r"}])
+    old = new.model_dump_json().replace('"restore_lines"', '"restore_steps"')
+    assert ChangeRecord.model_validate_json(old) == new
 
 
 async def test_claim_is_once_only_and_respects_expiry(tmp_path):

@@ -1,30 +1,20 @@
-"""What the Slack side needs from the rest of mailcheck, as small Protocols.
+"""What the Slack side needs from the fix service, as a small Protocol, and what a click is.
 
-The check engine and the fix service are injected (build_app takes them), so
-tests pass fakes and production passes bot.engine.Engine and the fixes
-engineer's service. `InMemoryFixService` is the trivial implementation the
-Slack tests use.
+The check engine (a bot.engine.Checker) and the fix service are injected (build_app
+takes them), so tests pass fakes and production passes bot.engine.Engine and
+ServiceFixes (bot/slack/service_fixes.py). `InMemoryFixService` is the trivial
+implementation the Slack tests use.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.models import Report, StepResult
-from config.inventory import Host
-
-Progress = Callable[[StepResult, Report], Awaitable[None]]
-
-
-class Engine(Protocol):
-    async def check(
-        self, host: Host, *, steps: Sequence[str] | None = None, progress: Progress | None = None
-    ) -> Report: ...
+from bot.models import Report
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,138 @@
+"""The check contract: one step of the guide, declared so the engine needs no step's name.
+
+A check is a class. It declares
+
+- `name`: the step's name in the report; `needs`: the steps whose outcome and port
+  updates it reads (the engine runs those first: `dependency_order`, a topological
+  sort as Ansible's fact collectors use);
+- `ssh`: "required" (its commands run over SSH and it cannot run without them: when
+  SSH fails its outcome is an error naming host and step), "optional" (it reads the
+  results of its commands and whether SSH worked, `inp.ssh_error`, when the engine
+  connects for another step, but never makes the engine connect) or "none";
+- `uses_probes`: it reads the outside probes;
+
+and implements `commands(ctx)` (the read-only commands it needs, as data, for a
+context: the host's facts and the run's settings) and `evaluate(inp)`, a pure function
+from captured results to a StepOutcome. The engine runs each check as soon as the
+inputs it declared are in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from graphlib import CycleError, TopologicalSorter
+from typing import ClassVar, Literal
+
+from bot.checks.facts import HostFacts
+from bot.models import (
+    Command,
+    CommandResult,
+    Finding,
+    Fix,
+    PortKey,
+    PortStatus,
+    PortUpdate,
+    StepStatus,
+)
+from bot.probes import ProbeReport
+
+Results = Mapping[tuple[str, ...], CommandResult]
+SSHUse = Literal["required", "optional", "none"]
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What a check may base its commands on: the host's facts and the run's settings."""
+
+    facts: HostFacts = field(default_factory=HostFacts)
+    outbound_target: str | None = None  # an outside address the host connects to (optional test)
+
+
+@dataclass(frozen=True)
+class CheckInput:
+    host_name: str
+    address: str
+    results: Results
+    facts: HostFacts
+    addresses: Mapping[str, str] = field(default_factory=dict)  # family -> the address probed
+    probes: ProbeReport | None = None  # only for a check that uses_probes
+    ports: Mapping[PortKey, PortStatus] = field(default_factory=dict)  # with its needs' updates
+    prior: Mapping[str, StepOutcome] = field(default_factory=dict)  # the outcomes of its needs
+    outbound_target: str | None = None
+    sources: Mapping[str, str | None] = field(default_factory=dict)  # family -> prober's source
+    ssh_error: str | None = None  # why SSH failed, when the engine connected and it did
+
+
+@dataclass
+class StepOutcome:
+    status: StepStatus
+    summary: str
+    evidence: str = ""
+    findings: list[Finding] = field(default_factory=list)
+    fixes: list[Fix] = field(default_factory=list)
+    ports: dict[PortKey, PortUpdate] = field(default_factory=dict)
+    error: str | None = None
+
+
+class Check:
+    """One step of the guide. Subclasses set the class attributes and `evaluate`."""
+
+    name: ClassVar[str]
+    needs: ClassVar[tuple[str, ...]] = ()
+    ssh: ClassVar[SSHUse] = "none"
+    uses_probes: ClassVar[bool] = False
+
+    def commands(self, ctx: CheckContext) -> list[Command]:
+        """The read-only commands this step needs on the host (none by default)."""
+        return []
+
+    def evaluate(self, inp: CheckInput) -> StepOutcome:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<check {self.name}>"
+
+
+def status_of(findings: list[Finding]) -> StepStatus:
+    if any(f.severity in ("error", "critical") for f in findings):
+        return "fail"
+    if any(f.severity == "warning" for f in findings):
+        return "warn"
+    return "ok"
+
+
+def dependency_order(checks: Sequence[Check]) -> list[Check]:
+    """The checks in the given order, except that each comes after the steps it needs
+    (a stable topological sort). Raises ValueError for a need no check provides, or a
+    cycle of needs."""
+    by_name = {c.name: c for c in checks}
+    if len(by_name) != len(checks):
+        raise ValueError(f"two checks share a name: {[c.name for c in checks]}")
+    for c in checks:
+        if missing := [n for n in c.needs if n not in by_name]:
+            raise ValueError(f"step {c.name} needs {', '.join(missing)}, which no check provides")
+    try:
+        TopologicalSorter({c.name: c.needs for c in checks}).prepare()
+    except CycleError as e:
+        raise ValueError(f"the steps' needs form a cycle: {' -> '.join(e.args[1])}") from e
+    out: list[Check] = []
+    rest = list(checks)
+    while rest:  # no cycle: some check always has all it needs placed
+        first = next(c for c in rest if all(n in {x.name for x in out} for n in c.needs))
+        out.append(first)
+        rest.remove(first)
+    return out
+
+
+def closure(checks: Iterable[Check], names: Iterable[str]) -> set[str]:
+    """`names` and every step they need, transitively."""
+    by_name = {c.name: c for c in checks}
+    out: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name not in out:
+            out.add(name)
+            todo += by_name[name].needs if name in by_name else []
+    return out

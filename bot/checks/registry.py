@@ -1,0 +1,24 @@
+"""Every step, in the guide's order. A new step is a Check subclass and one line here."""
+
+from __future__ import annotations
+
+from bot.checks.base import Check
+from bot.checks.conclusion import Conclusion
+from bot.checks.firewall import Firewall
+from bot.checks.ports import Ports
+from bot.checks.services import Services
+from bot.checks.tools import Tools
+
+REGISTRY: tuple[type[Check], ...] = (
+    Tools,  # 1. are dig, lsof, nc, whois there?
+    Services,  # 2. do the daemons run and listen publicly?
+    Ports,  # 3. are the ports reachable from outside?
+    Firewall,  # 4. which rule blocks which port?
+    Conclusion,  # 5. the provider blocks it
+)
+STEPS: tuple[str, ...] = tuple(c.name for c in REGISTRY)
+
+
+def all_checks() -> list[Check]:
+    """One instance of every registered step, in the guide's order."""
+    return [c() for c in REGISTRY]

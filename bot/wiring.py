@@ -1,0 +1,62 @@
+"""The composition root: settings -> inventory -> connect(host) -> engine, store, fix service.
+
+Every entry point (`mailcheck check`, `fix`, `rollback`, `audit`, `serve`) gets these
+from a Wiring, and nothing else builds them, so they cannot drift apart: one
+`connect(host)`, jump hosts included, serves the checks, the fixes, the dead-man
+guard's fresh connection and rollbacks alike. Tests hand a Wiring their fakes
+(`connect=`, `engine=`, `store=`).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from bot.engine import Checker, Engine
+from bot.fixes.policy import GroupMembers
+from bot.fixes.service import FixService
+from bot.fixes.verify import engine_verifier
+from bot.store import SQLiteStore, Store
+from bot.transport import Connect, LocalTransport, Transport, ssh_connect
+from config.inventory import Host, Inventory, load_inventory
+from config.settings import Settings
+
+
+class Wiring:
+    def __init__(self, settings: Settings, inventory: Inventory | None = None, *,
+                 connect: Connect | None = None, engine: Checker | None = None,
+                 store: Store | None = None) -> None:
+        """`inventory`: default, the file settings.inventory names (ConfigError if bad)."""
+        self.settings = settings
+        self.inventory = inventory if inventory is not None else load_inventory(settings.inventory)
+        self._connect = connect or ssh_connect(settings, self.inventory)
+        self._engine = engine
+        self._store = store
+
+    def connect(self, host: Host) -> Transport:
+        """A transport to `host`: SSH, through its jump host when the inventory names one."""
+        return self._connect(host)
+
+    def engine(self, *, local: bool = False, outbound_target: str | None = None) -> Checker:
+        """The check engine; `local`: run the commands on this machine (`check --local`);
+        `outbound_target`: the optional outbound test's address."""
+        if local or outbound_target is not None:
+            connect = (lambda h: LocalTransport(h.name)) if local else self.connect
+            return Engine(self.settings, self.inventory, transport_factory=connect,
+                          outbound_target=outbound_target)
+        return self._default_engine
+
+    @cached_property
+    def _default_engine(self) -> Checker:
+        return self._engine or Engine(self.settings, self.inventory, transport_factory=self.connect)
+
+    @cached_property
+    def store(self) -> Store:
+        """Audit log, plans, changes, host locks (settings.db_path)."""
+        return self._store or SQLiteStore(self.settings.db_path)
+
+    def fix_service(self, *, group_members: GroupMembers | None = None) -> FixService:
+        """Fixes through `connect`, verified by the engine; `group_members` resolves
+        approver user groups (Slack's usergroups.users.list when serving)."""
+        return FixService(settings=self.settings, inventory=self.inventory, store=self.store,
+                          connect=self.connect, verifier=engine_verifier(self.engine()),
+                          group_members=group_members)
