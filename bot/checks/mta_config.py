@@ -1,0 +1,304 @@
+"""The mail daemons' own configuration, as they report it on the host.
+
+Not a step of its own: the steps that explain what they see in the daemon's own
+words (services: why a port is loopback-only; ports: why 465 speaks plain SMTP;
+dns: which domains and HELO name) declare `commands()` (the engine runs each argv
+once, whoever asks) and read `read_mta_config(results)`. Pure and total: output
+that is missing or cannot be read gives None / empty values, never an exception.
+
+- exim: `exim4 -bP OPTION...` (`exim -bP` on RHEL), and Debian's
+  /etc/exim4/update-exim4.conf.conf (dc_local_interfaces & co.);
+- postfix: `postconf -x PARAM...` (values with $name expanded) and `postconf -M`
+  (master.cf services with their -o overrides);
+- dovecot: `doveconf PARAM...`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from bot.models import Command, CommandResult
+
+Results = Mapping[tuple[str, ...], CommandResult]
+
+EXIM_OPTIONS = ("primary_hostname", "qualify_domain", "local_interfaces", "daemon_smtp_ports",
+                "tls_on_connect_ports", "smtp_active_hostname", "log_file_path",
+                "+local_domains", "+relay_to_domains")
+EXIM = {binary: (binary, "-bP", *EXIM_OPTIONS) for binary in ("exim4", "exim")}
+DEBIAN_EXIM_CONF = "/etc/exim4/update-exim4.conf.conf"
+EXIM_DEBCONF = ("cat", DEBIAN_EXIM_CONF)
+POSTFIX_PARAMS = ("myhostname", "mydomain", "myorigin", "mydestination", "virtual_mailbox_domains",
+                  "virtual_alias_domains", "relay_domains", "inet_interfaces", "inet_protocols",
+                  "smtp_helo_name", "smtpd_banner", "maillog_file", "smtpd_tls_wrappermode")
+POSTCONF = ("postconf", "-x", *POSTFIX_PARAMS)
+POSTCONF_MASTER = ("postconf", "-M")
+DOVECOT_PARAMS = ("listen", "protocols", "log_path", "info_log_path", "ssl")
+DOVECONF = ("doveconf", *DOVECOT_PARAMS)
+SERVICE_PORTS = {"smtp": 25, "submission": 587, "submissions": 465, "smtps": 465, "urd": 465,
+                 "imap": 143, "imap2": 143, "imaps": 993}
+
+
+def commands() -> list[Command]:
+    """Read-only; each exits 127 where its daemon is not installed."""
+    lang = (("LANG", "C"),)
+    return [Command(argv, timeout=10, env=lang)
+            for argv in (*EXIM.values(), EXIM_DEBCONF, POSTCONF, POSTCONF_MASTER, DOVECONF)]
+
+
+def parse_settings(text: str) -> dict[str, str]:
+    """'name = value' lines (exim -bP, postconf, doveconf); exim's named lists keep their
+    kind: 'domainlist local_domains = @' -> {'local_domains': '@'}."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        words = name.split()
+        if sep and words:
+            out[words[-1]] = value.strip()
+    return out
+
+
+def parse_debconf(text: str) -> dict[str, str]:
+    """Debian's update-exim4.conf.conf: shell assignments dc_NAME='value'."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition("=")
+        if sep and name.isidentifier() and not line.lstrip().startswith("#"):
+            try:
+                words = shlex.split(value)
+            except ValueError:
+                continue
+            out[name] = " ".join(words)
+    return out
+
+
+def exim_list(value: str) -> list[str]:
+    """An exim list: ':'-separated ('::' is a literal colon), or '<;' / '<SEP' to change it."""
+    value = value.strip()
+    sep = ":"
+    if value.startswith("<") and len(value) > 1 and not value[1].isspace():
+        sep, value = value[1], value[2:]
+    if sep == ":":
+        items = value.replace("::", "\0").split(":")
+        items = [i.replace("\0", ":") for i in items]
+    else:
+        items = value.split(sep)
+    return [i.strip() for i in items if i.strip()]
+
+
+def port_number(text: str) -> int | None:
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    return SERVICE_PORTS.get(text)
+
+
+@dataclass(frozen=True)
+class Interface:
+    """An address a daemon is told to listen on, and its port when the entry names one."""
+
+    address: str  # '*' for every address
+    port: int | None = None
+
+    @property
+    def loopback(self) -> bool:
+        return self.address in ("127.0.0.1", "::1", "localhost", "loopback-only") or \
+            self.address.startswith("127.")
+
+
+def exim_interface(entry: str) -> Interface:
+    """'127.0.0.1', '0.0.0.0.25', '[::0]:587', '::0.25', '<; ...' items -> Interface."""
+    entry = entry.strip()
+    if entry.startswith("["):
+        addr, _, rest = entry[1:].partition("]")
+        return Interface(_any(addr), port_number(rest.lstrip(":.")) if rest else None)
+    dotted = entry.rsplit(".", 1)
+    if len(dotted) == 2 and dotted[1].isdigit() and (entry.count(".") == 4 or ":" in dotted[0]):
+        return Interface(_any(dotted[0]), int(dotted[1]))
+    return Interface(_any(entry))
+
+
+def _any(addr: str) -> str:
+    return "*" if addr in ("0.0.0.0", "::0", "::", "*", "") else addr
+
+
+@dataclass(frozen=True)
+class EximConfig:
+    options: dict[str, str]
+    debconf: dict[str, str] | None = None  # Debian's dc_* settings, when the file exists
+
+    @property
+    def binary(self) -> str:
+        return self.options.get("_binary", "exim4")
+
+    @property
+    def interfaces(self) -> list[Interface]:
+        """local_interfaces; empty means every address (exim's default)."""
+        return [exim_interface(i) for i in exim_list(self.options.get("local_interfaces", ""))]
+
+    @property
+    def smtp_ports(self) -> list[int]:
+        ports = [port_number(p) for p in exim_list(self.options.get("daemon_smtp_ports", "smtp"))]
+        return [p for p in ports if p is not None]
+
+    @property
+    def tls_on_connect_ports(self) -> list[int]:
+        ports = [port_number(p) for p in exim_list(self.options.get("tls_on_connect_ports", ""))]
+        return [p for p in ports if p is not None]
+
+    @property
+    def primary_hostname(self) -> str | None:
+        return self.options.get("primary_hostname") or None
+
+    @property
+    def helo_name(self) -> str | None:
+        """The name exim says HELO with (smtp transport's helo_data defaults to it)."""
+        return self.primary_hostname
+
+    @property
+    def domains(self) -> list[str]:
+        """qualify_domain and the local domains, without exim's '@' / 'localhost' entries."""
+        names = [self.options.get("qualify_domain", ""),
+                 *exim_list(self.options.get("local_domains", ""))]
+        return _dedupe(n for n in names if n and n not in ("@", "localhost", "@[]")
+                       and not n.startswith(("+", "/", "$", "!", "*")) and "." in n)
+
+
+@dataclass(frozen=True)
+class MasterService:
+    """One master.cf line as `postconf -M` prints it."""
+
+    name: str
+    type: str
+    command: str
+    options: dict[str, str] = field(default_factory=dict)  # its -o overrides
+
+    @property
+    def port(self) -> int | None:
+        """The port of an inet service ('smtp', '587', '127.0.0.1:smtp' -> 25)."""
+        if self.type != "inet":
+            return None
+        return port_number(self.name.rpartition(":")[2])
+
+
+def parse_master(text: str) -> list[MasterService]:
+    out = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 8 or line[:1].isspace() or line.startswith("#"):
+            continue
+        args = words[8:]
+        opts = {}
+        for i, w in enumerate(args[:-1]):
+            if w == "-o":
+                k, _, v = args[i + 1].partition("=")
+                opts[k] = v
+        out.append(MasterService(words[0], words[1], words[7], opts))
+    return out
+
+
+@dataclass(frozen=True)
+class PostfixConfig:
+    params: dict[str, str]
+    services: tuple[MasterService, ...] = ()
+
+    @property
+    def interfaces(self) -> list[Interface]:
+        """inet_interfaces: 'all' -> [*], 'loopback-only', or addresses."""
+        items = self.params.get("inet_interfaces", "all").replace(",", " ").split()
+        return [Interface("*" if i == "all" else i) for i in items] or [Interface("*")]
+
+    @property
+    def protocols(self) -> str:
+        return self.params.get("inet_protocols", "all")
+
+    def inet(self, port: int) -> list[MasterService]:
+        """The master.cf inet services on this port (smtpd or postscreen)."""
+        return [s for s in self.services if s.port == port]
+
+    @property
+    def helo_name(self) -> str | None:
+        return self.params.get("smtp_helo_name") or self.params.get("myhostname") or None
+
+    @property
+    def domains(self) -> list[str]:
+        names = [self.params.get("mydomain", "")]
+        for p in ("mydestination", "virtual_mailbox_domains", "virtual_alias_domains"):
+            names += self.params.get(p, "").replace(",", " ").split()
+        return _dedupe(n for n in names if "." in n and not n.startswith(("$", "/"))
+                       and ":" not in n and not n.startswith("localhost"))
+
+
+@dataclass(frozen=True)
+class DovecotConfig:
+    params: dict[str, str]
+
+    @property
+    def interfaces(self) -> list[Interface]:
+        items = self.params.get("listen", "*, ::").replace(",", " ").split()
+        return [Interface(_any(i)) for i in items]
+
+    @property
+    def protocols(self) -> list[str]:
+        return self.params.get("protocols", "").split()
+
+    @property
+    def log_path(self) -> str | None:
+        return self.params.get("log_path") or None
+
+
+@dataclass(frozen=True)
+class MtaConfig:
+    exim: EximConfig | None = None
+    postfix: PostfixConfig | None = None
+    dovecot: DovecotConfig | None = None
+
+    @property
+    def helo_name(self) -> str | None:
+        return (self.postfix and self.postfix.helo_name) or (self.exim and self.exim.helo_name)
+
+    @property
+    def domains(self) -> list[str]:
+        return _dedupe([*(self.exim.domains if self.exim else []),
+                        *(self.postfix.domains if self.postfix else [])])
+
+
+def _ok(results: Results, argv: tuple[str, ...]) -> str | None:
+    r = results.get(argv)
+    # exim -bP exits 1 when one option is unknown (e.g. a list that is not defined) but
+    # still prints the others; anything that printed settings counts.
+    if r is None or r.exit_status in (None, 126, 127) or r.timed_out:
+        return None
+    return r.stdout if r.stdout.strip() else None
+
+
+def _settings(results: Results, argv: tuple[str, ...]) -> dict[str, str] | None:
+    """The 'name = value' settings a command printed; None when it printed none."""
+    text = _ok(results, argv)
+    return (parse_settings(text) or None) if text is not None else None
+
+
+def read_mta_config(results: Results) -> MtaConfig:
+    exim = None
+    for binary, argv in EXIM.items():
+        if (options := _settings(results, argv)) is not None:
+            deb = _ok(results, EXIM_DEBCONF)
+            exim = EximConfig({**options, "_binary": binary},
+                              parse_debconf(deb) if deb is not None else None)
+            break
+    postfix = None
+    if (params := _settings(results, POSTCONF)) is not None:
+        master = _ok(results, POSTCONF_MASTER)
+        postfix = PostfixConfig(params, tuple(parse_master(master or "")))
+    dovecot = DovecotConfig(params) if (params := _settings(results, DOVECONF)) else None
+    return MtaConfig(exim, postfix, dovecot)
+
+
+def _dedupe(names) -> list[str]:
+    out: list[str] = []
+    for n in names:
+        n = n.lower().rstrip(".")
+        if n and n not in out:
+            out.append(n)
+    return out
