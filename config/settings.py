@@ -49,3 +49,4 @@ class Settings(BaseSettings):
     db_path: Path = Path("mailcheck.db")
     backup_dir: Path = Path("/var/backups/mailcheck")  # on the host: rule backups before a fix
     lock_wait: float = 30.0  # seconds a fix waits for another fix on the same host
+    drain_timeout: float = 120.0  # on SIGTERM, serve lets fixes in progress finish this long
