@@ -80,7 +80,8 @@ class MailcheckBot:
         if not self._first_click(body, action):
             return
         handle = self.fixes.handle_apply if kind == "apply" else self.fixes.handle_rollback
-        self.tasks.spawn(handle(self._fix_action(kind, body, action)), name=f"{kind}:{action.get('value')}")
+        self.tasks.spawn(handle(self._fix_action(kind, body, action)), name=f"{kind}:{action.get('value')}",
+                         drain=True)  # a shutdown lets a fix finish and report
 
     async def recheck(self, ack, body: dict, action: dict) -> None:
         await ack()

@@ -130,11 +130,11 @@ class CheckRunner:
     async def _finish(self, msg, req: CheckRequest, report: Report) -> None:
         plan_ids: dict[str, str] = {}
         note = None
-        if report.fixes:
-            try:
-                plan_ids = await self.fixes.register(report, req.user_id, req.channel_id)
-            except Exception as e:
-                log.exception("registering the fixes of %s failed", req.host.name)
+        try:  # every check is audited, also one without fixes
+            plan_ids = await self.fixes.register(report, req.user_id, req.channel_id)
+        except Exception as e:
+            log.exception("registering the check of %s failed", req.host.name)
+            if report.fixes:
                 note = f":warning: The proposed fixes have no Apply button: storing their plans " \
                        f"failed ({type(e).__name__}: {e}). Press Re-check to try again."
         details_id = self.details.put(report)

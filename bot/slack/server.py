@@ -26,9 +26,11 @@ from slack_sdk.errors import SlackApiError
 
 from bot.engine import Checker
 from bot.errors import ConfigError
+from bot.fixes import FixService as RealFixService
 from bot.fixes.policy import slack_group_members
 from bot.slack.app import bot_of, build_app, make_client
 from bot.slack.contracts import FixService
+from bot.slack.poster import SlackPoster
 from bot.slack.service_fixes import ServiceFixes
 from bot.wiring import Wiring
 from config.inventory import Inventory
@@ -121,11 +123,11 @@ async def _run_app(app: AsyncApp, settings: Settings, stop: asyncio.Event,
         if on_ready:
             on_ready(port)
         await stop.wait()
-    finally:
-        await bot_of(app).tasks.shutdown()
+    finally:  # no new events first, then let fixes in progress finish and report
         if handler is not None:
             await handler.close_async()
         await runner.cleanup()
+        await bot_of(app).tasks.shutdown(drain=settings.drain_timeout)
         await bot_of(app).poster.close()
 
 
@@ -146,4 +148,27 @@ async def serve(settings: Settings, *, inventory: Inventory | None = None,
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    await run_app(app, settings, stop)
+    service = fixes.service if isinstance(fixes, ServiceFixes) else None
+
+    def ready(_port: int) -> None:
+        if service is not None:  # plans an earlier run left mid-apply: re-read their hosts
+            bot_of(app).tasks.spawn(announce_reconciled(service, bot_of(app).poster),
+                                    name="reconcile", drain=True)
+
+    try:
+        await run_app(app, settings, stop, on_ready=ready)
+    finally:
+        if service is not None and await service.drain(0):  # past drain_timeout: recorded
+            log.error("fixes were cancelled at shutdown; the next start reconciles them")
+
+
+async def announce_reconciled(service: RealFixService, poster: SlackPoster) -> None:
+    """Reconcile plans left mid-apply, and tell each plan's channel what its host shows."""
+    for r in await service.reconcile():
+        log.warning("reconciled %s on %s: %s", r.plan_id, r.host, r.status)
+        if not r.channel.startswith(("C", "G", "D")):  # a CLI plan: the audit log has it
+            continue
+        try:
+            await poster.call("chat_postMessage", channel=r.channel, text=r.text[:3000])
+        except SlackApiError as e:
+            log.error("could not tell %s about %s: %s", r.channel, r.plan_id, e.response.get("error"))

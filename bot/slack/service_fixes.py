@@ -1,9 +1,11 @@
 """The Slack face of bot.fixes.FixService. An applied (or not achieved) fix updates the
 report message in place (chat.update): the used Apply button becomes "Applied by <@U> at
 HH:MM UTC: <summary>", with ports before/after and, when the fix did not have its effect, a
-Rollback button (value: the change id only); a rollback updates it likewise. Refusals go to
-the clicker only (ephemeral), with a Re-check button when the plan expired or the host
-changed; FixService audits them.
+Rollback button (value: the change id only); a rollback updates it likewise. Outcomes the
+channel must see (ApplyOutcome.announce_in_channel: failed, restored by the host, NOT
+restored, unreachable) are posted in the report's thread, through the response_url where the
+bot is not in the channel. Refusals go to the clicker only (ephemeral), with a Re-check
+button when the plan expired or the host changed; FixService audits them.
 
 Not done yet: the break-glass modal (settings.break_glass). FixService.apply already takes
 break_glass_reason and returns outcome.announce; the Slack side still needs, on a refusal of a
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 import logging
 
+from slack_sdk.errors import SlackApiError
+
 from bot.fixes import FixService as RealFixService
 from bot.models import Actor, Report
 from bot.render import blockkit
 from bot.slack.contracts import FixAction
-from bot.slack.poster import SlackPoster
+from bot.slack.poster import NOT_IN_CHANNEL, SlackPoster
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +52,11 @@ class ServiceFixes:
                 return
         text = f"<@{action.user_id}> · {out.summary or 'fix'} on {out.host or '?'}: " \
                f"*{out.status}*. {out.message}"
+        if out.left:
+            text += f"\nLeft on the host:\n```{out.left[-1500:]}```"
         if out.announce:
             await self._say(action, out.announce, public=True)
-        await self._say(action, text, public=out.changed_host, host=out.host if out.offer_recheck
+        await self._say(action, text, public=out.announce_in_channel, host=out.host if out.offer_recheck
                         or out.status in ("expired", "precondition_changed", "void") else "")
 
     async def handle_rollback(self, action: FixAction) -> None:
@@ -63,7 +69,7 @@ class ServiceFixes:
             if await self._update(action, blocks, f"Rolled back by <@{out.actor or action.user_id}>"):
                 return
         text = f"<@{action.user_id}> · rollback on {out.host or '?'}: *{out.status}*. {out.message}"
-        await self._say(action, text, public=out.ok)
+        await self._say(action, text, public=out.announce_in_channel)
 
     async def _update(self, action: FixAction, blocks: list[dict], text: str) -> bool:
         """chat.update of the clicked report message; False if there is none to update."""
@@ -89,8 +95,15 @@ class ServiceFixes:
         poster = SlackPoster(action.client)
         try:
             if public and action.channel_id:
-                await poster.call("chat_postMessage", channel=action.channel_id, text=text[:3000],
-                                  thread_ts=action.message_ts or None)
+                try:
+                    await poster.call("chat_postMessage", channel=action.channel_id,
+                                      text=text[:3000], thread_ts=action.message_ts or None)
+                    return
+                except SlackApiError as e:  # not in the channel: its response_url still reaches it
+                    if e.response.get("error") not in NOT_IN_CHANNEL or not action.response_url:
+                        raise
+                await poster.respond(action.response_url, {
+                    "response_type": "in_channel", "replace_original": False, "text": text[:3000]})
             elif action.response_url:
                 msg: dict = {"response_type": "ephemeral", "replace_original": False,
                              "text": text[:3000]}

@@ -69,3 +69,39 @@ async def test_applied_goes_to_the_thread_refused_only_to_the_clicker(fake):
     assert "*applied*" in posted[0]["text"] and "*rolled_back*" in posted[1]["text"]
     (refusal,) = fake.responses
     assert refusal["response_type"] == "ephemeral" and "not an approver" in refusal["text"]
+
+
+class FailingService(RecordingService):
+    """An apply whose restore failed: the host may be half-changed."""
+
+    async def apply(self, plan_id, actor, **_kw):
+        self.applied.append((plan_id, str(actor)))
+        return ApplyOutcome("not_restored", "restoring the backup FAILED (iptables-restore: line 3 "
+                            "failed): NOT restored.", plan_id, host="mx1", summary="Allow SMTP",
+                            actor=str(actor), left="+-A INPUT -p tcp --dport 22 -j DROP")
+
+
+async def test_a_not_restored_outcome_reaches_the_channel_also_where_the_bot_is_not(fake):
+    settings = make_settings(fake)
+    service = FailingService()
+    app = build_app(settings, make_inventory(), ScriptedEngine(), ServiceFixes(service))
+    stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_app(app, settings, stop, on_ready=ready.set_result))
+    url = f"http://127.0.0.1:{await ready}"
+    fake.not_in_channel.add("C0PRIV")
+    try:
+        here = action_payload("mailcheck_apply_0", "p_fw", fake.response_url(), user="U0BOB")
+        there = action_payload("mailcheck_apply_0", "p_fw2", fake.response_url(), user="U0BOB",
+                               channel="C0PRIV")
+        for payload in (here, there):
+            assert (await post_signed(url, form_payload(payload)))[0] == 200
+        await bot_of(app).tasks.join()
+    finally:
+        stop.set()
+        await task
+    [posted] = [c.args for c in fake.of("chat.postMessage", ok=True)]
+    assert posted["channel"] == "C0MAIL" and "*not_restored*" in posted["text"]
+    assert "NOT restored" in posted["text"] and "--dport 22 -j DROP" in posted["text"]
+    assert [c.error for c in fake.of("chat.postMessage", ok=False)] == ["not_in_channel"]
+    (fallback,) = fake.responses  # the private channel hears it through the response_url
+    assert fallback["response_type"] == "in_channel" and "NOT restored" in fallback["text"]
