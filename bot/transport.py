@@ -192,6 +192,11 @@ class SSHTransport:
         return opts
 
     async def _connect_one(self, host: Host, tunnel=None) -> asyncssh.SSHClientConnection:
+        key = host.identity_file
+        if key is not None and not os.access(key, os.R_OK):
+            why = "does not exist" if not Path(key).exists() else "cannot be read by this user"
+            raise AuthError(f"the identity file {key} {why} (identity_file of {host.name} in the "
+                            "inventory, or -i)", host=host.name, step="connect")
         opts = self._options(host)
         if not Path(opts["known_hosts"]).is_file():
             raise HostKeyError(

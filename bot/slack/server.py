@@ -149,22 +149,29 @@ async def serve(settings: Settings, *, inventory: Inventory | None = None,
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     service = fixes.service if isinstance(fixes, ServiceFixes) else None
+    background: list[asyncio.Task] = []
 
     def ready(_port: int) -> None:
         if service is not None:  # plans an earlier run left mid-apply: re-read their hosts
-            bot_of(app).tasks.spawn(announce_reconciled(service, bot_of(app).poster),
-                                    name="reconcile", drain=True)
+            background.append(asyncio.create_task(announce_reconciled(service, bot_of(app).poster)))
 
     try:
         await run_app(app, settings, stop, on_ready=ready)
     finally:
+        for task in background:  # idempotent: what it did not finish, the next start does
+            task.cancel()
         if service is not None and await service.drain(0):  # past drain_timeout: recorded
             log.error("fixes were cancelled at shutdown; the next start reconciles them")
 
 
 async def announce_reconciled(service: RealFixService, poster: SlackPoster) -> None:
     """Reconcile plans left mid-apply, and tell each plan's channel what its host shows."""
-    for r in await service.reconcile():
+    try:
+        found = await service.reconcile()
+    except Exception:
+        log.exception("reconciling plans left mid-apply failed")
+        return
+    for r in found:
         log.warning("reconciled %s on %s: %s", r.plan_id, r.host, r.status)
         if not r.channel.startswith(("C", "G", "D")):  # a CLI plan: the audit log has it
             continue

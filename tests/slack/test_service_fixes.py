@@ -105,3 +105,28 @@ async def test_a_not_restored_outcome_reaches_the_channel_also_where_the_bot_is_
     assert [c.error for c in fake.of("chat.postMessage", ok=False)] == ["not_in_channel"]
     (fallback,) = fake.responses  # the private channel hears it through the response_url
     assert fallback["response_type"] == "in_channel" and "NOT restored" in fallback["text"]
+
+
+class CleanEngine:
+    async def check(self, host, *, steps=None, progress=None):
+        from bot.models import Report
+        return Report(host=host.name, address=host.address)  # nothing wrong, no fixes
+
+
+async def test_a_check_without_fixes_is_audited_too(fake):
+    from tests.slack.conftest import slash_body
+    settings = make_settings(fake)
+    service = RecordingService()
+    app = build_app(settings, make_inventory(), CleanEngine(), ServiceFixes(service),
+                    update_interval=0.01)
+    stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_app(app, settings, stop, on_ready=ready.set_result))
+    url = f"http://127.0.0.1:{await ready}"
+    try:
+        assert (await post_signed(url, slash_body("mx1", fake.response_url())))[0] == 200
+        await asyncio.sleep(0.05)
+        await bot_of(app).tasks.join()
+    finally:
+        stop.set()
+        await task
+    assert service.checks == ["mx1"]

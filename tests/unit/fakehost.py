@@ -33,6 +33,7 @@ class FakeHost:
     # the host stays unreachable until .unreachable is set False again
     on_run: Callable[[tuple[str, ...]], None] | None = None  # called before each command runs
     fail_when: Callable[[tuple[str, ...]], bool] | None = None  # such a command exits 1
+    seen: list[Command] = field(default_factory=list)  # every command, with its timeout and env
 
     def connect(self, host) -> FakeTransport:
         self.connections += 1
@@ -53,6 +54,7 @@ class FakeTransport:
         for cmd in commands:
             start = time.monotonic()
             await asyncio.sleep(self.host.delay)
+            self.host.seen.append(cmd)
             if self.host.on_run is not None:
                 self.host.on_run(cmd.argv)
             if self.host.cut_at is not None and any(self.host.cut_at in a for a in cmd.argv):

@@ -188,15 +188,26 @@ async def test_another_mailcheck_holding_the_host_lock_is_named(tmp_path, host):
 
 async def test_the_guard_never_fires_before_the_commands_may_have_finished(tmp_path, host):
     host.answers[("test", "-d", "/run/systemd/system")] = (1, "")
-    svc = service(tmp_path, host, lockout_deadline=4, command_timeout=5.0, connect_timeout=3.0)
+    svc = service(tmp_path, host, lockout_deadline=13, command_timeout=5.0, connect_timeout=3.0)
+    assert svc.applier.deadline(fix()) == 13  # one command: 5 + 2 (timeout -k) + 3 + 2 < 13
     f = fix().model_copy(update={"commands": fix().commands * 3})
     out = await apply(svc, f)
     assert out.status == "applied", out.message
     [arm] = [j[3] for j in host.journal if j[3][:2] == ("setsid", "-f")]
-    budget = 3 * (5 + 2) + 3 + 2  # three commands of 5 s (+2 for timeout -k), a connection, margin
+    budget = 3 * (5 + 2) + 3 + 2  # three commands, a confirming connection, the margin
     assert f"sleep {budget + 1}\n" in arm[-1] and svc.applier.deadline(f) == budget + 1
-    assert svc.applier.deadline(fix()) == 5 + 2 + 3 + 2 + 1 and \
-        service(tmp_path, host, lockout_deadline=60).applier.deadline(fix()) == 60
+
+
+def test_settings_refuse_a_deadline_one_command_could_outlast():
+    from pydantic import ValidationError
+
+    from config.settings import Settings
+    with pytest.raises(ValidationError, match="must be above one fix command's budget"):
+        Settings(_env_file=None, lockout_deadline=30, command_timeout=20, connect_timeout=10)
+    for bad in ({"max_channels": 0}, {"connect_timeout": 0}, {"backup_dir": "backups"},
+                {"plan_ttl": -5}, {"lock_wait": -1}):
+        with pytest.raises(ValidationError):
+            Settings(_env_file=None, **bad)
 
 
 # --- shutdown: applies are shielded and drained; a restart reconciles what was cut off ----------
@@ -260,3 +271,40 @@ async def test_reconcile_leaves_a_live_apply_alone_and_settles_one_that_never_st
     assert "nothing was changed" in found.message
     assert (await svc.plan(ids["fw-a"])).state == "claimed"  # its process is alive
     assert (await svc.plan(ids["fw-b"])).state == "failed" and host.journal == []
+
+
+# --- smaller items: a restart only while still down; package installs get time and no prompts ---
+
+def inp_for(systemd: bool):
+    from tests.unit.checkdata import facts, make_input
+    return make_input(host_facts=facts(systemd=systemd))
+
+
+async def test_a_restart_runs_only_while_the_service_is_still_down(tmp_path, host):
+    from bot.checks.services import restart_fix
+    from bot.models import Fix
+    restart: Fix = restart_fix("exim4", inp_for(True))
+    [pre] = restart.preconditions
+    assert pre.argv == ["systemctl", "is-active", "--quiet", "exim4.service"] and pre.expect_failure
+    host.answers[tuple(pre.argv)] = (0, "")  # someone started it meanwhile
+    out = await apply(service(tmp_path, host), restart)
+    assert out.status == "precondition_changed" and "still down" in out.message
+    started = [j for j in host.journal if j[3] == ("systemctl", "restart", "exim4")]
+    assert not started
+    host.answers[tuple(pre.argv)] = (3, "")  # inactive
+    (tmp_path / "b").mkdir()
+    out = await apply(service(tmp_path / "b", host), restart)
+    started = [j for j in host.journal if j[3] == ("systemctl", "restart", "exim4")]
+    assert out.status == "applied" and len(started) == 1, out.message
+
+
+async def test_a_package_install_gets_its_own_budget_and_no_prompts(tmp_path, host):
+    from bot.checks.tools import INSTALL_TIMEOUT, install_fix
+    f = install_fix("debian", "debian", ["dig", "whois"])
+    out = await apply(service(tmp_path, host), f)
+    assert out.status == "applied", out.message
+    runs = [c for c in host.seen if c.argv[0] == "apt-get"]
+    assert [c.argv[:2] for c in runs] == [("apt-get", "update"), ("apt-get", "install")]
+    assert all(c.timeout == INSTALL_TIMEOUT and ("DEBIAN_FRONTEND", "noninteractive") in c.env
+               for c in runs)
+    assert install_fix("rhel", "rocky", ["dig"]).env == {}
