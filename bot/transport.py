@@ -227,7 +227,8 @@ class SSHTransport:
             raise TransportError(f"SSH failed: {e.reason}", host=host.name, step="connect") from e
         except OSError as e:
             raise UnreachableError(
-                f"cannot reach {host.address}:{host.port}: {e.strerror or e}",
+                f"cannot reach {host.address}:{host.port}: "
+                f"{os.strerror(e.errno) if e.errno else e.strerror or e}",
                 host=host.name, step="connect",
             ) from e
 

@@ -269,7 +269,7 @@ class Applier:
     async def _arm(self, t: Transport, run: _Run) -> ApplyResult | None:
         systemd = await guard.uses_systemd(t)
         unit = f"mailcheck-guard-{run.change.id}"
-        touch, job = [await self._run(t, c, run.log) for c in
+        job, touch = [await self._run(t, c, run.log) for c in
                       guard.arm_commands(run.bp, self.deadline(run.plan.fix), systemd, unit)]
         run.armed_at = time.monotonic()
         if touch.ok and job.ok:
@@ -421,7 +421,8 @@ class Applier:
         if state.seen == "armed":  # it did not fire: we can reach the host, so restore now
             ok, text, left = await self._restore_now(t, run)
             return run.result("connection_lost" if ok else "not_restored",
-                              f"{why}; the guard had not fired; mailcheck {text}", left=left)
+                              f"{why}; the guard had not fired, so mailcheck restored now: {text}",
+                              left=left)
         what = "the guard was disarmed, not by this apply" if state.seen == "cancelled" \
             else state.summary
         return run.result("not_restored", f"{why}; {what}. NOT restored: {left}", left=left)

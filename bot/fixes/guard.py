@@ -50,9 +50,11 @@ async def uses_systemd(t: Transport) -> bool:
 
 
 def arm_commands(bp: Backup, delay: int, systemd: bool, unit: str) -> list[Command]:
-    return [Command(("touch", bp.armed), timeout=10),
-            detached_command(bp.restore, delay=delay, armed=bp.armed, log=bp.log,
-                             systemd=systemd, unit=unit)]
+    """The job first, then its arming file: an `armed` file always has a job behind it (a job
+    whose file never appeared does nothing when it wakes)."""
+    return [detached_command(bp.restore, delay=delay, armed=bp.armed, log=bp.log,
+                             systemd=systemd, unit=unit),
+            Command(("touch", bp.armed), timeout=10)]
 
 
 def disarm_command(bp: Backup) -> Command:

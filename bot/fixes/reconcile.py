@@ -16,9 +16,11 @@ The change row and the plan get their true state, the audit log a
 result is returned as data for the channel the plan was shown in.
 
 A plan is left alone while its apply may still be alive: claimed less than
-`lock_wait + CLAIM_MARGIN` seconds ago (it may be waiting for the host's
-lock), or while the store's lock names it and a process that is alive (on
-this machine) or one on another machine whose lock has not expired.
+CLAIM_MARGIN seconds ago (between its claim and taking the store's lock), or
+while the store's lock of its host is held by a process that is alive (on
+this machine) or by one on another machine whose lock has not expired (its
+own apply, or the one it waits for). Such a plan is reconciled at a later
+start.
 """
 
 from __future__ import annotations
@@ -86,15 +88,15 @@ class Reconciler:
     inventory: Inventory
 
     async def run(self, now: float | None = None) -> list[Reconciled]:
-        now, wait = now or time.time(), self.applier.settings.lock_wait
+        now = now or time.time()
         out = []
         for plan in await self.store.plans_in_state("claimed"):
-            if (plan.claimed_at or 0) > now - (wait + CLAIM_MARGIN):
-                continue
+            if (plan.claimed_at or 0) > now - CLAIM_MARGIN:
+                continue  # between its claim and its lock
             held = await self.store.get_lock(plan.host.name)
+            if held is not None and _alive(held.holder):
+                continue  # its apply, or one it waits for, is running
             mine = held is not None and f"plan {plan.id})" in held.holder
-            if mine and _alive(held.holder):
-                continue
             out.append(await self._one(plan, held.holder if mine else None))
         return out
 

@@ -261,7 +261,8 @@ async def test_drain_past_its_time_leaves_a_started_change_that_reconcile_settle
 
 async def test_reconcile_leaves_a_live_apply_alone_and_settles_one_that_never_started(tmp_path, host):
     svc = service(tmp_path, host)
-    ids = await svc.register(report("mx1", fix("a"), fix("b")), Actor("slack", "UREQ"), channel="C1")
+    ids = await svc.register(report("mx1", fix("a")), Actor("slack", "UREQ"), channel="C1")
+    ids |= await svc.register(report("mx2", fix("b")), Actor("slack", "UREQ"), channel="C1")
     for plan_id in ids.values():
         assert await svc.store.claim_plan(plan_id, "UHOST", time.time())
     live = f"UHOST (fix fw-a, plan {ids['fw-a']}) [mailcheck pid {os.getppid()} on {socket.gethostname()}]"
