@@ -39,7 +39,7 @@ from bot.store import SQLiteStore
 from bot.transport import SSHTransport
 from config.inventory import Host, Inventory
 from config.settings import Settings
-from tests.lab.test_fix_apply import IPT, RULE_CASE1, case1, mail_services, ssh_ok
+from tests.lab.test_fix_apply import IPT, NFT_SETUP, RULE_CASE1, case1, mail_services, ssh_ok
 from tests.slack.conftest import action_payload, form_payload, make_settings, post_signed
 from tests.slack.fake_slack import FakeSlack
 
@@ -204,16 +204,6 @@ async def test_a_restore_that_fails_is_not_restored_posted_and_audited(lab, tmp_
 
 # --- xt rules next to a native nft table ------------------------------------------------------
 
-MAILFW = """table inet mailfw {
-  chain input {
-    type filter hook input priority 10; policy drop;
-    ct state established,related accept
-    iif lo accept
-    meta l4proto ipv6-icmp accept
-    tcp dport 22 accept
-  }
-}
-"""
 
 
 def xt_and_nft(lh) -> None:
@@ -226,7 +216,7 @@ def xt_and_nft(lh) -> None:
     lh.sh("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "2626", "-m", "recent", "--name", "knock",
           "--rcheck", "--seconds", "60", "-m", "comment", "--comment", "port knock", "-j", "DROP")
     conf = lh.workdir / "mailfw.nft"
-    conf.write_text(MAILFW)
+    conf.write_text(NFT_SETUP)
     lh.sh("nft", "-f", str(conf))
 
 

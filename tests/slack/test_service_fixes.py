@@ -4,6 +4,7 @@ announced in the report's thread; a refusal goes only to the clicker."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from bot.fixes.outcomes import ApplyOutcome, RollbackOutcome
 from bot.models import Actor
@@ -17,6 +18,7 @@ from tests.slack.conftest import (
     make_inventory,
     make_settings,
     post_signed,
+    slash_body,
 )
 
 
@@ -46,23 +48,29 @@ class RecordingService:
                                actor=str(actor))
 
 
-async def test_applied_goes_to_the_thread_refused_only_to_the_clicker(fake):
+@contextlib.asynccontextmanager
+async def serving(fake, service, engine=None, **kw):
+    """The real Bolt app and HTTP server with ServiceFixes(service); yields (url, app)."""
     settings = make_settings(fake)
-    service = RecordingService()
-    app = build_app(settings, make_inventory(), ScriptedEngine(), ServiceFixes(service))
+    app = build_app(settings, make_inventory(), engine or ScriptedEngine(), ServiceFixes(service), **kw)
     stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run_app(app, settings, stop, on_ready=ready.set_result))
-    url = f"http://127.0.0.1:{await ready}"
     try:
+        yield f"http://127.0.0.1:{await ready}", app
+        await bot_of(app).tasks.join()
+    finally:
+        stop.set()
+        await task
+
+
+async def test_applied_goes_to_the_thread_refused_only_to_the_clicker(fake):
+    service = RecordingService()
+    async with serving(fake, service) as (url, _app):
         ok = action_payload("mailcheck_apply_0", "p_fw", fake.response_url(), user="U0BOB")
         no = action_payload("mailcheck_apply_0", "p_fw", fake.response_url(), user="U0EVE")
         back = action_payload("mailcheck_rollback", "c_1", fake.response_url(), user="U0BOB")
         for payload in (ok, no, back):
             assert (await post_signed(url, form_payload(payload)))[0] == 200
-        await bot_of(app).tasks.join()
-    finally:
-        stop.set()
-        await task
     assert service.applied == [("p_fw", "U0BOB"), ("p_fw", "U0EVE")]
     posted = [c.args for c in fake.of("chat.postMessage", ok=True)]
     assert [p["thread_ts"] for p in posted] == [ok["container"]["message_ts"]] * 2
@@ -82,23 +90,13 @@ class FailingService(RecordingService):
 
 
 async def test_a_not_restored_outcome_reaches_the_channel_also_where_the_bot_is_not(fake):
-    settings = make_settings(fake)
-    service = FailingService()
-    app = build_app(settings, make_inventory(), ScriptedEngine(), ServiceFixes(service))
-    stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run_app(app, settings, stop, on_ready=ready.set_result))
-    url = f"http://127.0.0.1:{await ready}"
     fake.not_in_channel.add("C0PRIV")
-    try:
+    async with serving(fake, FailingService()) as (url, _app):
         here = action_payload("mailcheck_apply_0", "p_fw", fake.response_url(), user="U0BOB")
         there = action_payload("mailcheck_apply_0", "p_fw2", fake.response_url(), user="U0BOB",
                                channel="C0PRIV")
         for payload in (here, there):
             assert (await post_signed(url, form_payload(payload)))[0] == 200
-        await bot_of(app).tasks.join()
-    finally:
-        stop.set()
-        await task
     [posted] = [c.args for c in fake.of("chat.postMessage", ok=True)]
     assert posted["channel"] == "C0MAIL" and "*not_restored*" in posted["text"]
     assert "NOT restored" in posted["text"] and "--dport 22 -j DROP" in posted["text"]
@@ -114,19 +112,8 @@ class CleanEngine:
 
 
 async def test_a_check_without_fixes_is_audited_too(fake):
-    from tests.slack.conftest import slash_body
-    settings = make_settings(fake)
     service = RecordingService()
-    app = build_app(settings, make_inventory(), CleanEngine(), ServiceFixes(service),
-                    update_interval=0.01)
-    stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run_app(app, settings, stop, on_ready=ready.set_result))
-    url = f"http://127.0.0.1:{await ready}"
-    try:
+    async with serving(fake, service, CleanEngine(), update_interval=0.01) as (url, _app):
         assert (await post_signed(url, slash_body("mx1", fake.response_url())))[0] == 200
         await asyncio.sleep(0.05)
-        await bot_of(app).tasks.join()
-    finally:
-        stop.set()
-        await task
     assert service.checks == ["mx1"]
