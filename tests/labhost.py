@@ -120,6 +120,8 @@ class LabHost:
     resolver: str | None = None  # None: a LabResolver of our own on outside_ip:53
     dns: LabResolver | None = None
     pids_started: list[int] = field(default_factory=list)
+    cleanups: list = field(default_factory=list)  # run first at close(), last added first
+    ssh_env: dict[str, str] = field(default_factory=dict)  # sshd SetEnv for every session
     _provider_table: bool = False
 
     # --- names and addresses -------------------------------------------------
@@ -166,6 +168,20 @@ class LabHost:
     def dbus_socket(self) -> Path:
         """The host's own D-Bus system bus (tests/lab_firewalld.sh starts it, with firewalld)."""
         return self.workdir / "dbus" / "bus"
+
+    def nsenter(self, *argv: str, check: bool = True, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
+        """Run argv in the host's network namespace only: unlike `ip netns exec`, /sys (with the
+        cgroup mounts dockerd and podman need) and /etc are the machine's own."""
+        return _run("nsenter", f"--net=/run/netns/{self.ns}", *argv, check=check, timeout=timeout, **kw)
+
+    def set_ssh_env(self, **env: str) -> None:
+        """Restart the host's sshd so every session gets these variables (e.g. DOCKER_HOST)."""
+        self.ssh_env.update(env)
+        pid_file = self.workdir / "sshd.pid"
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        self.wait_listening({22}, absent=True)
+        self._start_sshd()
 
     def start_firewalld(self) -> None:
         """firewalld in this host, on its own bus, with its own copy of /etc/firewalld."""
@@ -252,12 +268,20 @@ class LabHost:
         pub = " ".join(Path(f"{hostkey}.pub").read_text().split()[:2])
         lines = [f"{self.ip} {pub}"] + ([f"{self.ip6} {pub}"] if self.ipv6 else [])
         self.known_hosts.write_text("\n".join(lines) + "\n")
+        self._start_sshd()
+
+    def _start_sshd(self, root: Path | None = None) -> None:
+        """sshd in the host; with root, the one installed in that chroot (tests/postfixlab.py)."""
+        hostkey, auth = self.workdir / "ssh_host_ed25519_key", self.workdir / "authorized_keys"
         Path("/run/sshd").mkdir(exist_ok=True)
-        with open(self.workdir / "sshd.log", "w") as log:
-            self.popen("/usr/sbin/sshd", "-D", "-e", "-p", "22", "-h", str(hostkey),
-                       "-o", "StrictModes=no", "-o", f"AuthorizedKeysFile={auth}",
-                       "-o", f"PidFile={self.workdir / 'sshd.pid'}", "-o", "MaxSessions=10",
-                       "-o", "UseDNS=no", stdout=subprocess.DEVNULL, stderr=log)
+        setenv = " ".join(f"{k}={v}" for k, v in self.ssh_env.items())
+        argv = ["/usr/sbin/sshd", "-D", "-e", "-p", "22", "-h", str(hostkey), "-o", "StrictModes=no",
+                "-o", f"AuthorizedKeysFile={auth}", "-o", f"PidFile={self.workdir / 'sshd.pid'}",
+                "-o", "MaxSessions=10", "-o", "UseDNS=no", *(["-o", f"SetEnv={setenv}"] if setenv else [])]
+        if root is not None:
+            argv = ["chroot", str(root), *argv]
+        with open(self.workdir / "sshd.log", "a") as log:
+            self.popen(*argv, stdout=subprocess.DEVNULL, stderr=log)
         self.wait_listening({22})
 
     # --- mail services -------------------------------------------------------
@@ -370,6 +394,9 @@ class LabHost:
 
     # --- lifecycle -------------------------------------------------------------
     def close(self) -> None:
+        for cleanup in reversed(self.cleanups):
+            with contextlib.suppress(Exception):
+                cleanup()
         if self._provider_table:
             _run("nft", f"delete table inet mclab_{self.index}", check=False)
         if self.dns is not None:
