@@ -268,7 +268,8 @@ class NetnsContainer:
     def values(self) -> dict[str, str]:
         n = self.net
         return {"bridge": self.bridge, "subnet": n.subnet, "gateway": n.gateway, "cip": n.container_ip,
-                "veth": f"veth{self.host.index}c"}
+                "veth": f"veth{self.host.index}c",
+                "subnet_": n.subnet.replace(".", "_").replace("/", "_nm")}
 
     def start(self, ports: tuple[int, ...] = (25, 587)) -> NetnsContainer:
         v = self.values()
@@ -314,14 +315,21 @@ class NetnsContainer:
         return dst
 
     def start_proxy(self, port: int) -> None:
-        """Docker's own userland proxy (/usr/sbin/docker-proxy), as dockerd starts it per port."""
+        """Docker's own userland proxy (/usr/sbin/docker-proxy), started per port and address
+        family as dockerd starts it: it reports "0\\n" (ready) on fd 3, a pipe to its parent."""
         for host_ip in ("0.0.0.0", "::"):
+            ready_r, ready_w = os.pipe()
             proc = subprocess.Popen(
                 ["ip", "netns", "exec", self.host.ns, "/usr/sbin/docker-proxy", "-proto", "tcp",
                  "-host-ip", host_ip, "-host-port", str(port), "-container-ip", self.net.container_ip,
                  "-container-port", str(port)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True)
+                start_new_session=True, pass_fds=(3,), preexec_fn=lambda w=ready_w: os.dup2(w, 3))
+            os.close(ready_w)
+            with os.fdopen(ready_r) as ready:
+                status = ready.read(2)
+            if status != "0\n":
+                raise RuntimeError(f"docker-proxy for {host_ip}:{port} failed: {status!r}")
             self.host.pids_started.append(proc.pid)
             self.proxies.append(proc.pid)
         self.host.wait_listening({port})
@@ -336,19 +344,28 @@ class NetnsContainer:
 
 
 def template_layout(text: str, values: dict[str, str], publish: tuple[int, ...]) -> str:
-    """{bridge} {subnet} {gateway} {cip} {veth}; a line holding {port} is repeated per published port."""
-    lines = []
+    """{bridge} {subnet} {subnet_} {gateway} {cip} {veth}; each run of consecutive lines holding
+    {port} is repeated per published port, as the engines write one group of rules per port."""
+    out: list[str] = []
+    block: list[str] = []
+
+    def fill(line: str) -> str:
+        for k, v in values.items():
+            line = line.replace("{" + k + "}", v)
+        return line
+
+    def flush() -> None:
+        out.extend(fill(line.replace("{port}", str(p))) for p in publish for line in block)
+        block.clear()
+
     for line in text.splitlines():
-        if line.lstrip().startswith("#") and not line.startswith("#!"):
-            if "{" not in line:
-                lines.append(line)
-                continue
-        for port in (publish if "{port}" in line else (None,)):
-            out = line if port is None else line.replace("{port}", str(port))
-            for k, v in values.items():
-                out = out.replace("{" + k + "}", v)
-            lines.append(out)
-    return "\n".join(lines) + "\n"
+        if "{port}" in line and not line.lstrip().startswith("#"):
+            block.append(line)
+            continue
+        flush()
+        out.append(fill(line))
+    flush()
+    return "\n".join(out) + "\n"
 
 
 def json_lines(text: str) -> list[dict]:
