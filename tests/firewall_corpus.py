@@ -15,6 +15,10 @@ Layout, one directory per case:
           bridge: docker0                               (netns)
           proxy: true                                   (netns: Docker's docker-proxy per port)
           publish: [25, 587]                            see tests/containerlab.py; setup runs after
+        fail2ban:                                       (optional) real fail2ban in the host
+          jail: exim                                    (a jail of Debian's jail.conf)
+          banaction: iptables-multiport                 (or nftables-multiport, ...)
+          ban: ["{prober}"]                             fail2ban-client set JAIL banip ADDR
         expect:                                         (optional)
           unknown: ["inbound/*/25"]    keys (fnmatch globs) where the model may say "unknown"
           notes: free text
@@ -78,6 +82,18 @@ CONTAINER_COMMANDS = (
 MODEL_GAP_NAT = "issue 11: nat/FORWARD not modelled"
 
 
+def fail2ban_commands(host) -> tuple[Command, ...]:
+    """fail2ban's own view, when a real fail2ban runs in the host (tests/f2blab.py)."""
+    from tests.f2blab import STATUS_COMMANDS, jail_commands
+
+    local = host.etc / "fail2ban" / "jail.local"
+    if not local.exists():
+        return ()
+    jails = [line.strip("[]") for line in local.read_text().splitlines()
+             if line.startswith("[") and line.strip("[]") != "sshd"]
+    return tuple(Command(argv) for argv in STATUS_COMMANDS + tuple(a for j in jails for a in jail_commands(j)))
+
+
 @dataclass
 class Case:
     name: str
@@ -90,6 +106,7 @@ class Case:
     model_gap: str = ""
     no_fix: str = ""  # why no fix is planned (nothing blocked, a ban, a verdict not understood)
     container: dict = field(default_factory=dict)
+    fail2ban: dict = field(default_factory=dict)
 
     @property
     def published(self) -> tuple[int, ...]:
@@ -133,6 +150,7 @@ def load_case(path: Path) -> Case:
         backend=data.get("backend", "iptables"), unknown_ok=list(expect.get("unknown") or []),
         notes=str(expect.get("notes", "")), model_gap=str(expect.get("model_gap", "")),
         no_fix=str(expect.get("no_fix", "")), container=dict(data.get("container") or {}),
+        fail2ban=dict(data.get("fail2ban") or {}),
     )
 
 
@@ -282,6 +300,16 @@ def start_container(host, case: Case):
     return engine
 
 
+def start_case_fail2ban(host, case: Case) -> None:
+    from tests.f2blab import ban, start_fail2ban
+
+    spec = case.fail2ban
+    jail = spec.get("jail", "exim")
+    start_fail2ban(host, jail=jail, banaction=spec.get("banaction", "iptables-multiport"))
+    for address in spec.get("ban") or ():
+        ban(host, jail, template(address, addresses_of(host)))
+
+
 def _ipv6_held(host, port: int) -> bool:
     """Does something in the host (docker-proxy) listen on [::]:port already?"""
     out = host.sh("ss", "-Hltn", f"sport = :{port}").stdout
@@ -310,7 +338,7 @@ def collect(host) -> list[CommandResult]:
 
     out = []
     commands = collect_commands()
-    extra = EXTRA_COMMANDS + (CONTAINER_COMMANDS if host.ssh_env else ())
+    extra = EXTRA_COMMANDS + (CONTAINER_COMMANDS if host.ssh_env else ()) + fail2ban_commands(host)
     commands += [c for c in extra if c.argv not in {x.argv for x in commands}]
     for cmd in commands:
         # the engine's socket/config, as the host's SSH sessions get it (LabHost.set_ssh_env)
@@ -333,6 +361,8 @@ def run_case(host, case: Case) -> tuple[dict[str, str], list[CommandResult]]:
                         v6only=[p for p in case.published if not _ipv6_held(host, p)])
     else:
         start_listeners(host)
+    if case.fail2ban:
+        start_case_fail2ban(host, case)
     apply_setup(host, case)
     outcomes = kernel_outcomes(host)
     return outcomes, collect(host)

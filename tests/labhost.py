@@ -177,11 +177,16 @@ class LabHost:
     def set_ssh_env(self, **env: str) -> None:
         """Restart the host's sshd so every session gets these variables (e.g. DOCKER_HOST)."""
         self.ssh_env.update(env)
+        self.restart_sshd()
+
+    def restart_sshd(self, root: Path | None = None) -> None:
+        """A new sshd: it sees /etc/netns files made since (`ip netns exec` binds them at
+        start) and the current ssh_env; with root, the sshd of that chroot."""
         pid_file = self.workdir / "sshd.pid"
         with contextlib.suppress(OSError, ValueError):
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
         self.wait_listening({22}, absent=True)
-        self._start_sshd()
+        self._start_sshd(root)
 
     def start_firewalld(self) -> None:
         """firewalld in this host, on its own bus, with its own copy of /etc/firewalld."""

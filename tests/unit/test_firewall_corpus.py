@@ -35,7 +35,7 @@ def test_model_agrees_with_kernel(request, case):
 def test_case_is_complete(case):
     expected = case.expected()
     assert sorted(expected["kernel"]) == sorted(all_keys())
-    assert case.description and (case.setup or case.container)
+    assert case.description and (case.setup or case.container or case.fail2ban)
     assert (case.captured_dir / "commands.json").exists()
 
 
