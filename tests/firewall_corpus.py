@@ -19,6 +19,7 @@ Layout, one directory per case:
           jail: exim                                    (a jail of Debian's jail.conf)
           banaction: iptables-multiport                 (or nftables-multiport, ...)
           ban: ["{prober}"]                             fail2ban-client set JAIL banip ADDR
+        files_from: ../../csf/NAME                      (optional) more files for {dir}
         expect:                                         (optional)
           unknown: ["inbound/*/25"]    keys (fnmatch globs) where the model may say "unknown"
           notes: free text
@@ -107,6 +108,7 @@ class Case:
     no_fix: str = ""  # why no fix is planned (nothing blocked, a ban, a verdict not understood)
     container: dict = field(default_factory=dict)
     fail2ban: dict = field(default_factory=dict)
+    files_from: str = ""
 
     @property
     def published(self) -> tuple[int, ...]:
@@ -150,7 +152,7 @@ def load_case(path: Path) -> Case:
         backend=data.get("backend", "iptables"), unknown_ok=list(expect.get("unknown") or []),
         notes=str(expect.get("notes", "")), model_gap=str(expect.get("model_gap", "")),
         no_fix=str(expect.get("no_fix", "")), container=dict(data.get("container") or {}),
-        fail2ban=dict(data.get("fail2ban") or {}),
+        fail2ban=dict(data.get("fail2ban") or {}), files_from=str(data.get("files_from", "")),
     )
 
 
@@ -249,7 +251,8 @@ def apply_setup(host, case: Case) -> None:
     target = host.workdir / "case"
     target.mkdir(exist_ok=True)
     values["dir"] = str(target)
-    for f in case.path.iterdir():
+    sources = [*case.path.iterdir(), *((case.path / case.files_from).iterdir() if case.files_from else ())]
+    for f in sources:
         if f.is_file() and f.name not in ("case.yaml", "expected.json"):
             (target / f.name).write_text(template(f.read_text(), values))
     for argv in case.setup:
