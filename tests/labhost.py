@@ -179,14 +179,16 @@ class LabHost:
         self.ssh_env.update(env)
         self.restart_sshd()
 
-    def restart_sshd(self, root: Path | None = None) -> None:
+    def restart_sshd(self) -> None:
         """A new sshd: it sees /etc/netns files made since (`ip netns exec` binds them at
-        start) and the current ssh_env; with root, the sshd of that chroot."""
-        pid_file = self.workdir / "sshd.pid"
+        start) and the current ssh_env."""
+        self.stop_sshd()
+        self._start_sshd()
+
+    def stop_sshd(self) -> None:
         with contextlib.suppress(OSError, ValueError):
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            os.kill(int((self.workdir / "sshd.pid").read_text()), signal.SIGTERM)
         self.wait_listening({22}, absent=True)
-        self._start_sshd(root)
 
     def start_firewalld(self) -> None:
         """firewalld in this host, on its own bus, with its own copy of /etc/firewalld."""
@@ -275,16 +277,13 @@ class LabHost:
         self.known_hosts.write_text("\n".join(lines) + "\n")
         self._start_sshd()
 
-    def _start_sshd(self, root: Path | None = None) -> None:
-        """sshd in the host; with root, the one installed in that chroot (tests/postfixlab.py)."""
+    def _start_sshd(self) -> None:
         hostkey, auth = self.workdir / "ssh_host_ed25519_key", self.workdir / "authorized_keys"
         Path("/run/sshd").mkdir(exist_ok=True)
         setenv = " ".join(f"{k}={v}" for k, v in self.ssh_env.items())
         argv = ["/usr/sbin/sshd", "-D", "-e", "-p", "22", "-h", str(hostkey), "-o", "StrictModes=no",
                 "-o", f"AuthorizedKeysFile={auth}", "-o", f"PidFile={self.workdir / 'sshd.pid'}",
                 "-o", "MaxSessions=10", "-o", "UseDNS=no", *(["-o", f"SetEnv={setenv}"] if setenv else [])]
-        if root is not None:
-            argv = ["chroot", str(root), *argv]
         with open(self.workdir / "sshd.log", "a") as log:
             self.popen(*argv, stdout=subprocess.DEVNULL, stderr=log)
         self.wait_listening({22})
