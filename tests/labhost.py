@@ -122,6 +122,7 @@ class LabHost:
     pids_started: list[int] = field(default_factory=list)
     cleanups: list = field(default_factory=list)  # run first at close(), last added first
     ssh_env: dict[str, str] = field(default_factory=dict)  # sshd SetEnv for every session
+    sshd_prefix: list[str] = field(default_factory=list)  # argv sshd runs under (tests/eximlab.py)
     _provider_table: bool = False
 
     # --- names and addresses -------------------------------------------------
@@ -285,7 +286,7 @@ class LabHost:
                 "-o", f"AuthorizedKeysFile={auth}", "-o", f"PidFile={self.workdir / 'sshd.pid'}",
                 "-o", "MaxSessions=10", "-o", "UseDNS=no", *(["-o", f"SetEnv={setenv}"] if setenv else [])]
         with open(self.workdir / "sshd.log", "a") as log:
-            self.popen(*argv, stdout=subprocess.DEVNULL, stderr=log)
+            self.popen(*self.sshd_prefix, *argv, stdout=subprocess.DEVNULL, stderr=log)
         self.wait_listening({22})
 
     # --- mail services -------------------------------------------------------
