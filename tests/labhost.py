@@ -48,6 +48,8 @@ REQUIRED = (
     "dig", "lsof", "nc", "whois", "ps", "ls", "tail", "timeout", "mktemp", "rm", "setsid",
     # plumbing, and what tests/test_packages.py asks
     "sh", "env", "cat", "cp", "mkdir", "sleep", "dpkg", "dpkg-query",
+    # issue 11's labs: containers, firewall managers, the Postfix rootfs, kernel paths
+    "dockerd", "docker-proxy", "podman", "conntrack", "fail2ban-client", "debootstrap", "nsenter",
 )
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
