@@ -98,8 +98,32 @@ def listening_in(pid: int) -> set[int]:
 
 # --- the real engines ------------------------------------------------------------------------
 
+class _Engine:
+    """What docker and podman share: import the Postfix image, run it with ports published."""
+    run_options: tuple[str, ...] = ()
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+        raise NotImplementedError
+
+    def load_image(self) -> None:
+        if self.cli("image", "inspect", IMAGE, check=False).returncode == 0:
+            return
+        tar = subprocess.Popen(["tar", "-C", str(rootfs()), "-c", "."], stdout=subprocess.PIPE)
+        self.cli("import", "-", IMAGE, stdin=tar.stdout)
+        tar.wait()
+
+    def run_mail(self, name: str = "mail", publish: tuple[int, ...] = (25, 587)) -> int:
+        """Run the Postfix container with these ports published; returns its pid once it listens."""
+        self.load_image()
+        ports = [a for p in publish for a in ("-p", f"{p}:{p}")]
+        self.cli("run", "-d", "--name", name, *self.run_options, *ports, IMAGE, *MAIL_COMMAND)
+        pid = int(self.cli("inspect", "-f", "{{.State.Pid}}", name).stdout)
+        wait_for(lambda: set(publish) <= listening_in(pid), 30, f"container {name} not listening")
+        return pid
+
+
 @dataclass
-class Dockerd:
+class Dockerd(_Engine):
     """Debian's dockerd in a lab host. iptables: 'nft' (Debian's default) or 'legacy'."""
     host: object
     iptables: str = "nft"
@@ -148,22 +172,6 @@ class Dockerd:
     def cli(self, *args: str, check: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
         return _run(DOCKER, "-H", f"unix://{self.socket}", *args, check=check, timeout=timeout, **kw)
 
-    def load_image(self) -> None:
-        if self.cli("image", "inspect", IMAGE, check=False).returncode == 0:
-            return
-        tar = subprocess.Popen(["tar", "-C", str(rootfs()), "-c", "."], stdout=subprocess.PIPE)
-        self.cli("import", "-", IMAGE, stdin=tar.stdout)
-        tar.wait()
-
-    def run_mail(self, name: str = "mail", publish: tuple[int, ...] = (25, 587)) -> int:
-        """Run the Postfix container with these ports published; returns its pid once it listens."""
-        self.load_image()
-        ports = [a for p in publish for a in ("-p", f"{p}:{p}")]
-        self.cli("run", "-d", "--name", name, *ports, IMAGE, *MAIL_COMMAND)
-        pid = int(self.cli("inspect", "-f", "{{.State.Pid}}", name).stdout)
-        wait_for(lambda: set(publish) <= listening_in(pid), 30, f"container {name} not listening")
-        return pid
-
     def stop(self) -> None:
         if self.proc is None:
             return
@@ -182,10 +190,15 @@ class Dockerd:
 
 
 @dataclass
-class Podman:
+class Podman(_Engine):
     """Debian's podman 4.3.1 + netavark 1.4.0 (iptables driver) in a lab host, rootful."""
     host: object
     env: dict = field(default_factory=dict)
+
+    @property
+    def run_options(self) -> tuple[str, ...]:  # the ulimits podman needs on these machines
+        return ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096",
+                "--network", "labnet", "--ip", self.net.container_ip)
 
     @property
     def dir(self) -> Path:
@@ -218,22 +231,6 @@ class Podman:
         env = {**os.environ, **self.env}
         return _run("nsenter", f"--net=/run/netns/{self.host.ns}", "podman", *args, check=check,
                     timeout=timeout, env=env, **kw)
-
-    def load_image(self) -> None:
-        if self.cli("image", "exists", IMAGE, check=False).returncode == 0:
-            return
-        tar = subprocess.Popen(["tar", "-C", str(rootfs()), "-c", "."], stdout=subprocess.PIPE)
-        self.cli("import", "-", IMAGE, stdin=tar.stdout)
-        tar.wait()
-
-    def run_mail(self, name: str = "mail", publish: tuple[int, ...] = (25, 587)) -> int:
-        self.load_image()
-        ports = [a for p in publish for a in ("-p", f"{p}:{p}")]
-        self.cli("run", "-d", "--name", name, "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096",
-                 "--network", "labnet", "--ip", self.net.container_ip, *ports, IMAGE, *MAIL_COMMAND)
-        pid = int(self.cli("inspect", "-f", "{{.State.Pid}}", name).stdout)
-        wait_for(lambda: set(publish) <= listening_in(pid), 30, f"container {name} not listening")
-        return pid
 
     def stop(self) -> None:
         if not self.env:
