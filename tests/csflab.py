@@ -9,10 +9,11 @@ snapshot the CSF lab tests say so and skip; the corpus keeps the rulesets and
 outputs real CSF produced (tests/data/csf/), which every machine can replay.
 
 Per host: /etc/csf is /etc/netns/mcN/csf (the generic csf.conf and its
-companions, with the overrides a test asks for), /etc/cron.d is a private copy
-(CSF adds and removes cron files), and /usr/local/csf and /var/lib/csf are
-bind-mounted from the host's workdir inside a private mount namespace that
-every csf command runs in (`unshare -m`).
+companions, with the overrides a test asks for), /etc/crontab and /etc/cron.d
+are the host's own (CSF edits them), and /usr/local/csf, /var/lib/csf and
+/usr/local/sbin (holding `csf`) are bind-mounted from the host's workdir inside
+a private mount namespace in which the host's sshd runs: `csf -v`, `csf -r`
+over SSH are the host's CSF, as on a cPanel server.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import contextlib
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 DEFAULT_SNAPSHOT = Path("/var/cache/mailcheck-lab/csf-9f3e24d")
@@ -103,15 +105,32 @@ class Csf:
         # CSF writes allow rules for each resolver in /etc/resolv.conf: a lab address, not the machine's.
         if not (self.host.etc / "resolv.conf").exists():
             (self.host.etc / "resolv.conf").write_text(f"nameserver {LAB_RESOLVER}\n")
-        self.host.restart_sshd()  # SSH sessions see /etc/csf
+        # The host's sshd runs in the mount namespace CSF's commands run in, where `csf` is on
+        # PATH (/usr/local/sbin/csf -> csf.pl): SSH sessions see and run the host's CSF.
+        (self.sbin).mkdir()
+        (self.sbin / "csf").symlink_to("/usr/local/csf/bin/csf.pl")
+        (self.usr / "bin" / "csf.pl").chmod(0o755)
+        binds = " && ".join(f"mount --bind {src} {dst}" for src, dst in self.binds())
+        self.host.sshd_prefix = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                                 f'{binds} && exec "$@"', "sh"]
+        self.host.restart_sshd()
         return self
 
+    @property
+    def sbin(self) -> Path:
+        return self.host.workdir / "csf-sbin"
+
+    def binds(self) -> list[tuple[Path, str]]:
+        return [(self.usr, "/usr/local/csf"), (self.var, "/var/lib/csf"), (self.sbin, "/usr/local/sbin")]
+
     def run(self, *args: str, check: bool = True, timeout: float = 120):
-        """csf ARGS in the host, with its /usr/local/csf and /var/lib/csf."""
-        script = (f"mount --bind {self.usr} /usr/local/csf && mount --bind {self.var} /var/lib/csf "
-                  '&& exec perl /usr/local/csf/bin/csf.pl "$@"')
-        return self.host.sh("unshare", "-m", "--propagation", "private", "sh", "-c", script, "csf", *args,
-                            check=check, timeout=timeout)
+        """csf ARGS in the host, as its SSH sessions run it (in the sshd's mount namespace)."""
+        pid = (self.host.workdir / "sshd.pid").read_text().strip()
+        r = subprocess.run(["nsenter", "-t", pid, "-m", "-n", "csf", *args], capture_output=True,
+                           text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"csf {' '.join(args)} exited {r.returncode}: {r.stderr.strip()}")
+        return r
 
     def set(self, **options: str) -> None:
         self.conf_path.write_text(set_options(self.conf_path.read_text(), options))

@@ -58,8 +58,9 @@ def test_csf_tcp_in_decides_and_csf_r_undoes_a_raw_fix(labhost, csf_src):
     assert labhost.probe(25) == "filtered" and labhost.probe(587) == "filtered"
     assert labhost.probe(25, six=True) == "open"  # IPV6="0": CSF leaves IPv6 unfiltered
     # mailcheck reads the manager's settings over SSH
-    r = ssh(labhost, "grep -E '^(TCP_IN|IPV6|TESTING) ' /etc/csf/csf.conf")
-    assert r.returncode == 0 and 'TCP_IN = "22,80,443"' in r.stdout and 'IPV6 = "0"' in r.stdout
+    r = ssh(labhost, "csf -v; grep -E '^(TCP_IN|IPV6|TESTING) ' /etc/csf/csf.conf")
+    assert r.returncode == 0 and r.stdout.startswith("csf: v15.03 (generic)")
+    assert 'TCP_IN = "22,80,443"' in r.stdout and 'IPV6 = "0"' in r.stdout
     # a raw rule opens 587 ... until the manager's next restart
     labhost.sh("iptables", "-I", "INPUT", "-p", "tcp", "--dport", "587", "-j", "ACCEPT")
     assert labhost.probe(587) == "open"
