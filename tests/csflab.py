@@ -123,7 +123,7 @@ class Csf:
     def binds(self) -> list[tuple[Path, str]]:
         return [(self.usr, "/usr/local/csf"), (self.var, "/var/lib/csf"), (self.sbin, "/usr/local/sbin")]
 
-    def run(self, *args: str, check: bool = True, timeout: float = 120):
+    def cli(self, *args: str, check: bool = True, timeout: float = 120):
         """csf ARGS in the host, as its SSH sessions run it (in the sshd's mount namespace)."""
         pid = (self.host.workdir / "sshd.pid").read_text().strip()
         r = subprocess.run(["nsenter", "-t", pid, "-m", "-n", "csf", *args], capture_output=True,
@@ -170,12 +170,12 @@ def record(name: str, client_key: Path) -> Path:
         csf = Csf(host, snapshot()).install(**options)
         outdir = DATA / name
         outdir.mkdir(parents=True, exist_ok=True)
-        (outdir / "csf_-s.txt").write_text(template_out(csf.run("-s").stdout, host))
+        (outdir / "csf_-s.txt").write_text(template_out(csf.cli("-s").stdout, host))
         for argv in commands:
             argv = tuple(a.replace("{prober}", host.outside_ip) for a in argv)
-            (outdir / ("csf_" + "_".join(argv[:1]) + ".txt")).write_text(template_out(csf.run(*argv).stdout, host))
+            (outdir / ("csf_" + "_".join(argv[:1]) + ".txt")).write_text(template_out(csf.cli(*argv).stdout, host))
         for fname, argv in OUTPUTS.items():
-            (outdir / fname).write_text(template_out(csf.run(*argv, check=False).stdout, host))
+            (outdir / fname).write_text(template_out(csf.cli(*argv, check=False).stdout, host))
         for save, fname in (("iptables-save", "rules.v4"), ("ip6tables-save", "rules.v6")):
             text = host.sh(save).stdout
             (outdir / fname).write_text(template_out("\n".join(

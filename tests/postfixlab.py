@@ -85,7 +85,7 @@ class PostfixHost:
         self.configure(submission=submission, smtps=smtps, postscreen=postscreen,
                        inet_interfaces=inet_interfaces, main=main or {}, reload=False)
         if postfix:
-            self.sh("postfix", "start")
+            self.inside("postfix", "start")
         self.host.wait_listening({22, 25} if postfix else {22}, timeout=20)
         return self
 
@@ -121,8 +121,9 @@ class PostfixHost:
                 continue
         return None
 
-    def sh(self, *argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
-        """argv inside the Postfix host (its namespaces, its root)."""
+    def inside(self, *argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+        """argv inside the Postfix host (its namespaces, its root): the rootfs' programs, which
+        scripts/lab-rootfs installs (not this machine's, so not in tests/labhost.py REQUIRED)."""
         pid = self._init_pid()
         r = subprocess.run(["nsenter", "-t", str(pid), "-m", "-p", "-n", "chroot", str(self.root), *argv],
                            capture_output=True, text=True, timeout=timeout)
@@ -136,25 +137,25 @@ class PostfixHost:
         settings = {"myhostname": "mx.lab.test", "maillog_file": "/var/log/mail.log",
                     "inet_interfaces": inet_interfaces,
                     "inet_protocols": "all", **main}
-        self.sh("postconf", "-e", *(f"{k}={v}" for k, v in settings.items()))
+        self.inside("postconf", "-e", *(f"{k}={v}" for k, v in settings.items()))
         if submission:
-            self.sh("postconf", "-M", SUBMISSION)
+            self.inside("postconf", "-M", SUBMISSION)
         if smtps:
-            self.sh("postconf", "-M", SMTPS)
-            self.sh("postconf", "-P", SMTPS_WRAPPER)
+            self.inside("postconf", "-M", SMTPS)
+            self.inside("postconf", "-P", SMTPS_WRAPPER)
         if postscreen:
             for entry in POSTSCREEN:
-                self.sh("postconf", "-M", entry)
+                self.inside("postconf", "-M", entry)
         if reload:  # inet_interfaces needs a stop and start (`postfix reload` keeps the sockets)
-            self.sh("postfix", "stop")
-            self.sh("postfix", "start")
+            self.inside("postfix", "stop")
+            self.inside("postfix", "start")
 
     def stop(self) -> None:
         if self.proc is None:
             return
         pid = self._init_pid()
         if pid is not None:
-            self.sh("postfix", "stop", check=False)
+            self.inside("postfix", "stop", check=False)
         self.proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
@@ -217,7 +218,7 @@ def record(name: str, client_key: Path) -> Path:
         banners = {p: pf.banner(p) for p, o in outside.items() if o == "open" and p in (25, 587)}
         index = []
         for argv in RECORD_COMMANDS:
-            r = pf.sh(*argv, check=False)
+            r = pf.inside(*argv, check=False)
             fname = "_".join(a.strip("/").replace("/", "_") for a in argv) + ".txt"
             (out / fname).write_text(r.stdout.replace(host.ip, "{host}").replace(host.outside_ip, "{prober}"))
             index.append({"file": fname, "argv": list(argv), "exit_status": r.returncode, "stderr": r.stderr})

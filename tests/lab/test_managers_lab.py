@@ -53,8 +53,8 @@ def test_csf_tcp_in_decides_and_csf_r_undoes_a_raw_fix(labhost, csf_src):
 
     labhost.start_exim("public")
     csf = Csf(labhost, csf_src).install(TESTING="0", TCP_IN="22,80,443")
-    csf.run("-s")
-    assert "csf: v15.03 (generic)" in csf.run("-v").stdout
+    csf.cli("-s")
+    assert "csf: v15.03 (generic)" in csf.cli("-v").stdout
     assert labhost.probe(25) == "filtered" and labhost.probe(587) == "filtered"
     assert labhost.probe(25, six=True) == "open"  # IPV6="0": CSF leaves IPv6 unfiltered
     # mailcheck reads the manager's settings over SSH
@@ -64,11 +64,11 @@ def test_csf_tcp_in_decides_and_csf_r_undoes_a_raw_fix(labhost, csf_src):
     # a raw rule opens 587 ... until the manager's next restart
     labhost.sh("iptables", "-I", "INPUT", "-p", "tcp", "--dport", "587", "-j", "ACCEPT")
     assert labhost.probe(587) == "open"
-    csf.run("-r")
+    csf.cli("-r")
     assert labhost.probe(587) == "filtered", "csf -r should have wiped the raw rule"
     # the fix through the manager: TCP_IN in csf.conf, then csf -r
     csf.set(TCP_IN="22,25,80,443,465,587")
-    csf.run("-r")
+    csf.cli("-r")
     assert get_option(csf.conf_path.read_text(), "TCP_IN") == "22,25,80,443,465,587"
     assert labhost.probe(25) == "open" and labhost.probe(587) == "open"
 
@@ -78,10 +78,10 @@ def test_csf_testing_mode_schedules_a_flush(labhost, csf_src):
 
     labhost.start_exim("public")
     csf = Csf(labhost, csf_src).install(TCP_IN="22")  # TESTING="1" as shipped
-    csf.run("-s")
+    csf.cli("-s")
     assert labhost.probe(25) == "filtered"
     crontab = (labhost.etc / "crontab").read_text()
     assert "*/5 * * * * root /usr/sbin/csf -f" in crontab
-    csf.run("-f")  # what that cron line runs every TESTING_INTERVAL minutes
+    csf.cli("-f")  # what that cron line runs every TESTING_INTERVAL minutes
     assert labhost.probe(25) == "open"
     assert ":INPUT ACCEPT" in labhost.sh("iptables-save").stdout

@@ -32,26 +32,26 @@ def test_postscreen_banner_is_delayed(labhost):
     lines = pf.banner(25, wait=10)
     assert lines[0][1].startswith("220-mx.lab.test") and lines[0][0] < 1
     assert lines[-1][1].startswith("220 mx.lab.test") and lines[-1][0] >= 2.5
-    assert "postscreen" in pf.sh("ps", "-e", "-o", "comm").stdout.split()
+    assert "postscreen" in pf.inside("ps", "-e", "-o", "comm").stdout.split()
 
 
 def test_loopback_only_is_refused_outside_and_fixed_by_config_then_rolled_back(labhost):
     pf = PostfixHost(labhost).start(inet_interfaces="loopback-only")
-    before = pf.sh("cat", "/etc/postfix/main.cf").stdout
+    before = pf.inside("cat", "/etc/postfix/main.cf").stdout
     assert labhost.probe(25) == "refused"
     ss = labhost.sh("ss", "-Hltn", "sport = :25").stdout
     assert "127.0.0.1:25" in ss and "0.0.0.0:25" not in ss
-    pf.sh("cp", "-p", "/etc/postfix/main.cf", "/etc/postfix/main.cf.mailcheck-backup")
-    pf.sh("postconf", "-e", "inet_interfaces=all")
-    pf.sh("postfix", "check")
-    pf.sh("postfix", "stop")
-    pf.sh("postfix", "start")
+    pf.inside("cp", "-p", "/etc/postfix/main.cf", "/etc/postfix/main.cf.mailcheck-backup")
+    pf.inside("postconf", "-e", "inet_interfaces=all")
+    pf.inside("postfix", "check")
+    pf.inside("postfix", "stop")
+    pf.inside("postfix", "start")
     labhost.wait_listening({25})
     assert labhost.probe(25) == "open"
-    pf.sh("cp", "-p", "/etc/postfix/main.cf.mailcheck-backup", "/etc/postfix/main.cf")
-    pf.sh("postfix", "stop")
-    pf.sh("postfix", "start")
-    assert pf.sh("cat", "/etc/postfix/main.cf").stdout == before
+    pf.inside("cp", "-p", "/etc/postfix/main.cf.mailcheck-backup", "/etc/postfix/main.cf")
+    pf.inside("postfix", "stop")
+    pf.inside("postfix", "start")
+    assert pf.inside("cat", "/etc/postfix/main.cf").stdout == before
     assert labhost.probe(25) == "refused"
 
 
