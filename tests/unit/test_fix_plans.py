@@ -212,5 +212,5 @@ async def test_rollback_refuses_to_clobber_later_changes_unless_forced(tmp_path,
     host.answers[("iptables-save",)] = (0, RULES + "-A INPUT -p tcp --dport 8080 -j ACCEPT\n")
     rb = await svc.rollback(out.change_id, Actor("slack", "UHOST"))
     assert rb.status == "drift" and "--force" in rb.message
-    assert not [j for j in host.journal if "iptables-restore" in " ".join(j[3]) and j[3][0] == "sh"]
+    assert not [j for j in host.journal if "iptables-restore <" in " ".join(j[3]) and j[3][0] == "sh"]
     assert (await svc.rollback(out.change_id, Actor("slack", "UHOST"), force=True)).status == "rolled_back"

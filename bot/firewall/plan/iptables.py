@@ -49,7 +49,7 @@ from bot.firewall.plan.base import (
     ports_text,
 )
 from bot.firewall.plan.ufw import UfwPlanner
-from bot.models import Precondition
+from bot.models import BackupSpec, Precondition
 
 COMMENT = "mailcheck"
 PERSIST_FILES = {
@@ -190,6 +190,11 @@ class IptablesPlanner(Planner):
         if c.action == "append":
             return [[*head, "-A", c.chain, *c.spec]], [[*head, "-D", c.chain, *c.spec]]
         return [[*head, "-I", c.chain, str(c.position), *c.spec]], [[*head, "-D", c.chain, *c.spec]]
+
+    def backup(self, changes: list[IptablesChange]) -> BackupSpec:
+        """The tables of each iptables variant the commands use, guarded."""
+        kinds = dict.fromkeys(tools(c.family, c.source, self.default_source)[0] for c in changes)
+        return BackupSpec(rulesets=list(kinds), guard=True)
 
     def preconditions(self, ruleset: Ruleset, changes: list[IptablesChange], notes: list[str]
                       ) -> list[Precondition]:
