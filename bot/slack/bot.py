@@ -8,7 +8,8 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.render import blockkit
+from bot.render import details as render_details
+from bot.render.mrkdwn import Mrkdwn, esc, md, mention, span
 from bot.slack.commands import CheckCommand, parse
 from bot.slack.contracts import FixAction, FixService
 from bot.slack.poster import SlackPoster
@@ -39,8 +40,9 @@ class MailcheckBot:
             return
         busy = self._running.get((body.get("channel_id", ""), parsed.host.name))
         if busy:
-            await ack(response_type="ephemeral", text=f"A check of `{parsed.host.name}` started "
-                      f"by <@{busy}> is still running in this channel; its message will update.")
+            await ack(response_type="ephemeral", text=md(
+                "A check of `{}` started by {} is still running in this channel; its message will "
+                "update.", parsed.host.name, mention(busy)))
             return
         await ack(response_type="ephemeral", text=f"Checking `{parsed.host.name}`; "
                   "the result appears in this channel and updates as steps finish.")
@@ -89,22 +91,22 @@ class MailcheckBot:
         info = self._fix_action("recheck", body, action)
         host = self.inventory.hosts.get(info.value)
         if host is None:
-            self._tell(info.response_url,
-                       f"`{info.value[:60]}` is no longer in the inventory; nothing checked.")
+            self._tell(info.response_url, md("{} is no longer in the inventory; nothing checked.",
+                                             span(info.value, 60)))
             return
         if not self.start_check(CheckRequest(host, info.user_id, info.channel_id, info.response_url)):
-            self._tell(info.response_url, f"A check of `{host.name}` is already running here.")
+            self._tell(info.response_url, md("A check of {} is already running here.", span(host.name)))
 
     def _tell(self, response_url: str, text: str) -> None:
         """An ephemeral note to the clicker (in the background)."""
         self.tasks.spawn(self.poster.respond(response_url, {
-            "response_type": "ephemeral", "replace_original": False, "text": text}), timeout=15)
+            "response_type": "ephemeral", "replace_original": False, "text": esc(text)}), timeout=15)
 
     async def details(self, ack, body: dict, action: dict) -> None:
         await ack()
         report = self.runner.details.get(action.get("value", ""))
-        view = blockkit.details_modal(report) if report else blockkit.expired_modal(
-            "These details are gone (the bot restarted or they are old). Press *Re-check*.")
+        view = render_details.details_modal(report) if report else render_details.expired_modal(
+            Mrkdwn("These details are gone (the bot restarted or they are old). Press *Re-check*."))
         self.tasks.spawn(self.poster.call("views_open", trigger_id=body.get("trigger_id", ""),
                                           view=view), timeout=10, name="details")
 

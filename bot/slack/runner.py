@@ -22,7 +22,8 @@ from bot.checks.registry import STEPS
 from bot.engine import Checker
 from bot.errors import MailcheckError, TransportError
 from bot.models import Report, StepResult
-from bot.render import blockkit
+from bot.render import report as render
+from bot.render.mrkdwn import esc, trim
 from bot.slack.contracts import FixService
 from bot.slack.poster import NOT_IN_CHANNEL, LiveMessage, ResponseUrlMessage, SlackPoster
 from config.inventory import Host
@@ -73,14 +74,14 @@ class CheckRunner:
     async def run(self, req: CheckRequest) -> None:
         steps = req.steps or STEPS
         partial = Report(host=req.host.name, address=req.host.address)
-        msg = await self._open(req, blockkit.progress_blocks(partial, steps))
+        msg = await self._open(req, render.progress_blocks(partial, steps))
         if msg is None:
             return
         done: list[str] = []
 
         async def progress(step: StepResult, report: Report) -> None:
             done.append(step.name)
-            msg.show(blockkit.progress_blocks(report, steps), f"{req.host.name}: {step.name} done")
+            msg.show(render.progress_blocks(report, steps), f"{req.host.name}: {step.name} done")
 
         try:
             report = await asyncio.wait_for(
@@ -138,14 +139,14 @@ class CheckRunner:
                 note = f":warning: The proposed fixes have no Apply button: storing their plans " \
                        f"failed ({type(e).__name__}: {e}). Press Re-check to try again."
         details_id = self.details.put(report)
-        blocks = blockkit.report_blocks(report, plan_ids, details_id, note)
-        await msg.finish(blocks, blockkit.fallback_text(report, req.host.name))
+        blocks = render.report_blocks(report, plan_ids, details_id, note)
+        await msg.finish(blocks, render.fallback_text(report, req.host.name))
 
     async def _fail(self, msg, req: CheckRequest, why: str, steps: Sequence[str],
                     done: list[str], step: str | None = None) -> None:
         step = step or next((s for s in steps if s not in done), None)
-        blocks = blockkit.error_blocks(req.host.name, why, step)
+        blocks = render.error_blocks(req.host.name, why, step)
         try:
-            await msg.finish(blocks, f"{req.host.name}: the check failed: {why}"[:3000])
+            await msg.finish(blocks, trim(esc(f"{req.host.name}: the check failed: {why}"), 3000))
         except Exception:
             log.exception("could not end the message of the check of %s", req.host.name)

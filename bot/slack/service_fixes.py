@@ -18,6 +18,7 @@ import logging
 from bot.fixes import FixService as RealFixService
 from bot.models import Actor, Report
 from bot.render import blockkit
+from bot.render.mrkdwn import esc, md, mention, trim
 from bot.slack.contracts import FixAction
 from bot.slack.poster import SlackPoster
 
@@ -40,14 +41,14 @@ class ServiceFixes:
                 at=out.at, summary=out.summary, status=out.status, message=out.message,
                 before=out.before.ports, after=out.after.ports, change_id=out.change_id,
                 offer_rollback=out.offer_rollback or out.status == "not_achieved")
-            text = f"Applied by <@{out.actor or action.user_id}>: {out.summary or 'fix'} on " \
-                   f"{out.host or '?'} ({out.status})"
+            text = md("Applied by {}: {} on {} ({})", mention(out.actor or action.user_id),
+                      out.summary or "fix", out.host or "?", out.status)
             if await self._update(action, blocks, text):
                 if out.announce:
                     await self._say(action, out.announce, public=True)
                 return
-        text = f"<@{action.user_id}> · {out.summary or 'fix'} on {out.host or '?'}: " \
-               f"*{out.status}*. {out.message}"
+        text = md("{} · {} on {}: *{}*. {}", mention(action.user_id), out.summary or "fix",
+                  out.host or "?", out.status, out.message)
         if out.announce:
             await self._say(action, out.announce, public=True)
         await self._say(action, text, public=out.changed_host, host=out.host if out.offer_recheck
@@ -60,9 +61,10 @@ class ServiceFixes:
                 action.message_blocks, action.action_id, action.value, actor=out.actor or action.user_id,
                 at=out.at, status=out.status, message=out.message, before=out.before.ports,
                 after=out.after.ports)
-            if await self._update(action, blocks, f"Rolled back by <@{out.actor or action.user_id}>"):
+            if await self._update(action, blocks, md("Rolled back by {}", mention(out.actor or action.user_id))):
                 return
-        text = f"<@{action.user_id}> · rollback on {out.host or '?'}: *{out.status}*. {out.message}"
+        text = md("{} · rollback on {}: *{}*. {}", mention(action.user_id), out.host or "?", out.status,
+                  out.message)
         await self._say(action, text, public=out.ok)
 
     async def _update(self, action: FixAction, blocks: list[dict], text: str) -> bool:
@@ -72,7 +74,7 @@ class ServiceFixes:
         poster = SlackPoster(action.client)
         try:
             await poster.call("chat_update", channel=action.channel_id, ts=action.message_ts,
-                              text=text[:blockkit.FALLBACK_TEXT], blocks=blocks)
+                              text=trim(esc(text), blockkit.FALLBACK_TEXT), blocks=blocks)
             return True
         except Exception:  # noqa: BLE001 - fall back to a thread reply
             log.exception("chat.update of %s failed", action.message_ts)
@@ -89,14 +91,13 @@ class ServiceFixes:
         poster = SlackPoster(action.client)
         try:
             if public and action.channel_id:
-                await poster.call("chat_postMessage", channel=action.channel_id, text=text[:3000],
-                                  thread_ts=action.message_ts or None)
+                await poster.call("chat_postMessage", channel=action.channel_id,
+                                  text=trim(esc(text), 3000), thread_ts=action.message_ts or None)
             elif action.response_url:
                 msg: dict = {"response_type": "ephemeral", "replace_original": False,
-                             "text": text[:3000]}
+                             "text": trim(esc(text), 3000)}
                 if host:
-                    msg["blocks"] = [blockkit.section(blockkit.trim(text, blockkit.SECTION_TEXT)),
-                                     blockkit.recheck_actions(host)]
+                    msg["blocks"] = [blockkit.section(text), blockkit.recheck_actions(host)]
                 await poster.respond(action.response_url, msg)
         finally:
             await poster.close()

@@ -11,7 +11,7 @@ import json
 
 from bot.engine import Engine
 from config.inventory import Inventory
-from tests.slack.conftest import make_settings, post_signed, slash_body, start_served
+from tests.slack.conftest import buttons, make_settings, post_signed, slash_body, start_served
 from tests.slack.fake_slack import MAX_BLOCKS, FakeSlack, check_blocks
 
 
@@ -38,10 +38,9 @@ async def test_slash_command_finds_the_blocking_rule_and_offers_its_fix(lab, cli
     blocks = message["blocks"]
     text = json.dumps(blocks, ensure_ascii=False)
     assert check_blocks(blocks, MAX_BLOCKS) == {}
-    assert "mx-lab: broken" in blocks[0]["text"]["text"]
+    assert "mx-lab: mail cannot flow" in blocks[0]["text"]["text"]
     assert "--dport 25 -j DROP" in text, text  # the blocking rule, as iptables shows it
-    applies = [e for b in blocks if b["type"] == "actions" for e in b["elements"]
-               if e["action_id"].startswith("mailcheck_apply")]
+    applies = [e for e in buttons(blocks) if e["action_id"].startswith("mailcheck_apply")]
     assert applies and {e["value"] for e in applies} <= set(served.fixes.plans)
     fw_fix = [e for e in applies if "iptables" in e["confirm"]["text"]["text"]]
     assert fw_fix, "no firewall fix offered; buttons: " + "; ".join(e["text"]["text"] for e in applies)

@@ -135,6 +135,17 @@ async def served(fake, engine):
     await asyncio.wait_for(s.task, 15)
 
 
+def buttons(blocks: list[dict]) -> list[dict]:
+    """Every button of a message: section accessories and actions elements, in order."""
+    out = []
+    for b in blocks:
+        if (b.get("accessory") or {}).get("type") == "button":
+            out.append(b["accessory"])
+        if b.get("type") == "actions":
+            out += b["elements"]
+    return out
+
+
 # --- Slack's payloads, signed ----------------------------------------------------------------
 def sign(body: str, timestamp: int | None = None, secret: str = SECRET) -> dict[str, str]:
     ts = str(int(time.time()) if timestamp is None else timestamp)

@@ -11,6 +11,7 @@ import json
 from bot.fixes import FixService
 from bot.models import Fix, PortStatus, Report
 from bot.render import blockkit
+from bot.render import report as render
 from bot.slack.app import bot_of, build_app
 from bot.slack.server import run_app
 from bot.slack.service_fixes import ServiceFixes
@@ -19,6 +20,7 @@ from config.inventory import Inventory
 from tests.slack.conftest import (
     ScriptedEngine,
     action_payload,
+    buttons,
     form_payload,
     make_settings,
     post_signed,
@@ -68,7 +70,7 @@ async def test_expired_plan_is_refused_with_recheck_and_nothing_attempted(fake, 
 
 
 def test_not_achieved_offers_rollback_with_the_change_id_only():
-    report_blocks = blockkit.report_blocks(
+    report_blocks = render.report_blocks(
         Report(host="mx1", address="198.18.0.9", fixes=[FIX]), {FIX.id: "p_1"})
     before = [PortStatus(port=25, direction="inbound", outside="filtered", firewall="block")]
     blocks = blockkit.applied_blocks(
@@ -79,5 +81,4 @@ def test_not_achieved_offers_rollback_with_the_change_id_only():
     text = json.dumps(blocks)
     assert "Applied by <@U0BOB> at 00:00 UTC: Allow inbound SMTP" in text
     assert "did not have its expected effect" in text and '"p_1"' not in text
-    buttons = [e for b in blocks if b["type"] == "actions" for e in b["elements"]]
-    assert ("mailcheck_rollback", "c_9") in [(e["action_id"], e["value"]) for e in buttons]
+    assert ("mailcheck_rollback", "c_9") in [(e["action_id"], e["value"]) for e in buttons(blocks)]

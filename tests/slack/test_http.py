@@ -18,6 +18,7 @@ from bot.slack.server import run_app
 from tests.slack.conftest import (
     ScriptedEngine,
     action_payload,
+    buttons,
     form_payload,
     make_inventory,
     make_settings,
@@ -31,10 +32,6 @@ from tests.slack.fake_slack import MAX_BLOCKS, check_blocks
 
 def texts(blocks: list[dict]) -> str:
     return json.dumps(blocks, ensure_ascii=False)
-
-
-def buttons(blocks: list[dict]) -> list[dict]:
-    return [e for b in blocks if b["type"] == "actions" for e in b["elements"]]
 
 
 def final_message(fake) -> dict:
@@ -106,12 +103,12 @@ async def test_check_posts_once_updates_in_place_and_ends_as_the_report(served, 
     assert {u.args["ts"] for u in updates} == {ts}
     assert "checking" in texts(fake.of("chat.postMessage")[0].args["blocks"])
     final = final_message(fake)["blocks"]
-    assert final[0]["type"] == "header" and "mx1: broken" in final[0]["text"]["text"]
+    assert final[0]["type"] == "header" and "mx1: mail cannot flow" in final[0]["text"]["text"]
     assert "dropped by -A INPUT -p tcp --dport 25 -j DROP" in texts(final)
     (plan_id,) = served.fixes.plans
     apply = [b for b in buttons(final) if b["action_id"].startswith("mailcheck_apply")]
     assert [b["value"] for b in apply] == [plan_id]
-    assert apply[0]["text"]["text"] == "Apply: Allow inbound SMTP (25/tcp)"
+    assert apply[0]["text"]["text"] == "Allow inbound SMTP (25/tcp)"
     assert "iptables -I INPUT 1 -p tcp --dport 25 -j ACCEPT" in apply[0]["confirm"]["text"]["text"]
     assert {b["action_id"] for b in buttons(final)} >= {"mailcheck_recheck", "mailcheck_details"}
     assert check_blocks(final, MAX_BLOCKS) == {}
@@ -146,7 +143,7 @@ async def test_rate_limited_update_is_retried_after_retry_after(served, fake):
     assert len(limited) == 1
     after = [c for c in fake.of("chat.update") if c.at > limited[0].at]
     assert after and after[0].at - limited[0].at >= 0.95
-    assert "mx1: broken" in final_message(fake)["blocks"][0]["text"]["text"]
+    assert "mx1: mail cannot flow" in final_message(fake)["blocks"][0]["text"]["text"]
 
 
 async def test_not_in_channel_falls_back_to_response_url_with_invite_hint(served, fake):
@@ -157,7 +154,7 @@ async def test_not_in_channel_falls_back_to_response_url_with_invite_hint(served
     assert not fake.of("chat.update")
     hint, report = fake.responses
     assert hint["response_type"] == "ephemeral" and "/invite @mailcheck" in hint["text"]
-    assert report["response_type"] == "in_channel" and "mx1: broken" in texts(report["blocks"])
+    assert report["response_type"] == "in_channel" and "mx1: mail cannot flow" in texts(report["blocks"])
     assert served.engine.calls == [("mx1", None)]
 
 
@@ -229,7 +226,7 @@ async def test_fix_service_failure_still_ends_as_the_report_without_apply_button
     await post_signed(served.url, slash_body("mx1", fake.response_url()))
     await served.settle()
     final = final_message(fake)["blocks"]
-    assert "mx1: broken" in final[0]["text"]["text"]
+    assert "mx1: mail cannot flow" in final[0]["text"]["text"]
     assert [b["action_id"] for b in buttons(final)] == ["mailcheck_recheck", "mailcheck_details"]
     assert "have no Apply button" in texts(final) and "store is down" in texts(final)
 

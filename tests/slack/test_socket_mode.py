@@ -56,7 +56,7 @@ async def test_slash_command_envelope_is_acked_over_the_socket_and_runs(socket_s
     await socket_served.settle()
     assert socket_served.engine.calls == [("mx1", None)]
     (message,) = fake.messages.values()
-    assert "mx1: broken" in message["blocks"][0]["text"]["text"]
+    assert "mx1: mail cannot flow" in message["blocks"][0]["text"]["text"]
 
 
 async def test_refusal_and_help_come_back_in_the_ack(socket_served, fake):
