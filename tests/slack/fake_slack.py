@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -267,6 +268,30 @@ def _button_problem(el: dict) -> str | None:
     if confirm and len(confirm.get("text", {}).get("text", "")) > 300:
         return "confirm text longer than 300"
     return None
+
+
+CONTROL = re.compile(r"<[^<>\n]*>")
+
+
+def mrkdwn_texts(obj: Any) -> list[str]:
+    """Every text Slack reads as mrkdwn: mrkdwn text objects (not plain_text), and a message's
+    top-level `text` (a dict without a type: chat.* arguments, response_url payloads)."""
+    if isinstance(obj, dict):
+        mine = isinstance(obj.get("text"), str) and obj.get("type", "mrkdwn") == "mrkdwn"
+        out = [obj["text"]] if mine else []
+        for v in obj.values():
+            if isinstance(v, dict | list):
+                out += mrkdwn_texts(v)
+        return out
+    if isinstance(obj, list):
+        return [t for item in obj for t in mrkdwn_texts(item)]
+    return []
+
+
+def live_markup(obj: Any) -> list[str]:
+    """What Slack would turn into a mention, a channel-wide notification or a link: each
+    `<...>` control sequence in mrkdwn (escaped text, `&lt;...&gt;`, is shown as it is)."""
+    return [m for t in mrkdwn_texts(obj) for m in CONTROL.findall(t)]
 
 
 def check_blocks(blocks: Any, max_blocks: int, total: int | None = MAX_TOTAL_TEXT) -> dict:
