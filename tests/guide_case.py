@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,11 +72,13 @@ class RecordedProber:
 
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
+        self.finished: list[float] = []  # time.monotonic() as each family's probes end
         outcomes = json.loads((CASE / "expected.json").read_text())["outcomes"]
         self.state = {k: v for k, v in outcomes.items() if k.startswith("inbound/")}
 
     async def probe(self, family, address, ports) -> ProbeReport:
         await asyncio.sleep(self.delay)
+        self.finished.append(time.monotonic())
         source = ADDRESSES["prober6" if family == "ipv6" else "prober"]
         probes = [PortProbe(family, address, p, self.state[f"inbound/{family}/{p}"], source,
                             elapsed=self.delay, error="timed out" if "filtered" in
@@ -83,11 +86,15 @@ class RecordedProber:
         return ProbeReport(probes, {family: source})
 
 
-def engine(probe_delay: float = 0.0, extra: dict[tuple[str, ...], str] | None = None,
-           host: Host = HOST) -> Engine:
+def inventory() -> Inventory:
+    return Inventory.model_validate({"hosts": {HOST.name: {"address": HOST.address}}})
+
+
+def engine(probe_delay: float = 0.0, extra: dict[tuple[str, ...], str] | None = None) -> Engine:
+    """The real Engine on the recorded host; `engine.prober.finished` tells when probes ended."""
     settings = Settings(_env_file=None, inventory=None)
-    return Engine(settings, Inventory.model_validate({"hosts": {host.name: {"address": host.address}}}),
-                  transport_factory=lambda h: CapturedHost(extra), prober=RecordedProber(probe_delay))
+    return Engine(settings, inventory(), transport_factory=lambda h: CapturedHost(extra),
+                  prober=RecordedProber(probe_delay))
 
 
 async def report(**kw) -> Report:

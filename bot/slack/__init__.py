@@ -1,6 +1,6 @@
 """The Slack side of mailcheck.
 
-    bot.slack.app.build_app(settings, inventory, engine, fixes, client=None) -> AsyncApp
+    bot.slack.app.build_app(settings, inventory, engine, fixes, client=None, *, store) -> AsyncApp
     bot.slack.server.serve(settings) -> None     # `mailcheck serve`
     bot.slack.contracts.FixService, FixAction    # what build_app is given, what a click is
 

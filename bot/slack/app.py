@@ -14,8 +14,9 @@ from bot.errors import ConfigError
 from bot.slack.bot import MailcheckBot
 from bot.slack.contracts import FixService
 from bot.slack.poster import SlackPoster
-from bot.slack.runner import CheckRunner, DetailsCache
+from bot.slack.runner import CheckRunner
 from bot.slack.tasks import TaskSet
+from bot.store import Store
 from config.inventory import Inventory
 from config.settings import Settings
 from handlers import register_all
@@ -39,7 +40,7 @@ async def skip_retries(req, resp, next) -> BoltResponse:
 
 
 def build_app(settings: Settings, inventory: Inventory, engine: Checker, fixes: FixService,
-              client: AsyncWebClient | None = None, *, update_interval: float = 1.0,
+              client: AsyncWebClient | None = None, *, store: Store, update_interval: float = 1.0,
               check_timeout: float = 300.0) -> AsyncApp:
     """An AsyncApp with every mailcheck listener registered.
 
@@ -58,9 +59,9 @@ def build_app(settings: Settings, inventory: Inventory, engine: Checker, fixes: 
     app.middleware(skip_retries)
     poster = SlackPoster(client, interval=update_interval)
     tasks = TaskSet(timeout=check_timeout + 60)
-    runner = CheckRunner(poster, engine, fixes, DetailsCache(), timeout=check_timeout)
+    runner = CheckRunner(poster, engine, fixes, store, timeout=check_timeout)
     bot = MailcheckBot(inventory=inventory, runner=runner, fixes=fixes, poster=poster,
-                       tasks=tasks, client=client)
+                       tasks=tasks, client=client, store=store)
     register_all(app, bot)
     _BOTS[app] = bot
     return app

@@ -15,6 +15,7 @@ from bot.slack.contracts import FixAction, FixService
 from bot.slack.poster import SlackPoster
 from bot.slack.runner import CheckRequest, CheckRunner
 from bot.slack.tasks import Seen, TaskSet
+from bot.store import REPORTS_PER_HOST, Store
 from config.inventory import Inventory
 
 log = logging.getLogger(__name__)
@@ -22,9 +23,9 @@ log = logging.getLogger(__name__)
 
 class MailcheckBot:
     def __init__(self, *, inventory: Inventory, runner: CheckRunner, fixes: FixService,
-                 poster: SlackPoster, tasks: TaskSet, client: AsyncWebClient) -> None:
+                 poster: SlackPoster, tasks: TaskSet, client: AsyncWebClient, store: Store) -> None:
         self.inventory, self.runner, self.fixes = inventory, runner, fixes
-        self.poster, self.tasks, self.client = poster, tasks, client
+        self.poster, self.tasks, self.client, self.store = poster, tasks, client, store
         self.seen = Seen()
         self._running: dict[tuple[str, str], str] = {}  # (channel, host) -> who started it
 
@@ -104,11 +105,16 @@ class MailcheckBot:
 
     async def details(self, ack, body: dict, action: dict) -> None:
         await ack()
-        report = self.runner.details.get(action.get("value", ""))
-        view = render_details.details_modal(report) if report else render_details.expired_modal(
-            Mrkdwn("These details are gone (the bot restarted or they are old). Press *Re-check*."))
-        self.tasks.spawn(self.poster.call("views_open", trigger_id=body.get("trigger_id", ""),
-                                          view=view), timeout=10, name="details")
+        self.tasks.spawn(self._open_details(action.get("value", ""), body.get("trigger_id", "")),
+                         timeout=10, name="details")
+
+    async def _open_details(self, report_id: str, trigger_id: str) -> None:
+        """The stored report's Details (a trigger_id lives 3 s: one SQLite read fits)."""
+        record = await self.store.get_report(report_id)
+        view = render_details.details_modal(record.report) if record else render_details.expired_modal(
+            Mrkdwn("These details are gone (older than the last "
+                   f"{REPORTS_PER_HOST} checks of the host). Press *Re-check*."))
+        await self.poster.call("views_open", trigger_id=trigger_id, view=view)
 
     # --- modals ---------------------------------------------------------------------
     async def view_submission(self, ack, body: dict, view: dict) -> None:

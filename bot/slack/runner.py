@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ from bot.render import report as render
 from bot.render.mrkdwn import esc, trim
 from bot.slack.contracts import FixService
 from bot.slack.poster import NOT_IN_CHANNEL, LiveMessage, ResponseUrlMessage, SlackPoster
+from bot.store import ReportRecord, Store
 from config.inventory import Host
 
 log = logging.getLogger(__name__)
@@ -47,29 +47,11 @@ class CheckRequest:
     steps: tuple[str, ...] | None = None
 
 
-class DetailsCache:
-    """Finished reports by opaque id, for the "Show details" modal (bounded)."""
-
-    def __init__(self, size: int = 200) -> None:
-        self.size = size
-        self._reports: OrderedDict[str, Report] = OrderedDict()
-
-    def put(self, report: Report) -> str:
-        key = "d_" + secrets.token_urlsafe(9)
-        self._reports[key] = report
-        while len(self._reports) > self.size:
-            self._reports.popitem(last=False)
-        return key
-
-    def get(self, key: str) -> Report | None:
-        return self._reports.get(key)
-
-
 class CheckRunner:
     def __init__(self, poster: SlackPoster, engine: Checker, fixes: FixService,
-                 details: DetailsCache, timeout: float = 300.0) -> None:
+                 store: Store, timeout: float = 300.0) -> None:
         self.poster, self.engine, self.fixes = poster, engine, fixes
-        self.details, self.timeout = details, timeout
+        self.store, self.timeout = store, timeout
 
     async def run(self, req: CheckRequest) -> None:
         steps = req.steps or STEPS
@@ -138,9 +120,22 @@ class CheckRunner:
                 log.exception("registering the fixes of %s failed", req.host.name)
                 note = f":warning: The proposed fixes have no Apply button: storing their plans " \
                        f"failed ({type(e).__name__}: {e}). Press Re-check to try again."
-        details_id = self.details.put(report)
+        details_id = await self._keep(report, req, msg)
         blocks = render.report_blocks(report, plan_ids, details_id, note)
         await msg.finish(blocks, render.fallback_text(report, req.host.name))
+
+    async def _keep(self, report: Report, req: CheckRequest, msg) -> str | None:
+        """Store the report next to the plans (Details and App Home read it, after a restart
+        too); its id, or None (no Details button) when the store fails."""
+        record = ReportRecord(id="r_" + secrets.token_urlsafe(9), report=report,
+                              requested_by=req.user_id, channel=req.channel_id,
+                              ts=getattr(msg, "ts", ""))
+        try:
+            await self.store.add_report(record)
+        except Exception:
+            log.exception("storing the report of %s failed", req.host.name)
+            return None
+        return record.id
 
     async def _fail(self, msg, req: CheckRequest, why: str, steps: Sequence[str],
                     done: list[str], step: str | None = None) -> None:

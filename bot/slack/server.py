@@ -140,7 +140,7 @@ async def serve(settings: Settings, *, inventory: Inventory | None = None,
     engine = engine or wiring.engine()
     if fixes is None:
         fixes = ServiceFixes(wiring.fix_service(group_members=slack_group_members(client)))
-    app = build_app(settings, wiring.inventory, engine, fixes, client)
+    app = build_app(settings, wiring.inventory, engine, fixes, client, store=wiring.store)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

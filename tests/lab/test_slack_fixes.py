@@ -69,7 +69,7 @@ async def scenario(tmp_path, lab, client_key, clicks, **settings_kw):
     fake.messages[("C0MAIL", TS)] = {"channel": "C0MAIL", "blocks": blocks, "text": "report"}
     button = next(e for e in buttons(blocks) if e.get("value") == plan_ids[fix.id])
     rules_before = host.sh("iptables-save", "-t", "filter").stdout
-    app = build_app(settings, inventory, engine, fixes)
+    app = build_app(settings, inventory, engine, fixes, store=store)
     stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run_app(app, settings, stop, on_ready=ready.set_result))
     url = f"http://127.0.0.1:{await ready}"

@@ -22,6 +22,7 @@ from bot.models import Finding, Fix, Report, StepResult
 from bot.slack.app import bot_of, build_app
 from bot.slack.contracts import InMemoryFixService
 from bot.slack.server import run_app
+from bot.store import SQLiteStore, Store
 from config.inventory import Host, Inventory
 from config.settings import Settings
 from tests.slack.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
@@ -103,16 +104,29 @@ class Served:
 
 
 async def start_served(fake: FakeSlack, engine, *, socket: bool = False, interval: float = 0.05,
-                       check_timeout: float = 30.0, inventory: Inventory | None = None) -> Served:
+                       check_timeout: float = 30.0, inventory: Inventory | None = None,
+                       store: Store | None = None) -> Served:
+    """The app served on port 0; `store` default: a fresh SQLite file in the test's tmp_path."""
     settings = make_settings(fake, socket=socket)
     fixes = InMemoryFixService()
     inventory = inventory if inventory is not None else make_inventory()
+    store = store or SQLiteStore(_STORE_DIR[0] / f"mc-{time.time_ns()}.db")
     app = build_app(settings, inventory, engine, fixes, update_interval=interval,
-                    check_timeout=check_timeout)
+                    check_timeout=check_timeout, store=store)
     stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run_app(app, settings, stop, on_ready=ready.set_result))
     port = await asyncio.wait_for(ready, 10)
     return Served(f"http://127.0.0.1:{port}", fake, engine, fixes, app, stop, task)
+
+
+_STORE_DIR: list = []
+
+
+@pytest.fixture(autouse=True)
+def _store_dir(tmp_path):
+    """Where start_served keeps each app's SQLite store: the test's own tmp_path."""
+    _STORE_DIR[:] = [tmp_path]
+    yield
 
 
 @pytest.fixture

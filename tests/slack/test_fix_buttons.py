@@ -48,7 +48,7 @@ async def test_expired_plan_is_refused_with_recheck_and_nothing_attempted(fake, 
     plan_id = (await fixes.register(Report(host="mx1", address="198.18.255.254", fixes=[FIX]),
                                     "U0ALICE", "C0MAIL"))[FIX.id]
     await asyncio.sleep(1.6)
-    app = build_app(settings, inventory, ScriptedEngine(), fixes)
+    app = build_app(settings, inventory, ScriptedEngine(), fixes, store=store)
     stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run_app(app, settings, stop, on_ready=ready.set_result))
     url = f"http://127.0.0.1:{await ready}"

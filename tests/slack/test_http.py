@@ -15,6 +15,7 @@ from bot.errors import ConfigError, UnreachableError
 from bot.slack.app import build_app
 from bot.slack.contracts import InMemoryFixService
 from bot.slack.server import run_app
+from bot.store import SQLiteStore
 from tests.slack.conftest import (
     ScriptedEngine,
     action_payload,
@@ -259,9 +260,10 @@ async def test_shutdown_cancels_checks_and_ends_their_messages(fake):
     assert "mailcheck is shutting down" in texts(final_message(fake)["blocks"])
 
 
-async def test_bad_bot_token_fails_at_start_with_a_clear_error(fake):
+async def test_bad_bot_token_fails_at_start_with_a_clear_error(fake, tmp_path):
     settings = make_settings(fake, token="xoxb-wrong")
-    app = build_app(settings, make_inventory(), ScriptedEngine(), InMemoryFixService())
+    app = build_app(settings, make_inventory(), ScriptedEngine(), InMemoryFixService(),
+                    store=SQLiteStore(tmp_path / "mc.db"))
     with pytest.raises(ConfigError, match="invalid_auth"):
         await run_app(app, settings, asyncio.Event())
     assert fake.of("auth.test")[0].error == "invalid_auth"

@@ -10,6 +10,7 @@ from bot.models import Actor
 from bot.slack.app import bot_of, build_app
 from bot.slack.server import run_app
 from bot.slack.service_fixes import ServiceFixes
+from bot.store import SQLiteStore
 from tests.slack.conftest import (
     ScriptedEngine,
     action_payload,
@@ -46,10 +47,11 @@ class RecordingService:
                                actor=str(actor))
 
 
-async def test_applied_goes_to_the_thread_refused_only_to_the_clicker(fake):
+async def test_applied_goes_to_the_thread_refused_only_to_the_clicker(fake, tmp_path):
     settings = make_settings(fake)
     service = RecordingService()
-    app = build_app(settings, make_inventory(), ScriptedEngine(), ServiceFixes(service))
+    app = build_app(settings, make_inventory(), ScriptedEngine(), ServiceFixes(service),
+                    store=SQLiteStore(tmp_path / "mc.db"))
     stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run_app(app, settings, stop, on_ready=ready.set_result))
     url = f"http://127.0.0.1:{await ready}"
