@@ -74,8 +74,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _until(predicate, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.02)):
+async def _until(predicate, seconds: float = 10.0) -> None:
+    for _ in range(int(seconds / 0.02)):
         if predicate():
             return
         await asyncio.sleep(0.02)
