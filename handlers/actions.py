@@ -6,6 +6,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.render.blockkit import ACTION_APPLY, ACTION_DETAILS, ACTION_RECHECK, ACTION_ROLLBACK
 from bot.slack.bot import MailcheckBot
+from bot.slack.requests import Click
 
 
 def register(app: AsyncApp, bot: MailcheckBot) -> None:
@@ -19,8 +20,10 @@ def register(app: AsyncApp, bot: MailcheckBot) -> None:
 
     @app.action(ACTION_RECHECK)
     async def recheck(ack, body, action):
-        await bot.recheck(ack, body, action)
+        await ack()
+        bot.recheck(Click.from_payload(body, action))
 
     @app.action(ACTION_DETAILS)
     async def details(ack, body, action):
-        await bot.details(ack, body, action)
+        await ack()
+        bot.details(Click.from_payload(body, action))

@@ -40,11 +40,15 @@ INVITE_HINT = (
 
 @dataclass(frozen=True)
 class CheckRequest:
+    """Check `host` for `user_id` and post in `channel_id` (a user id: in their direct message
+    with the app), in the thread `thread_ts` when given."""
+
     host: Host
     user_id: str
     channel_id: str
     response_url: str = ""
     steps: tuple[str, ...] | None = None
+    thread_ts: str = ""
 
 
 class CheckRunner:
@@ -95,8 +99,8 @@ class CheckRunner:
     async def _open(self, req: CheckRequest, blocks: list[dict]):
         text = f"{req.host.name}: checking…"
         try:
-            ts = await self.poster.post(req.channel_id, blocks, text)
-            return LiveMessage(self.poster, req.channel_id, ts)
+            channel, ts = await self.poster.post(req.channel_id, blocks, text, req.thread_ts or None)
+            return LiveMessage(self.poster, channel, ts)
         except SlackApiError as e:
             error = e.response.get("error", "")
             if error not in NOT_IN_CHANNEL or not req.response_url:
@@ -128,7 +132,7 @@ class CheckRunner:
         """Store the report next to the plans (Details and App Home read it, after a restart
         too); its id, or None (no Details button) when the store fails."""
         record = ReportRecord(id="r_" + secrets.token_urlsafe(9), report=report,
-                              requested_by=req.user_id, channel=req.channel_id,
+                              requested_by=req.user_id, channel=getattr(msg, "channel", req.channel_id),
                               ts=getattr(msg, "ts", ""))
         try:
             await self.store.add_report(record)

@@ -205,6 +205,27 @@ def view_payload(callback_id: str, metadata: str, values: dict) -> dict:
     }
 
 
+def shortcut_payload(message: dict, *, callback_id: str = "mailcheck_check_host",
+                     channel: str = "C0ALERTS", user: str = "U0ALICE", response_url: str = "") -> dict:
+    """A message shortcut (type message_action) on `message`, as Slack sends it."""
+    return {
+        "type": "message_action", "callback_id": callback_id, "api_app_id": "A0LAB",
+        "token": "legacy-verification-token", "action_ts": str(time.time()),
+        "trigger_id": f"{time.time_ns()}.4.jkl", "response_url": response_url,
+        "team": {"id": "T0LAB", "domain": "lab"}, "channel": {"id": channel, "name": "alerts"},
+        "user": {"id": user, "username": "alice", "name": "alice", "team_id": "T0LAB"},
+        "message_ts": message["ts"], "message": {"type": "message", **message},
+    }
+
+
+def event_body(event: dict) -> str:
+    """An Events API delivery (event_callback) as JSON."""
+    return json.dumps({"token": "legacy-verification-token", "team_id": "T0LAB", "api_app_id": "A0LAB",
+                       "event": event, "type": "event_callback", "event_id": f"Ev{time.time_ns()}",
+                       "event_time": int(time.time()), "authorizations": [{
+                           "team_id": "T0LAB", "user_id": "U0BOT", "is_bot": True}]})
+
+
 def form_payload(payload: dict) -> str:
     return urllib.parse.urlencode({"payload": json.dumps(payload)})
 
@@ -212,7 +233,8 @@ def form_payload(payload: dict) -> str:
 async def post_signed(url: str, body: str, *, headers: dict | None = None,
                       timestamp: int | None = None, signed: bool = True) -> tuple[int, str, float]:
     """POST like Slack does; returns status, body text and seconds until the answer."""
-    h = {"Content-Type": "application/x-www-form-urlencoded"}
+    h = {"Content-Type": "application/json" if body.startswith("{")
+         else "application/x-www-form-urlencoded"}
     if signed:
         h.update(sign(body, timestamp))
     h.update(headers or {})

@@ -44,6 +44,7 @@ class FakeSlack:
     calls: list[Call] = field(default_factory=list)
     responses: list[dict] = field(default_factory=list)  # what was POSTed to response_urls
     messages: dict[tuple[str, str], dict] = field(default_factory=dict)  # (channel, ts) -> last
+    homes: dict[str, dict] = field(default_factory=dict)  # user id -> published Home view
     acks: dict[str, dict] = field(default_factory=dict)  # socket mode envelope id -> ack
     url: str = ""
     _rate_limits: dict[str, list[float]] = field(default_factory=dict)
@@ -128,6 +129,8 @@ class FakeSlack:
         problem = check_blocks(args.get("blocks"), MAX_BLOCKS)
         if problem:
             return problem
+        if channel.startswith(("U", "W")):  # a user: the app's direct message with them
+            channel = "D" + channel[1:]
         ts = f"{int(time.time())}.{next(self._ts):06d}"
         self.messages[(channel, ts)] = args
         return {"channel": channel, "ts": ts, "message": {"text": args.get("text")}}
@@ -152,6 +155,20 @@ class FakeSlack:
         if not view or not args.get("trigger_id"):
             return {"error": "invalid_arguments"}
         return check_blocks(view.get("blocks"), MAX_MODAL_BLOCKS, total=None) or {"view": view}
+
+    def _m_views_publish(self, args: dict) -> dict:
+        view = args.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        if not view or not args.get("user_id"):
+            return {"error": "invalid_arguments"}
+        if view.get("type") != "home":
+            return {"error": "invalid_arguments", "detail": "views.publish takes a home view"}
+        problem = check_blocks(view.get("blocks"), MAX_MODAL_BLOCKS, total=None)
+        if problem:
+            return problem
+        self.homes[args["user_id"]] = view
+        return {"view": {**view, "id": "V0HOME"}}
 
     def _m_apps_connections_open(self, _args: dict) -> dict:
         return {"url": self.url.replace("http://", "ws://") + "/socket"}
