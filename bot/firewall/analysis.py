@@ -157,7 +157,8 @@ def findings_for(verdicts: list[PortVerdict], prober: dict[str, str | None]) -> 
             what = "the replies of " if vs[0].reply_blocked else ""
             summary = f"{place_of(vs[0])} {_verb(vs[0])} {what}{direction} {ports}"
         findings.append(Finding(code=code, severity="error", summary=summary, step="firewall",
-                                evidence=_evidence(vs[0].path, rule), ports=[v.key for v in vs]))
+                                evidence=_rule_first(vs[0], _evidence(vs[0].path, rule)),
+                                ports=[v.key for v in vs]))
     findings += _source_specific(verdicts, prober)
     unknown = [v for v in verdicts if v.verdict == "unknown"]
     if unknown:
@@ -222,6 +223,13 @@ def _source_specific(verdicts: list[PortVerdict], prober: dict[str, str | None])
         out.append(Finding(code="firewall.source_specific", severity="warning", summary=summary,
                            evidence=evidence, step="firewall", ports=[v.key]))
     return out
+
+
+def _rule_first(v: PortVerdict, evidence: str) -> str:
+    """The deciding rule as the firewall lists it, on the first line (where a reader looks
+    first), then where it sits and the path."""
+    d = v.deciding
+    return f"{d.rule.text}\n{evidence}" if d is not None and d.rule is not None else evidence
 
 
 def _evidence(path: tuple[str, ...], rule: str) -> str:
