@@ -110,7 +110,10 @@ async def start_served(fake: FakeSlack, engine, *, socket: bool = False, interva
     settings = make_settings(fake, socket=socket)
     fixes = InMemoryFixService()
     inventory = inventory if inventory is not None else make_inventory()
-    store = store or SQLiteStore(_STORE_DIR[0] / f"mc-{time.time_ns()}.db")
+    if store is None:
+        if not _STORE_DIR:
+            raise ValueError("start_served outside tests/slack: pass store=SQLiteStore(tmp_path / ...)")
+        store = SQLiteStore(_STORE_DIR[0] / f"mc-{time.time_ns()}.db")
     app = build_app(settings, inventory, engine, fixes, update_interval=interval,
                     check_timeout=check_timeout, store=store)
     stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
