@@ -2,11 +2,11 @@
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.slack.bot import MailcheckBot
+from bot.slack.contracts import Listeners
 from bot.slack.requests import CHECK_HOST_SHORTCUT, CheckShortcut
 
 
-def register(app: AsyncApp, bot: MailcheckBot) -> None:
+def register(app: AsyncApp, bot: Listeners) -> None:
     @app.shortcut(CHECK_HOST_SHORTCUT)
     async def check_host(ack, body):
         await ack()

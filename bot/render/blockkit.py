@@ -16,7 +16,6 @@ re-check. Action ids: ACTION_* below (the listeners match them).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 
 from slack_sdk.models.blocks import (
@@ -30,7 +29,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.render.mrkdwn import MORE, block, esc, md, mention, trim
+from bot.render.mrkdwn import MORE, esc, md, trim
 
 MAX_BLOCKS = 50
 MAX_MODAL_BLOCKS = 100
@@ -122,76 +121,3 @@ def fit(blocks: list[dict], max_blocks: int = MAX_BLOCKS, budget: int = MESSAGE_
         body.append(context(md("{} {} more block(s) left out to fit Slack's limits; "
                                "*Details* has the rest.", MORE, dropped)))
     return head + body + tail
-
-
-# --- fix outcomes: the report message updated in place --------------------------------
-def _clock(at: float) -> str:
-    return time.strftime("%H:%M UTC", time.gmtime(at))
-
-
-def _ports_rows(ports: Sequence) -> str:
-    return "\n".join(f"{p.port:>4}/tcp {p.direction:<8} {p.family:<4} outside={p.outside or '-':<8} "
-                     f"listen={p.listening:<8} firewall={p.firewall}" for p in ports)
-
-
-def before_after_blocks(before: Sequence, after: Sequence) -> list[dict]:
-    """Ports/verdicts before vs after a change (PortStatus lists)."""
-    blocks = []
-    if before:
-        blocks.append(section(md("*Before*\n") + block(_ports_rows(before), 1400)))
-    if after:
-        blocks.append(section(md("*After*\n") + block(_ports_rows(after), 1400)))
-    return blocks
-
-
-def _without_button(message_blocks: Sequence[dict], action_id: str, value: str) -> list[dict]:
-    """The message's blocks with the used button removed (a section keeps its text, an empty
-    actions block goes)."""
-    def used(e: dict | None) -> bool:
-        return bool(e) and (e.get("action_id") == action_id or bool(value and e.get("value") == value))
-
-    out = []
-    for b in message_blocks:
-        if b.get("type") == "actions":
-            els = [e for e in b.get("elements", []) if not used(e)]
-            if not els:
-                continue
-            b = {**b, "elements": els}
-        elif b.get("type") == "section" and used(b.get("accessory")):
-            b = {k: v for k, v in b.items() if k != "accessory"}
-        out.append(b)
-    return out
-
-
-def applied_blocks(message_blocks: Sequence[dict], action_id: str, value: str, *, actor: str,
-                   at: float, summary: str, status: str, message: str, before: Sequence = (),
-                   after: Sequence = (), change_id: str | None = None,
-                   offer_rollback: bool = False) -> list[dict]:
-    """The report message after an Apply click: the used button replaced by who applied what
-    and when, before/after, and a Rollback button when the fix did not have its effect."""
-    blocks = _without_button(message_blocks, action_id, value)
-    line = md("Applied by {} at {}: {}", mention(actor), _clock(at), summary or "fix")
-    if status == "not_achieved":
-        line += md("\n:warning: *The fix did not have its expected effect.* {}", message)
-    extra = [context(line)] + before_after_blocks(before, after)
-    if offer_rollback and change_id:
-        extra += actions([button("Rollback", ACTION_ROLLBACK, change_id, style="danger")])
-    return fit(_keep_tail(blocks, extra))
-
-
-def rolled_back_blocks(message_blocks: Sequence[dict], action_id: str, value: str, *, actor: str,
-                       at: float, status: str, message: str, before: Sequence = (),
-                       after: Sequence = ()) -> list[dict]:
-    blocks = _without_button(message_blocks, action_id, value)
-    extra = [context(md("Rolled back by {} at {}: {}. {}", mention(actor), _clock(at), status, message))]
-    extra += before_after_blocks(before, after)
-    return fit(_keep_tail(blocks, extra))
-
-
-def _keep_tail(blocks: list[dict], extra: list[dict]) -> list[dict]:
-    """Append `extra`, dropping older blocks from the end of the report if over the limits."""
-    room = MAX_BLOCKS - len(extra)
-    blocks = blocks[:max(room, 0)]
-    while blocks and size(blocks + extra) > MESSAGE_BUDGET:
-        blocks = blocks[:-1]
-    return blocks + extra

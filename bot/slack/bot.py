@@ -1,21 +1,26 @@
-"""What each Slack interaction does. Listeners in handlers/ ack first and call
-these; anything slow runs in the TaskSet, never before the ack."""
+"""What each Slack interaction does (bot.slack.contracts.Listeners). The listeners in
+handlers/ turn a payload into a typed request (bot/slack/requests.py), ack, and call these;
+anything slow runs in the TaskSet, never before the ack. Fix buttons go to FixButtons."""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
-
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.render import details as render_details
 from bot.render import home as render_home
 from bot.render.mrkdwn import Mrkdwn, esc, md, mention, span
 from bot.slack.commands import CheckCommand, parse
-from bot.slack.contracts import FixAction, FixService
+from bot.slack.fix_buttons import FixButtons
 from bot.slack.poster import SlackPoster
-from bot.slack.requests import CheckShortcut, Click, HomeOpened, hosts_named
+from bot.slack.requests import (
+    CheckShortcut,
+    Click,
+    HomeOpened,
+    SlashCommand,
+    ViewSubmission,
+    hosts_named,
+)
 from bot.slack.runner import CheckRequest, CheckRunner
 from bot.slack.tasks import Seen, TaskSet
 from bot.store import REPORTS_PER_HOST, Store
@@ -26,33 +31,28 @@ MAX_SHORTCUT_HOSTS = 3
 
 
 class MailcheckBot:
-    def __init__(self, *, inventory: Inventory, runner: CheckRunner, fixes: FixService,
-                 poster: SlackPoster, tasks: TaskSet, client: AsyncWebClient, store: Store) -> None:
-        self.inventory, self.runner, self.fixes = inventory, runner, fixes
-        self.poster, self.tasks, self.client, self.store = poster, tasks, client, store
+    def __init__(self, *, inventory: Inventory, runner: CheckRunner, buttons: FixButtons,
+                 poster: SlackPoster, tasks: TaskSet, store: Store) -> None:
+        self.inventory, self.runner, self.buttons = inventory, runner, buttons
+        self.poster, self.tasks, self.store = poster, tasks, store
         self.seen = Seen()
         self._running: dict[tuple[str, str], str] = {}  # (channel, host) -> who started it
 
     # --- /mailcheck -------------------------------------------------------------
-    async def command(self, ack, body: dict[str, Any]) -> None:
-        parsed = parse(body.get("text", ""), self.inventory)
+    def command(self, cmd: SlashCommand) -> str | None:
+        parsed = parse(cmd.text, self.inventory)
         if not isinstance(parsed, CheckCommand):
-            await ack(response_type="ephemeral", text=parsed.text)
-            return
-        trigger = body.get("trigger_id", "")
-        if not self.seen.first(f"cmd:{trigger}" if trigger else ""):
-            await ack()  # the same command delivered twice: one check only
-            return
-        busy = self._running.get((body.get("channel_id", ""), parsed.host.name))
+            return parsed.text
+        if not self.seen.first(f"cmd:{cmd.trigger_id}" if cmd.trigger_id else ""):
+            return None  # the same command delivered twice: one check only
+        busy = self._running.get((cmd.channel_id, parsed.host.name))
         if busy:
-            await ack(response_type="ephemeral", text=md(
-                "A check of `{}` started by {} is still running in this channel; its message will "
-                "update.", parsed.host.name, mention(busy)))
-            return
-        await ack(response_type="ephemeral", text=f"Checking `{parsed.host.name}`; "
-                  "the result appears in this channel and updates as steps finish.")
-        self.start_check(CheckRequest(parsed.host, body.get("user_id", ""), body.get("channel_id", ""),
-                                      body.get("response_url", ""), parsed.steps))
+            return md("A check of {} started by {} is still running in this channel; its message "
+                      "will update.", span(parsed.host.name), mention(busy))
+        self.start_check(CheckRequest(parsed.host, cmd.user_id, cmd.channel_id, cmd.response_url,
+                                      parsed.steps))
+        return md("Checking {}; the result appears in this channel and updates as steps finish.",
+                  span(parsed.host.name))
 
     def start_check(self, req: CheckRequest, home_of: str | None = None) -> bool:
         """One check per host and channel at a time; False when one is already running.
@@ -103,29 +103,13 @@ class MailcheckBot:
         await self.poster.call("views_publish", user_id=user_id, view=view)
 
     # --- buttons ------------------------------------------------------------------
-    def _first_click(self, body: dict, action: dict) -> bool:
-        key = f"{body.get('container', {}).get('message_ts')}:{action.get('action_ts')}:" \
-              f"{body.get('user', {}).get('id')}:{action.get('action_id')}"
-        return self.seen.first("act:" + key)
+    def apply(self, click: Click) -> None:
+        if self.seen.first("act:" + click.key):
+            self.tasks.spawn(self.buttons.apply(click), name=f"apply:{click.value}")
 
-    def _fix_action(self, kind: str, body: dict, action: dict) -> FixAction:
-        return FixAction(
-            kind=kind, value=action.get("value", ""), user_id=body.get("user", {}).get("id", ""),
-            team_id=body.get("team", {}).get("id", ""),
-            channel_id=(body.get("channel") or body.get("container") or {}).get("id", "")
-            or body.get("container", {}).get("channel_id", ""),
-            message_ts=body.get("container", {}).get("message_ts", ""),
-            trigger_id=body.get("trigger_id", ""), response_url=body.get("response_url", ""),
-            action_id=action.get("action_id", ""),
-            message_blocks=list((body.get("message") or {}).get("blocks") or []),
-            client=self.client)
-
-    async def fix_click(self, ack, body: dict, action: dict, kind: str) -> None:
-        await ack()
-        if not self._first_click(body, action):
-            return
-        handle = self.fixes.handle_apply if kind == "apply" else self.fixes.handle_rollback
-        self.tasks.spawn(handle(self._fix_action(kind, body, action)), name=f"{kind}:{action.get('value')}")
+    def rollback(self, click: Click) -> None:
+        if self.seen.first("act:" + click.key):
+            self.tasks.spawn(self.buttons.rollback(click), name=f"rollback:{click.value}")
 
     def recheck(self, click: Click) -> None:
         """Re-check the host of a report (or of the Home tab: then in the clicker's direct
@@ -161,11 +145,5 @@ class MailcheckBot:
         await self.poster.call("views_open", trigger_id=trigger_id, view=view)
 
     # --- modals ---------------------------------------------------------------------
-    async def view_submission(self, ack, body: dict, view: dict) -> None:
-        await ack()
-        action = FixAction(
-            kind="view", value=view.get("private_metadata", ""), user_id=body.get("user", {}).get("id", ""),
-            team_id=body.get("team", {}).get("id", ""), callback_id=view.get("callback_id", ""),
-            values=view.get("state", {}).get("values", {}), trigger_id=body.get("trigger_id", ""),
-            client=self.client)
-        self.tasks.spawn(self.fixes.handle_view(action), name="view")
+    def view_submitted(self, view: ViewSubmission) -> None:
+        self.tasks.spawn(self.buttons.view_submitted(view), name="view")

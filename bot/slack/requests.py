@@ -15,6 +15,40 @@ CHECK_HOST_SHORTCUT = "mailcheck_check_host"  # the message shortcut's callback_
 
 
 @dataclass(frozen=True)
+class SlashCommand:
+    """/mailcheck TEXT, typed by `user_id` in `channel_id`."""
+
+    text: str
+    user_id: str
+    channel_id: str
+    response_url: str = ""
+    trigger_id: str = ""
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> SlashCommand:
+        return cls(text=body.get("text", ""), user_id=body.get("user_id", ""),
+                   channel_id=body.get("channel_id", ""), response_url=body.get("response_url", ""),
+                   trigger_id=body.get("trigger_id", ""))
+
+
+@dataclass(frozen=True)
+class ViewSubmission:
+    """A submitted modal (e.g. a break-glass reason): its callback id, private metadata and
+    the values entered."""
+
+    callback_id: str
+    metadata: str
+    user_id: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_payload(cls, body: dict[str, Any], view: dict[str, Any]) -> ViewSubmission:
+        return cls(callback_id=view.get("callback_id", ""), metadata=view.get("private_metadata", ""),
+                   user_id=(body.get("user") or {}).get("id", ""),
+                   values=(view.get("state") or {}).get("values") or {})
+
+
+@dataclass(frozen=True)
 class CheckShortcut:
     """"Check mail host" on a message: check the inventory hosts it names, in its thread."""
 

@@ -20,10 +20,10 @@ from slack_sdk.errors import SlackApiError
 from bot.checks.registry import STEPS
 from bot.engine import Checker
 from bot.errors import MailcheckError, TransportError
-from bot.models import Report, StepResult
+from bot.models import Actor, Report, StepResult
 from bot.render import report as render
-from bot.render.mrkdwn import esc, trim
-from bot.slack.contracts import FixService
+from bot.render.mrkdwn import esc, md, trim
+from bot.slack.contracts import Fixes
 from bot.slack.poster import NOT_IN_CHANNEL, LiveMessage, ResponseUrlMessage, SlackPoster
 from bot.store import ReportRecord, Store
 from config.inventory import Host
@@ -52,7 +52,7 @@ class CheckRequest:
 
 
 class CheckRunner:
-    def __init__(self, poster: SlackPoster, engine: Checker, fixes: FixService,
+    def __init__(self, poster: SlackPoster, engine: Checker, fixes: Fixes,
                  store: Store, timeout: float = 300.0) -> None:
         self.poster, self.engine, self.fixes = poster, engine, fixes
         self.store, self.timeout = store, timeout
@@ -117,13 +117,15 @@ class CheckRunner:
     async def _finish(self, msg, req: CheckRequest, report: Report) -> None:
         plan_ids: dict[str, str] = {}
         note = None
-        if report.fixes:
-            try:
-                plan_ids = await self.fixes.register(report, req.user_id, req.channel_id)
-            except Exception as e:
-                log.exception("registering the fixes of %s failed", req.host.name)
-                note = f":warning: The proposed fixes have no Apply button: storing their plans " \
-                       f"failed ({type(e).__name__}: {e}). Press Re-check to try again."
+        actor = Actor("slack", req.user_id)
+        try:
+            await self.fixes.record_check(report, actor, req.channel_id)  # every check is audited
+            if report.fixes:
+                plan_ids = await self.fixes.register(report, actor, req.channel_id)
+        except Exception as e:
+            log.exception("recording the check of %s or its fixes failed", req.host.name)
+            note = md(":warning: The proposed fixes have no Apply button: storing the check and its "
+                      "plans failed ({}: {}). Press Re-check to try again.", type(e).__name__, str(e))
         details_id = await self._keep(report, req, msg)
         blocks = render.report_blocks(report, plan_ids, details_id, note)
         await msg.finish(blocks, render.fallback_text(report, req.host.name))

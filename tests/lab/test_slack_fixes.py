@@ -21,10 +21,10 @@ import pytest
 
 from bot.engine import Engine
 from bot.fixes import FixService
+from bot.models import Actor
 from bot.render import report as render
 from bot.slack.app import bot_of, build_app
 from bot.slack.server import run_app
-from bot.slack.service_fixes import ServiceFixes
 from bot.store import SQLiteStore
 from bot.transport import SSHTransport
 from config.inventory import Inventory
@@ -61,10 +61,10 @@ async def scenario(tmp_path, lab, client_key, clicks, **settings_kw):
     from bot.fixes.verify import engine_verifier
     service = FixService(settings=settings, inventory=inventory, store=store,
                          connect=lambda h: SSHTransport(h, settings), verifier=engine_verifier(engine))
-    fixes = ServiceFixes(service)
+    fixes = service
     report = await engine.check(inventory.hosts["mx-lab"])
     fix = port25_fix(report)
-    plan_ids = await fixes.register(report, "U0ALICE", "C0MAIL")
+    plan_ids = await fixes.register(report, Actor("slack", "U0ALICE"), "C0MAIL")
     blocks = render.report_blocks(report, plan_ids)
     fake.messages[("C0MAIL", TS)] = {"channel": "C0MAIL", "blocks": blocks, "text": "report"}
     button = next(e for e in buttons(blocks) if e.get("value") == plan_ids[fix.id])

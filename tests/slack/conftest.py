@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import secrets
 import time
 import urllib.parse
 from collections.abc import Sequence
@@ -18,9 +19,9 @@ import pytest
 
 from bot.checks.registry import STEPS
 from bot.engine import Progress
-from bot.models import Finding, Fix, Report, StepResult
+from bot.fixes.outcomes import ApplyOutcome, RollbackOutcome
+from bot.models import Actor, Finding, Fix, Report, StepResult
 from bot.slack.app import bot_of, build_app
-from bot.slack.contracts import InMemoryFixService
 from bot.slack.server import run_app
 from bot.store import SQLiteStore, Store
 from config.inventory import Host, Inventory
@@ -83,12 +84,50 @@ class ScriptedEngine:
         return full
 
 
+@dataclass(frozen=True)
+class FixCall:
+    kind: str  # apply | rollback
+    value: str  # the plan id or change id
+    actor: Actor
+
+
+class RecordingFixes:
+    """What the Slack side calls of bot.fixes.FixService (bot.slack.contracts.Fixes), recorded:
+    plans in a dict; every apply and rollback is refused ("recorded only"), nothing runs.
+    The real FixService behind the buttons: test_fix_buttons.py, test_triage.py, and the lab."""
+
+    def __init__(self) -> None:
+        self.plans: dict[str, tuple[str, str, str]] = {}  # plan id -> (host, fix id, requester)
+        self.checks: list[tuple[str, str, str]] = []  # (host, actor, channel)
+        self.calls: list[FixCall] = []
+
+    async def record_check(self, report: Report, actor: Actor, channel: str = "") -> None:
+        self.checks.append((report.host, str(actor), channel))
+
+    async def register(self, report: Report, requested_by: Actor, channel: str = "") -> dict[str, str]:
+        ids = {}
+        for fix in report.fixes:
+            plan_id = "p_" + secrets.token_urlsafe(9)
+            self.plans[plan_id] = (report.host, fix.id, str(requested_by))
+            ids[fix.id] = plan_id
+        return ids
+
+    async def apply(self, plan_id: str, actor: Actor) -> ApplyOutcome:
+        self.calls.append(FixCall("apply", plan_id, actor))
+        host = self.plans.get(plan_id, ("?",))[0]
+        return ApplyOutcome("refused", "recorded only", plan_id, host=host, actor=str(actor))
+
+    async def rollback(self, change_id: str, actor: Actor) -> RollbackOutcome:
+        self.calls.append(FixCall("rollback", change_id, actor))
+        return RollbackOutcome("refused", "recorded only", change_id, actor=str(actor))
+
+
 @dataclass
 class Served:
     url: str
     fake: FakeSlack
     engine: ScriptedEngine
-    fixes: InMemoryFixService
+    fixes: RecordingFixes
     app: object
     stop: asyncio.Event
     task: asyncio.Task
@@ -108,7 +147,7 @@ async def start_served(fake: FakeSlack, engine, *, socket: bool = False, interva
                        store: Store | None = None) -> Served:
     """The app served on port 0; `store` default: a fresh SQLite file in the test's tmp_path."""
     settings = make_settings(fake, socket=socket)
-    fixes = InMemoryFixService()
+    fixes = RecordingFixes()
     inventory = inventory if inventory is not None else make_inventory()
     if store is None:
         if not _STORE_DIR:

@@ -86,3 +86,4 @@ async def test_block_actions_envelope_is_acked_and_routed(socket_served, fake):
     assert ack["envelope_id"]
     await socket_served.settle()
     assert [(c.kind, c.value) for c in socket_served.fixes.calls] == [("apply", plan_id)]
+    assert socket_served.fixes.checks == [("mx1", "U0ALICE", "C0MAIL")]  # the check was audited

@@ -11,7 +11,6 @@ from bot.fixes import FixService
 from bot.render import blockkit
 from bot.slack.app import bot_of, build_app
 from bot.slack.server import run_app
-from bot.slack.service_fixes import ServiceFixes
 from bot.store import ChangeRecord, SQLiteStore
 from tests.slack.conftest import (
     ScriptedEngine,
@@ -41,7 +40,7 @@ async def _app(fake, tmp_path, engine=None):
     store = SQLiteStore(settings.db_path)
     service = FixService(settings=settings, inventory=inventory, store=store,
                          connect=lambda h: (_ for _ in ()).throw(AssertionError("no connection")))
-    app = build_app(settings, inventory, engine or ScriptedEngine(), ServiceFixes(service),
+    app = build_app(settings, inventory, engine or ScriptedEngine(), service,
                     store=store, update_interval=0.05)
     stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run_app(app, settings, stop, on_ready=ready.set_result))

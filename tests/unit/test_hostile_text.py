@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 from bot.checks.services import INSTALLED, JOURNAL, SS
+from bot.fixes.outcomes import ApplyOutcome, RollbackOutcome, Snapshot
+from bot.fixes.policy import Approvers
 from bot.models import PortStatus
-from bot.render import blockkit, details
+from bot.render import blockkit, details, outcomes
 from bot.render import report as render
 from bot.render.mrkdwn import Mrkdwn, block, esc, md, span
 from tests import guide_case
@@ -90,17 +93,22 @@ async def test_hostile_log_lines_of_a_daemon_that_is_down():
     assert_no_live_markup(render.report_blocks(report, {}, "r_1"), "message")
 
 
-def test_fix_outcome_on_the_message_escapes_the_summary_and_mentions_only_the_clicker():
-    blocks = blockkit.applied_blocks(
-        [], "mailcheck_apply_0", "p_1", actor="U0BOB", at=0,
-        summary=f"iptables: open inbound 25/IPv4: delete `-A INPUT -m comment --comment \"{COMMENT}\"`",
-        status="not_achieved", message=f"stderr: {LINK}",
-        before=[PortStatus(port=25, direction="inbound", process=PROCESS)], change_id="c_1",
-        offer_rollback=True)
+def test_fix_outcomes_escape_the_host_text_and_mention_only_user_ids():
+    summary = f"iptables: open inbound 25/IPv4: delete `-A INPUT -m comment --comment \"{COMMENT}\"`"
+    out = ApplyOutcome("not_achieved", f"stderr: {LINK}", "p_1", host="mx1", summary=summary,
+                       actor="U0BOB", change_id="c_1", at=0,
+                       before=Snapshot(ports=[PortStatus(port=25, direction="inbound", process=PROCESS)]))
+    blocks = outcomes.applied_blocks([], "mailcheck_apply_0", "p_1", out, "U0BOB")
     assert live_markup(blocks) == ["<@U0BOB>"]
-    blocks = blockkit.applied_blocks([], "a", "v", actor=CHANNEL, at=0, summary="s", status="applied",
-                                     message="")
-    assert live_markup(blocks) == []  # an actor that is not a user id is only text
+    texts = [outcomes.apply_text(out, "U0EVE"), outcomes.applied_text(out, "U0EVE"),
+             outcomes.break_glass_text(replace(out, break_glass_reason=f"{CHANNEL} outage"))]
+    assert [live_markup({"text": t}) for t in texts] == [["<@U0EVE>"], ["<@U0BOB>"], ["<@U0BOB>"]]
+    refused = replace(out, status="refused", approvers=Approvers(frozenset({"U0ALICE"}),
+                                                              frozenset({"S0OPS", "<!channel>"})))
+    assert live_markup({"text": outcomes.apply_text(refused, "U0EVE")}) == [
+        "<@U0EVE>", "<@U0ALICE>", "<!subteam^S0OPS>"]  # a malformed group id stays text
+    rolled = RollbackOutcome("rolled_back", f"{LINK}", "c_1", host="mx1", actor=CHANNEL, at=0)
+    assert live_markup(outcomes.rolled_back_blocks([], "a", "c_1", rolled, "U0BOB")) == []
 
 
 def test_the_escaping_primitives():
