@@ -9,7 +9,7 @@
 renders the message mailcheck posts for the guide's first case (the real engine on the
 recorded host, tests/guide_case.py, with the outside probes waiting 4 s as a filtered port
 makes them) and the confirm dialog of its fix button to OUT.html (default
-docs/guide-case-1.html); headless Chromium (Debian's `chromium` package, a tool for this
+docs/guide-case-1.html, not kept in git: the picture is); headless Chromium (Debian's `chromium` package, a tool for this
 picture only, not one the lab or CI runs; the flags are those known to work on these
 machines: no sandbox as root, no GPU, no background networking) takes the picture.
 

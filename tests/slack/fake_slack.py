@@ -246,16 +246,21 @@ def _token(request: web.Request, args: dict) -> str | None:
 LIMITS = {"header": 150, "section": 3000, "context": 3000}
 
 
-def _texts(obj: Any) -> list[str]:
+def _collect(obj: Any, keep) -> list[str]:
+    """The `text` strings of every dict inside obj that `keep` accepts."""
     if isinstance(obj, dict):
-        out = [obj["text"]] if isinstance(obj.get("text"), str) else []
+        out = [obj["text"]] if isinstance(obj.get("text"), str) and keep(obj) else []
         for v in obj.values():
             if isinstance(v, dict | list):
-                out += _texts(v)
+                out += _collect(v, keep)
         return out
     if isinstance(obj, list):
-        return [t for item in obj for t in _texts(item)]
+        return [t for item in obj for t in _collect(item, keep)]
     return []
+
+
+def _texts(obj: Any) -> list[str]:
+    return _collect(obj, lambda _d: True)
 
 
 def _block_problem(block: dict) -> str | None:
@@ -265,6 +270,11 @@ def _block_problem(block: dict) -> str | None:
         return f"{kind} text longer than {LIMITS[kind]}"
     if kind == "section" and not text and not block.get("fields"):
         return "section without text"
+    fields = block.get("fields") or []
+    if len(fields) > 10 or any(len(f.get("text", "")) > 2000 for f in fields):
+        return "more than 10 fields, or a field longer than 2000"
+    if (block.get("accessory") or {}).get("type") == "button":
+        return _button_problem(block["accessory"])
     if kind == "actions":
         elements = block.get("elements", [])
         if not 0 < len(elements) <= 25:
@@ -293,16 +303,7 @@ CONTROL = re.compile(r"<[^<>\n]*>")
 def mrkdwn_texts(obj: Any) -> list[str]:
     """Every text Slack reads as mrkdwn: mrkdwn text objects (not plain_text), and a message's
     top-level `text` (a dict without a type: chat.* arguments, response_url payloads)."""
-    if isinstance(obj, dict):
-        mine = isinstance(obj.get("text"), str) and obj.get("type", "mrkdwn") == "mrkdwn"
-        out = [obj["text"]] if mine else []
-        for v in obj.values():
-            if isinstance(v, dict | list):
-                out += mrkdwn_texts(v)
-        return out
-    if isinstance(obj, list):
-        return [t for item in obj for t in mrkdwn_texts(item)]
-    return []
+    return _collect(obj, lambda d: d.get("type", "mrkdwn") == "mrkdwn")
 
 
 def live_markup(obj: Any) -> list[str]:
