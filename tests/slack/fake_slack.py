@@ -148,27 +148,24 @@ class FakeSlack:
     def _m_chat_postEphemeral(self, args: dict) -> dict:
         return check_blocks(args.get("blocks"), MAX_BLOCKS) or {"message_ts": "1.0"}
 
-    def _m_views_open(self, args: dict) -> dict:
+    @staticmethod
+    def _view(args: dict, needs: str, kind: str) -> tuple[dict, dict]:
+        """(the view, {} or the error Slack gives): `needs` an argument, a view of `kind`."""
         view = args.get("view")
-        if isinstance(view, str):
-            view = json.loads(view)
-        if not view or not args.get("trigger_id"):
-            return {"error": "invalid_arguments"}
-        return check_blocks(view.get("blocks"), MAX_MODAL_BLOCKS, total=None) or {"view": view}
+        view = json.loads(view) if isinstance(view, str) else view
+        if not view or not args.get(needs) or view.get("type") != kind:
+            return view or {}, {"error": "invalid_arguments"}
+        return view, check_blocks(view.get("blocks"), MAX_MODAL_BLOCKS, total=None)
+
+    def _m_views_open(self, args: dict) -> dict:
+        view, problem = self._view(args, "trigger_id", "modal")
+        return problem or {"view": view}
 
     def _m_views_publish(self, args: dict) -> dict:
-        view = args.get("view")
-        if isinstance(view, str):
-            view = json.loads(view)
-        if not view or not args.get("user_id"):
-            return {"error": "invalid_arguments"}
-        if view.get("type") != "home":
-            return {"error": "invalid_arguments", "detail": "views.publish takes a home view"}
-        problem = check_blocks(view.get("blocks"), MAX_MODAL_BLOCKS, total=None)
-        if problem:
-            return problem
-        self.homes[args["user_id"]] = view
-        return {"view": {**view, "id": "V0HOME"}}
+        view, problem = self._view(args, "user_id", "home")
+        if not problem:
+            self.homes[args["user_id"]] = view
+        return problem or {"view": {**view, "id": "V0HOME"}}
 
     def _m_apps_connections_open(self, _args: dict) -> dict:
         return {"url": self.url.replace("http://", "ws://") + "/socket"}
