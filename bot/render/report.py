@@ -33,6 +33,7 @@ from bot.render.blockkit import (
     context,
     details_button,
     fields,
+    fit,
     header,
     recheck_button,
     section,
@@ -41,6 +42,7 @@ from bot.render.blockkit import (
 from bot.render.mrkdwn import MORE, Mrkdwn, esc, md, span, trim
 
 MAX_CAUSES = 5  # cause lines in the message; the rest are counted and left to Details
+MAX_MESSAGE_BLOCKS = 10
 CAUSE_TEXT = 400  # characters of one cause's summary
 MAX_EXTRA_FIXES = 5  # buttons for fixes beside no shown cause
 
@@ -190,7 +192,7 @@ def report_blocks(report: Report, plan_ids: Mapping[str, str] | None = None,
     while size(blocks) > MESSAGE_BUDGET and len(buttons) > 2:  # very long labels: fewer extras
         buttons.pop()
         blocks = blocks[:-1] + actions(buttons)
-    return blocks
+    return fit(blocks, MAX_MESSAGE_BLOCKS) if size(blocks) > MESSAGE_BUDGET else blocks
 
 
 def _summary_line(report: Report, a: Answer) -> Mrkdwn:

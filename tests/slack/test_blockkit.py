@@ -99,6 +99,16 @@ def test_reports_of_any_size_fit(evidence):
         assert_message_ok(render.progress_blocks(report))
 
 
+def test_text_that_escapes_to_four_times_its_length_still_fits():
+    angry = "<>&" * 2000  # each character becomes an entity of 4 or 5
+    report = Report(host="mx1", address="a", findings=[
+        Finding(code=f"c{i}", severity="error", summary=angry, evidence="rule " + angry,
+                ports=[("inbound", "ipv4", 25)]) for i in range(7)])
+    blocks = render.report_blocks(report, {}, "d")
+    assert_message_ok(blocks)
+    assert blocks[0]["type"] == "header" and blocks[-1]["type"] == "actions"
+
+
 def test_modal_holds_the_full_output_within_modal_limits():
     report = huge_report(n_findings=3, n_fixes=2, evidence=5_000)
     view = details.details_modal(report)
