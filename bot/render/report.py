@@ -62,10 +62,10 @@ def headline(report: Report, n_causes: int) -> str:
 
 def fallback_text(report: Report | None, host: str, running: bool = False) -> str:
     """The message's `text` (notifications): the verdict and the first cause, escaped."""
-    if report is None:
-        return trim(esc(f"{host}: the check failed"), FALLBACK_TEXT)
     if running:
         return trim(esc(f"{host}: checking…"), FALLBACK_TEXT)
+    if report is None:
+        return trim(esc(f"{host}: the check failed"), FALLBACK_TEXT)
     a = answer(report)
     first = f" — {a.causes[0].summary}" if a.causes else ""
     return trim(esc(headline(report, len(a.causes)) + first), FALLBACK_TEXT)

@@ -67,7 +67,7 @@ class CheckRunner:
 
         async def progress(step: StepResult, report: Report) -> None:
             done.append(step.name)
-            msg.show(render.progress_blocks(report, steps), f"{req.host.name}: {step.name} done")
+            msg.show(render.progress_blocks(report, steps), esc(f"{req.host.name}: {step.name} done"))
 
         try:
             report = await asyncio.wait_for(
@@ -97,7 +97,7 @@ class CheckRunner:
                                  f"{e})", steps, done, "conclusion")
 
     async def _open(self, req: CheckRequest, blocks: list[dict]):
-        text = f"{req.host.name}: checking…"
+        text = render.fallback_text(None, req.host.name, running=True)
         try:
             channel, ts = await self.poster.post(req.channel_id, blocks, text, req.thread_ts or None)
             return LiveMessage(self.poster, channel, ts)
