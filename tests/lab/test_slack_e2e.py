@@ -32,7 +32,7 @@ from tests.slack.conftest import (
 )
 from tests.slack.fake_slack import MAX_BLOCKS, FakeSlack, check_blocks, live_markup, mrkdwn_texts
 
-PROBE_TIMEOUT = 8.0
+PROBE_TIMEOUT = 20.0
 COMMENT = "<!channel> `rm -rf /` <https://x|Approve fix here>"
 PROCESS = "<!here>`x"
 HOSTILE_SMTP = f"""
@@ -59,14 +59,14 @@ while True:
 
 
 async def check_over_slack(host, client_key, tmp_path):
-    """/mailcheck mx-lab, then a click on Details. The probe of a filtered port waits 8 s
-    (the default is 4): on this shared machine the SSH batch alone can take 4.5 s, and the
-    test is about the order in which the answers arrive."""
+    """/mailcheck mx-lab, then a click on Details. The probe of a filtered port waits 20 s
+    (the default is 4): on this shared machine, loaded, the SSH batch alone was seen to take
+    7.8 s, and the test is about the order in which the answers arrive."""
     inventory = Inventory.model_validate({"hosts": {"mx-lab": {
         "address": host.ip, "identity_file": str(client_key), "known_hosts": str(host.known_hosts)}}})
     fake = await FakeSlack().start()
     engine = Engine(make_settings(fake).model_copy(update={"probe_timeout": PROBE_TIMEOUT}), inventory)
-    served = await start_served(fake, engine, inventory=inventory, interval=0.2, check_timeout=120,
+    served = await start_served(fake, engine, inventory=inventory, interval=0.2, check_timeout=180,
                                 store=SQLiteStore(tmp_path / "mc.db"))
     try:
         status, body, elapsed = await post_signed(served.url, slash_body("mx-lab", fake.response_url()))
