@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -70,20 +71,24 @@ def add_check(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 async def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    """`mailcheck check TARGET`: the report on stdout, progress on stderr."""
+    """`mailcheck check TARGET`: each step's line once, as it arrives, then the answer (the
+    causes and their fixes first, as in Slack) on stdout; with --json, the JSON report on
+    stdout and the step lines on stderr."""
     wiring = console.wiring
     host = resolve_target(args.target, wiring.inventory, args.identity, args.known_hosts)
     engine = wiring.engine(local=args.local, outbound_target=args.outbound_test)
+    out = sys.stderr if args.json else sys.stdout
+    color = out.isatty() and not os.environ.get("NO_COLOR")
 
     async def progress(step: StepResult, report: Report) -> None:
-        print(terminal.progress_line(step), file=sys.stderr, flush=True)
+        print(terminal.progress_line(step, color), file=out, flush=True)
 
     print(f"checking {host.name} ({host.user}@{host.address}:{host.port}) ...", file=sys.stderr)
     report = await engine.check(host, steps=args.step, progress=progress)
     if args.json:
         print(json.dumps(report.to_json_dict(), indent=2))
     else:
-        print(terminal.render(report))
+        print("\n" + terminal.render(report, color))
     return report.exit_code
 
 

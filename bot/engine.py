@@ -18,6 +18,7 @@ from typing import Protocol
 
 from bot.checks.base import Check, CheckInput, StepOutcome, closure, dependency_order
 from bot.checks.registry import all_checks
+from bot.diagnosis import correlate, verdict_causes, with_ids
 from bot.errors import TargetError
 from bot.gather import Gather
 from bot.models import PortStatus, Report, StepResult
@@ -100,6 +101,7 @@ class _Run:
     def evaluate(self, check: Check, gather: Gather) -> StepResult | None:
         """Evaluate `check` on its inputs; the step result when it is reported, else None."""
         outcome = self._outcome(check, gather)
+        outcome.findings = with_ids(check.name, outcome.findings)
         self.outcomes[check.name] = outcome
         if check.name in self.report_names:
             self.steps[check.name] = StepResult(
@@ -138,7 +140,8 @@ class _Run:
         reported = [n for n in done if n in self.steps]
         r = self.report
         r.steps = [self.steps[n] for n in reported]
-        r.findings = [f for n in reported for f in self.outcomes[n].findings]
+        r.findings = correlate([f for n in reported for f in self.outcomes[n].findings])
+        r.causes = [f.id for f in verdict_causes(r.findings)]
         r.fixes = []
         for n in reported:
             r.fixes += [f for f in self.outcomes[n].fixes if f.id not in {x.id for x in r.fixes}]

@@ -207,7 +207,10 @@ def package_problems(programs: set[str], listed: set[str]) -> list[str]:
     where = {prog: shutil.which(prog, path=labhost.SBIN_PATH) for prog in sorted(programs)}
     problems = [f"{prog}: not installed on this machine (run scripts/setup; if it still lacks "
                 "it, add its package to scripts/apt-packages.txt)" for prog, p in where.items() if not p]
-    found = {prog: candidates(p) for prog, p in where.items() if p}
+    # every copy on the PATH, first first: a machine's own build earlier on the PATH (this
+    # machine's /usr/local/bin/docker) does not hide that a listed package installs one
+    found = {prog: [c for d in labhost.SBIN_PATH.split(":") if shutil.which(prog, path=d)
+                    for c in candidates(str(Path(d) / prog))] for prog, p in where.items() if p}
     known = owners([c for cs in found.values() for c in cs])
     package_of = {prog: next((known[c] for c in cs if c in known), None) for prog, cs in found.items()}
     priority = priorities({p for pkgs in package_of.values() for p in pkgs or ()})

@@ -46,6 +46,7 @@ def install_fix(distro_family: str, distro_id: str, tools: list[str]) -> Fix | N
     commands = [["apt-get", "update"], argv] if debian else [argv]
     # a package manager killed halfway leaves dpkg/rpm broken: a budget of its own, no prompts
     return Fix(id="tools-install", kind="tools", summary=f"Install {', '.join(tools)}",
+               label=f"Install {', '.join(tools)}",
                commands=commands, rollback=[], backend=argv[0], findings=["tools.missing"],
                timeout=INSTALL_TIMEOUT, env={"DEBIAN_FRONTEND": "noninteractive"} if debian else {})
 

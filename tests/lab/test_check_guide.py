@@ -264,4 +264,4 @@ async def test_optional_outbound_test_sees_an_output_drop(labhost):
                    ("ipv6", 25): None, ("ipv6", 465): None, ("ipv6", 587): None}
     failed = [f for f in report.findings if f.code == "port.outbound_failed"]
     assert [(f.summary, f.severity) for f in failed] == [
-        (f"Outbound 25/ipv4 from the host to {labhost.outside_ip}: filtered", "error")]
+        (f"Outbound 25/IPv4 from the host to {labhost.outside_ip}: filtered", "error")]

@@ -31,16 +31,15 @@ from bot.engine import Engine
 from bot.fixes import FixService
 from bot.fixes.verify import engine_verifier
 from bot.models import Actor, BackupSpec, Fix, Report
-from bot.render import blockkit
+from bot.render import report as render
 from bot.slack.app import bot_of, build_app
 from bot.slack.server import run_app
-from bot.slack.service_fixes import ServiceFixes
 from bot.store import SQLiteStore
 from bot.transport import SSHTransport
 from config.inventory import Host, Inventory
 from config.settings import Settings
 from tests.lab.test_fix_apply import IPT, NFT_SETUP, RULE_CASE1, case1, mail_services, ssh_ok
-from tests.slack.conftest import action_payload, form_payload, make_settings, post_signed
+from tests.slack.conftest import action_payload, buttons, form_payload, make_settings, post_signed
 from tests.slack.fake_slack import FakeSlack
 
 pytestmark = pytest.mark.lab
@@ -167,19 +166,20 @@ async def test_a_restore_that_fails_is_not_restored_posted_and_audited(lab, tmp_
         "command_timeout": 3.0, "lockout_deadline": 10})
     svc = FixService(settings=settings, inventory=inventory, store=SQLiteStore(settings.db_path),
                      connect=lambda h: SSHTransport(h, settings))
-    fixes = ServiceFixes(svc)
     report = Report(host="mx-lab", address=lh.ip, fixes=[bad])
-    plan_ids = await fixes.register(report, "U0ALICE", "C0MAIL")
+    plan_ids = await svc.register(report, Actor("slack", "U0ALICE"), "C0MAIL")
     ts = "1700000000.000100"
-    fake.messages[("C0MAIL", ts)] = {"channel": "C0MAIL", "text": "report",
-                                     "blocks": blockkit.report_blocks(report, plan_ids)}
-    app = build_app(settings, inventory, Engine(settings, inventory), fixes)
+    blocks = render.report_blocks(report, plan_ids)
+    fake.messages[("C0MAIL", ts)] = {"channel": "C0MAIL", "text": "report", "blocks": blocks}
+    [button] = [b for b in buttons(blocks) if b.get("value") == plan_ids["slow"]]
+    app = build_app(settings, inventory, Engine(settings, inventory), svc, store=svc.store)
     stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run_app(app, settings, stop, on_ready=ready.set_result))
     try:
         url = f"http://127.0.0.1:{await ready}"
-        click = action_payload("mailcheck_apply_0", plan_ids["slow"], fake.response_url(),
+        click = action_payload(button["action_id"], plan_ids["slow"], fake.response_url(),
                                user="U0BOB", message_ts=ts)
+        click["message"]["blocks"] = blocks
         assert (await post_signed(url, form_payload(click)))[0] == 200
         await bot_of(app).tasks.join()
     finally:

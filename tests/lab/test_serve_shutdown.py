@@ -34,7 +34,14 @@ import pytest
 
 from tests.lab.test_fix_faults import until
 from tests.labhost import _run
-from tests.slack.conftest import SECRET, action_payload, form_payload, post_signed, slash_body
+from tests.slack.conftest import (
+    SECRET,
+    action_payload,
+    buttons,
+    form_payload,
+    post_signed,
+    slash_body,
+)
 from tests.slack.fake_slack import BOT_TOKEN, FakeSlack
 
 pytestmark = pytest.mark.lab
@@ -106,11 +113,10 @@ class Serve:
 def apply_button(fake: FakeSlack):
     """The final report message and its Apply button for the iptables fix."""
     for (channel, ts), msg in fake.messages.items():
-        for block in msg.get("blocks") or []:
-            for el in block.get("elements", []) if block.get("type") == "actions" else []:
-                if el.get("action_id", "").startswith("mailcheck_apply") and \
-                        "iptables" in json.dumps(el.get("confirm", {})):
-                    return channel, ts, msg["blocks"], el
+        for el in buttons(msg.get("blocks") or []):
+            if el.get("action_id", "").startswith("mailcheck_apply") and \
+                    "iptables" in json.dumps(el.get("confirm", {})):
+                return channel, ts, msg["blocks"], el
     return None
 
 
