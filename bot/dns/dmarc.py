@@ -128,7 +128,7 @@ class DmarcReport:
 
 
 async def _record_at(resolver: Resolver, name: str) -> tuple[Lookup, list[str]]:
-    lk = await resolver.lookup(f"_dmarc.{name}", "TXT")
+    lk = await resolver.lookup(name, "TXT")
     found = ["".join(txt_strings(r)) for r in lk.rrset] if lk.ok else []
     return lk, [t for t in found if t.replace(" ", "").lower().startswith("v=dmarc1")]
 
@@ -138,7 +138,7 @@ async def check_dmarc(resolver: Resolver, domain: str) -> DmarcReport:
     domain = domain.lower().rstrip(".")
     report = DmarcReport(domain)
     for name in dict.fromkeys((domain, org_domain(domain))):
-        lk, found = await _record_at(resolver, name)
+        lk, found = await _record_at(resolver, f"_dmarc.{name}")
         if lk.failed:
             report.error, report.lookup_failed = f"cannot read the DMARC record: {lk.describe()}", True
             return report

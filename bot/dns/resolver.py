@@ -157,9 +157,9 @@ def _short(e: Exception) -> str:
 
 
 def reverse_name(address: str) -> str:
-    """IPv4 reversed by octet, IPv6 by nibble, without the in-addr/ip6.arpa suffix."""
-    full = dns.reversename.from_address(address).to_text(omit_final_dot=True)
-    return full.rsplit(".", 2)[0]
+    """IPv4 reversed by octet, IPv6 by nibble (IPv4-mapped ones too: RFC 5782's ::FFFF:7F00:2),
+    without the in-addr/ip6.arpa suffix."""
+    return ipaddress.ip_address(address).reverse_pointer.rsplit(".", 2)[0]
 
 
 async def gather_map(coros: dict) -> dict:

@@ -163,7 +163,7 @@ def _ip_term(kind: str, qualifier: str, arg: str, word: str) -> Term:
 def check_domain_spec(spec: str, word: str) -> None:
     """A domain-spec: macros well formed; ends in a top label or a macro."""
     if any(m.group(0) == "%" for m in _MACRO.finditer(spec)):
-        raise SpfSyntaxError(f"a lone '%' in {word!r} (write %% for a percent sign)")
+        raise SpfSyntaxError(f"a '%' that starts no macro in {word!r} (macros: %{{s}}..., %%, %_, %-)")
     if not spec or spec.startswith(".") or ".." in spec:
         raise SpfSyntaxError(f"empty or bad domain in {word!r}")
 
