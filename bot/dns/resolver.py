@@ -5,7 +5,8 @@ timeout, servfail), never raises for DNS reasons. The nameservers are
 MAILCHECK_RESOLVERS (`ip[:port]`, `[v6]:port`, comma-separated) or the
 system's; each lookup has its own lifetime (MAILCHECK_DNS_TIMEOUT), so any
 number of concurrent lookups costs at most one lifetime even when a
-nameserver is silent.
+nameserver is silent (with several nameservers, each gets an equal share
+of the lifetime before the next is asked).
 
 Each query asks for the AD bit (RFC 6840 5.7): a validating resolver sets it
 on answers it validated, which is what DANE needs. A `Resolver` remembers
@@ -108,8 +109,10 @@ class Resolver:
         self._dns = dns.asyncresolver.Resolver(configure=not servers)
         if servers:
             self._dns.nameservers = servers
+        # One lifetime per lookup, whatever the retries; each server gets its share, so a
+        # silent first server leaves time for the next one within that lifetime.
         self._dns.lifetime = self.lifetime
-        self._dns.timeout = self.lifetime  # one lifetime per query, whatever the retries
+        self._dns.timeout = self.lifetime / max(1, len(self._dns.nameservers))
         self._dns.flags = dns.flags.RD | dns.flags.AD
         self._dns.use_edns(0, 0, 1232)
         self._dns.cache = None
@@ -133,6 +136,15 @@ class Resolver:
         a, aaaa = await asyncio.gather(self.lookup(name, "A"), self.lookup(name, "AAAA"))
         return a, aaaa
 
+    def _prefer(self, address: str, port: int) -> None:
+        """The server that answered goes first for the rest of this check: a silent server
+        costs its share of the lifetime once per wave of lookups, not once per lookup."""
+        servers = list(self._dns.nameservers)
+        for i, ns in enumerate(servers):
+            if i and getattr(ns, "address", None) == address and getattr(ns, "port", None) == port:
+                self._dns.nameservers = [ns] + servers[:i] + servers[i + 1:]
+                return
+
     async def _ask(self, name: str, rdtype: str) -> Lookup:
         try:
             ans = await self._dns.resolve(name or ".", rdtype, search=False, lifetime=self.lifetime)
@@ -146,6 +158,7 @@ class Resolver:
             return Lookup(name, rdtype, "servfail", error=_short(e))
         except (dns.exception.DNSException, ValueError, OSError) as e:
             return Lookup(name, rdtype, "error", error=_short(e))
+        self._prefer(ans.nameserver, ans.port)
         canonical = ans.canonical_name.to_text(omit_final_dot=True)
         return Lookup(name, rdtype, "ok", tuple(ans.rrset or ()),
                       bool(ans.response.flags & dns.flags.AD),
