@@ -109,10 +109,11 @@ class Resolver:
         self._dns = dns.asyncresolver.Resolver(configure=not servers)
         if servers:
             self._dns.nameservers = servers
-        # One lifetime per lookup, whatever the retries; each server gets its share, so a
-        # silent first server leaves time for the next one within that lifetime.
+        # One lifetime per lookup, whatever the retries. Each attempt waits at most 1 s (a lost
+        # UDP packet is re-sent, as dig does) and at most its server's share of the lifetime,
+        # so a silent first server leaves time for the next one within that lifetime.
         self._dns.lifetime = self.lifetime
-        self._dns.timeout = self.lifetime / max(1, len(self._dns.nameservers))
+        self._dns.timeout = min(1.0, self.lifetime / max(1, len(self._dns.nameservers)))
         self._dns.flags = dns.flags.RD | dns.flags.AD
         self._dns.use_edns(0, 0, 1232)
         self._dns.cache = None
@@ -147,12 +148,13 @@ class Resolver:
 
     async def _ask(self, name: str, rdtype: str) -> Lookup:
         try:
-            ans = await self._dns.resolve(name or ".", rdtype, search=False, lifetime=self.lifetime)
+            async with asyncio.timeout(self.lifetime):  # a hard bound over dnspython's retry loop
+                ans = await self._dns.resolve(name or ".", rdtype, search=False, lifetime=self.lifetime)
         except dns.resolver.NXDOMAIN:
             return Lookup(name, rdtype, "nxdomain")
         except dns.resolver.NoAnswer:
             return Lookup(name, rdtype, "nodata")
-        except dns.resolver.LifetimeTimeout:
+        except (dns.resolver.LifetimeTimeout, TimeoutError):
             return Lookup(name, rdtype, "timeout", error=f"no answer within {self.lifetime:g}s")
         except dns.resolver.NoNameservers as e:
             return Lookup(name, rdtype, "servfail", error=_short(e))
