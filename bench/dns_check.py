@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bot.dns.dkim_config import Signer  # noqa: E402
 from bot.dns.dnsbl import check_dnsbl  # noqa: E402
 from bot.dns.domain import DnsContext, HostFacts, check_address, check_domain  # noqa: E402
-from bot.dns.dkim_config import Signer  # noqa: E402
 from bot.dns.http import Https  # noqa: E402
 from bot.dns.resolver import Resolver  # noqa: E402
 from tests.dnslab import TEST_ENTRIES, DnsLab, Zone, missing_prerequisites  # noqa: E402
@@ -76,15 +76,15 @@ EXPECT = {"lab": "mx=['mail.example.test'] spf=pass sts=enforce dane=['unknown']
 EXPECT["silent+lab"] = EXPECT["lab"]
 
 
-async def timed(resolvers: str, lab: DnsLab, host: str, facts: HostFacts, timeout: float):
-    ctx = DnsContext(Resolver(resolvers, timeout), "https://rdap.lab.test/", Https(lab.ca_file, timeout))
+async def timed(resolvers: str, lab: DnsLab, host: str, facts: HostFacts, lifetime: float):
+    ctx = DnsContext(Resolver(resolvers, lifetime), "https://rdap.lab.test/", Https(lab.ca_file, lifetime))
     t0 = time.monotonic()
     said = await whole_check(ctx, host, facts)
     return time.monotonic() - t0, list(ctx.resolver._cache), said
 
 
-async def sequential(resolvers: str, questions, timeout: float) -> float:
-    r = Resolver(resolvers, timeout)
+async def sequential(resolvers: str, questions, lifetime: float) -> float:
+    r = Resolver(resolvers, lifetime)
     t0 = time.monotonic()
     for name, rdtype in questions:
         await r.lookup(name, rdtype)
