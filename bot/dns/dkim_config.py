@@ -122,8 +122,9 @@ def _ucl_strip(text: str) -> str:
 
 
 def _ucl_value(text: str, key: str) -> str | None:
-    depth_free = re.sub(r"\{[^{}]*\}", "", text) if key != "path" or "{" in text else text
-    m = re.search(rf"(?:^|[\s;{{]){key}\s*[=:]?\s*\"?([^\";\n]+)\"?\s*;?", depth_free)
+    """`key = "value";` at this level of text (inner { } blocks ignored)."""
+    flat = re.sub(r"\{[^{}]*\}", "", text)
+    m = re.search(rf"(?:^|[\s;{{]){key}\s*[=:]?\s*\"?([^\";\n]+)\"?\s*;?", flat)
     return m.group(1).strip() if m else None
 
 

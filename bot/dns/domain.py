@@ -22,7 +22,7 @@ from bot.dns.dkim import DkimReport, check_dkim
 from bot.dns.dkim_config import Signer
 from bot.dns.dmarc import Alignment, DmarcReport, check_dmarc
 from bot.dns.http import Https
-from bot.dns.mtasts import StsReport, check_mta_sts, mx_matches
+from bot.dns.mtasts import StsReport, check_mta_sts, unmatched
 from bot.dns.mx import MxReport, PtrReport, check_mx, check_ptr, name_matches
 from bot.dns.owners import Controller, address_owner, dns_provider
 from bot.dns.resolver import Resolver
@@ -96,12 +96,11 @@ async def check_domain(ctx: DnsContext, domain: str, facts: HostFacts) -> Domain
 
 
 async def _mta_sts(ctx: DnsContext, domain: str, mx_task) -> StsReport:
-    fetched = asyncio.ensure_future(check_mta_sts(ctx.resolver, domain, [], ctx.https))
+    fetched = asyncio.ensure_future(check_mta_sts(ctx.resolver, domain, ctx.https))
     mx, _ = await mx_task
     sts = await fetched
     if sts.policy:
-        sts.unmatched_mx = [h.name for h in mx.hosts
-                            if not any(mx_matches(p, h.name) for p in sts.policy.mx)]
+        sts.unmatched_mx = unmatched(sts.policy, [h.name for h in mx.hosts])
     return sts
 
 

@@ -43,7 +43,7 @@ def mx_issues(r: DomainReport, facts: HostFacts) -> list[Issue]:
     if mx.lookup_failed:
         return [_failed(f"where mail for {d} goes", mx.error)]
     if mx.error:
-        return [Issue("dns.mx_missing", "error", mx.error, controller=who)]
+        return [Issue("dns.mx_missing", "error", mx.error, controller=who, zone_lines=_mx_lines(d, facts))]
     if mx.null_mx:
         return [Issue("dns.null_mx", "info", f"{d} publishes a null MX (RFC 7505): it receives no mail",
                       "; ".join(mx.problems))]
@@ -91,8 +91,12 @@ def spf_issues(r: DomainReport, facts: HostFacts) -> list[Issue]:
         if v.result == "temperror":
             out.append(_failed(f"whether {addr} may send for {d}", v.decided_by))
         elif v.result == "permerror" and spf.records and not spf.error:
+            first = txt_line(d, spf_host_first(spf.records[0], facts.addresses))
             out.append(Issue("dns.spf_permerror", "error", f"SPF for {d} ends in permerror for {addr}: "
-                             f"{v.decided_by}", f"{v.lookups} lookups, {v.void_lookups} void", (), who))
+                             f"{v.decided_by}", f"{v.lookups} lookups, {v.void_lookups} void",
+                             (first,) if "lookups" in v.decided_by else (), who,
+                             note="this host's addresses first: they match before any lookup"
+                             if "lookups" in v.decided_by else ""))
         elif v.result in ("fail", "softfail", "neutral") and spf.records:
             out.append(Issue("dns.spf_excludes_host", "error" if v.result == "fail" else "warning",
                              f"SPF of {d} does not let this host ({addr}) send: {v.result} by {v.decided_by}",
@@ -111,6 +115,13 @@ def spf_with_host(record: str | None, addresses: list[str]) -> str:
     at = next((i for i, w in enumerate(words) if w.lstrip("+-~?").lower() == "all"
                or w.lower().startswith("redirect=")), len(words))
     return " ".join(words[:at] + add + words[at:])
+
+
+def spf_host_first(record: str, addresses: list[str]) -> str:
+    """The record with this host's addresses right after v=spf1: matched with no lookup."""
+    add = [f"ip{ipaddress.ip_address(a).version}:{a}" for a in addresses]
+    words = [w for w in record.split() if w not in add]
+    return " ".join(words[:1] + add + words[1:])
 
 
 def dkim_issues(r: DomainReport, facts: HostFacts) -> list[Issue]:
@@ -175,7 +186,8 @@ def sts_issues(r: DomainReport) -> list[Issue]:
     if s.lookup_failed:
         out.append(_failed(f"{d}'s MTA-STS/TLS-RPT records", s.txt_error or s.tlsrpt_error))
     elif s.txt_error:
-        out.append(Issue("dns.mta_sts_invalid", "error", s.txt_error, controller=who))
+        out.append(Issue("dns.mta_sts_invalid", "error", s.txt_error, controller=who, zone_lines=(
+            txt_line(f"_mta-sts.{d}", "v=STSv1; id=<new id, e.g. the date and time>"),)))
     if s.present and s.policy_error:
         out.append(Issue("dns.mta_sts_invalid", "error", f"MTA-STS policy of {d} unusable: {s.policy_error}",
                          f"https://mta-sts.{d}/.well-known/mta-sts.txt"))
@@ -189,24 +201,24 @@ def sts_issues(r: DomainReport) -> list[Issue]:
                          note=f"policy file https://mta-sts.{d}/.well-known/mta-sts.txt:\n"
                               f"version: STSv1\nmode: {s.policy.mode}\n{mx}max_age: {s.policy.max_age}"))
     if s.tlsrpt_error and not s.lookup_failed:
-        out.append(Issue("dns.tlsrpt_invalid", "warning", s.tlsrpt_error, controller=who))
+        out.append(Issue("dns.tlsrpt_invalid", "warning", s.tlsrpt_error, controller=who, zone_lines=(
+            txt_line(f"_smtp._tls.{d}", f"v=TLSRPTv1; rua=mailto:tls-reports@{d}"),)))
     return out
 
 
 def dane_issues(r: DomainReport, facts: HostFacts) -> list[Issue]:
     out = []
     for t in r.dane:
-        want = txt = ()
-        if facts.certificate:
-            want = (f"_25._tcp.{t.mx}. 3600 IN TLSA {tlsa_for(facts.certificate).text()}",)
+        want = ((f"_25._tcp.{t.mx}. 3600 IN TLSA {tlsa_for(facts.certificate).text()}",)
+                if facts.certificate else ())
         if t.verdict == "unknown":
             out.append(_failed(f"DANE for {t.mx}", t.lookup_error))
         elif t.verdict == "mismatch":
-            txt = "\n".join(x.text() for x in t.records)
+            unusable = f" ({len(t.unusable)} with usage 0/1, unusable for SMTP)" if t.unusable else ""
             out.append(Issue("dns.dane_mismatch", "error",
                              f"No DNSSEC-validated TLSA record at _25._tcp.{t.mx} matches the certificate "
-                             "this host serves on port 25: DANE senders refuse to deliver", txt, want,
-                             r.provider))
+                             f"this host serves on port 25{unusable}: DANE senders refuse to deliver",
+                             "\n".join(x.text() for x in t.records), want, r.provider))
         elif t.verdict == "insecure":
             out.append(Issue("dns.dane_insecure", "warning", f"TLSA at _25._tcp.{t.mx} is not DNSSEC-validated "
                              "(AD bit unset): senders ignore it", controller=r.provider))

@@ -97,7 +97,14 @@ async def _txt(resolver: Resolver, name: str, version: str) -> tuple[str, str, b
     return (found[0], "", False) if found else ("", "", False)
 
 
-async def check_mta_sts(resolver: Resolver, domain: str, mx_hosts: list[str], https: Https) -> StsReport:
+def unmatched(policy: StsPolicy, mx_hosts: list[str]) -> list[str]:
+    """The MX hosts no pattern of the policy matches."""
+    return [h for h in mx_hosts if not any(mx_matches(p, h) for p in policy.mx)]
+
+
+async def check_mta_sts(resolver: Resolver, domain: str, https: Https) -> StsReport:
+    """The _mta-sts and _smtp._tls records and the policy file (unmatched_mx is left to the
+    caller, who knows the MX hosts: see unmatched())."""
     report = StsReport(domain)
     (txt, err, f1), (rpt, rpt_err, f2) = await asyncio.gather(
         _txt(resolver, f"_mta-sts.{domain}", "STSv1"), _txt(resolver, f"_smtp._tls.{domain}", "TLSRPTv1"))
@@ -117,7 +124,4 @@ async def check_mta_sts(resolver: Resolver, domain: str, mx_hosts: list[str], ht
         report.policy = parse_policy(got.text)
     except PolicyError as e:
         report.policy_error = str(e)
-        return report
-    report.unmatched_mx = [h for h in mx_hosts
-                           if not any(mx_matches(p, h) for p in report.policy.mx)]
     return report

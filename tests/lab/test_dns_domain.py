@@ -101,10 +101,14 @@ async def test_spf_include_chain_at_and_over_the_limit(dnslab):
     assert (v.result, v.lookups, rep.worst_case_lookups) == ("pass", 10, 10)
 
     world(dnslab, *_include_chain(11, host))
-    rep = await check_spf(context(dnslab).resolver, DOMAIN, [host])
-    v = rep.verdicts[host]
+    facts = HostFacts([host], signers=[])
+    rep = await check_domain(context(dnslab), DOMAIN, facts)
+    v = rep.spf.verdicts[host]
     assert v.result == "permerror" and "more than 10 DNS lookups" in v.decided_by
-    assert any("11 DNS lookups" in w for w in rep.warnings)
+    assert any("11 DNS lookups" in w and "include:i1.chain.test 1+10" in w for w in rep.spf.warnings)
+    found = issue(domain_issues(rep, facts), "dns.spf_permerror")
+    assert found.zone_lines == (f'example.test. 3600 IN TXT "v=spf1 ip4:{host} include:i1.chain.test -all"',)
+    assert found.controller.name.startswith("dns-provider.test")
 
 
 async def test_spf_excludes_the_host(dnslab):

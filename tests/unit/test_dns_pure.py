@@ -257,3 +257,15 @@ def test_banner_name():
     assert banner_name("220 mail.example.test ESMTP Exim 4.96") == "mail.example.test"
     assert banner_name("220-first\n220 second ESMTP") == "second"
     assert banner_name("554 go away") is None
+
+
+def test_spf_fix_records():
+    from bot.dns.issues import spf_host_first, spf_with_host
+
+    assert spf_with_host("v=spf1 mx +all", ["198.51.100.25"]) == "v=spf1 mx ip4:198.51.100.25 ~all"
+    assert spf_with_host("v=spf1 a redirect=_spf.example.test", ["2001:db8::25"]) == (
+        "v=spf1 a ip6:2001:db8::25 redirect=_spf.example.test")
+    assert spf_with_host(None, ["198.51.100.25"]) == "v=spf1 mx ip4:198.51.100.25 ~all"
+    assert spf_with_host("v=spf1 ip4:198.51.100.25 -all", ["198.51.100.25"]) == "v=spf1 ip4:198.51.100.25 -all"
+    assert spf_host_first("v=spf1 include:a.test -all", ["198.51.100.25"]) == (
+        "v=spf1 ip4:198.51.100.25 include:a.test -all")
