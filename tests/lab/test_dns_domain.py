@@ -202,3 +202,14 @@ async def test_mta_sts_mx_patterns(dnslab):
     # the lab CA is trusted only when configured: the production default store refuses it
     rep = await check_domain(context(dnslab, ca=False), DOMAIN, facts)
     assert rep.mta_sts.policy is None and "certificate" in rep.mta_sts.policy_error
+
+
+async def test_lab_resolver_answers_only_for_the_lab(dnslab):
+    """The lab resolver has no route out: a name outside the lab's zones fails at once
+    (no packet leaves the machine), and mailcheck reports that as a failed lookup."""
+    world(dnslab, Zone(DOMAIN, f"mail A {dnslab.ip(25)}"))
+    r = context(dnslab).resolver
+    inside, outside = await r.lookup("mail.example.test", "A"), await r.lookup("example.com", "A")
+    assert inside.texts == [dnslab.ip(25)]
+    assert outside.failed and outside.status == "servfail"
+    assert not dnslab.routes_out()
