@@ -16,13 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 from dataclasses import dataclass
 
 from bot.dns.resolver import Lookup, Resolver, reverse_name
+from bot.errors import ConfigError
 from bot.dns.spf_parse import txt_strings
 
 TEST_LISTED = {4: "127.0.0.2", 6: "::ffff:7f00:2"}
 TEST_CLEAN = {4: "127.0.0.1", 6: "::ffff:7f00:1"}
+
+
+def parse_zones(spec: str) -> list[str]:
+    """MAILCHECK_DNSBL_ZONES: 'zen.spamhaus.org, bl.spamcop.net' -> zone names (ConfigError if bad)."""
+    zones = [z.strip().lower().rstrip(".") for z in spec.split(",") if z.strip()]
+    for z in zones:
+        labels = z.split(".")
+        if len(labels) < 2 or not all(re.fullmatch(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?", lb)
+                                      for lb in labels):
+            raise ConfigError(f"MAILCHECK_DNSBL_ZONES: {z!r} is not a DNS zone name")
+    return list(dict.fromkeys(zones))
 
 
 def classify(lk: Lookup) -> str:

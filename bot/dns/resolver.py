@@ -106,7 +106,10 @@ class Resolver:
 
     def __post_init__(self) -> None:
         servers = parse_nameservers(self.nameservers)
-        self._dns = dns.asyncresolver.Resolver(configure=not servers)
+        try:
+            self._dns = dns.asyncresolver.Resolver(configure=not servers)
+        except dns.resolver.NoResolverConfiguration:
+            raise ConfigError("no nameserver: /etc/resolv.conf names none; set MAILCHECK_RESOLVERS") from None
         if servers:
             self._dns.nameservers = servers
         # One lifetime per lookup, whatever the retries. Each attempt waits at most 1 s (a lost

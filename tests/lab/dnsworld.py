@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import dns.reversename
+
 from bot.dns.domain import DnsContext
 from bot.dns.http import Https
 from bot.dns.resolver import Resolver
@@ -29,8 +31,9 @@ def provider_zone() -> Zone:
 
 
 def ptr_zone(address: str, name: str, signed: bool = False) -> Zone:
-    zone = reverse_zone(address)
-    return Zone(zone, f"{address.rsplit('.', 1)[1]} PTR {name}.", signed=signed)
+    """The /24 or /64 reverse zone with the address's PTR (IPv4 or IPv6)."""
+    owner = dns.reversename.from_address(address).to_text()
+    return Zone(reverse_zone(address), f"{owner} PTR {name}.", signed=signed)
 
 
 def rdap_file(lab: DnsLab, address: str, owner: str, abuse: str) -> dict[str, str]:

@@ -86,6 +86,18 @@ async def test_ptr_fcrdns_and_names(dnslab):
     assert found.zone_lines == (f"{rev} 3600 IN PTR mail.example.test.",)
 
 
+async def test_ptr_ipv6_nibbles_and_fcrdns(dnslab):
+    host6 = "2001:2:0:1::25"
+    world(dnslab, Zone(DOMAIN, f"mail AAAA {host6}"), ptr_zone(host6, "mail.example.test"))
+    facts = HostFacts([host6], helo_name="mail.example.test")
+    rep = await check_address(context(dnslab), host6, facts)
+    assert (rep.ptr.confirmed, rep.helo_matches) == (["mail.example.test"], True)
+    world(dnslab, Zone(DOMAIN, "mail AAAA 2001:2:0:1::99"), ptr_zone(host6, "mail.example.test"))
+    rep = await check_address(context(dnslab), host6, facts)
+    assert rep.ptr.fcrdns is False
+    assert "dns.fcrdns_failed" in codes(address_issues(rep, facts))
+
+
 def _include_chain(n: int, host: str) -> list[Zone]:
     """example.test -> include:i1.chain.test -> ... -> i<n> allows the host."""
     body = "\n".join(f'i{i} TXT "v=spf1 include:i{i + 1}.chain.test -all"' for i in range(1, n))

@@ -93,6 +93,14 @@ def test_dnsbl_classify(answer, state):
     assert dnsbl.classify(_a(*answer)) == state
 
 
+def test_dnsbl_zone_setting():
+    assert dnsbl.parse_zones(" zen.spamhaus.org, bl.spamcop.net,ZEN.spamhaus.org. ") == [
+        "zen.spamhaus.org", "bl.spamcop.net"]
+    for bad in ("localhost", "bl..test", "bl test.org", "-bl.test"):
+        with pytest.raises(ConfigError):
+            dnsbl.parse_zones(bad)
+
+
 def test_dnsbl_classify_void_and_failed():
     assert dnsbl.classify(Lookup("x", "A", "nxdomain")) == "not_listed"
     assert dnsbl.classify(Lookup("x", "A", "timeout")) == "failed"
