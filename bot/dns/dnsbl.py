@@ -20,8 +20,8 @@ import re
 from dataclasses import dataclass
 
 from bot.dns.resolver import Lookup, Resolver, reverse_name
-from bot.errors import ConfigError
 from bot.dns.spf_parse import txt_strings
+from bot.errors import ConfigError
 
 TEST_LISTED = {4: "127.0.0.2", 6: "::ffff:7f00:2"}
 TEST_CLEAN = {4: "127.0.0.1", 6: "::ffff:7f00:1"}
