@@ -29,10 +29,15 @@ class Signer:
         return any("$" in (v or "") for v in (self.selector, self.domain, self.key_path))
 
     def key_path_for(self, domain: str) -> str | None:
-        """rspamd's $domain/$selector in a key path, filled in."""
+        """The key path for this domain: rspamd's $domain/$selector and exim's
+        ${dkim_domain}/${dkim_selector} filled in (other expansions stay as written)."""
         if self.key_path is None:
             return None
-        return self.key_path.replace("$domain", domain).replace("$selector", self.selector)
+        path = self.key_path
+        for var, value in (("dkim_domain", domain), ("dkim_selector", self.selector),
+                           ("domain", domain), ("selector", self.selector)):
+            path = path.replace("${" + var + "}", value).replace("$" + var, value)
+        return path
 
 
 def _strip_comments(text: str) -> list[str]:

@@ -38,11 +38,12 @@ class MxReport:
     lookup_failed: bool = False
     problems: list[str] = field(default_factory=list)
     ours: list[str] = field(default_factory=list)    # MX hosts that have one of this host's addresses
+    compared: bool = False     # the host's addresses were known (not `mailcheck dns DOMAIN` alone)
 
     @property
     def elsewhere(self) -> bool | None:
-        """True: no MX host is this host. None: cannot tell."""
-        if self.lookup_failed or self.null_mx or any(h.error for h in self.hosts):
+        """True: no MX host is this host. None: cannot tell (or no host to compare with)."""
+        if not self.compared or self.lookup_failed or self.null_mx or any(h.error for h in self.hosts):
             return None
         return bool(self.hosts) and not self.ours
 
@@ -65,7 +66,7 @@ async def _host(resolver: Resolver, name: str, pref: int) -> MxHost:
 
 
 async def check_mx(resolver: Resolver, domain: str, host_addresses: list[str]) -> MxReport:
-    report = MxReport(domain)
+    report = MxReport(domain, compared=bool(host_addresses))
     mx = await resolver.lookup(domain, "MX")
     if mx.failed:
         report.error, report.lookup_failed = f"cannot read the MX records: {mx.describe()}", True

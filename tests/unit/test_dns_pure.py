@@ -182,6 +182,7 @@ def test_exim_signer_from_debian_macros():
     assert (s.selector, s.domain, s.key_path) == ("20240301", "${lc:${domain:$h_from:}}",
                                                   "/etc/exim4/dkim/${dkim_domain}-private.pem")
     assert s.dynamic
+    assert s.key_path_for("example.test") == "/etc/exim4/dkim/example.test-private.pem"
     assert dkim_config.exim_signers((DATA / "exim.30_exim4-config_remote_smtp").read_text()) == []
 
 
@@ -277,3 +278,13 @@ def test_spf_fix_records():
     assert spf_with_host("v=spf1 ip4:198.51.100.25 -all", ["198.51.100.25"]) == "v=spf1 ip4:198.51.100.25 -all"
     assert spf_host_first("v=spf1 include:a.test -all", ["198.51.100.25"]) == (
         "v=spf1 ip4:198.51.100.25 include:a.test -all")
+
+
+async def test_mx_elsewhere_needs_the_host_addresses():
+    from bot.dns.mx import check_mx
+
+    r = StaticResolver({"example.test MX": ["10 mx.other.test."], "mx.other.test A": ["192.0.2.9"]})
+    assert (await check_mx(r, "example.test", ["198.51.100.25"])).elsewhere is True
+    assert (await check_mx(r, "example.test", [])).elsewhere is None  # `mailcheck dns DOMAIN`: no host
+    r.records["example.test mx"] = "timeout"
+    assert (await check_mx(r, "example.test", ["198.51.100.25"])).elsewhere is None
