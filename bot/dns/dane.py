@@ -13,6 +13,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from bot.dns.resolver import Resolver
 
 
@@ -29,9 +32,6 @@ class Tlsa:
 
 def tlsa_for(der: bytes, usage: int = 3, selector: int = 1, mtype: int = 1) -> Tlsa:
     """The TLSA record that matches this certificate (the usual '3 1 1')."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
     cert = x509.load_der_x509_certificate(der)
     blob = der if selector == 0 else cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

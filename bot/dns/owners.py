@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import dns.reversename
+
 from bot.dns.dmarc import org_domain
 from bot.dns.http import Https, fetch
 from bot.dns.resolver import Resolver
@@ -103,6 +105,4 @@ def txt_line(owner: str, text: str, ttl: int = 3600) -> str:
 
 
 def ptr_line(address: str, name: str, ttl: int = 3600) -> str:
-    import dns.reversename
-
     return f"{dns.reversename.from_address(address).to_text()} {ttl} IN PTR {name.rstrip('.')}."
