@@ -70,7 +70,7 @@ async def whole_check(ctx: DnsContext, host: str, facts: HostFacts) -> str:
             f"dnsbl={sorted({x.state for x in bl})}")
 
 
-EXPECT = {"lab": "mx=['mail.example.test'] spf=pass sts=enforce dane=['unknown'] fcrdns=True "
+EXPECT = {"lab": "mx=['mail.example.test'] spf=pass sts=enforce dane=['unchecked'] fcrdns=True "
                  "dnsbl=['not_listed']",
           "silent": "mx=True spf=temperror sts=True dane=[] fcrdns=None dnsbl=['failed']"}
 EXPECT["silent+lab"] = EXPECT["lab"]

@@ -55,15 +55,20 @@ class DaneReport:
     matching: list[Tlsa] = field(default_factory=list)
     unusable: list[Tlsa] = field(default_factory=list)
 
+    no_certificate: bool = False   # TLSA to match, but no certificate from port 25
+
     @property
     def verdict(self) -> str:
-        """none | insecure (ignored by senders) | unknown | match | mismatch."""
+        """none | insecure (ignored by senders) | unknown (lookup failed) | unchecked (no
+        certificate to match) | match | mismatch."""
         if self.lookup_error:
             return "unknown"
         if not self.records:
             return "none"
         if not self.authenticated:
             return "insecure"
+        if self.no_certificate:
+            return "unchecked"
         return "match" if self.matching else "mismatch"
 
 
@@ -77,8 +82,7 @@ async def check_dane(resolver: Resolver, mx: str, der: bytes | None) -> DaneRepo
     report.authenticated = lk.authenticated
     report.unusable = [t for t in report.records if t.usage in (0, 1)]
     if der is None:
-        if report.records and report.authenticated:
-            report.lookup_error = "no certificate from the host's port 25 to match against"
+        report.no_certificate = True
         return report
     report.matching = [t for t in report.records if t.usage in (2, 3) and matches(t, der)]
     return report

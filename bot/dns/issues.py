@@ -219,6 +219,11 @@ def dane_issues(r: DomainReport, facts: HostFacts) -> list[Issue]:
                              f"No DNSSEC-validated TLSA record at _25._tcp.{t.mx} matches the certificate "
                              f"this host serves on port 25{unusable}: DANE senders refuse to deliver",
                              "\n".join(x.text() for x in t.records), want, r.provider))
+        elif t.verdict == "unchecked":
+            out.append(Issue("dns.dane_unchecked", "warning", f"DNSSEC-validated TLSA records at "
+                             f"_25._tcp.{t.mx}, but no certificate from this host's port 25 to match "
+                             "them against (no STARTTLS, or the probe failed)",
+                             "\n".join(x.text() for x in t.records)))
         elif t.verdict == "insecure":
             out.append(Issue("dns.dane_insecure", "warning", f"TLSA at _25._tcp.{t.mx} is not DNSSEC-validated "
                              "(AD bit unset): senders ignore it", controller=r.provider))

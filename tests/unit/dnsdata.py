@@ -20,8 +20,9 @@ from bot.dns.resolver import Lookup
 class StaticResolver:
     """records: {"name TYPE": [rdata text, ...]}; "name TYPE": "timeout" for a silent server."""
 
-    def __init__(self, records: dict[str, list[str] | str]) -> None:
+    def __init__(self, records: dict[str, list[str] | str], validated: set[str] = frozenset()) -> None:
         self.records = {k.lower(): v for k, v in records.items()}
+        self.validated = validated  # names whose answers carry the AD bit
         self.asked: Counter[tuple[str, str]] = Counter()
         self.names = {k.split()[0] for k in self.records}
 
@@ -35,7 +36,7 @@ class StaticResolver:
             return Lookup(name, rdtype, "nodata" if name in self.names else "nxdomain")
         rrset = tuple(dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rdtype), v)
                       for v in value)
-        return Lookup(name, rdtype, "ok", rrset, authenticated=False)
+        return Lookup(name, rdtype, "ok", rrset, authenticated=name in self.validated)
 
     async def ptr(self, address: str) -> Lookup:
         return await self.lookup(dns.reversename.from_address(address).to_text(), "PTR")

@@ -141,6 +141,26 @@ def test_tlsa_matching_each_selector_and_type():
     assert not matches(Tlsa(3, 1, 9, b"\0" * 32), der)  # unknown matching type never matches
 
 
+async def test_dane_verdicts():
+    from bot.dns.dane import check_dane
+
+    der, other = _cert(), _cert()
+    name = "_25._tcp.mail.example.test"
+    good, stale = tlsa_for(der).text(), tlsa_for(other).text()
+    signed = {name}
+    assert (await check_dane(StaticResolver({f"{name} TLSA": [good]}, signed), "mail.example.test", der)
+            ).verdict == "match"
+    assert (await check_dane(StaticResolver({f"{name} TLSA": [stale, "1 1 1 " + good.split()[3]]}, signed),
+                             "mail.example.test", der)).verdict == "mismatch"  # usage 1: unusable
+    assert (await check_dane(StaticResolver({f"{name} TLSA": [good]}), "mail.example.test", der)
+            ).verdict == "insecure"
+    assert (await check_dane(StaticResolver({f"{name} TLSA": [good]}, signed), "mail.example.test", None)
+            ).verdict == "unchecked"
+    assert (await check_dane(StaticResolver({f"{name} TLSA": "timeout"}), "mail.example.test", der)
+            ).verdict == "unknown"
+    assert (await check_dane(StaticResolver({}), "mail.example.test", der)).verdict == "none"
+
+
 # --- DKIM ----------------------------------------------------------------------------
 def _pem(key) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
