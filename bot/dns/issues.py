@@ -16,6 +16,7 @@ from bot.dns.dkim import DkimError, record_for_private
 from bot.dns.dnsbl import Listing
 from bot.dns.domain import AddressReport, DomainReport, HostFacts, signers_for
 from bot.dns.owners import Controller, ptr_line, txt_line
+from bot.dns.spf_parse import SpfSyntaxError, parse
 
 
 @dataclass(frozen=True)
@@ -77,38 +78,65 @@ def spf_issues(r: DomainReport, facts: HostFacts) -> list[Issue]:
     if spf.lookup_failed:
         return [_failed(f"{d}'s SPF policy", spf.error)]
     out = []
-    fixed = txt_line(d, spf_with_host(spf.records[0] if len(spf.records) == 1 else None, facts.addresses))
+    base = spf_base(spf.records, spf.split_fixed)
+    fixed = (txt_line(d, spf_with_host(base, facts.addresses)),) if base is not False else ()
     if spf.error:
         code = "dns.spf_missing" if not spf.records else "dns.spf_invalid"
+        note = ("one record: merge the others' terms into it and delete them"
+                if len(spf.records) > 1 else "" if fixed else "correct the term named above")
         out.append(Issue(code, "error" if spf.records else "warning", spf.error,
-                         "\n".join(spf.records), (fixed,), who))
+                         "\n".join(spf.records), fixed, who, note))
     for w in spf.warnings:
         code = ("dns.spf_plus_all" if "every host" in w else "dns.spf_lookup_limit" if "lookups" in w
                 else "dns.spf_split" if "join" in w else "dns.spf_warning")
         out.append(Issue(code, "error" if code == "dns.spf_plus_all" else "warning", w,
-                         "\n".join(spf.records), (fixed,) if code != "dns.spf_lookup_limit" else (), who))
+                         "\n".join(spf.records), fixed if code != "dns.spf_lookup_limit" else (), who))
     for addr, v in spf.verdicts.items():
-        if v.result == "temperror":
-            out.append(_failed(f"whether {addr} may send for {d}", v.decided_by))
-        elif v.result == "permerror" and spf.records and not spf.error:
-            first = txt_line(d, spf_host_first(spf.records[0], facts.addresses))
-            out.append(Issue("dns.spf_permerror", "error", f"SPF for {d} ends in permerror for {addr}: "
-                             f"{v.decided_by}", f"{v.lookups} lookups, {v.void_lookups} void",
-                             (first,) if "lookups" in v.decided_by else (), who,
-                             note="this host's addresses first: they match before any lookup"
-                             if "lookups" in v.decided_by else ""))
-        elif v.result in ("fail", "softfail", "neutral") and spf.records:
-            out.append(Issue("dns.spf_excludes_host", "error" if v.result == "fail" else "warning",
-                             f"SPF of {d} does not let this host ({addr}) send: {v.result} by {v.decided_by}",
-                             spf.records[0], (fixed,), who))
+        out += _spf_verdict_issues(r, facts, addr, v, fixed)
     return out
+
+
+def _spf_verdict_issues(r: DomainReport, facts: HostFacts, addr: str, v, fixed: tuple) -> list[Issue]:
+    spf, d, who = r.spf, r.domain, r.provider
+    if v.result == "temperror":
+        return [_failed(f"whether {addr} may send for {d}", v.decided_by)]
+    if v.result == "permerror" and spf.records and not spf.error:
+        limit = "lookups" in v.decided_by
+        first = (txt_line(d, spf_host_first(spf.records[0], facts.addresses)),) if limit else ()
+        return [Issue("dns.spf_permerror", "error", f"SPF for {d} ends in permerror for {addr}: "
+                      f"{v.decided_by}", f"{v.lookups} lookups, {v.void_lookups} void", first, who,
+                      "this host's addresses first: they match before any lookup" if limit else "")]
+    if v.result in ("fail", "softfail", "neutral") and spf.records:
+        return [Issue("dns.spf_excludes_host", "error" if v.result == "fail" else "warning",
+                      f"SPF of {d} does not let this host ({addr}) send: {v.result} by {v.decided_by}",
+                      spf.records[0], fixed, who)]
+    return []
+
+
+def spf_base(records: list[str], split_fixed: str | None) -> str | None | bool:
+    """The record a fix starts from: the one record (as its author meant it, when a split lost
+    a space), the records merged when there are several, None when there is none, False
+    when a syntax error leaves no sound base."""
+    if split_fixed:
+        return split_fixed
+    if not records:
+        return None
+    try:
+        parsed = [parse(rec) for rec in records]
+    except SpfSyntaxError:
+        return False
+    if len(parsed) == 1:
+        return records[0]
+    words = [t.text for rec in parsed for t in rec.terms if t.kind not in ("all", "redirect")]
+    tails = [t.text for t in parsed[0].terms if t.kind in ("all", "redirect")]
+    return " ".join(["v=spf1", *dict.fromkeys(words), *tails])
 
 
 def spf_with_host(record: str | None, addresses: list[str]) -> str:
     """The record with this host's addresses added before the first all/redirect."""
     add = [f"ip{ipaddress.ip_address(a).version}:{a}" for a in addresses]
     if not record:
-        return " ".join(["v=spf1", "mx", *add, "~all"])
+        return " ".join(["v=spf1", *add, "~all"])
     words = record.split()
     add = [a for a in add if a not in words]
     words = ["~all" if w.lower() in ("all", "+all") else w for w in words]

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from bot.dns.resolver import Lookup, Resolver
 from bot.dns.spf_parse import (
     LOOKUP_TERMS,
+    Selection,
     SpfRecord,
     SpfSyntaxError,
     Term,
@@ -67,13 +68,13 @@ class _Eval:
     lookups: int = 0
     void: int = 0
 
-    async def txt(self, domain: str) -> tuple[Lookup, list[str], list[str]]:
+    async def txt(self, domain: str) -> tuple[Lookup, Selection]:
         lk = await self.resolver.lookup(domain, "TXT")
-        found, warnings = select([txt_strings(r) for r in lk.rrset]) if lk.ok else ([], [])
-        return lk, found, warnings
+        return lk, select([txt_strings(r) for r in lk.rrset] if lk.ok else [])
 
     async def record(self, domain: str) -> SpfRecord | None:
-        lk, found, _ = await self.txt(domain)
+        lk, sel = await self.txt(domain)
+        found = sel.found
         if lk.failed:
             raise TempError(lk.describe())
         if not found:
@@ -211,6 +212,7 @@ class SpfReport:
     worst_case_lookups: int | None = None   # every lookup term in the tree, as a non-matching sender sees
     verdicts: dict[str, SpfVerdict] = field(default_factory=dict)
     lookup_failed: bool = False
+    split_fixed: str | None = None          # the record with the space a string split lost
 
 
 async def check_spf(resolver: Resolver, domain: str, addresses: list[str],
@@ -218,9 +220,10 @@ async def check_spf(resolver: Resolver, domain: str, addresses: list[str],
     """The domain's SPF record, its problems, and the verdict for each of the host's addresses."""
     report = SpfReport(domain)
     ev = _Eval(resolver, ipaddress.ip_address("0.0.0.0"), {})
-    (lk, report.records, report.warnings), worst, *verdicts = await asyncio.gather(
+    (lk, sel), worst, *verdicts = await asyncio.gather(
         ev.txt(domain), static_lookups(resolver, domain),
         *(evaluate(resolver, domain, a, helo) for a in addresses))
+    report.records, report.warnings, report.split_fixed = sel.found, list(sel.warnings), sel.fixed
     report.worst_case_lookups = worst
     report.verdicts = dict(zip(addresses, verdicts, strict=True))
     if lk.failed:
@@ -272,7 +275,8 @@ async def static_lookups(resolver: Resolver, domain: str, depth: int = 0) -> int
     """Every lookup term of the record tree (include and redirect followed, macros not):
     what a sender that matches nothing costs. None when a record in the tree cannot be read."""
     ev = _Eval(resolver, ipaddress.ip_address("0.0.0.0"), {})
-    lk, found, _ = await ev.txt(domain)
+    lk, sel = await ev.txt(domain)
+    found = sel.found
     if lk.failed or len(found) != 1 or depth > 12:
         return 0 if not lk.failed and not found else None
     try:

@@ -61,19 +61,31 @@ def txt_strings(rdata) -> list[str]:
     return [s.decode("utf-8", "replace") for s in rdata.strings]
 
 
-def select(txt_records: list[list[str]]) -> tuple[list[str], list[str]]:
-    """From the TXT records of a domain (each a list of strings): the SPF ones
-    (strings concatenated with nothing between, RFC 7208 3.3) and warnings about splits."""
-    found, warnings = [], []
+@dataclass(frozen=True)
+class Selection:
+    """The SPF records among a domain's TXT records, and what their strings got wrong."""
+
+    found: list[str]
+    warnings: list[str]
+    fixed: str | None = None   # the record as its author meant it, where a split lost a space
+
+
+def select(txt_records: list[list[str]]) -> Selection:
+    """From the TXT records of a domain (each a list of strings): the SPF ones (strings
+    concatenated with nothing between, RFC 7208 3.3) and warnings about bad splits."""
+    found, warnings, fixed = [], [], None
     for strings in txt_records:
         joined = "".join(strings)
+        lost = split_warnings(strings)
         if not is_spf(joined):
-            if is_spf(strings[0][:7] if strings else "") and len(strings) > 1:
+            if len(strings) > 1 and is_spf(strings[0].split(" ", 1)[0]) and lost:
                 warnings.append(f"TXT strings {strings!r} join into {joined!r}, which is not an SPF record")
+                fixed = split_fix(strings)
             continue
         found.append(joined)
-        warnings += split_warnings(strings)
-    return found, warnings
+        warnings += lost
+        fixed = split_fix(strings) if lost else fixed
+    return Selection(found, warnings, fixed)
 
 
 def split_warnings(strings: list[str]) -> list[str]:
@@ -87,6 +99,14 @@ def split_warnings(strings: list[str]) -> list[str]:
         if not _valid(tail + head) or (_valid(tail) and _valid(head)):
             out.append(f"the strings {left!r} and {right!r} join with no space into "
                        f"{tail + head!r} (DNS joins a TXT record's strings with nothing between)")
+    return out
+
+
+def split_fix(strings: list[str]) -> str:
+    """The strings joined with a space at each boundary split_warnings flags."""
+    out = strings[0]
+    for left, right in zip(strings, strings[1:], strict=False):
+        out += (" " if split_warnings([left, right]) else "") + right
     return out
 
 

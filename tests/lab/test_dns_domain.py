@@ -137,6 +137,14 @@ async def test_spf_excludes_the_host(dnslab):
     assert "fail by -all in example.test" in found.summary
     assert found.zone_lines == (f'example.test. 3600 IN TXT "v=spf1 a:mail.example.test ip4:{host} -all"',)
 
+    # split badly over strings: "v=spf1" "a:mail..." is one string "v=spf1a:mail...": no SPF at all
+    world(dnslab, Zone(DOMAIN, f'@ TXT "v=spf1" "a:mail.example.test -all"\nmail A {host}'))
+    rep = await check_domain(context(dnslab), DOMAIN, facts)
+    assert rep.spf.records == [] and rep.spf.verdicts[host].result == "none"
+    found = issue(domain_issues(rep, facts), "dns.spf_split")
+    assert "v=spf1a:mail.example.test" in found.summary
+    assert found.zone_lines == (f'example.test. 3600 IN TXT "v=spf1 a:mail.example.test ip4:{host} -all"',)
+
 
 def _key() -> bytes:
     return rsa.generate_private_key(65537, 2048).private_bytes(

@@ -289,12 +289,18 @@ def test_banner_name():
 
 
 def test_spf_fix_records():
-    from bot.dns.issues import spf_host_first, spf_with_host
+    from bot.dns.issues import spf_base, spf_host_first, spf_with_host
+
+    # two records merged, none of their senders lost; a syntax error gives no base to build on
+    assert spf_base(["v=spf1 include:a.test -all", "v=spf1 ip4:192.0.2.1 include:a.test ~all"], None) == (
+        "v=spf1 include:a.test ip4:192.0.2.1 -all")
+    assert spf_base(["v=spf1 foo:bar -all"], None) is False
+    assert spf_base([], None) is None
 
     assert spf_with_host("v=spf1 mx +all", ["198.51.100.25"]) == "v=spf1 mx ip4:198.51.100.25 ~all"
     assert spf_with_host("v=spf1 a redirect=_spf.example.test", ["2001:db8::25"]) == (
         "v=spf1 a ip6:2001:db8::25 redirect=_spf.example.test")
-    assert spf_with_host(None, ["198.51.100.25"]) == "v=spf1 mx ip4:198.51.100.25 ~all"
+    assert spf_with_host(None, ["198.51.100.25"]) == "v=spf1 ip4:198.51.100.25 ~all"
     assert spf_with_host("v=spf1 ip4:198.51.100.25 -all", ["198.51.100.25"]) == "v=spf1 ip4:198.51.100.25 -all"
     assert spf_host_first("v=spf1 include:a.test -all", ["198.51.100.25"]) == (
         "v=spf1 ip4:198.51.100.25 include:a.test -all")

@@ -40,13 +40,18 @@ def test_parse_terms_and_cidrs():
 
 
 def test_select_and_bad_splits():
-    found, warnings = select([["v=spf1 include:a.test", "include:b.test -all"], ["google-site=x"]])
-    assert found == ["v=spf1 include:a.testinclude:b.test -all"]
-    assert warnings and "join with no space" in warnings[0]
-    found, warnings = select([["v=spf1 include:_sp", "f.google.com -all"]])
-    assert warnings == [] and found == ["v=spf1 include:_spf.google.com -all"]
+    sel = select([["v=spf1 include:a.test", "include:b.test -all"], ["google-site=x"]])
+    assert sel.found == ["v=spf1 include:a.testinclude:b.test -all"]
+    assert sel.warnings and "join with no space" in sel.warnings[0]
+    assert sel.fixed == "v=spf1 include:a.test include:b.test -all"
+    sel = select([["v=spf1 include:_sp", "f.google.com -all"]])  # split mid-word: fine
+    assert (sel.found, sel.warnings, sel.fixed) == (["v=spf1 include:_spf.google.com -all"], [], None)
     assert split_warnings(["v=spf1 a ", "mx -all"]) == []
-    assert select([["v=spf10 -all"], ["spf1 -all"]]) == ([], [])
+    assert select([["v=spf10 -all"], ["spf1 -all"]]).found == []
+    # the split that loses the record altogether: "v=spf1" + "ip4:..." is "v=spf1ip4:..."
+    sel = select([["v=spf1", "ip4:198.51.100.25 -all"]])
+    assert sel.found == [] and "not an SPF record" in sel.warnings[0]
+    assert sel.fixed == "v=spf1 ip4:198.51.100.25 -all"
 
 
 def test_macro_expansion_rfc_examples():
