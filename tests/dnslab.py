@@ -56,6 +56,17 @@ TEST_ENTRIES = {"127.0.0.2": ("127.0.0.2", "RFC 5782 test entry"),
                 "::ffff:7f00:2": ("127.0.0.2", "RFC 5782 test entry")}
 
 
+EVERYTHING = ("0.0.0.0/1", "128.0.0.0/1", "::/1", "8000::/1")
+
+
+def standard_dnsbl(listed: dict[str, tuple[str, str]] | None = None) -> dict[str, dict[str, tuple[str, str]]]:
+    """The lab's DNSBL zones: bl.test, a real-style list (RFC 5782 test entries, plus
+    `listed` {address: (code, TXT)}), and blocked.test, which answers 127.255.255.254 for
+    everything, as Spamhaus answers a public resolver ("cannot check")."""
+    return {"bl.test": {**TEST_ENTRIES, **(listed or {})},
+            "blocked.test": {net: ("127.255.255.254", "query refused: public resolver") for net in EVERYTHING}}
+
+
 @dataclass(frozen=True)
 class Zone:
     """One zone of the world: zone-file lines ($ORIGIN is the zone; SOA/NS added)."""

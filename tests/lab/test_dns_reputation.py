@@ -10,7 +10,7 @@ from bot.dns.dnsbl import check_dnsbl
 from bot.dns.domain import HostFacts, check_domain
 from bot.dns.issues import dnsbl_issues, domain_issues
 from bot.probes import Prober
-from tests.dnslab import TEST_ENTRIES, Zone
+from tests.dnslab import Zone, standard_dnsbl
 from tests.lab.dnsworld import DOMAIN, context, world
 
 pytestmark = pytest.mark.lab
@@ -20,16 +20,8 @@ HOST6 = "2001:2::25"
 
 def zones(lab):
     host = lab.ip(25)
-    return {
-        # a real-style list: RFC 5782 test entries, this host listed with a reason
-        "bl.test": {**TEST_ENTRIES, host: ("127.0.0.4", "Listed: spam from $ seen at the lab trap"),
-                    HOST6: ("127.0.0.3", "Listed: IPv6 spam source")},
-        # Spamhaus's answer to a public resolver: 127.255.255.254 for everything
-        "blocked.test": {"0.0.0.0/1": ("127.255.255.254", "open resolver"),
-                         "128.0.0.0/1": ("127.255.255.254", "open resolver"),
-                         "::/1": ("127.255.255.254", "open resolver"),
-                         "8000::/1": ("127.255.255.254", "open resolver")},
-    }
+    return standard_dnsbl({host: ("127.0.0.4", "Listed: spam from $ seen at the lab trap"),
+                           HOST6: ("127.0.0.3", "Listed: IPv6 spam source")})
 
 
 async def test_listing_clean_and_cannot_check(dnslab):
