@@ -314,3 +314,23 @@ async def test_mx_elsewhere_needs_the_host_addresses():
     assert (await check_mx(r, "example.test", [])).elsewhere is None  # `mailcheck dns DOMAIN`: no host
     r.records["example.test mx"] = "timeout"
     assert (await check_mx(r, "example.test", ["198.51.100.25"])).elsewhere is None
+
+
+def test_ca_file_replaces_the_trust_store_and_never_disables_verification(tmp_path):
+    import ssl
+
+    from bot.dns.http import ssl_context
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "private CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+          .serial_number(7).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(key, hashes.SHA256()))
+    pem = tmp_path / "ca.pem"
+    pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    ctx = ssl_context(pem)
+    assert [c["subject"] for c in ctx.get_ca_certs()] == [((("commonName", "private CA"),),)]
+    for c in (ctx, ssl_context(None)):
+        assert c.verify_mode == ssl.CERT_REQUIRED and c.check_hostname
