@@ -97,40 +97,19 @@ def reverse_zone(address: str) -> str:
 class DnsLab:
     def __init__(self) -> None:
         self.index = _allocate()
+        self.ns = f"mc{self.index}"
         self.dir = Path(tempfile.mkdtemp(prefix=f"dnslab{self.index}-"))
+        self.ca_file = self.dir / "ca.pem"
+        self.resolver, self.rewriter = self.ip(53), self.ip(54)
+        self.authoritative = self.ip(55)  # knot (port 5300), rbldnsd (5301); also on 127.0.0.1
+        self.web = self.ip(80)
         self.procs: dict[str, subprocess.Popen] = {}
         self.zones: list[Zone] = []
         self.serial = 0
         self._anchors: dict[str, list[str]] = {}
 
-    # --- addresses -----------------------------------------------------------
-    @property
-    def ns(self) -> str:
-        return f"mc{self.index}"
-
     def ip(self, last: int) -> str:
         return f"198.18.{self.index}.{last}"
-
-    @property
-    def resolver(self) -> str:
-        return self.ip(53)
-
-    @property
-    def rewriter(self) -> str:
-        return self.ip(54)
-
-    @property
-    def web(self) -> str:
-        return self.ip(80)
-
-    @property
-    def authoritative(self) -> str:
-        """knot (port 5300) and rbldnsd (port 5301) listen here (and on 127.0.0.1)."""
-        return self.ip(55)
-
-    @property
-    def ca_file(self) -> Path:
-        return self.dir / "ca.pem"
 
     # --- lifecycle -------------------------------------------------------------
     def start(self) -> DnsLab:
