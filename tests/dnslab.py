@@ -122,7 +122,8 @@ class DnsLab:
             self._spawn("rewriter", py, str(HERE / "dnslab_servers.py"), "rewriter",
                         self.rewriter, self.resolver, "127.0.0.2")
             self._spawn("https", py, str(HERE / "dnslab_servers.py"), "https", self.web,
-                        str(self.dir / "www"), str(self.ca_file), str(self.dir / "ca.key"))
+                        str(self.dir / "www"), str(self.ca_file), str(self.dir / "ca.key"),
+                        str(self.dir / "certs"))
             self.load([])
         except BaseException:
             self.close()

@@ -6,10 +6,11 @@
         pages). DNSBL answers through it look "listed" unless the client checks
         the RFC 5782 test entries.
 
-    python dnslab_servers.py https LISTEN_IP ROOT CA_CERT CA_KEY
+    python dnslab_servers.py https LISTEN_IP ROOT CA_CERT CA_KEY WORKDIR
         HTTPS on LISTEN_IP:443 serving ROOT/<Host>/<path> (MTA-STS policies,
         RDAP answers). The certificate for each server name (SNI) is made on the
-        fly and signed by the lab CA, which only the tests' settings trust.
+        fly (kept in WORKDIR) and signed by the lab CA, which only the tests'
+        settings trust.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import ipaddress
 import socket
 import ssl
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -83,13 +83,14 @@ def _mint(name: str, ca_cert, ca_key, workdir: Path) -> ssl.SSLContext:
     return ctx
 
 
-def https(listen: str, root: str, ca_cert_path: str, ca_key_path: str) -> None:
+def https(listen: str, root: str, ca_cert_path: str, ca_key_path: str, work: str) -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
     ca_cert = x509.load_pem_x509_certificate(Path(ca_cert_path).read_bytes())
     ca_key = serialization.load_pem_private_key(Path(ca_key_path).read_bytes(), None)
-    workdir = Path(tempfile.mkdtemp(prefix="dnslab-https-"))
+    workdir = Path(work)
+    workdir.mkdir(exist_ok=True)
     contexts: dict[str, ssl.SSLContext] = {}
     lock = threading.Lock()
 
