@@ -45,9 +45,9 @@ import dns.rcode
 import dns.rdatatype
 import dns.reversename
 
-from tests.labhost import LabHost, _allocate, _run
+from tests.labhost import SBIN_PATH, LabHost, _allocate, _run, require_declared
 
-REQUIRED = ("ip", "knotd", "knotc", "unbound", "unbound-control", "rbldnsd")
+PROGRAMS = ("ip", "knotd", "knotc", "unbound", "unbound-control", "rbldnsd")  # all in labhost.REQUIRED
 HERE = Path(__file__).parent
 KNOT_PORT, RBL_PORT = 5300, 5301
 # RFC 5782 section 5: every IPv4 DNSBL lists 127.0.0.2 and not 127.0.0.1;
@@ -85,7 +85,7 @@ class Zone:
 
 def missing_prerequisites() -> list[str]:
     missing = [] if os.geteuid() == 0 else ["root (network namespaces need it)"]
-    return missing + [p for p in REQUIRED if not (shutil.which(p) or shutil.which(p, path="/usr/sbin"))]
+    return missing + [p for p in PROGRAMS if not shutil.which(p, path=SBIN_PATH)]
 
 
 def reverse_zone(address: str) -> str:
@@ -118,12 +118,12 @@ class DnsLab:
             self._make_ca()
             (self.dir / "db").mkdir()
             (self.dir / "www").mkdir()
-            py = sys.executable
-            self._spawn("rewriter", py, str(HERE / "dnslab_servers.py"), "rewriter",
-                        self.rewriter, self.resolver, "127.0.0.2")
-            self._spawn("https", py, str(HERE / "dnslab_servers.py"), "https", self.web,
+            py = str(Path(sys.executable).with_name("python3"))  # this venv's, with dnspython
+            self._spawn(py, str(HERE / "dnslab_servers.py"), "rewriter",
+                        self.rewriter, self.resolver, "127.0.0.2", name="rewriter")
+            self._spawn(py, str(HERE / "dnslab_servers.py"), "https", self.web,
                         str(self.dir / "www"), str(self.ca_file), str(self.dir / "ca.key"),
-                        str(self.dir / "certs"))
+                        str(self.dir / "certs"), name="https")
             self.load([])
         except BaseException:
             self.close()
@@ -165,7 +165,8 @@ class DnsLab:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption()))
 
-    def _spawn(self, name: str, *argv: str) -> None:
+    def _spawn(self, *argv: str, name: str) -> None:
+        require_declared(argv)
         log = open(self.dir / f"{name}.log", "a")
         self.procs[name] = subprocess.Popen(["ip", "netns", "exec", self.ns, *argv],
                                             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -238,7 +239,7 @@ class DnsLab:
         if "knot" in self.procs:
             _run("knotc", "-c", str(conf), "-s", str(self.dir / "knot.sock"), "reload")
         else:
-            self._spawn("knot", "knotd", "-c", str(conf))
+            self._spawn("knotd", "-c", str(conf), name="knot")
         for z in self.zones:
             self._wait_zone(z)
 
@@ -290,8 +291,8 @@ class DnsLab:
         else:
             self._stop("rbldnsd")
             if specs:
-                self._spawn("rbldnsd", "rbldnsd", "-n", "-e", "-w", str(rdir),
-                            "-b", f"127.0.0.1/{RBL_PORT}", "-b", f"{self.authoritative}/{RBL_PORT}", *specs)
+                self._spawn("rbldnsd", "-n", "-e", "-w", str(rdir), "-b", f"127.0.0.1/{RBL_PORT}",
+                            "-b", f"{self.authoritative}/{RBL_PORT}", *specs, name="rbldnsd")
         if specs:
             self._wait_rbl(next(iter(dnsbl)))
 
@@ -326,7 +327,7 @@ class DnsLab:
             lines += ["stub-zone:", f'  name: "{zone}."', f"  stub-addr: 127.0.0.1@{RBL_PORT}"]
         conf.write_text("\n".join(lines) + "\n")
         if "unbound" not in self.procs:
-            self._spawn("unbound", "unbound", "-d", "-c", str(conf))
+            self._spawn("unbound", "-d", "-c", str(conf), name="unbound")
         else:
             self._sh("unbound-control", "-c", str(conf), "reload")
         self._wait_resolver()

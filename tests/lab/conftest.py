@@ -66,3 +66,13 @@ def dnslab(dnslab_session):
     """The session's DNS lab with an empty world; the test loads the world it needs."""
     dnslab_session.load([])
     yield dnslab_session
+
+
+@pytest.fixture
+def dnshost(lab, dnslab):
+    """A factory: lab hosts whose resolv.conf names the DNS lab's resolver, linked to it."""
+    def factory(**kw) -> LabHost:
+        host = lab(resolver=dnslab.resolver, **kw)
+        dnslab.attach(host)
+        return host
+    return factory
