@@ -272,3 +272,124 @@ def test_a_port_update_is_typed():
     port = PortStatus(port=25, direction="inbound", process="exim4", firewall="block")
     after = PortUpdate(listening="public", process=None).apply(port)
     assert (after.listening, after.process, after.firewall) == ("public", None, "block")
+
+
+# --- a check's own lookups: started with the run, told of each input, awaited last ---------
+
+class Recorder:
+    """A Lookups that records what it was told and when (the run's clock)."""
+
+    def __init__(self, t0: float, fail: bool = False) -> None:
+        self.t0, self.fail, self.updates, self.closed = t0, fail, [], False
+
+    def update(self, inp):
+        import time
+
+        self.updates.append((time.monotonic() - self.t0, dict(inp.addresses), len(inp.results)))
+
+    async def result(self, inp):
+        if self.fail:
+            raise OSError("resolver exploded")
+        return {"results": len(inp.results), "probes": inp.probes is not None}
+
+    async def close(self):
+        self.closed = True
+
+
+def lookup_check(recorder, ssh="wanted", **attrs):
+    from bot.checks.base import Check
+    from bot.models import Command
+
+    def commands(self, ctx):
+        first = [Command(("cat", "/etc/signer.conf"))]
+        if ("cat", "/etc/signer.conf") in ctx.results:  # a command it could not know before
+            first.append(Command(("cat", "/etc/key.pub")))
+        return first
+
+    def evaluate(self, inp):
+        return StepOutcome("ok", f"looked up: {inp.lookups}; ssh_error={inp.ssh_error}")
+
+    return type("Looker", (Check,), {"name": "looker", "ssh": ssh, "uses_probes": True,
+                                     "commands": commands, "evaluate": evaluate,
+                                     "lookups": lambda self, ctx: recorder, **attrs})()
+
+
+class GatedTransport(FakeTransport):
+    """Its main batch waits 0.5 s: what starts before SSH returns can be seen."""
+
+    async def run(self, commands, *, step=""):
+        import asyncio
+
+        if len(self.batches) == 1:
+            await asyncio.sleep(0.5)
+        return await super().run(commands, step=step)
+
+
+async def test_lookups_start_before_ssh_returns_and_their_result_reaches_evaluate():
+    import time
+
+    rec = Recorder(time.monotonic())
+    t = GatedTransport()
+    report = await engine(t, checks=[lookup_check(rec), *all_checks()]).check(HOST)
+    first_at, addresses, _ = rec.updates[0]
+    assert first_at < 0.1 and addresses == {"ipv4": "198.18.2.2"}  # at once, the probed address
+    assert any(a.get("ipv6") for at, a, _n in rec.updates if at < 0.5)  # the facts' IPv6, before the batch
+    by = {s.name: s for s in report.steps}
+    assert by["looker"].summary.startswith("looked up: {'results': ")
+    assert "'probes': True" in by["looker"].summary and rec.closed
+    # a follow-up round for the command it could only ask for once the first was back
+    assert len(t.batches) == 3 and t.batches[2] == [("cat", "/etc/key.pub")]
+
+
+async def test_steps_whose_commands_are_in_do_not_wait_for_a_follow_up_round():
+    import asyncio
+    import time
+
+    class SlowThird(FakeTransport):
+        async def run(self, commands, *, step=""):
+            if len(self.batches) == 2:
+                await asyncio.sleep(0.5)
+            return await super().run(commands, step=step)
+
+    t0 = time.monotonic()
+    at = {}
+
+    async def progress(step, report):
+        at[step.name] = time.monotonic() - t0
+
+    await engine(SlowThird(), checks=[lookup_check(Recorder(t0)), *all_checks()]).check(HOST, progress=progress)
+    assert at["services"] < 0.3 <= 0.5 <= at["looker"]
+
+
+async def test_a_crashing_lookup_is_its_steps_error_and_a_wanted_step_runs_without_ssh():
+    import time
+
+    t = FakeTransport(fail_on=1, error=AuthError("root@198.18.2.2 refused our key", host="mx1"))
+    ok = await engine(t, checks=[lookup_check(Recorder(time.monotonic()))]).check(HOST)
+    (step,) = ok.steps
+    assert step.status == "ok" and "ssh_error=AuthError: root@198.18.2.2 refused our key" in step.summary
+
+    rec = Recorder(time.monotonic(), fail=True)
+    report = await engine(FakeTransport(), checks=[lookup_check(rec), *all_checks()]).check(HOST)
+    by = {s.name: s for s in report.steps}
+    assert by["looker"].status == "error"
+    assert by["looker"].error == "host mx1 step looker: the check crashed (OSError: resolver exploded)"
+    assert by["services"].status != "error" and rec.closed
+
+
+async def test_a_domain_alone_runs_only_domain_checks_with_no_ssh_and_no_probe():
+    import time
+
+    import pytest
+
+    from bot.errors import TargetError
+
+    t, prober = FakeTransport(), FakeProber()
+    rec = Recorder(time.monotonic())
+    report = await engine(t, prober, checks=[lookup_check(rec, domain_only=True), *all_checks()]
+                          ).check_domain("Example.ORG.")
+    assert [s.name for s in report.steps] == ["looker"] and report.host == "example.org"
+    assert t.batches == [] and prober.calls == [] and report.ports == []
+    assert "'probes': False" in report.steps[0].summary
+    with pytest.raises(TargetError, match="not a mail domain"):
+        await engine(t, prober).check_domain("not a domain; rm -rf /")
