@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.dns.dkim_config import Signer  # noqa: E402
 from bot.dns.dnsbl import check_dnsbl  # noqa: E402
-from bot.dns.domain import DnsContext, HostFacts, check_address, check_domain  # noqa: E402
+from bot.dns.domain import DnsContext, DnsFacts, check_address, check_domain  # noqa: E402
 from bot.dns.http import Https  # noqa: E402
 from bot.dns.resolver import Resolver  # noqa: E402
 from tests.dnslab import TEST_ENTRIES, DnsLab, Zone, missing_prerequisites  # noqa: E402
@@ -39,7 +39,7 @@ from tests.lab.dnsworld import lab_zone, provider_zone, ptr_zone  # noqa: E402
 ZONES = ["bl.test", "bl2.test", "bl3.test"]
 
 
-def build_world(lab: DnsLab) -> tuple[str, HostFacts]:
+def build_world(lab: DnsLab) -> tuple[str, DnsFacts]:
     host = lab.ip(25)
     body = (f"@ MX 10 mail\nmail A {host}\nmta-sts A {lab.web}\n"
             '@ TXT "v=spf1 a:mail.example.test include:_spf.example.test -all"\n'
@@ -54,12 +54,12 @@ def build_world(lab: DnsLab) -> tuple[str, HostFacts]:
              dnsbl={z: dict(TEST_ENTRIES) for z in ZONES},
              files={"mta-sts.example.test/.well-known/mta-sts.txt":
                     "version: STSv1\nmode: enforce\nmx: mail.example.test\nmax_age: 86400\n"})
-    facts = HostFacts([host], "mail.example.test", "mail.example.test",
+    facts = DnsFacts([host], "mail.example.test", "mail.example.test",
                       [Signer("exim", "s1", "example.test", None, "bench")])
     return host, facts
 
 
-async def whole_check(ctx: DnsContext, host: str, facts: HostFacts) -> str:
+async def whole_check(ctx: DnsContext, host: str, facts: DnsFacts) -> str:
     """The whole check; returns what it concluded, in short, so each scenario is asserted."""
     dom, addr, bl = await asyncio.gather(check_domain(ctx, "example.test", facts),
                                          check_address(ctx, host, facts),
@@ -76,7 +76,7 @@ EXPECT = {"lab": "mx=['mail.example.test'] spf=pass sts=enforce dane=['unchecked
 EXPECT["silent+lab"] = EXPECT["lab"]
 
 
-async def timed(resolvers: str, lab: DnsLab, host: str, facts: HostFacts, lifetime: float):
+async def timed(resolvers: str, lab: DnsLab, host: str, facts: DnsFacts, lifetime: float):
     ctx = DnsContext(Resolver(resolvers, lifetime), "https://rdap.lab.test/", Https(lab.ca_file, lifetime))
     t0 = time.monotonic()
     said = await whole_check(ctx, host, facts)

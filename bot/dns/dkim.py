@@ -4,12 +4,17 @@ Keys are read with `cryptography` (already a dependency through asyncssh):
 RSA published as SubjectPublicKeyInfo (the norm) or bare RSAPublicKey (some
 generators), Ed25519 as the raw 32 bytes (RFC 8463). dkimpy parses keys with
 its own ASN.1 code and would bring its own DNS lookups; we need neither.
+
+The host's side is the *public* half of its signing key, derived on the host
+(`openssl pkey -pubout`, bot/checks/signers.py): the private key never leaves
+the host, and evidence shows fingerprints only.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
@@ -93,24 +98,28 @@ def _spki(key) -> bytes:
     return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def public_of_private(pem: bytes) -> tuple[str, bytes]:
-    """The key type and public key (as DkimKey.public) of a PEM private key."""
+def public_of(pem: bytes) -> tuple[str, bytes]:
+    """The key type and public key (as DkimKey.public) of a PEM public key."""
     try:
-        key = serialization.load_pem_private_key(pem, password=None)
+        key = serialization.load_pem_public_key(pem)
     except (ValueError, TypeError) as e:
-        raise DkimError(f"cannot read the private key: {e}") from None
-    if isinstance(key, rsa.RSAPrivateKey):
-        return "rsa", _spki(key.public_key())
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return "ed25519", key.public_key().public_bytes(serialization.Encoding.Raw,
-                                                        serialization.PublicFormat.Raw)
-    raise DkimError(f"unsupported private key type {type(key).__name__}")
+        raise DkimError(f"cannot read the public key: {e}") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        return "rsa", _spki(key)
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "ed25519", key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    raise DkimError(f"unsupported key type {type(key).__name__}")
 
 
-def record_for_private(pem: bytes) -> str:
-    """The TXT value to publish for this private key."""
-    ktype, public = public_of_private(pem)
+def record_for(pem: bytes) -> str:
+    """The TXT value to publish for this (public) key."""
+    ktype, public = public_of(pem)
     return f"v=DKIM1; k={ktype}; p={base64.b64encode(public).decode()}"
+
+
+def fingerprint(public: bytes) -> str:
+    """A short, safe name for a key in evidence: sha256 of its public bytes."""
+    return "sha256:" + hashlib.sha256(public).hexdigest()[:16]
 
 
 @dataclass
@@ -121,7 +130,8 @@ class DkimReport:
     key: DkimKey | None = None
     error: str = ""
     lookup_failed: bool = False
-    matches_private: bool | None = None   # None: no private key given, or no usable record
+    matches_host: bool | None = None   # None: no host key given, or no usable record
+    host_fingerprint: str = ""
 
     @property
     def name(self) -> str:
@@ -129,7 +139,9 @@ class DkimReport:
 
 
 async def check_dkim(resolver: Resolver, domain: str, selector: str,
-                     private_pem: bytes | None = None) -> DkimReport:
+                     host_key: bytes | None = None) -> DkimReport:
+    """The record at SELECTOR._domainkey.DOMAIN; `host_key`: the public half (PEM) of the
+    key the host signs with, to compare."""
     report = DkimReport(domain, selector)
     lk = await resolver.lookup(report.name, "TXT")
     if lk.failed:
@@ -149,7 +161,12 @@ async def check_dkim(resolver: Resolver, domain: str, selector: str,
         return report
     if report.key.revoked:
         report.error = f"{report.name} has an empty p=: the key is revoked"
-    elif private_pem is not None:
-        ktype, public = public_of_private(private_pem)
-        report.matches_private = ktype == report.key.key_type and public == report.key.public
+    elif host_key is not None:
+        try:
+            ktype, public = public_of(host_key)
+        except DkimError as e:
+            report.error = f"the host's key for {report.name}: {e}"
+            return report
+        report.host_fingerprint = fingerprint(public)
+        report.matches_host = ktype == report.key.key_type and public == report.key.public
     return report

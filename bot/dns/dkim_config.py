@@ -1,7 +1,7 @@
 """Where the host's DKIM signer takes its selector and key from (pure parsers).
 
-exim (Debian's macros DKIM_SELECTOR/DKIM_DOMAIN/DKIM_PRIVATE_KEY or a
-transport's dkim_selector/dkim_domain/dkim_private_key), opendkim
+exim (each smtp transport's dkim_selector/dkim_domain/dkim_private_key as
+`exim -bP transports` prints them, Debian's DKIM_* macros already substituted), opendkim
 (Selector/Domain/KeyFile, or KeyTable + SigningTable), rspamd
 (dkim_signing.conf: selector/path, and per-domain blocks). A value exim or
 rspamd computes at run time (`${...}`, `$domain`) is kept as written and
@@ -11,9 +11,11 @@ marked `dynamic`: the check then asks about the domains it knows, not a guess.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-RSPAMD_DEFAULT_PATH = "/var/lib/rspamd/dkim/$domain.$selector.key"
+RSPAMD_DBDIR = "/var/lib/rspamd"  # ${DBDIR} in rspamd's own configuration (Debian's and upstream's)
+RSPAMD_DEFAULT_PATH = f"{RSPAMD_DBDIR}/dkim/$domain.$selector.key"
 
 
 @dataclass(frozen=True)
@@ -44,28 +46,21 @@ def _strip_comments(text: str) -> list[str]:
     return [ln.split("#", 1)[0].rstrip() for ln in text.splitlines()]
 
 
-def exim_signers(config: str, source: str = "exim config") -> list[Signer]:
-    """exim's configuration (all of it, e.g. `exim -bV`'s file or the conf.d files joined)."""
-    macros: dict[str, str] = {}
-    options: dict[str, str] = {}
-    for line in _strip_comments(config):
-        m = re.match(r"^([A-Z][A-Z0-9_]*)\s*=\s*(.*)$", line)
-        if m:
-            macros[m.group(1)] = m.group(2).strip()
+def exim_signers(transports: Iterable[tuple[str, Mapping[str, str]]]) -> list[Signer]:
+    """(name, options) of exim's smtp transports -> one signer per transport that signs
+    (a dkim_selector set). An empty dkim_domain is exim's default: the sender's domain."""
+    out = []
+    for name, opts in transports:
+        selector = opts.get("dkim_selector", "").strip()
+        if not selector:
             continue
-        m = re.match(r"^\s*(dkim_selector|dkim_domain|dkim_private_key)\s*=\s*(.*)$", line)
-        if m and not line.lstrip().startswith("."):
-            options[m.group(1)] = m.group(2).strip()
-
-    def expand(value: str | None) -> str | None:
-        return macros.get(value, value) if value else value
-    selector = expand(options.get("dkim_selector")) if "dkim_selector" in options else macros.get("DKIM_SELECTOR")
-    if not selector or selector == "DKIM_SELECTOR":
-        return []
-    domain = expand(options.get("dkim_domain")) or macros.get("DKIM_DOMAIN")
-    key = expand(options.get("dkim_private_key")) or macros.get("DKIM_PRIVATE_KEY")
-    return [Signer("exim", selector, None if domain in (None, "DKIM_DOMAIN") else domain,
-                   None if key in (None, "DKIM_PRIVATE_KEY") else key, source)]
+        domain = opts.get("dkim_domain", "").strip() or None
+        key = opts.get("dkim_private_key", "").strip()
+        inline = key.startswith("-----")  # the key itself in the config: not a path to read
+        path = None if inline or key in ("", "0", "false") else key
+        if (selector, domain, path) not in {(s.selector, s.domain, s.key_path) for s in out}:
+            out.append(Signer("exim", selector, domain, path, f"exim transport {name}"))
+    return out
 
 
 def _settings(text: str) -> dict[str, str]:
@@ -97,13 +92,25 @@ def opendkim_signers(conf: str, keytable: str | None = None, signingtable: str |
     return []
 
 
+def opendkim_tables(conf: str) -> list[str]:
+    """The KeyTable and SigningTable files opendkim.conf names (file: / refile: stripped;
+    tables in a database are not files and are left out)."""
+    s = _settings(conf)
+    out = []
+    for key in ("keytable", "signingtable"):
+        kind, sep, path = s.get(key, "").rpartition(":")
+        if path.startswith("/") and (not sep or kind in ("file", "refile")):
+            out.append(path)
+    return out
+
+
 def _used_keys(signingtable: str) -> set[str]:
     return {parts[1] for line in _strip_comments(signingtable) if len(parts := line.split()) >= 2}
 
 
 def rspamd_signers(text: str, source: str = "dkim_signing.conf") -> list[Signer]:
     """rspamd's dkim_signing.conf (module file or local.d): global selector/path, domain blocks."""
-    body = _ucl_strip(text)
+    body = _ucl_strip(text.replace("${DBDIR}", RSPAMD_DBDIR).replace("$DBDIR", RSPAMD_DBDIR))
     body = re.sub(r"^\s*dkim_signing\s*\{(.*)\}\s*$", r"\1", body, flags=re.S)
     domains_at = re.search(r"\bdomain\s*\{", body)
     top = body[:domains_at.start()] if domains_at else body

@@ -1,14 +1,15 @@
 """One domain's and one host's DNS checks, all lookups at once.
 
-The coming `dns` and `reputation` check classes call these three:
+The `dns` and `reputation` checks (bot/checks/dns.py, reputation.py) call these three:
 
     check_domain(ctx, domain, facts) -> DomainReport    (MX, SPF, DKIM, DMARC, MTA-STS, DANE, NS)
     check_address(ctx, address, facts) -> AddressReport  (PTR, FCrDNS, banner/HELO, block owner)
     check_dnsbl(ctx.resolver, zones, addresses) -> list[Listing]   (bot.dns.dnsbl)
 
 `facts` is what the host side knows (its public addresses, banner and HELO
-names, DKIM signers and private keys, the port-25 certificate); without a
-host (`mailcheck dns DOMAIN`) it holds only what the user gave.
+names, DKIM signers and the public half of their keys, the port-25
+certificate); without a host (`mailcheck dns DOMAIN`) it is empty: nothing is
+compared with a host, and DANE reports every MX host's TLSA as found.
 """
 
 from __future__ import annotations
@@ -43,13 +44,19 @@ class DnsContext:
 
 
 @dataclass
-class HostFacts:
+class DnsFacts:
     addresses: list[str] = field(default_factory=list)   # the host's public addresses
     banner_name: str | None = None                        # from the port-25 greeting
     helo_name: str | None = None                          # from the MTA's config
     signers: list[Signer] | None = None                   # None: not known; []: no signer
-    private_keys: dict[str, bytes] = field(default_factory=dict)   # key path -> PEM
+    host_keys: dict[str, bytes] = field(default_factory=dict)   # key path -> public key PEM
+    key_errors: dict[str, str] = field(default_factory=dict)    # key path -> why it is unknown
     certificate: bytes | None = None                      # DER, served on port 25
+
+    @property
+    def host(self) -> bool:
+        """Is there a host to compare with (not `mailcheck dns DOMAIN` alone)?"""
+        return bool(self.addresses)
 
 
 @dataclass
@@ -69,20 +76,22 @@ def signers_for(domain: str, signers: list[Signer] | None) -> list[Signer]:
     return [s for s in signers or [] if s.domain in (None, domain) or (s.domain and "$" in s.domain)]
 
 
-async def _dkim(ctx: DnsContext, domain: str, facts: HostFacts) -> list[DkimReport]:
+async def _dkim(ctx: DnsContext, domain: str, facts: DnsFacts) -> list[DkimReport]:
     mine = [s for s in signers_for(domain, facts.signers) if "$" not in s.selector]
-    keys = [facts.private_keys.get(s.key_path_for(domain) or "") for s in mine]
+    keys = [facts.host_keys.get(s.key_path_for(domain) or "") for s in mine]
     return list(await asyncio.gather(*(check_dkim(ctx.resolver, domain, s.selector, k)
                                        for s, k in zip(mine, keys, strict=True))))
 
 
-async def _mx_and_dane(ctx: DnsContext, domain: str, facts: HostFacts) -> tuple[MxReport, list[DaneReport]]:
+async def _mx_and_dane(ctx: DnsContext, domain: str, facts: DnsFacts) -> tuple[MxReport, list[DaneReport]]:
+    """The MX hosts, and DANE for those that are this host (every one for a domain alone)."""
     mx = await check_mx(ctx.resolver, domain, facts.addresses)
-    dane = await asyncio.gather(*(check_dane(ctx.resolver, h, facts.certificate) for h in mx.ours))
+    targets = mx.ours if facts.host else [h.name for h in mx.hosts if not h.is_ip]
+    dane = await asyncio.gather(*(check_dane(ctx.resolver, h, facts.certificate) for h in targets))
     return mx, list(dane)
 
 
-async def check_domain(ctx: DnsContext, domain: str, facts: HostFacts) -> DomainReport:
+async def check_domain(ctx: DnsContext, domain: str, facts: DnsFacts) -> DomainReport:
     domain = domain.lower().rstrip(".")
     r = ctx.resolver
     mx_task = asyncio.ensure_future(_mx_and_dane(ctx, domain, facts))
@@ -104,7 +113,7 @@ async def _mta_sts(ctx: DnsContext, domain: str, mx_task) -> StsReport:
     return sts
 
 
-def alignment(report: DomainReport, facts: HostFacts) -> Alignment | None:
+def alignment(report: DomainReport, facts: DnsFacts) -> Alignment | None:
     """DMARC for mail From this domain sent by this host (every address must pass SPF)."""
     results = [v.result for v in report.spf.verdicts.values()]
     spf = ("temperror" if "temperror" in results else "pass" if results and set(results) == {"pass"}
@@ -113,13 +122,13 @@ def alignment(report: DomainReport, facts: HostFacts) -> Alignment | None:
                               *dkim_outcome(report, facts))
 
 
-def dkim_outcome(report: DomainReport, facts: HostFacts) -> tuple[str | None, bool | None]:
+def dkim_outcome(report: DomainReport, facts: DnsFacts) -> tuple[str | None, bool | None]:
     """(signing domain or None when mail leaves unsigned, verifies?) - None: cannot tell."""
     if facts.signers is not None and not signers_for(report.domain, facts.signers):
         return None, None
-    if any(d.matches_private for d in report.dkim):
+    if any(d.matches_host for d in report.dkim):
         return report.domain, True
-    definite = [d.lookup_failed is False and (d.key is None or d.key.revoked or d.matches_private is False)
+    definite = [d.lookup_failed is False and (d.key is None or d.key.revoked or d.matches_host is False)
                 for d in report.dkim]
     return report.domain, (False if definite and all(definite) else None)
 
@@ -133,7 +142,7 @@ class AddressReport:
     owner: Controller | None = None     # looked up when the PTR needs changing
 
 
-async def check_address(ctx: DnsContext, address: str, facts: HostFacts) -> AddressReport:
+async def check_address(ctx: DnsContext, address: str, facts: DnsFacts) -> AddressReport:
     ptr = await check_ptr(ctx.resolver, address)
     report = AddressReport(address, ptr, name_matches(ptr, facts.banner_name),
                            name_matches(ptr, facts.helo_name))

@@ -12,9 +12,9 @@ import ipaddress
 from dataclasses import dataclass
 
 from bot.dns.dane import tlsa_for
-from bot.dns.dkim import DkimError, record_for_private
+from bot.dns.dkim import DkimError, fingerprint, record_for
 from bot.dns.dnsbl import Listing
-from bot.dns.domain import AddressReport, DomainReport, HostFacts, signers_for
+from bot.dns.domain import AddressReport, DnsFacts, DomainReport, signers_for
 from bot.dns.owners import Controller, ptr_line, txt_line
 from bot.dns.spf_parse import SpfSyntaxError, parse
 
@@ -34,12 +34,12 @@ def _failed(what: str, detail: str) -> Issue:
     return Issue("dns.lookup_failed", "warning", f"Cannot tell {what}: a DNS lookup failed", detail)
 
 
-def domain_issues(r: DomainReport, facts: HostFacts) -> list[Issue]:
+def domain_issues(r: DomainReport, facts: DnsFacts) -> list[Issue]:
     return (mx_issues(r, facts) + spf_issues(r, facts) + dkim_issues(r, facts) + dmarc_issues(r)
             + sts_issues(r) + dane_issues(r, facts))
 
 
-def mx_issues(r: DomainReport, facts: HostFacts) -> list[Issue]:
+def mx_issues(r: DomainReport, facts: DnsFacts) -> list[Issue]:
     mx, d, who = r.mx, r.domain, r.provider
     if mx.lookup_failed:
         return [_failed(f"where mail for {d} goes", mx.error)]
@@ -64,7 +64,7 @@ def mx_issues(r: DomainReport, facts: HostFacts) -> list[Issue]:
     return out
 
 
-def _mx_lines(domain: str, facts: HostFacts) -> tuple[str, ...]:
+def _mx_lines(domain: str, facts: DnsFacts) -> tuple[str, ...]:
     name = facts.helo_name or facts.banner_name or f"mail.{domain}"
     lines = [f"{domain}. 3600 IN MX 10 {name.rstrip('.')}."]
     if name.endswith("." + domain):
@@ -73,7 +73,7 @@ def _mx_lines(domain: str, facts: HostFacts) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def spf_issues(r: DomainReport, facts: HostFacts) -> list[Issue]:
+def spf_issues(r: DomainReport, facts: DnsFacts) -> list[Issue]:
     spf, d, who = r.spf, r.domain, r.provider
     if spf.lookup_failed:
         return [_failed(f"{d}'s SPF policy", spf.error)]
@@ -96,7 +96,7 @@ def spf_issues(r: DomainReport, facts: HostFacts) -> list[Issue]:
     return out
 
 
-def _spf_verdict_issues(r: DomainReport, facts: HostFacts, addr: str, v, fixed: tuple) -> list[Issue]:
+def _spf_verdict_issues(r: DomainReport, facts: DnsFacts, addr: str, v, fixed: tuple) -> list[Issue]:
     spf, d, who = r.spf, r.domain, r.provider
     if v.result == "temperror":
         return [_failed(f"whether {addr} may send for {d}", v.decided_by)]
@@ -152,32 +152,56 @@ def spf_host_first(record: str, addresses: list[str]) -> str:
     return " ".join(words[:1] + add + words[1:])
 
 
-def dkim_issues(r: DomainReport, facts: HostFacts) -> list[Issue]:
+def dkim_issues(r: DomainReport, facts: DnsFacts) -> list[Issue]:
     d, who = r.domain, r.provider
     if facts.signers is not None and not signers_for(d, facts.signers):
         return [Issue("dns.dkim_unsigned", "warning", f"No DKIM signer on this host signs mail from {d}: "
-                      "it leaves unsigned", note="Configure the MTA's DKIM signing (phase 2 can set "
-                      "the selector on the host).")]
+                      "it leaves unsigned", note=UNSIGNED_NOTE)]
     out = []
+    for s in signers_for(d, facts.signers):
+        path = s.key_path_for(d) or ""
+        if path in facts.key_errors:
+            out.append(Issue("dns.dkim_key_unreadable", "warning",
+                             f"{s.software} signs mail from {d} with selector {s.selector}, but its key "
+                             f"{path} cannot be read on the host: {facts.key_errors[path]}",
+                             f"{s.source}: selector {s.selector}, key {path}",
+                             note="A missing key file means mail leaves unsigned: create the key (and "
+                                  "publish its record) or fix the path in the signer's configuration."))
     for k in r.dkim:
         signer = next((s for s in signers_for(d, facts.signers) if s.selector == k.selector), None)
-        pem = facts.private_keys.get((signer.key_path_for(d) if signer else None) or "")
+        pem = facts.host_keys.get((signer.key_path_for(d) if signer else None) or "")
         lines = _dkim_lines(k.name, pem)
         if k.lookup_failed:
             out.append(_failed(f"{k.name}'s DKIM key", k.error))
         elif k.error:
             code = "dns.dkim_missing" if not k.record else "dns.dkim_invalid"
             out.append(Issue(code, "error", k.error, k.record, lines, who))
-        elif k.matches_private is False:
+        elif k.matches_host is False:
+            fp = fingerprint(k.key.public) if k.key else "?"
             out.append(Issue("dns.dkim_key_mismatch", "error",
-                             f"{k.name} publishes a key that does not match the host's private key: "
-                             "receivers fail every signature", k.record, lines, who))
+                             f"{k.name} publishes a key that does not match the key the host signs "
+                             "with: receivers fail every signature",
+                             f"DNS key {fp}, host key {k.host_fingerprint} "
+                             f"({signer.source if signer else '?'}: {signer.key_path_for(d) if signer else '?'})",
+                             lines, who,
+                             note="Publish the host's key (the line above), or if the host should sign "
+                                  "with another selector whose record is right, change the selector "
+                                  "in its configuration."))
     return out
+
+
+UNSIGNED_NOTE = ("Configure DKIM signing on the host and publish the key. Debian's exim: generate a "
+                 "key (openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "
+                 "/etc/exim4/dkim/DOMAIN.SELECTOR.key; chown root:Debian-exim, chmod 640), put "
+                 "DKIM_SELECTOR = SELECTOR, DKIM_DOMAIN = ${lc:${domain:$h_from:}} and "
+                 "DKIM_PRIVATE_KEY = /etc/exim4/dkim/${dkim_domain}.${dkim_selector}.key in "
+                 "/etc/exim4/exim4.conf.localmacros, run update-exim4.conf and reload exim4; then "
+                 "re-check for the record to publish.")
 
 
 def _dkim_lines(name: str, pem: bytes | None) -> tuple[str, ...]:
     try:
-        return (txt_line(name, record_for_private(pem)),) if pem else ()
+        return (txt_line(name, record_for(pem)),) if pem else ()
     except DkimError:
         return ()
 
@@ -234,7 +258,7 @@ def sts_issues(r: DomainReport) -> list[Issue]:
     return out
 
 
-def dane_issues(r: DomainReport, facts: HostFacts) -> list[Issue]:
+def dane_issues(r: DomainReport, facts: DnsFacts) -> list[Issue]:
     out = []
     for t in r.dane:
         want = ((f"_25._tcp.{t.mx}. 3600 IN TLSA {tlsa_for(facts.certificate).text()}",)
@@ -247,10 +271,15 @@ def dane_issues(r: DomainReport, facts: HostFacts) -> list[Issue]:
                              f"No DNSSEC-validated TLSA record at _25._tcp.{t.mx} matches the certificate "
                              f"this host serves on port 25{unusable}: DANE senders refuse to deliver",
                              "\n".join(x.text() for x in t.records), want, r.provider))
-        elif t.verdict == "unchecked":
+        elif t.verdict == "unchecked" and facts.host:
             out.append(Issue("dns.dane_unchecked", "warning", f"DNSSEC-validated TLSA records at "
                              f"_25._tcp.{t.mx}, but no certificate from this host's port 25 to match "
                              "them against (no STARTTLS, or the probe failed)",
+                             "\n".join(x.text() for x in t.records)))
+        elif t.verdict == "unchecked":
+            out.append(Issue("dns.dane_unchecked", "info", f"DNSSEC-validated TLSA records at "
+                             f"_25._tcp.{t.mx}: not matched against a certificate (a domain checked "
+                             "alone connects to no host; `mailcheck check HOST` does)",
                              "\n".join(x.text() for x in t.records)))
         elif t.verdict == "insecure":
             out.append(Issue("dns.dane_insecure", "warning", f"TLSA at _25._tcp.{t.mx} is not DNSSEC-validated "
@@ -258,7 +287,7 @@ def dane_issues(r: DomainReport, facts: HostFacts) -> list[Issue]:
     return out
 
 
-def address_issues(a: AddressReport, facts: HostFacts) -> list[Issue]:
+def address_issues(a: AddressReport, facts: DnsFacts) -> list[Issue]:
     p, who = a.ptr, a.owner
     if p.lookup_failed:
         return [_failed(f"the reverse DNS of {a.address}", p.error)]
@@ -282,14 +311,20 @@ def address_issues(a: AddressReport, facts: HostFacts) -> list[Issue]:
 
 
 def dnsbl_issues(listings: list[Listing]) -> list[Issue]:
+    """One issue per listing; one per zone that could not be asked (its addresses named)."""
     out = []
     for item in listings:
         if item.state == "listed":
             out.append(Issue("dnsbl.listed", "error", f"{item.address} is listed in {item.zone} "
                              f"({', '.join(item.codes)}): {item.reason}", item.reason,
                              note=f"Delisting is done with {item.zone}'s operator, after fixing the cause."))
-        elif item.state in ("cannot_check", "failed"):
-            out.append(Issue("dnsbl.cannot_check", "warning",
-                             f"Cannot check {item.address} in {item.zone}: {item.reason}",
-                             ", ".join(item.codes)))
+    unknown: dict[str, list[Listing]] = {}
+    for item in listings:
+        if item.state in ("cannot_check", "failed"):
+            unknown.setdefault(item.zone, []).append(item)
+    for zone, items in unknown.items():
+        reasons = list(dict.fromkeys(i.reason for i in items))
+        out.append(Issue("dnsbl.cannot_check", "warning",
+                         f"Cannot check {', '.join(i.address for i in items)} in {zone}: {reasons[0]}",
+                         "\n".join(f"{i.address}: {i.reason} {' '.join(i.codes)}".strip() for i in items)))
     return out

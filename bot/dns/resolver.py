@@ -140,6 +140,13 @@ class Resolver:
         a, aaaa = await asyncio.gather(self.lookup(name, "A"), self.lookup(name, "AAAA"))
         return a, aaaa
 
+    async def close(self) -> None:
+        """Cancel the lookups still running (the check ended or was cancelled)."""
+        pending = [f for f in self._cache.values() if not f.done()]
+        for f in pending:
+            f.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
     def _prefer(self, address: str, port: int) -> None:
         """The server that answered goes first for the rest of this check: a silent server
         costs its share of the lifetime once per wave of lookups, not once per lookup."""

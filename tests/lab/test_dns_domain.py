@@ -10,9 +10,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bot.dns.dkim import record_for_private
+from bot.dns.dkim import record_for
 from bot.dns.dkim_config import Signer
-from bot.dns.domain import HostFacts, check_address, check_domain
+from bot.dns.domain import DnsFacts, check_address, check_domain
 from bot.dns.issues import address_issues, domain_issues
 from bot.dns.spf import check_spf
 from tests.dnslab import Zone
@@ -34,7 +34,7 @@ async def test_mx_here_and_mx_elsewhere(dnslab):
     zone = Zone(DOMAIN, f"@ MX 10 mail\nmail A {host}\nother A {dnslab.ip(26)}\n"
                         '@ TXT "v=spf1 mx -all"')
     world(dnslab, zone)
-    facts = HostFacts(addresses=[host], signers=[])
+    facts = DnsFacts(addresses=[host], signers=[])
     rep = await check_domain(context(dnslab), DOMAIN, facts)
     assert rep.mx.ours == ["mail.example.test"] and rep.mx.elsewhere is False
     assert "dns.mx_elsewhere" not in codes(domain_issues(rep, facts))
@@ -48,7 +48,7 @@ async def test_mx_here_and_mx_elsewhere(dnslab):
 
 async def test_mx_cname_ip_target_and_null_mx(dnslab):
     world(dnslab, Zone(DOMAIN, f"@ MX 10 alias\n@ MX 20 198.18.0.9.\nalias CNAME mail\nmail A {dnslab.ip(25)}"))
-    facts = HostFacts(addresses=[dnslab.ip(25)], signers=[])
+    facts = DnsFacts(addresses=[dnslab.ip(25)], signers=[])
     rep = await check_domain(context(dnslab), DOMAIN, facts)
     found = [i for i in domain_issues(rep, facts) if i.code == "dns.mx_invalid"]
     assert any("alias (CNAME to mail.example.test)" in i.summary for i in found)
@@ -64,14 +64,14 @@ async def test_ptr_fcrdns_and_names(dnslab):
     host = dnslab.ip(25)
     rdap = rdap_file(dnslab, host, "Lab Hosting Ltd", "abuse@hosting.test")
     world(dnslab, Zone(DOMAIN, f"mail A {host}"), ptr_zone(host, "mail.example.test"), files=rdap)
-    facts = HostFacts([host], banner_name="mail.example.test", helo_name="mail.example.test")
+    facts = DnsFacts([host], banner_name="mail.example.test", helo_name="mail.example.test")
     rep = await check_address(context(dnslab), host, facts)
     assert rep.ptr.confirmed == ["mail.example.test"] and rep.ptr.fcrdns is True
     assert (rep.banner_matches, rep.helo_matches, rep.owner) == (True, True, None)
     assert address_issues(rep, facts) == []
 
     # PTR mismatch: the banner announces another name
-    facts_other = HostFacts([host], banner_name="smtp.example.test", helo_name="mail.example.test")
+    facts_other = DnsFacts([host], banner_name="smtp.example.test", helo_name="mail.example.test")
     rep = await check_address(context(dnslab), host, facts_other)
     found = issue(address_issues(rep, facts_other), "dns.ptr_mismatch")
     assert "smtp.example.test" in found.summary and found.controller.name == "Lab Hosting Ltd"
@@ -89,7 +89,7 @@ async def test_ptr_fcrdns_and_names(dnslab):
 async def test_ptr_ipv6_nibbles_and_fcrdns(dnslab):
     host6 = "2001:2:0:1::25"
     world(dnslab, Zone(DOMAIN, f"mail AAAA {host6}"), ptr_zone(host6, "mail.example.test"))
-    facts = HostFacts([host6], helo_name="mail.example.test")
+    facts = DnsFacts([host6], helo_name="mail.example.test")
     rep = await check_address(context(dnslab), host6, facts)
     assert (rep.ptr.confirmed, rep.helo_matches) == (["mail.example.test"], True)
     world(dnslab, Zone(DOMAIN, "mail AAAA 2001:2:0:1::99"), ptr_zone(host6, "mail.example.test"))
@@ -113,7 +113,7 @@ async def test_spf_include_chain_at_and_over_the_limit(dnslab):
     assert (v.result, v.lookups, rep.worst_case_lookups) == ("pass", 10, 10)
 
     world(dnslab, *_include_chain(11, host))
-    facts = HostFacts([host], signers=[])
+    facts = DnsFacts([host], signers=[])
     rep = await check_domain(context(dnslab), DOMAIN, facts)
     v = rep.spf.verdicts[host]
     assert v.result == "permerror" and "more than 10 DNS lookups" in v.decided_by
@@ -126,7 +126,7 @@ async def test_spf_include_chain_at_and_over_the_limit(dnslab):
 async def test_spf_excludes_the_host(dnslab):
     host = dnslab.ip(25)
     world(dnslab, Zone(DOMAIN, f'@ TXT "v=spf1 a:mail.example.test -all"\nmail A {host}'))
-    facts = HostFacts([host], signers=[])
+    facts = DnsFacts([host], signers=[])
     rep = await check_domain(context(dnslab), DOMAIN, facts)
     assert rep.spf.verdicts[host].result == "pass"
     assert not codes(domain_issues(rep, facts)) & {"dns.spf_excludes_host", "dns.spf_invalid"}
@@ -147,28 +147,29 @@ async def test_spf_excludes_the_host(dnslab):
 
 
 def _key() -> bytes:
-    return rsa.generate_private_key(65537, 2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    """A signing key's public half, as `openssl pkey -pubout` prints it on the host."""
+    return rsa.generate_private_key(65537, 2048).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 async def test_dkim_key_matches_or_not(dnslab):
     host, pem, old = dnslab.ip(25), _key(), _key()
     signer = Signer("opendkim", "s2024", DOMAIN, "/etc/dkim/example.test.key", "test")
-    facts = HostFacts([host], signers=[signer], private_keys={signer.key_path: pem})
-    dkim_txt = " ".join(f'"{c}"' for c in _chunks(record_for_private(pem)))
+    facts = DnsFacts([host], signers=[signer], host_keys={signer.key_path: pem})
+    dkim_txt = " ".join(f'"{c}"' for c in _chunks(record_for(pem)))
     world(dnslab, Zone(DOMAIN, f"s2024._domainkey TXT {dkim_txt}"))
     rep = await check_domain(context(dnslab), DOMAIN, facts)
-    assert [d.matches_private for d in rep.dkim] == [True]
+    assert [d.matches_host for d in rep.dkim] == [True]
 
-    old_txt = " ".join(f'"{c}"' for c in _chunks(record_for_private(old)))
+    old_txt = " ".join(f'"{c}"' for c in _chunks(record_for(old)))
     world(dnslab, Zone(DOMAIN, f"s2024._domainkey TXT {old_txt}"))
     rep = await check_domain(context(dnslab), DOMAIN, facts)
-    assert [d.matches_private for d in rep.dkim] == [False]
+    assert [d.matches_host for d in rep.dkim] == [False]
     found = issue(domain_issues(rep, facts), "dns.dkim_key_mismatch")
-    assert found.zone_lines and "".join(found.zone_lines[0].split('"')[1::2]) == record_for_private(pem)
+    assert found.zone_lines and "".join(found.zone_lines[0].split('"')[1::2]) == record_for(pem)
 
     # without a signer: mail leaves unsigned
-    facts_none = HostFacts([host], signers=[])
+    facts_none = DnsFacts([host], signers=[])
     assert "dns.dkim_unsigned" in codes(domain_issues(await check_domain(context(dnslab), DOMAIN, facts_none),
                                                       facts_none))
 
@@ -179,7 +180,7 @@ def _chunks(text: str, n: int = 200) -> list[str]:
 
 async def test_dmarc_reject_with_failing_alignment(dnslab):
     host = dnslab.ip(25)
-    facts = HostFacts([host], signers=[])
+    facts = DnsFacts([host], signers=[])
     dmarc = '_dmarc TXT "v=DMARC1; p=reject; rua=mailto:dmarc@reports.test"'
     world(dnslab, Zone(DOMAIN, f'@ TXT "v=spf1 ip4:{host} -all"\n{dmarc}'),
           Zone("reports.test", '@ MX 0 .', signed=False))
@@ -206,7 +207,7 @@ async def test_mta_sts_mx_patterns(dnslab):
     def policy(mx: str) -> dict[str, str]:
         return {"mta-sts.example.test/.well-known/mta-sts.txt":
                 f"version: STSv1\nmode: enforce\nmx: {mx}\nmax_age: 86400\n"}
-    facts = HostFacts([host], signers=[])
+    facts = DnsFacts([host], signers=[])
     world(dnslab, zone, files=policy("*.example.test"))
     rep = await check_domain(context(dnslab), DOMAIN, facts)
     assert rep.mta_sts.policy.mode == "enforce" and rep.mta_sts.unmatched_mx == []

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
+from bot.checks.mta_config import parse_transports
 from bot.dns import dkim, dkim_config, dmarc, dnsbl, mtasts
 from bot.dns.dane import Tlsa, matches, tlsa_for
 from bot.dns.mx import banner_name
@@ -162,21 +163,25 @@ async def test_dane_verdicts():
 
 
 # --- DKIM ----------------------------------------------------------------------------
-def _pem(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+def _pub(key) -> bytes:
+    """The public half as `openssl pkey -pubout` prints it on the host."""
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def test_dkim_key_matching_rsa_and_ed25519():
     k1, k2 = rsa.generate_private_key(65537, 2048), rsa.generate_private_key(65537, 2048)
-    rec = dkim.parse_record(dkim.record_for_private(_pem(k1)))
-    assert rec.bits == 2048 and rec.public == dkim.public_of_private(_pem(k1))[1]
-    assert rec.public != dkim.public_of_private(_pem(k2))[1]
+    rec = dkim.parse_record(dkim.record_for(_pub(k1)))
+    assert rec.bits == 2048 and rec.public == dkim.public_of(_pub(k1))[1]
+    assert rec.public != dkim.public_of(_pub(k2))[1]
+    assert dkim.fingerprint(rec.public) != dkim.fingerprint(dkim.public_of(_pub(k2))[1])
     # the bare RSAPublicKey (PKCS#1) form some generators publish
     pkcs1 = k1.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
     assert dkim.parse_record("v=DKIM1; p=" + base64.b64encode(pkcs1).decode()).public == rec.public
     ed = ed25519.Ed25519PrivateKey.generate()
-    assert dkim.parse_record(dkim.record_for_private(_pem(ed))).key_type == "ed25519"
+    assert dkim.parse_record(dkim.record_for(_pub(ed))).key_type == "ed25519"
+    with pytest.raises(dkim.DkimError, match="cannot read the public key"):
+        dkim.public_of(b"-----BEGIN PRIVATE KEY-----\nnot one\n-----END PRIVATE KEY-----\n")
 
 
 @pytest.mark.parametrize("text,why", [
@@ -191,26 +196,34 @@ def test_dkim_record_errors(text, why):
 def test_dkim_revoked_and_split_base64():
     assert dkim.parse_record("v=DKIM1; p=").revoked
     k = rsa.generate_private_key(65537, 1024)
-    text = dkim.record_for_private(_pem(k))
+    text = dkim.record_for(_pub(k))
     spaced = text[:40] + " " + text[40:80] + "\t" + text[80:]
     assert dkim.parse_record(spaced).public == dkim.parse_record(text).public
 
 
-def test_exim_signer_from_debian_macros():
-    conf = (DATA / "exim4.conf.localmacros").read_text() + (DATA / "exim.30_exim4-config_remote_smtp").read_text()
-    [s] = dkim_config.exim_signers(conf)
-    assert (s.selector, s.domain, s.key_path) == ("20240301", "${lc:${domain:$h_from:}}",
-                                                  "/etc/exim4/dkim/${dkim_domain}-private.pem")
-    assert s.dynamic
-    assert s.key_path_for("example.test") == "/etc/exim4/dkim/example.test-private.pem"
-    assert dkim_config.exim_signers((DATA / "exim.30_exim4-config_remote_smtp").read_text()) == []
+def test_exim_signer_from_the_transports_exim_prints():
+    """`exim4 -bP transports` with Debian's DKIM_* macros set (captured, exim 4.96)."""
+    text = (Path(__file__).parents[1] / "data" / "mta" / "exim4_-bP_transports_dkim.txt").read_text()
+    [s] = dkim_config.exim_signers((t.name, t.options) for t in parse_transports(text) if t.driver == "smtp")
+    assert (s.selector, s.domain, s.key_path, s.source) == (
+        "sel2026", "${lc:${domain:$h_from:}}", "/etc/exim4/dkim/${dkim_domain}.${dkim_selector}.key",
+        "exim transport remote_smtp")
+    assert s.dynamic and s.key_path_for("example.test") == "/etc/exim4/dkim/example.test.sel2026.key"
 
 
-def test_exim_signer_from_transport_options():
-    conf = ("remote_smtp:\n  driver = smtp\n  dkim_domain = example.org\n  dkim_selector = s1\n"
-            "  dkim_private_key = /etc/exim/dkim.private\n")
-    [s] = dkim_config.exim_signers(conf)
+def test_exim_signer_options_literal_inline_and_none():
+    [s] = dkim_config.exim_signers([("remote_smtp", {"dkim_domain": "example.org", "dkim_selector": "s1",
+                                                     "dkim_private_key": "/etc/exim/dkim.private"})])
     assert (s.selector, s.domain, s.key_path, s.dynamic) == ("s1", "example.org", "/etc/exim/dkim.private", False)
+    [inline] = dkim_config.exim_signers([("t", {"dkim_selector": "s", "dkim_private_key": "-----BEGIN ..."})])
+    assert inline.key_path is None and inline.domain is None  # the key itself: nothing to read
+    assert dkim_config.exim_signers([("remote_smtp", {"dkim_selector": "", "dkim_domain": "x.org"})]) == []
+
+
+def test_opendkim_tables_named_in_its_conf():
+    assert dkim_config.opendkim_tables((DATA / "opendkim.conf.tables").read_text()) == [
+        "/usr/local/etc/dkim/keytable", "/usr/local/etc/dkim/signingtable"]
+    assert dkim_config.opendkim_tables("KeyTable dsn:mysql://u@h/db/table=k\n") == []
 
 
 def test_opendkim_signers():
