@@ -61,7 +61,8 @@ async def test_one_facts_batch_then_one_deduplicated_batch_and_probes_for_both_f
     assert len(t.batches) == 2 and t.closed
     assert len(t.batches[1]) == len(set(t.batches[1]))
     assert not set(t.batches[0]) & set(t.batches[1])
-    assert seen == ["tools", "services", "ports", "firewall", "conclusion"]
+    assert seen[:5] == ["tools", "services", "ports", "firewall", "conclusion"]
+    assert sorted(seen[5:]) == ["dns", "reputation"]  # after the probes: their lookups wait on them
     assert sorted(prober.calls) == [("ipv4", "198.18.2.2"), ("ipv6", "2001:2:0:2::2")]
     keys = {(p.direction, p.family, p.port) for p in report.ports}
     assert len(keys) == len(report.ports) == 16
@@ -123,7 +124,7 @@ async def test_unknown_step_is_a_clear_error():
     from bot.errors import TargetError
 
     with pytest.raises(TargetError, match="unknown step"):
-        await engine(FakeTransport()).check(HOST, steps=["dns"])
+        await engine(FakeTransport()).check(HOST, steps=["nosuch"])
 
 
 def test_step_outcome_default_is_not_shared():
@@ -182,11 +183,12 @@ async def test_ssh_steps_are_reported_before_a_slow_prober_finishes():
 
     report = await engine(FakeTransport(), SlowProber("filtered")).check(HOST, progress=progress)
     at = {name: t for name, t, _ in seen}
-    assert [name for name, _, _ in seen] == ["tools", "services", "firewall", "ports", "conclusion"]
-    assert max(at["tools"], at["services"], at["firewall"]) < 0.5
-    assert min(at["ports"], at["conclusion"]) >= 1.0
+    assert [name for name, _, _ in seen][:3] == ["tools", "services", "firewall"]
+    assert max(at["tools"], at["services"], at["firewall"], at["reputation"]) < 0.5
+    assert min(at["ports"], at["conclusion"], at["dns"]) >= 1.0  # dns reads the port-25 probe
     assert seen[2][2] == ["tools", "services", "firewall"]  # the report so far, in guide order
-    assert [s.name for s in report.steps] == ["tools", "services", "ports", "firewall", "conclusion"]
+    assert [s.name for s in report.steps] == ["tools", "services", "ports", "firewall", "conclusion",
+                                              "dns", "reputation"]
     by = {s.name: s for s in report.steps}
     assert by["firewall"].duration < 0.5 <= 1.0 <= by["ports"].duration
 
@@ -202,7 +204,7 @@ async def test_a_new_step_is_one_class_and_a_registry_line(monkeypatch):
     dig = ("dig", "+short", "MX", "example.org")
 
     class Dns(Check):
-        name = "dns"
+        name = "mxcheck"
         ssh = "required"
 
         def commands(self, ctx):
@@ -211,15 +213,15 @@ async def test_a_new_step_is_one_class_and_a_registry_line(monkeypatch):
         def evaluate(self, inp):
             assert inp.results[dig].ok and inp.probes is None  # it did not ask for the probes
             return StepOutcome("warn", "no MX record", findings=[
-                Finding(code="dns.no_mx", severity="warning", summary="no MX", step="dns")],
+                Finding(code="mxcheck.no_mx", severity="warning", summary="no MX", step="mxcheck")],
                 ports={PortKey("inbound", "ipv4", 25): PortUpdate(detail="no MX record")})
 
     class MxReader(Check):
         name = "mx_reader"
-        needs = ("dns",)
+        needs = ("mxcheck",)
 
         def evaluate(self, inp):
-            return StepOutcome("ok", f"{inp.prior['dns'].summary}; "
+            return StepOutcome("ok", f"{inp.prior['mxcheck'].summary}; "
                                f"{inp.ports[('inbound', 'ipv4', 25)].detail}")
 
     monkeypatch.setattr(registry, "REGISTRY", (*registry.REGISTRY, MxReader, Dns))
@@ -228,10 +230,10 @@ async def test_a_new_step_is_one_class_and_a_registry_line(monkeypatch):
     assert len(t.batches) == 2 and dig in t.batches[1]
     names = [s.name for s in report.steps]
     assert names[:5] == ["tools", "services", "ports", "firewall", "conclusion"]
-    assert names[5:] == ["dns", "mx_reader"]  # what a step needs runs first
+    assert names[7:] == ["mxcheck", "mx_reader"]  # what a step needs runs first
     by = {s.name: s for s in report.steps}
     assert by["mx_reader"].summary == "no MX record; no MX record"
-    assert "dns.no_mx" in {f.code for f in report.findings}
+    assert "mxcheck.no_mx" in {f.code for f in report.findings}
     assert next(p for p in report.ports if p.key == ("inbound", "ipv4", 25)).detail == "no MX record"
 
     t = FakeTransport()
@@ -240,7 +242,7 @@ async def test_a_new_step_is_one_class_and_a_registry_line(monkeypatch):
 
     t = FakeTransport(fail_on=1, error=AuthError("root@198.18.2.2 refused our key", host="mx1"))
     by = {s.name: s for s in (await engine(t).check(HOST)).steps}
-    assert by["dns"].error.startswith("host mx1 step dns: AuthError")
+    assert by["mxcheck"].error.startswith("host mx1 step mxcheck: AuthError")
 
 
 def test_needs_are_ordered_and_checked():
@@ -388,8 +390,9 @@ async def test_a_domain_alone_runs_only_domain_checks_with_no_ssh_and_no_probe()
     rec = Recorder(time.monotonic())
     report = await engine(t, prober, checks=[lookup_check(rec, domain_only=True), *all_checks()]
                           ).check_domain("Example.ORG.")
-    assert [s.name for s in report.steps] == ["looker"] and report.host == "example.org"
+    assert [s.name for s in report.steps] == ["looker", "dns"] and report.host == "example.org"
     assert t.batches == [] and prober.calls == [] and report.ports == []
     assert "'probes': False" in report.steps[0].summary
+    assert report.steps[1].summary.startswith("example.org: ")  # the real dns step, as `mailcheck dns`
     with pytest.raises(TargetError, match="not a mail domain"):
         await engine(t, prober).check_domain("not a domain; rm -rf /")
