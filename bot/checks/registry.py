@@ -21,6 +21,7 @@ REGISTRY: tuple[type[Check], ...] = (
     Reputation,  # Part 2: the host's addresses in the DNS blocklists
 )
 STEPS: tuple[str, ...] = tuple(c.name for c in REGISTRY)
+DOMAIN_STEPS: tuple[str, ...] = tuple(c.name for c in REGISTRY if c.domain_only)  # `dns DOMAIN`
 
 
 def all_checks() -> list[Check]:
