@@ -88,11 +88,14 @@ class DnsLookups:
         self._warm: dict[tuple, asyncio.Task] = {}
 
     def update(self, inp: CheckInput) -> None:
+        """Start again whatever new facts change (cached answers cost nothing twice)."""
         facts = dns_facts(inp, list(self.named))
+        signing = tuple((s.selector, s.key_path) for s in facts.signers or [])
         for d in self.named:
-            self._start(("domain", d, tuple(facts.addresses)), check_domain(self.dns, d, facts))
+            key = ("domain", d, tuple(facts.addresses), facts.helo_name, signing)
+            self._start(key, check_domain(self.dns, d, facts))
         for a in facts.addresses:
-            self._start(("address", a), check_address(self.dns, a, facts))
+            self._start(("address", a, facts.banner_name, facts.helo_name), check_address(self.dns, a, facts))
 
     def _start(self, key: tuple, coro) -> None:
         if key in self._warm:
