@@ -99,7 +99,7 @@ async def cmd_check(args: argparse.Namespace, console: Console) -> int:
     """`mailcheck check TARGET`: the steps as they arrive, then the answer (_report)."""
     wiring = console.wiring
     host = resolve_target(args.target, wiring.inventory, args.identity, args.known_hosts)
-    domains = [valid_domain(d) for d in args.domain or []]
+    domains = [valid_domain(d) for d in getattr(args, "domain", None) or []]
     engine = wiring.engine(local=args.local, outbound_target=args.outbound_test)
     print(f"checking {host.name} ({host.user}@{host.address}:{host.port}) ...", file=sys.stderr)
     return await _report(args, lambda progress: engine.check(

@@ -18,10 +18,17 @@ async def test_dns_domain_is_checked_alone_and_rechecked(served, fake):
     await served.settle()
     assert served.engine.calls == [("dns example.com", None)]
     final = final_message(fake)["blocks"]
-    assert "dns example.com: broken" in final[0]["text"]["text"]
-    # the zone line to paste and who changes it reach the message
-    assert 'example.com. 3600 IN TXT \\"v=spf1 ip4:198.18.200.2 -all\\"' in texts(final)
-    assert "dns-provider.test" in texts(final)
+    assert "dns example.com: mail cannot flow" in final[0]["text"]["text"]
+    assert "SPF fails" in texts(final)
+    # the zone line to paste and who changes it: in the report's Details
+    details = next(b for b in buttons(final) if b["action_id"] == "mailcheck_details")
+    await post_signed(served.url, form_payload(action_payload("mailcheck_details", details["value"],
+                                                              fake.response_url())))
+    await served.settle()
+    (opened,) = fake.of("views.open", ok=True)
+    shown = texts(opened.args["view"]["blocks"])
+    assert 'example.com. 3600 IN TXT \\"v=spf1 ip4:198.18.200.2 -all\\"' in shown
+    assert "dns-provider.test" in shown
     recheck = next(b for b in buttons(final) if b["action_id"] == "mailcheck_recheck")
     assert recheck["value"] == "dns example.com"
     await post_signed(served.url, form_payload(action_payload("mailcheck_recheck", recheck["value"],
