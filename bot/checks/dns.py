@@ -177,8 +177,8 @@ def _finding(issue: Issue, res: DnsResult, inp: CheckInput) -> Finding:
 
 
 def helo_advice(inp: CheckInput, addresses: list[AddressReport]) -> str:
-    """The exact change on the host that makes the HELO name the PTR name (mailcheck does
-    not make it: a host-side change needs the declarative backups of the fix path)."""
+    """The exact change on the host that makes the HELO name the PTR name. Advice, not a Fix:
+    the fix path verifies by ports only, so nothing would check that it worked."""
     name = next((a.ptr.confirmed[0] for a in addresses if a.ptr.confirmed), None)
     cfg = mta_config.read_mta_config(inp.results)
     if name is None:
