@@ -15,7 +15,7 @@ from bot.engine import Checker, Engine
 from bot.fixes.policy import GroupMembers
 from bot.fixes.service import FixService
 from bot.fixes.verify import engine_verifier
-from bot.store import SQLiteStore, Store
+from bot.store import Store, open_store
 from bot.transport import Connect, LocalTransport, Transport, ssh_connect
 from config.inventory import Host, Inventory, load_inventory
 from config.settings import Settings
@@ -51,8 +51,9 @@ class Wiring:
 
     @cached_property
     def store(self) -> Store:
-        """Audit log, plans, changes, host locks (settings.db_path)."""
-        return self._store or SQLiteStore(self.settings.db_path)
+        """Audit log, plans, changes, host locks, reports, what replicas share: the store
+        MAILCHECK_DB_URL names (default: the SQLite file settings.db_path)."""
+        return self._store or open_store(self.settings.store_url)
 
     def fix_service(self, *, group_members: GroupMembers | None = None) -> FixService:
         """Fixes through `connect`, verified by the engine; `group_members` resolves

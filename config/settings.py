@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AliasChoices,
@@ -74,9 +75,26 @@ class Settings(BaseSettings):
     plan_ttl: int = Field(900, ge=0, le=7 * 86400)
     lockout_deadline: int = Field(60, ge=5, le=3600)
     db_path: Path = Path("mailcheck.db")
+    # the store: sqlite:///FILE or postgresql://USER:PASSWORD@HOST/DB (replicas of serve);
+    # unset: sqlite:/// of db_path
+    db_url: SecretStr | None = None
     backup_dir: Path = Path("/var/backups/mailcheck")  # on the host: rule backups before a fix
     lock_wait: float = Field(30.0, ge=0, le=3600)  # seconds a fix waits for another on the host
     drain_timeout: float = Field(120.0, ge=0, le=3600)  # on SIGTERM, serve lets fixes finish
+
+    @property
+    def store_url(self) -> str:
+        """MAILCHECK_DB_URL, or the SQLite file db_path."""
+        if self.db_url is not None and self.db_url.get_secret_value():
+            return self.db_url.get_secret_value()
+        return f"sqlite:///{self.db_path}"
+
+    @property
+    def database(self) -> str:
+        """The store, as people may read it (no password): lock holders, logs."""
+        if self.db_url is None or not self.db_url.get_secret_value():
+            return str(self.db_path.absolute())
+        return redact_url(self.store_url)
 
     @field_validator("backup_dir")
     @classmethod
@@ -95,6 +113,14 @@ class Settings(BaseSettings):
                 "MAILCHECK_COMMAND_TIMEOUT + 2 + MAILCHECK_CONNECT_TIMEOUT + 2), or the guard "
                 "would restore in the middle of an apply")
         return self
+
+
+def redact_url(url: str) -> str:
+    """`url` without its password (for logs, lock holders, /readyz)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
 
 
 def env_file_problem(path: Path) -> str | None:

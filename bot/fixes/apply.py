@@ -170,7 +170,7 @@ class Applier:
             return ApplyResult("refused", f"{why}; nothing was applied")
         lock = hostlock.HostLock.for_change(
             str(self.settings.backup_dir), change_id, f"{actor}, fix {plan.fix.id}",
-            str(self.settings.db_path), self._lock_ttl(plan.fix))
+            self.settings.database, self._lock_ttl(plan.fix))
         t = self.connect(host)
         try:
             try:

@@ -54,11 +54,12 @@ class HostLock:
     ttl: int  # seconds after which a lock whose holder vanished is taken over
 
     @classmethod
-    def for_change(cls, backup_dir: str, change_id: str, who: str, db_path: str,
+    def for_change(cls, backup_dir: str, change_id: str, who: str, database: str,
                    ttl: float) -> HostLock:
+        """`database`: which store this mailcheck uses (Settings.database)."""
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         holder = (f"mailcheck pid {os.getpid()} on {socket.gethostname()} (database "
-                  f"{os.path.abspath(db_path)}): {who}, since {when}")
+                  f"{database}): {who}, since {when}")
         return cls(f"{backup_dir.rstrip('/')}/.lock", change_id, holder, int(ttl))
 
     def acquire_command(self) -> Command:

@@ -46,7 +46,7 @@ async def restore_change(settings: Settings, connect: Connect, change: ChangeRec
         return RollbackResult(False, "this change has no backup or rollback commands to run")
     lock = hostlock.HostLock.for_change(
         str(settings.backup_dir), "r_" + secrets.token_urlsafe(6), f"rollback of {change.id}",
-        str(settings.db_path), settings.lockout_deadline + 600)
+        settings.database, settings.lockout_deadline + 600)
     t = connect(host)
     try:
         held = await hostlock.acquire(t, lock, settings.lock_wait)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bot.engine import Engine
 from bot.transport import SSHTransport
 from bot.wiring import Wiring
@@ -50,5 +52,24 @@ def test_only_the_wiring_builds_the_engine_the_store_and_the_fix_service():
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                     where.setdefault(node.func.id, set()).add(str(path.relative_to(root)))
-    assert where["Engine"] == where["FixService"] == where["SQLiteStore"] == {"bot/wiring.py"}
+    assert where["Engine"] == where["FixService"] == where["open_store"] == {"bot/wiring.py"}
+    assert "SQLiteStore" not in where and "PostgresStore" not in where  # open_store picks
     assert where["SSHTransport"] == {"bot/transport.py"}  # in ssh_connect, which the wiring uses
+
+
+def test_the_store_is_the_one_mailcheck_db_url_names(tmp_path, monkeypatch):
+    from bot.errors import ConfigError
+    from bot.store.backends import PostgresBackend, SQLiteBackend
+
+    assert isinstance(wiring(tmp_path).store.backend, SQLiteBackend)
+    assert wiring(tmp_path).store.name == str(tmp_path / "mc.db")
+    url = "postgresql://mc:s3cret@db.example:5432/mailcheck"
+    monkeypatch.setenv("MAILCHECK_DB_URL", url)
+    settings = Settings(_env_file=None)
+    assert "s3cret" not in repr(settings) and settings.database == \
+        "postgresql://mc:***@db.example:5432/mailcheck"
+    store = Wiring(settings, load_inventory(EXAMPLE)).store  # nothing connects until used
+    assert isinstance(store.backend, PostgresBackend) and "s3cret" not in store.name
+    monkeypatch.setenv("MAILCHECK_DB_URL", "mysql://x/y")
+    with pytest.raises(ConfigError, match="use sqlite:///FILE or postgresql"):
+        _ = Wiring(Settings(_env_file=None), load_inventory(EXAMPLE)).store
