@@ -74,6 +74,34 @@ def _root_sysctls_restored(request):
                     "process on this machine); restored: " + "; ".join(notes), pytrace=False)
 
 
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server for this session (tests/pglab.py); skipped where PostgreSQL is not
+    installed, failed instead when MAILCHECK_LAB=required (CI)."""
+    from tests import pglab
+
+    why = pglab.missing()
+    if why:
+        if os.environ.get("MAILCHECK_LAB") == "required":
+            pytest.fail(why)
+        pytest.skip(why)
+    server = pglab.PgServer()
+    try:
+        server.start()
+    except Exception:
+        log = server.log()
+        server.stop()
+        raise RuntimeError(f"PostgreSQL did not start; its log:\n{log}") from None
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """A fresh empty database on the session's PostgreSQL: its URL."""
+    return pg_server.database()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _dns_stays_on_this_machine():
     refuser = LabResolver("127.0.0.1", {}, port=0, zones=()).start()

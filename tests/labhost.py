@@ -54,8 +54,11 @@ REQUIRED = (
     # issue 11's labs: containers, firewall managers, the Postfix rootfs, kernel paths
     "dockerd", "docker-proxy", "podman", "conntrack", "fail2ban-client", "debootstrap", "nsenter",
     "update-exim4.conf", "sysctl", "umount", "chown", "kill", "docker",
+    # issue 14: the PostgreSQL of the replica tests (tests/pglab.py), run as its own user
+    "initdb", "pg_ctl", "runuser",
 )
-SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SBIN_PATH = ":".join(["/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                      *map(str, sorted(Path("/usr/lib/postgresql").glob("*/bin")))])
 
 
 class UndeclaredProgram(RuntimeError):
