@@ -23,7 +23,7 @@ def register(app: AsyncApp, bot: Listeners) -> None:
     @app.action(ACTION_RECHECK)
     async def recheck(ack, body, action):
         await ack()
-        bot.recheck(Click.from_payload(body, action))
+        await bot.recheck(Click.from_payload(body, action))
 
     @app.action(ACTION_DETAILS)
     async def details(ack, body, action):

@@ -9,5 +9,5 @@ from bot.slack.requests import SlashCommand
 def register(app: AsyncApp, bot: Listeners) -> None:
     @app.command("/mailcheck")
     async def mailcheck(ack, body):
-        answer = bot.command(SlashCommand.from_body(body))
+        answer = await bot.command(SlashCommand.from_body(body))
         await (ack(response_type="ephemeral", text=answer) if answer else ack())

@@ -10,4 +10,4 @@ def register(app: AsyncApp, bot: Listeners) -> None:
     @app.shortcut(CHECK_HOST_SHORTCUT)
     async def check_host(ack, body):
         await ack()
-        bot.check_shortcut(CheckShortcut.from_payload(body))
+        await bot.check_shortcut(CheckShortcut.from_payload(body))

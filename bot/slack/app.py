@@ -33,12 +33,29 @@ def make_client(settings: Settings) -> AsyncWebClient:
     return AsyncWebClient(token=settings.slack_bot_token.get_secret_value(), **kw)
 
 
-async def skip_retries(req, resp, next) -> BoltResponse:
-    """A delivery Slack retries (X-Slack-Retry-Num) is acked and dropped: the
-    first delivery already started the work."""
-    if req.headers.get("x-slack-retry-num"):
-        return BoltResponse(status=200, body="")
-    return await next()
+DELIVERY_TTL = 3600.0  # Slack retries within minutes; a trigger id is used once
+
+
+def delivery_key(body: dict) -> str:
+    """What a delivery keeps however often Slack sends it: an event's event_id; a command's,
+    click's, shortcut's or modal's trigger_id ('' when it has neither)."""
+    if body.get("event_id"):
+        return f"ev:{body['event_id']}"
+    return f"tr:{body['trigger_id']}" if body.get("trigger_id") else ""
+
+
+def once_per_delivery(store: Store):
+    """Middleware: a delivery already seen by any replica sharing the store (Slack's retry,
+    X-Slack-Retry-Num, or the same payload sent twice) is acked and dropped. A retry whose
+    first delivery never got through is handled: it is the first one the store sees."""
+
+    async def middleware(req, resp, next) -> BoltResponse:
+        key = delivery_key(req.body or {})
+        if key and not await store.first_delivery(key, DELIVERY_TTL):
+            return BoltResponse(status=200, body="")
+        return await next()
+
+    return middleware
 
 
 def build_app(settings: Settings, inventory: Inventory, engine: Checker, fixes: Fixes,
@@ -58,7 +75,7 @@ def build_app(settings: Settings, inventory: Inventory, engine: Checker, fixes: 
     # ack as soon as it returns, where False would poll for the ack every 10 ms.
     app = AsyncApp(client=client, signing_secret=settings.slack_signing_secret.get_secret_value(),
                    process_before_response=True)
-    app.middleware(skip_retries)
+    app.middleware(once_per_delivery(store))
     poster = SlackPoster(client, interval=update_interval)
     tasks = TaskSet(timeout=check_timeout + 60)
     runner = CheckRunner(poster, engine, fixes, store, timeout=check_timeout)

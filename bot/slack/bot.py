@@ -1,10 +1,17 @@
 """What each Slack interaction does (bot.slack.contracts.Listeners). The listeners in
 handlers/ turn a payload into a typed request (bot/slack/requests.py), ack, and call these;
-anything slow runs in the TaskSet, never before the ack. Fix buttons go to FixButtons."""
+anything slow runs in the TaskSet, never before the ack. Fix buttons go to FixButtons.
+
+What replicas of `serve` must agree on lives in the store, not in this process: a
+delivery seen twice (bot.slack.app.once_per_delivery) and the running-check table
+(one check per channel and target at a time, whichever replica runs it)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 import time
 
 from bot.render import details as render_details
@@ -22,7 +29,7 @@ from bot.slack.requests import (
     hosts_named,
 )
 from bot.slack.runner import CheckRequest, CheckRunner
-from bot.slack.tasks import Seen, TaskSet
+from bot.slack.tasks import TaskSet
 from bot.store import REPORTS_PER_HOST, Store
 from config.inventory import Inventory
 
@@ -35,50 +42,47 @@ class MailcheckBot:
                  poster: SlackPoster, tasks: TaskSet, store: Store) -> None:
         self.inventory, self.runner, self.buttons = inventory, runner, buttons
         self.poster, self.tasks, self.store = poster, tasks, store
-        self.seen = Seen()
-        self._running: dict[tuple[str, str], str] = {}  # (channel, host) -> who started it
+        self.instance = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
     # --- /mailcheck -------------------------------------------------------------
-    def command(self, cmd: SlashCommand) -> str | None:
+    async def command(self, cmd: SlashCommand) -> str | None:
         parsed = parse(cmd.text, self.inventory)
         if isinstance(parsed, Reply):
             return parsed.text
-        if not self.seen.first(f"cmd:{cmd.trigger_id}" if cmd.trigger_id else ""):
-            return None  # the same command delivered twice: one check only
         req = CheckRequest(parsed.host, cmd.user_id, cmd.channel_id, cmd.response_url, parsed.steps) \
             if isinstance(parsed, CheckCommand) else \
             CheckRequest(None, cmd.user_id, cmd.channel_id, cmd.response_url, domain=parsed.domain)
-        busy = self._running.get((cmd.channel_id, req.name))
+        busy = await self.start_check(req)
         if busy:
             return md("A check of {} started by {} is still running in this channel; its message "
                       "will update.", span(req.name), mention(busy))
-        self.start_check(req)
         return md("Checking {}; the result appears in this channel and updates as steps finish.",
                   span(req.name))
 
-    def start_check(self, req: CheckRequest, home_of: str | None = None) -> bool:
-        """One check per host and channel at a time; False when one is already running.
+    async def start_check(self, req: CheckRequest, home_of: str | None = None) -> str | None:
+        """One check per target and channel at a time, across replicas (the store's
+        running-check table): None when started, else who started the one running.
         `home_of`: a user whose Home tab is published again when the check ends."""
-        key = (req.channel_id, req.name)
-        if key in self._running:
-            return False
-        self._running[key] = req.user_id
-        task = self.tasks.spawn(self.runner.run(req), name=f"check:{req.name}")
+        key, holder = f"{req.channel_id} {req.name}", f"{self.instance} {secrets.token_hex(4)}"
+        busy = await self.store.start_running(key, req.user_id, holder, self.tasks.timeout)
+        if busy is not None:
+            return busy
+        task = self.tasks.spawn(self._run(req, key, holder), name=f"check:{req.name}")
+        if home_of:
+            task.add_done_callback(lambda _task: self.tasks.spawn(
+                self.publish_home(home_of), timeout=15, name="home"))
+        return None
 
-        def done(_task) -> None:
-            self._running.pop(key, None)
-            if home_of:
-                self.tasks.spawn(self.publish_home(home_of), timeout=15, name="home")
-
-        task.add_done_callback(done)
-        return True
+    async def _run(self, req: CheckRequest, key: str, holder: str) -> None:
+        try:
+            await self.runner.run(req)
+        finally:  # also when cancelled: the entry is freed at once, not at its ttl
+            await self.store.end_running(key, holder)
 
     # --- where teams triage: a message's shortcut, the Home tab ------------------------
-    def check_shortcut(self, req: CheckShortcut) -> None:
+    async def check_shortcut(self, req: CheckShortcut) -> None:
         """"Check mail host" on a message: each inventory host it names (at most
         MAX_SHORTCUT_HOSTS) is checked, the answer in that message's thread."""
-        if not self.seen.first(f"sc:{req.trigger_id}" if req.trigger_id else ""):
-            return
         hosts = hosts_named(req.text, self.inventory)
         if not hosts:
             known = ", ".join(f"`{n}`" for n in sorted(self.inventory.hosts)[:20]) or "none"
@@ -86,7 +90,7 @@ class MailcheckBot:
                 "That message names no host of mailcheck's inventory (by name or address), so "
                 "nothing was checked. Known hosts: {}.", Mrkdwn(known)))
             return
-        busy = [h.name for h in hosts[:MAX_SHORTCUT_HOSTS] if not self.start_check(CheckRequest(
+        busy = [h.name for h in hosts[:MAX_SHORTCUT_HOSTS] if await self.start_check(CheckRequest(
             h, req.user_id, req.channel_id, req.response_url, thread_ts=req.thread_ts))]
         if busy:
             self._tell(req.response_url, md("A check of {} is already running in this channel.",
@@ -106,20 +110,15 @@ class MailcheckBot:
 
     # --- buttons ------------------------------------------------------------------
     def apply(self, click: Click) -> None:
-        if self.seen.first("act:" + click.key):
-            self.tasks.spawn(self.buttons.apply(click), name=f"apply:{click.value}",
-                             drain=True)  # a shutdown lets a fix finish and report
+        self.tasks.spawn(self.buttons.apply(click), name=f"apply:{click.value}",
+                         drain=True)  # a shutdown lets a fix finish and report
 
     def rollback(self, click: Click) -> None:
-        if self.seen.first("act:" + click.key):
-            self.tasks.spawn(self.buttons.rollback(click), name=f"rollback:{click.value}",
-                             drain=True)
+        self.tasks.spawn(self.buttons.rollback(click), name=f"rollback:{click.value}", drain=True)
 
-    def recheck(self, click: Click) -> None:
+    async def recheck(self, click: Click) -> None:
         """Re-check the host of a report (or of the Home tab: then in the clicker's direct
         message with the app, and their Home is published again when it ends)."""
-        if not self.seen.first("act:" + click.key):
-            return
         host = self.inventory.hosts.get(click.value)
         words = click.value.split()
         domain = domain_command(words[1:]) if host is None and words[:1] == ["dns"] else None
@@ -130,7 +129,7 @@ class MailcheckBot:
         where = click.channel_id if not click.in_view else click.user_id
         req = CheckRequest(host, click.user_id, where, click.response_url,
                            domain=domain.domain if domain else None)
-        if not self.start_check(req, home_of=click.user_id if click.in_view else None):
+        if await self.start_check(req, home_of=click.user_id if click.in_view else None):
             self._tell(click.response_url, md("A check of {} is already running here.", span(req.name)))
 
     def _tell(self, response_url: str, text: str) -> None:
@@ -139,9 +138,8 @@ class MailcheckBot:
             "response_type": "ephemeral", "replace_original": False, "text": esc(text)}), timeout=15)
 
     def details(self, click: Click) -> None:
-        if self.seen.first("act:" + click.key):
-            self.tasks.spawn(self._open_details(click.value, click.trigger_id), timeout=10,
-                             name="details")
+        self.tasks.spawn(self._open_details(click.value, click.trigger_id), timeout=10,
+                         name="details")
 
     async def _open_details(self, report_id: str, trigger_id: str) -> None:
         """The stored report's Details (a trigger_id lives 3 s: one SQLite read fits)."""

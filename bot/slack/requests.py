@@ -110,11 +110,6 @@ class Click:
             message_blocks=list((body.get("message") or {}).get("blocks") or []),
             in_view=container.get("type") == "view")
 
-    @property
-    def key(self) -> str:
-        """One click, however often Slack delivers it."""
-        return f"{self.message_ts}:{self.action_ts}:{self.user_id}:{self.action_id}"
-
 
 # --- which inventory hosts a message names -----------------------------------------------------
 TEXT_KEYS = ("text", "fallback", "pretext", "title", "value", "footer", "author_name")

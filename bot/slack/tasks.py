@@ -1,11 +1,9 @@
-"""Background work the app keeps references to: timeouts, clean shutdown, dedupe."""
+"""Background work the app keeps references to: timeouts, clean shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import Coroutine
 from typing import Any
 
@@ -66,23 +64,3 @@ class TaskSet:
             t.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
-
-
-class Seen:
-    """Remembers delivery keys for a while: the second delivery of one click
-    or command (a retry, a double submit) is recognised and ignored."""
-
-    def __init__(self, ttl: float = 600.0, size: int = 10_000) -> None:
-        self.ttl, self.size = ttl, size
-        self._keys: OrderedDict[str, float] = OrderedDict()
-
-    def first(self, key: str) -> bool:
-        """True the first time `key` is seen within the ttl."""
-        now = time.monotonic()
-        while self._keys and (len(self._keys) > self.size
-                              or next(iter(self._keys.values())) < now - self.ttl):
-            self._keys.popitem(last=False)
-        if not key or key in self._keys:
-            return not key
-        self._keys[key] = now
-        return True

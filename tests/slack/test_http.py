@@ -189,7 +189,8 @@ async def test_a_second_request_for_a_running_check_joins_it(fake):
         served.stop.set()
         await served.task
     assert engine.calls == [("mx1", None), ("mx1", None)]  # one per channel
-    assert not served.bot._running
+    for channel in ("C0MAIL", "C0OTHER"):  # both ended: the store's running-check table is free
+        assert await served.bot.store.start_running(f"{channel} mx1", "U0X", "probe", 1) is None
 
 
 # --- failures never leave "running" -------------------------------------------------------------
