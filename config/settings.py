@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     backup_dir: Path = Path("/var/backups/mailcheck")  # on the host: rule backups before a fix
     lock_wait: float = Field(30.0, ge=0, le=3600)  # seconds a fix waits for another on the host
     drain_timeout: float = Field(120.0, ge=0, le=3600)  # on SIGTERM, serve lets fixes finish
+    # serve re-reads plans left mid-apply (by a replica that died) this often; 0: at start only
+    reconcile_interval: float = Field(30.0, ge=0, le=86400)
 
     @property
     def store_url(self) -> str:

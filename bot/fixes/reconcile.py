@@ -18,15 +18,23 @@ result is returned as data for the channel the plan was shown in.
 A plan is left alone while its apply may still be alive: claimed less than
 CLAIM_MARGIN seconds ago (between its claim and taking the store's lock), or
 while the store's lock of its host is held by a process that is alive (on
-this machine) or by one on another machine whose lock has not expired (its
-own apply, or the one it waits for). Such a plan is reconciled at a later
-start.
+this machine; this very process included, by its run token) or by one on
+another machine whose lock has not expired (its own apply, or the one it
+waits for). Such a plan is reconciled later.
+
+Replicas of `serve` sharing a database run this at start and then every
+MAILCHECK_RECONCILE_INTERVAL seconds, so a replica killed mid-apply is
+reconciled by another. Exactly one reconciles a plan: it first takes the
+host's store lock (acquire when free, or take it over from the dead holder
+by one conditional update), then re-reads the plan, which must still be
+claimed.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import socket
 import time
 from dataclasses import dataclass
@@ -39,12 +47,13 @@ from bot.store import AuditEntry, ChangeRecord, PlanRecord, Store
 from config.inventory import Inventory
 
 CLAIM_MARGIN = 5.0
-_OWNER = re.compile(r"\[mailcheck pid (\d+) on (\S+)\]$")
+_OWNER = re.compile(r"\[mailcheck pid (\d+) on (\S+?)(?: run (\w+))?\]$")
+_RUN = secrets.token_hex(4)  # this process, even where pids repeat (pid 1 in a container)
 
 
 def owner_tag() -> str:
     """Appended to the store lock's holder: which process holds it."""
-    return f"[mailcheck pid {os.getpid()} on {socket.gethostname()}]"
+    return f"[mailcheck pid {os.getpid()} on {socket.gethostname()} run {_RUN}]"
 
 
 def _alive(holder: str) -> bool:
@@ -53,7 +62,7 @@ def _alive(holder: str) -> bool:
         return True  # another machine (or unknown): alive until its lock expires
     pid = int(m[1])
     if pid == os.getpid():
-        return False  # this process just started: the holder was an earlier one
+        return m[3] == _RUN  # this process's own apply; or an earlier one with this pid
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -96,11 +105,23 @@ class Reconciler:
             held = await self.store.get_lock(plan.host.name)
             if held is not None and _alive(held.holder):
                 continue  # its apply, or one it waits for, is running
-            mine = held is not None and f"plan {plan.id})" in held.holder
-            out.append(await self._one(plan, held.holder if mine else None))
+            me = f"reconcile of plan {plan.id} {owner_tag()}"
+            ttl = self.applier.settings.lockout_deadline + 600.0
+            if held is None:
+                taken = await self.store.acquire_lock(plan.host.name, me, ttl) is None
+            else:  # its holder died: one conditional update, one winner among replicas
+                taken = await self.store.take_over_lock(plan.host.name, held.holder, me, ttl)
+            if not taken:
+                continue  # another replica reconciles it (or a new apply took the host)
+            try:
+                current = await self.store.get_plan(plan.id)
+                if current is not None and current.state == "claimed":
+                    out.append(await self._one(current))
+            finally:
+                await self.store.release_lock(plan.host.name, me)
         return out
 
-    async def _one(self, plan: PlanRecord, holder: str | None) -> Reconciled:
+    async def _one(self, plan: PlanRecord) -> Reconciled:
         started = [c for c in await self.store.changes_of_plan(plan.id) if c.state == "started"]
         change = started[-1] if started else None
         if change is None:
@@ -117,8 +138,6 @@ class Reconciler:
             event="reconcile", actor=plan.claimed_by or "", host=plan.host.name, plan_id=plan.id,
             change_id=change.id if change else None, result=result.status,
             output=result.message, detail={"left_on_host": result.left}))
-        if holder is not None:
-            await self.store.release_lock(plan.host.name, holder)
         return Reconciled(plan.id, plan.host.name, plan.channel, status, result.message,
                           change.id if change else None)
 

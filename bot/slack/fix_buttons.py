@@ -41,6 +41,7 @@ class FixButtons:
 
     async def apply(self, click: Click) -> None:
         out = await self.fixes.apply(click.value, Actor("slack", click.user_id))
+        self.poster.metrics.fixes.labels(outcome=out.status).inc()
         if out.break_glass:
             await self._thread(click, render.break_glass_text(out))
         if out.changed_host:

@@ -12,6 +12,8 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.slack.metrics import Metrics
+
 log = logging.getLogger(__name__)
 
 NOT_IN_CHANNEL = ("not_in_channel", "channel_not_found")
@@ -19,8 +21,9 @@ NOT_IN_CHANNEL = ("not_in_channel", "channel_not_found")
 
 class SlackPoster:
     def __init__(self, client: AsyncWebClient, *, interval: float = 1.0, retries: int = 3,
-                 max_wait: float = 60.0) -> None:
+                 max_wait: float = 60.0, metrics: Metrics | None = None) -> None:
         self.client = client
+        self.metrics = metrics or Metrics()
         self.interval = interval
         self.retries = retries
         self.max_wait = max_wait
@@ -34,7 +37,11 @@ class SlackPoster:
             try:
                 return await getattr(self.client, method)(**kw)
             except SlackApiError as e:
+                if e.response.status_code == 429:
+                    self.metrics.slack_429.labels(method=method).inc()
                 if e.response.status_code != 429 or attempt == self.retries:
+                    error = str(e.response.get("error") or e.response.status_code)
+                    self.metrics.slack_errors.labels(method=method, error=error[:60]).inc()
                     raise
                 wait = min(float(e.response.headers.get("Retry-After", "1") or 1), self.max_wait)
                 log.warning("%s rate-limited; retrying in %.1fs", method, wait)

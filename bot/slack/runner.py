@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 
@@ -85,6 +86,7 @@ class CheckRunner:
         if msg is None:
             return
         done: list[str] = []
+        started = time.monotonic()
 
         async def progress(step: StepResult, report: Report) -> None:
             done.append(step.name)
@@ -94,22 +96,28 @@ class CheckRunner:
             report = await asyncio.wait_for(
                 req.run(self.engine, progress), self.timeout)
         except asyncio.CancelledError:
+            self.poster.metrics.check_done("cancelled", time.monotonic() - started)
             await self._fail(msg, req, "the check was stopped before it finished (mailcheck "
                              "is shutting down, or the check ran over its time limit); "
                              "press Re-check", steps, done)
             raise
         except TimeoutError:
+            self.poster.metrics.check_done("error", time.monotonic() - started)
             await self._fail(msg, req, f"no result within {self.timeout:.0f}s (the host or a "
                              "probe is not answering)", steps, done)
         except TransportError as e:
+            self.poster.metrics.check_done("error", time.monotonic() - started)
             await self._fail(msg, req, f"{type(e).__name__}: {e}", steps, done, e.step)
         except MailcheckError as e:
+            self.poster.metrics.check_done("error", time.monotonic() - started)
             await self._fail(msg, req, str(e), steps, done)
         except Exception as e:
             log.exception("check of %s crashed", req.name)
+            self.poster.metrics.check_done("error", time.monotonic() - started)
             await self._fail(msg, req, f"internal error ({type(e).__name__}: {e}); "
                              "the bot's log has the traceback", steps, done)
         else:
+            self.poster.metrics.check_done(report.verdict, time.monotonic() - started)
             try:
                 await self._finish(msg, req, report)
             except Exception as e:  # the report could not be rendered or posted

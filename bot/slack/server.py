@@ -1,9 +1,11 @@
 """`mailcheck serve`: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode.
 
 HTTP mode: an aiohttp server on settings.http_port with POST /slack/events
-(Bolt verifies the v0 signature and the timestamp) and GET /healthz.
-Socket Mode: slack_bolt's aiohttp AsyncSocketModeHandler, and the same port
-serves only /healthz, which answers 200 only while the socket is connected.
+(Bolt verifies the v0 signature and the timestamp). Socket Mode: slack_bolt's
+aiohttp AsyncSocketModeHandler, and the same port serves the rest only.
+Both: GET /healthz (liveness; in Socket Mode 200 only while the socket is
+connected), GET /readyz (also the store answers and Slack takes the token,
+auth.test kept 15 s) and GET /metrics (Prometheus text, bot/slack/metrics.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from bot.fixes import FixService as RealFixService
 from bot.fixes.policy import slack_group_members
 from bot.slack.app import bot_of, build_app, make_client
 from bot.slack.contracts import Fixes
+from bot.slack.metrics import Metrics, Readiness
 from bot.slack.poster import SlackPoster
 from bot.wiring import Wiring
 from config.inventory import Inventory
@@ -39,21 +42,42 @@ log = logging.getLogger(__name__)
 Health = Callable[[], Awaitable[dict]]
 
 
-def http_app(app: AsyncApp | None, health: Health) -> web.Application:
-    """/slack/events (when app is given) and /healthz."""
+def http_app(app: AsyncApp | None, health: Health, ready: Health | None = None,
+             metrics: Metrics | None = None) -> web.Application:
+    """/slack/events (when app is given), /healthz (liveness), /readyz (the store and Slack
+    answer) and /metrics (Prometheus text) when given."""
 
     async def events(request: web.Request) -> web.Response:
         return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
 
-    async def healthz(_request: web.Request) -> web.Response:
-        state = await health()
-        return web.json_response(state, status=200 if state.get("ok") else 503)
+    def answer(state: Health):
+        async def get(_request: web.Request) -> web.Response:
+            body = await state()
+            return web.json_response(body, status=200 if body.get("ok") else 503)
+        return get
+
+    async def prometheus(_request: web.Request) -> web.Response:
+        return web.Response(body=metrics.text(), headers={"Content-Type": metrics.content_type})
 
     web_app = web.Application()
     if app is not None:
         web_app.router.add_post("/slack/events", events)
-    web_app.router.add_get("/healthz", healthz)
+    web_app.router.add_get("/healthz", answer(health))
+    if ready is not None:
+        web_app.router.add_get("/readyz", answer(ready))
+    if metrics is not None:
+        web_app.router.add_get("/metrics", prometheus)
     return web_app
+
+
+def readiness(app: AsyncApp, health: Health) -> Health:
+    """Ready: live (in Socket Mode: connected), the store answers, Slack takes the token."""
+    probe = Readiness(bot_of(app).store.ping, app.client.auth_test)
+
+    async def ready() -> dict:
+        live, state = await health(), await probe.state()
+        return {**state, "ok": bool(live.get("ok")) and state["ok"], "mode": live.get("mode")}
+    return ready
 
 
 async def start_site(web_app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
@@ -113,9 +137,11 @@ async def _run_app(app: AsyncApp, settings: Settings, stop: asyncio.Event,
     if settings.slack_app_token is not None:
         handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
         await handler.connect_async()
-        web_app = http_app(None, socket_health(app, handler))
+        health = socket_health(app, handler)
     else:
-        web_app = http_app(app, http_health(app, auth))
+        health = http_health(app, auth)
+    web_app = http_app(None if handler else app, health, readiness(app, health),
+                       bot_of(app).poster.metrics)
     runner, port = await start_site(web_app, settings.http_host, settings.http_port)
     log.info("mailcheck serving (%s mode) on port %s", "socket" if handler else "http", port)
     try:
@@ -137,6 +163,10 @@ async def serve(settings: Settings, *, inventory: Inventory | None = None,
     service come from `wiring` (default: Wiring(settings, inventory)) unless given:
     bot.fixes.FixService from the wiring, approver user groups resolved through Slack."""
     wiring = wiring or Wiring(settings, inventory)
+    try:  # the schema is migrated here, before any event is taken
+        await wiring.store.ping()
+    except Exception as e:
+        raise ConfigError(f"the store {settings.database} cannot be used: {e}") from e
     client = make_client(settings)
     engine = engine or wiring.engine()
     if fixes is None:
@@ -151,8 +181,9 @@ async def serve(settings: Settings, *, inventory: Inventory | None = None,
     background: list[asyncio.Task] = []
 
     def ready(_port: int) -> None:
-        if service is not None:  # plans an earlier run left mid-apply: re-read their hosts
-            background.append(asyncio.create_task(announce_reconciled(service, bot_of(app).poster)))
+        if service is not None:  # plans left mid-apply, by an earlier run or another replica
+            background.append(asyncio.create_task(reconcile_every(
+                service, bot_of(app).poster, settings.reconcile_interval)))
 
     try:
         await run_app(app, settings, stop, on_ready=ready)
@@ -161,6 +192,17 @@ async def serve(settings: Settings, *, inventory: Inventory | None = None,
             task.cancel()
         if service is not None and await service.drain(0):  # past drain_timeout: recorded
             log.error("fixes were cancelled at shutdown; the next start reconciles them")
+        await wiring.store.close()
+
+
+async def reconcile_every(service: RealFixService, poster: SlackPoster, interval: float) -> None:
+    """At start, then every `interval` s (0: at start only): a replica that died mid-apply
+    is reconciled by one that lives (bot/fixes/reconcile.py picks exactly one)."""
+    while True:
+        await announce_reconciled(service, poster)
+        if interval <= 0:
+            return
+        await asyncio.sleep(interval)
 
 
 async def announce_reconciled(service: RealFixService, poster: SlackPoster) -> None:

@@ -45,4 +45,11 @@ def test_a_click_on_a_message_and_one_in_the_home_tab():
     in_home = Click.from_payload({"user": {"id": "U1"}, "container": {"type": "view", "view_id": "V1"}},
                                  action)
     assert (in_home.channel_id, in_home.in_view, in_home.value) == ("", True, "mx1")
-    assert in_home.key != on_message.key
+
+
+def test_a_delivery_is_known_by_its_event_id_or_trigger_id():
+    from bot.slack.app import delivery_key
+
+    assert delivery_key({"event_id": "Ev1", "event": {"type": "app_home_opened"}}) == "ev:Ev1"
+    assert delivery_key({"trigger_id": "123.456.abc", "command": "/mailcheck"}) == "tr:123.456.abc"
+    assert delivery_key({"type": "block_actions"}) == ""  # neither: never deduplicated
