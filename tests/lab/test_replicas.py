@@ -7,7 +7,8 @@ of tests/slack. Requests are Slack's real payloads, signed, sent to either repli
 load balancer would.
 
 - 50 simultaneous approvals of one plan, spread over both replicas: one apply on the host
-  (one change row, one ACCEPT rule, port 25 open from outside), 49 told "already handled";
+  (one change row; the fix deletes the DROP rule: exactly that rule is gone and port 25 is
+  open from outside), 49 clickers told "already handled";
 - a slash command, then Slack's retry of it (X-Slack-Retry-Num) and a duplicate delivered
   to the other replica: one check; meanwhile another user's /mailcheck of the same host on
   the other replica is told the check is already running (the shared running-check table);
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from pathlib import Path
 
@@ -39,7 +41,9 @@ def replicas(tmp_path: Path, fake: FakeSlack, lh, client_key: Path, pg_url: str,
     made = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        made.append(Serve(tmp_path / name, fake, lh, client_key, MAILCHECK_DB_URL=pg_url, **env))
+        made.append(Serve(tmp_path / name, fake, lh, client_key))
+        made[-1].env.update(MAILCHECK_DB_URL=pg_url, **env)
+        made[-1].env["MAILCHECK_RESOLVERS"] = os.environ["MAILCHECK_RESOLVERS"]  # stays here
     return made[0], made[1]
 
 
@@ -65,6 +69,7 @@ def click(button: dict, channel: str, ts: str, blocks: list, fake: FakeSlack) ->
 async def test_fifty_simultaneous_approvals_over_two_replicas_apply_once(
         lab, tmp_path, client_key, pg_url):
     lh = blocked_host(lab)
+    rules_before = lh.rules()
     fake = await FakeSlack().start()
     a, b = replicas(tmp_path, fake, lh, client_key, pg_url, MAILCHECK_LOCK_WAIT="30")
     try:
@@ -84,9 +89,12 @@ async def test_fifty_simultaneous_approvals_over_two_replicas_apply_once(
         assert events.count("apply") == 1 and events.count("duplicate") == 49, events
         assert events.count("approval") == 1 and events.count("started") == 1, events
         assert rows(pg_url, "SELECT state FROM changes") == [("applied",)]
-        accepts = [ln for ln in lh.rules().splitlines() if "--dport 25" in ln and "ACCEPT" in ln]
-        assert len(accepts) == 1, lh.rules()  # the host was changed once
+        # the fix (delete the DROP rule) ran once: exactly that rule is gone, nothing else moved
+        drop = [ln for ln in rules_before.splitlines() if "--dport 25" in ln and "DROP" in ln]
+        assert len(drop) == 1 and lh.rules() == rules_before.replace(drop[0] + "\n", "")
         assert lh.probe(25) == "open"
+        refused = [r for r in fake.responses if "already handled" in json.dumps(r)]
+        assert len(refused) == 49, [r.get("text") for r in fake.responses]  # each clicker told
     finally:
         a.kill()
         b.kill()
