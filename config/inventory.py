@@ -49,7 +49,7 @@ def valid_domain(value: str) -> str:
     TargetError otherwise."""
     v = value.strip().lower().rstrip(".")
     # a top-level domain is never all digits: that is an IPv4 address
-    if "." not in v or not _HOSTNAME.match(v) or v.startswith("-") or v.rsplit(".", 1)[1].isdigit():
+    if "." not in v or not _HOSTNAME.fullmatch(v) or v.startswith("-") or v.rsplit(".", 1)[1].isdigit():
         raise TargetError(f"not a mail domain: {value[:80]!r} (a DNS name such as example.com)")
     return v
 
