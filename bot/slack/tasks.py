@@ -54,7 +54,9 @@ class TaskSet:
         for t in self._tasks - keep:
             t.cancel()
         if keep:
-            log.info("waiting up to %.0fs for %d fix(es) in progress", drain, len(keep))
+            # a warning: the operator who stops serve sees why the stop takes a while
+            log.warning("shutting down: waiting up to %.0fs for %d fix(es) in progress",
+                        drain, len(keep))
             _done, late = await asyncio.wait(keep, timeout=drain)
             if late:
                 log.error("%d fix(es) still running after %.0fs: cancelled (the next start "

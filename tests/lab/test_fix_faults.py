@@ -273,7 +273,8 @@ async def test_a_second_mailcheck_with_another_database_is_refused_naming_the_fi
     task = asyncio.create_task(first.apply(await register(first, host, slow), Actor("slack", "UOPS")))
     lock = Path(first.settings.backup_dir) / ".lock"
     await until(lock.exists, what="the first mailcheck's lock on the host")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCHECK_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MAILCHECK_") or k == "MAILCHECK_RESOLVERS"}
     env.update(MAILCHECK_DB_PATH=str(tmp_path / "second.db"), MAILCHECK_PROBE_TIMEOUT="1.5",
                MAILCHECK_CONNECT_TIMEOUT="3", MAILCHECK_BACKUP_DIR=str(first.settings.backup_dir),
                MAILCHECK_LOCK_WAIT="1")

@@ -63,8 +63,8 @@ class Serve:
             f"hosts:\n  mx-lab:\n    address: {lh.ip}\n    identity_file: {client_key}\n"
             f"    known_hosts: {lh.known_hosts}\n    approvers: [U0BOB]\n")
         self.port = _free_port()
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("MAILCHECK_", "SLACK_"))}
+        self.env = {k: v for k, v in os.environ.items()  # the session's refusing resolver stays
+                    if not k.startswith(("MAILCHECK_", "SLACK_")) or k == "MAILCHECK_RESOLVERS"}
         self.env.update(
             SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SECRET, MAILCHECK_SLACK_API_URL=fake.api_url,
             MAILCHECK_HTTP_HOST="127.0.0.1", MAILCHECK_HTTP_PORT=str(self.port),
@@ -177,6 +177,7 @@ async def test_sigterm_mid_apply_drains_it_and_a_restart_finds_it_all_recorded(l
         await serve.start()
         plan_id = await check_and_click(serve, fake, lh)
         assert await serve.stop() == 0, serve.output()[-3000:]  # SIGTERM mid-apply
+        assert "waiting up to 120s for 1 fix(es) in progress" in serve.output()  # it was mid-apply
         assert lh.probe(25) == "open"  # the apply finished during the drain
         plans, changes, audit = db(tmp_path)
         assert plans[plan_id] == "applied"
