@@ -142,7 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def run(args: argparse.Namespace, console: Console) -> int:
     """Run the handler the parser chose for `args`."""
-    return await args.handler(args, console)
+    try:
+        return await args.handler(args, console)
+    finally:
+        await console.wiring.aclose()
 
 
 def main(argv: list[str] | None = None) -> int:

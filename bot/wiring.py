@@ -55,6 +55,11 @@ class Wiring:
         MAILCHECK_DB_URL names (default: the SQLite file settings.db_path)."""
         return self._store or open_store(self.settings.store_url)
 
+    async def aclose(self) -> None:
+        """Close the store if it was opened (a PostgreSQL pool)."""
+        if "store" in self.__dict__:
+            await self.store.close()
+
     def fix_service(self, *, group_members: GroupMembers | None = None) -> FixService:
         """Fixes through `connect`, verified by the engine; `group_members` resolves
         approver user groups (Slack's usergroups.users.list when serving)."""

@@ -165,6 +165,8 @@ async def serve(settings: Settings, *, inventory: Inventory | None = None,
     wiring = wiring or Wiring(settings, inventory)
     try:  # the schema is migrated here, before any event is taken
         await wiring.store.ping()
+    except ConfigError:
+        raise
     except Exception as e:
         raise ConfigError(f"the store {settings.database} cannot be used: {e}") from e
     client = make_client(settings)
@@ -192,7 +194,7 @@ async def serve(settings: Settings, *, inventory: Inventory | None = None,
             task.cancel()
         if service is not None and await service.drain(0):  # past drain_timeout: recorded
             log.error("fixes were cancelled at shutdown; the next start reconciles them")
-        await wiring.store.close()
+        await wiring.aclose()
 
 
 async def reconcile_every(service: RealFixService, poster: SlackPoster, interval: float) -> None:

@@ -152,7 +152,7 @@ class PostgresBackend:
         except ImportError as e:  # pragma: no cover - a dependency of the package
             raise ConfigError("MAILCHECK_DB_URL names PostgreSQL, but psycopg is not installed "
                               "(pip install 'psycopg[binary,pool]')") from e
-        self.name = redact_url(url)
+        self.name, self._url = redact_url(url), url
         self._pool = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, open=False,
                                          kwargs={"autocommit": False}, timeout=30)
         self._ready: asyncio.Lock | None = None
@@ -165,9 +165,15 @@ class PostgresBackend:
         async with self._ready:
             if self._migrated:
                 return
-            await self._pool.open(wait=True, timeout=30)
-            async with self._pool.connection() as conn, conn.transaction():
+            import psycopg
+
+            try:  # one connection first: its error says why (the pool's would only time out)
+                conn = await psycopg.AsyncConnection.connect(self._url, connect_timeout=10)
+            except psycopg.Error as e:
+                raise ConfigError(f"the store {self.name} cannot be reached: {e}") from e
+            async with conn, conn.transaction():
                 await _migrate_pg(conn)
+            await self._pool.open(wait=True, timeout=30)
             self._migrated = True
 
     @asynccontextmanager
@@ -179,7 +185,8 @@ class PostgresBackend:
             yield _PgTx(conn.cursor(row_factory=dict_row))
 
     async def close(self) -> None:
-        await self._pool.close()
+        if not self._pool.closed:
+            await self._pool.close()
 
 
 _PLACEHOLDER = re.compile(r"\?")

@@ -20,6 +20,7 @@ load balancer would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -35,14 +36,24 @@ from tests.slack.fake_slack import FakeSlack
 pytestmark = pytest.mark.lab
 
 
-def replicas(tmp_path: Path, fake: FakeSlack, lh, client_key: Path, pg_url: str,
-             **env: str) -> tuple[Serve, Serve]:
+@contextlib.asynccontextmanager
+async def replicas(lab, tmp_path: Path, client_key: Path, pg_url: str, **env: str):
+    """A lab host whose iptables drops 25, the fake Web API and two serve processes on
+    `pg_url`, started: yields (host, fake, a, b); both killed at the end."""
+    lh = blocked_host(lab)
+    fake = await FakeSlack().start()
     made = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         made.append(Serve(tmp_path / name, fake, lh, client_key))
         made[-1].env.update(MAILCHECK_DB_URL=pg_url, **env)
-    return made[0], made[1]
+    try:
+        await asyncio.gather(*(s.start() for s in made))
+        yield lh, fake, made[0], made[1]
+    finally:
+        for s in made:
+            s.kill()
+        await fake.stop()
 
 
 def rows(pg_url: str, sql: str, *args) -> list[tuple]:
@@ -66,12 +77,9 @@ def click(button: dict, channel: str, ts: str, blocks: list, fake: FakeSlack) ->
 
 async def test_fifty_simultaneous_approvals_over_two_replicas_apply_once(
         lab, tmp_path, client_key, pg_url):
-    lh = blocked_host(lab)
-    rules_before = lh.rules()
-    fake = await FakeSlack().start()
-    a, b = replicas(tmp_path, fake, lh, client_key, pg_url, MAILCHECK_LOCK_WAIT="30")
-    try:
-        await asyncio.gather(a.start(), b.start())
+    async with replicas(lab, tmp_path, client_key, pg_url, MAILCHECK_LOCK_WAIT="30") as (
+            lh, fake, a, b):
+        rules_before = lh.rules()
         channel, ts, blocks, button = await report_posted(a, fake)
         plan_id = button["value"]
         bodies = [click(button, channel, ts, blocks, fake) for _ in range(50)]  # 50 trigger ids
@@ -93,19 +101,11 @@ async def test_fifty_simultaneous_approvals_over_two_replicas_apply_once(
         assert lh.probe(25) == "open"
         refused = [r for r in fake.responses if "already handled" in json.dumps(r)]
         assert len(refused) == 49, [r.get("text") for r in fake.responses]  # each clicker told
-    finally:
-        a.kill()
-        b.kill()
-        await fake.stop()
 
 
 async def test_a_retried_slash_command_on_the_other_replica_starts_no_second_check(
         lab, tmp_path, client_key, pg_url):
-    lh = blocked_host(lab)
-    fake = await FakeSlack().start()
-    a, b = replicas(tmp_path, fake, lh, client_key, pg_url)
-    try:
-        await asyncio.gather(a.start(), b.start())
+    async with replicas(lab, tmp_path, client_key, pg_url) as (_lh, fake, a, b):
         body = slash_body("mx-lab", fake.response_url(), trigger="4242.4242.retried")
         first = await post_signed(a.url, body)
         retry = await post_signed(b.url, body, headers={"X-Slack-Retry-Num": "1",
@@ -125,20 +125,13 @@ async def test_a_retried_slash_command_on_the_other_replica_starts_no_second_che
         assert checks == [("U0ALICE",)]
         assert rows(pg_url, "SELECT count(*) FROM running_checks") == [(0,)]  # ended
         assert rows(pg_url, "SELECT count(*) FROM deliveries WHERE key = 'tr:4242.4242.retried'") == [(1,)]
-    finally:
-        a.kill()
-        b.kill()
-        await fake.stop()
 
 
 async def test_sigkill_of_a_replica_mid_apply_is_reconciled_by_the_other(
         lab, tmp_path, client_key, pg_url):
-    lh = blocked_host(lab)
-    rules_before = lh.rules()
-    fake = await FakeSlack().start()
-    a, b = replicas(tmp_path, fake, lh, client_key, pg_url, MAILCHECK_RECONCILE_INTERVAL="1")
-    try:
-        await asyncio.gather(a.start(), b.start())
+    async with replicas(lab, tmp_path, client_key, pg_url, MAILCHECK_RECONCILE_INTERVAL="1") as (
+            lh, fake, a, b):
+        rules_before = lh.rules()
         channel, ts, blocks, button = await report_posted(a, fake)
         plan_id = button["value"]
         assert (await post_signed(a.url, click(button, channel, ts, blocks, fake)))[0] == 200
@@ -165,7 +158,3 @@ async def test_sigkill_of_a_replica_mid_apply_is_reconciled_by_the_other(
         await asyncio.sleep(3)  # further rounds of B's reconcile find nothing more
         assert len(told()) == 1
         assert await b.stop() == 0
-    finally:
-        a.kill()
-        b.kill()
-        await fake.stop()

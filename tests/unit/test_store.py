@@ -5,6 +5,7 @@ object); claims, locks, delivery keys and running checks have exactly one winner
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import pytest
@@ -238,3 +239,17 @@ def test_a_sqlite_file_from_before_versions_is_adopted(tmp_path):
     s = SQLiteStore(db)
     assert asyncio.run(s.get_plan("p_old")).id == "p_old"
     assert asyncio.run(s.first_delivery("k", 60))
+
+
+async def test_an_unreachable_postgresql_is_a_clear_error_without_its_password():
+    from bot.errors import ConfigError
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = PostgresStore(f"postgresql://mc:s3cret@127.0.0.1:{port}/mailcheck")
+    with pytest.raises(ConfigError, match=f"mc:\\*\\*\\*@127.0.0.1:{port}/mailcheck cannot be "
+                       "reached") as e:
+        await store.ping()
+    assert "s3cret" not in str(e.value)
+    await store.close()
