@@ -19,8 +19,9 @@ A plan is left alone while its apply may still be alive: claimed less than
 CLAIM_MARGIN seconds ago (between its claim and taking the store's lock), or
 while the store's lock of its host is held by a process that is alive (on
 this machine; this very process included, by its run token) or by one on
-another machine whose lock has not expired (its own apply, or the one it
-waits for). Such a plan is reconciled later.
+another machine whose lock has not lapsed (its own apply, or the one it
+waits for; a holder renews its lock while it works, so a dead one's lapses
+within storelock.LOCK_TTL). Such a plan is reconciled later.
 
 Replicas of `serve` sharing a database run this at start and then every
 MAILCHECK_RECONCILE_INTERVAL seconds, so a replica killed mid-apply is
@@ -40,9 +41,10 @@ import time
 from dataclasses import dataclass
 
 from bot.errors import TransportError
-from bot.fixes import hostlock
+from bot.fixes import hostlock, storelock
 from bot.fixes.apply import Applier, ApplyResult
 from bot.fixes.outcomes import RESULTS, ApplyStatus
+from bot.fixes.storelock import LOCK_TTL
 from bot.store import AuditEntry, ChangeRecord, PlanRecord, Store
 from config.inventory import Inventory
 
@@ -106,19 +108,16 @@ class Reconciler:
             if held is not None and _alive(held.holder):
                 continue  # its apply, or one it waits for, is running
             me = f"reconcile of plan {plan.id} {owner_tag()}"
-            ttl = self.applier.settings.lockout_deadline + 600.0
             if held is None:
-                taken = await self.store.acquire_lock(plan.host.name, me, ttl) is None
+                taken = await self.store.acquire_lock(plan.host.name, me, LOCK_TTL) is None
             else:  # its holder died: one conditional update, one winner among replicas
-                taken = await self.store.take_over_lock(plan.host.name, held.holder, me, ttl)
+                taken = await self.store.take_over_lock(plan.host.name, held.holder, me, LOCK_TTL)
             if not taken:
                 continue  # another replica reconciles it (or a new apply took the host)
-            try:
+            async with storelock.kept(self.store, plan.host.name, me):
                 current = await self.store.get_plan(plan.id)
                 if current is not None and current.state == "claimed":
                     out.append(await self._one(current))
-            finally:
-                await self.store.release_lock(plan.host.name, me)
         return out
 
     async def _one(self, plan: PlanRecord) -> Reconciled:

@@ -36,6 +36,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from bot.errors import TransportError
+from bot.fixes import storelock
 from bot.fixes.apply import Applier, ApplyResult
 from bot.fixes.outcomes import RESULTS, ApplyOutcome, RollbackOutcome, Snapshot
 from bot.fixes.plans import PlanBook, digest_problem
@@ -51,7 +52,6 @@ from config.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-LOCK_TTL_EXTRA = 600.0  # a lock outlives a crashed bot by at most deadline + this
 
 
 class FixService:
@@ -148,16 +148,14 @@ class FixService:
 
     async def _claimed(self, plan: PlanRecord, host: Host, out: ApplyOutcome) -> ApplyOutcome:
         holder = lock_holder(plan.model_copy(update={"claimed_by": out.actor}))
-        held = await self._lock(plan.host.name, holder)
+        held = await storelock.take(self.store, plan.host.name, holder, self.settings.lock_wait)
         if held is not None:
             await self.store.unclaim_plan(plan.id)
             out.status, out.message = "busy", f"another change is running on " \
                 f"{plan.host.name}: held by {held}; try again when it is done"
             return await self._refuse(out)
-        try:
+        async with storelock.kept(self.store, plan.host.name, holder):
             return await self._apply_locked(plan, host, out)
-        finally:
-            await self.store.release_lock(plan.host.name, holder)
 
     def _outcome(self, plan: PlanRecord, actor: Actor) -> ApplyOutcome:
         return ApplyOutcome(
@@ -206,17 +204,6 @@ class FixService:
         out.message = f"already handled: {who} approved this fix at {when} " \
             f"(state {plan.state if plan else 'unknown'}); nothing was done twice"
         return await self._refuse(out, event="duplicate")
-
-    async def _lock(self, host: str, holder: str) -> str | None:
-        ttl = self.settings.lockout_deadline + LOCK_TTL_EXTRA
-        deadline = time.monotonic() + self.settings.lock_wait
-        while True:
-            held = await self.store.acquire_lock(host, holder, ttl)
-            if held is None:
-                return None
-            if time.monotonic() >= deadline:
-                return held.holder
-            await asyncio.sleep(0.1)
 
     async def _apply_locked(self, plan: PlanRecord, host: Host, out: ApplyOutcome) -> ApplyOutcome:
         change_id = "c_" + secrets.token_urlsafe(9)
@@ -324,16 +311,14 @@ class FixService:
 
     async def _rollback_claimed(self, change_id: str, host: Host, out: RollbackOutcome,
                                 force: bool) -> RollbackOutcome:
-        holder = f"{out.actor} (rollback {change_id})"
-        held = await self._lock(host.name, holder)
+        holder = f"{out.actor} (rollback {change_id}) {owner_tag()}"
+        held = await storelock.take(self.store, host.name, holder, self.settings.lock_wait)
         if held is not None:
             out.status, out.message = "busy", f"another change is running on " \
                 f"{host.name}: held by {held}"
             return await self._refuse_rollback(out)
-        try:
+        async with storelock.kept(self.store, host.name, holder):
             return await self._rollback_locked(change_id, host, out, force)
-        finally:
-            await self.store.release_lock(host.name, holder)
 
     async def _rollback_locked(self, change_id: str, host: Host, out: RollbackOutcome,
                                force: bool) -> RollbackOutcome:

@@ -253,3 +253,22 @@ async def test_an_unreachable_postgresql_is_a_clear_error_without_its_password()
         await store.ping()
     assert "s3cret" not in str(e.value)
     await store.close()
+
+
+async def test_a_working_holder_keeps_its_lock_and_a_dead_ones_lapses(open_db, monkeypatch):
+    """bot/fixes/storelock: renewed every LOCK_TTL/4 while the fix runs; a holder that stops
+    renewing (killed) loses it within LOCK_TTL, so another replica may reconcile."""
+    from bot.fixes import storelock
+
+    monkeypatch.setattr(storelock, "LOCK_TTL", 0.4)
+    a, b = open_db(), open_db()
+    assert await storelock.take(a, "mx1", "worker", wait=0) is None
+    async with storelock.kept(a, "mx1", "worker"):
+        await asyncio.sleep(1.2)  # three lifetimes of the lock
+        assert (await b.get_lock("mx1")).holder == "worker"
+        assert await storelock.take(b, "mx1", "other", wait=0.2) == "worker"
+    assert await b.get_lock("mx1") is None  # released at the end
+    assert await storelock.take(a, "mx2", "killed", wait=0) is None  # and never renewed
+    await asyncio.sleep(0.5)
+    assert await b.get_lock("mx2") is None
+    assert await storelock.take(b, "mx2", "next", wait=0) is None
