@@ -9,6 +9,7 @@ load balancer would.
 - 50 simultaneous approvals of one plan, spread over both replicas: one apply on the host
   (one change row; the fix deletes the DROP rule: exactly that rule is gone and port 25 is
   open from outside), 49 clickers told "already handled";
+- a report made by one replica: its Details open and its Apply works on the other;
 - a slash command, then Slack's retry of it (X-Slack-Retry-Num) and a duplicate delivered
   to the other replica: one check; meanwhile another user's /mailcheck of the same host on
   the other replica is told the check is already running (the shared running-check table);
@@ -28,9 +29,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bot.render.blockkit import ACTION_DETAILS
 from tests.lab.test_fix_faults import until
 from tests.lab.test_serve_shutdown import Serve, apply_button, blocked_host
-from tests.slack.conftest import action_payload, form_payload, post_signed, slash_body
+from tests.slack.conftest import action_payload, buttons, form_payload, post_signed, slash_body
 from tests.slack.fake_slack import FakeSlack
 
 pytestmark = pytest.mark.lab
@@ -125,6 +127,24 @@ async def test_a_retried_slash_command_on_the_other_replica_starts_no_second_che
         assert checks == [("U0ALICE",)]
         assert rows(pg_url, "SELECT count(*) FROM running_checks") == [(0,)]  # ended
         assert rows(pg_url, "SELECT count(*) FROM deliveries WHERE key = 'tr:4242.4242.retried'") == [(1,)]
+
+
+async def test_a_report_of_one_replica_is_opened_and_applied_on_the_other(
+        lab, tmp_path, client_key, pg_url):
+    async with replicas(lab, tmp_path, client_key, pg_url) as (lh, fake, a, b):
+        channel, ts, blocks, button = await report_posted(a, fake)  # the check ran on A
+        [details] = [e for e in buttons(blocks) if e.get("action_id") == ACTION_DETAILS]
+        payload = action_payload(ACTION_DETAILS, details["value"], fake.response_url(),
+                                 user="U0BOB", channel=channel, message_ts=ts)
+        assert (await post_signed(b.url, form_payload(payload)))[0] == 200
+        await until(lambda: fake.of("views.open", ok=True), 30, "B opening A's Details")
+        assert "mx-lab" in json.dumps(fake.of("views.open", ok=True)[0].args["view"])
+        assert (await post_signed(b.url, click(button, channel, ts, blocks, fake)))[0] == 200
+        await until(lambda: rows(pg_url, "SELECT state FROM plans WHERE id = %s", button["value"])
+                    == [("applied",)], 120, "A's plan applied by B")
+        await until(lambda: any("Applied by <@U0BOB>" in json.dumps(c.args.get("blocks"))
+                                for c in fake.of("chat.update", ok=True)), 60, "A's message updated")
+        assert lh.probe(25) == "open"
 
 
 async def test_sigkill_of_a_replica_mid_apply_is_reconciled_by_the_other(
