@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from bot.firewall.analysis import AnalysisContext, PortVerdict, findings_for, port_verdicts
 from bot.firewall.model import Ruleset
-from bot.firewall.parse import RULESET_COMMANDS, Results, ok_output, parse_all, ufw
+from bot.firewall.parse import RULESET_COMMANDS, Results, ok_output, parse_all, routes, ufw
 from bot.firewall.plan import Planner, owner_of, planners_for, reads
 from bot.firewall.plan.base import decided_at, labels, place
 from bot.models import Command, Finding, Fix, PortKey
@@ -33,8 +33,9 @@ class FirewallAnalysis:
 
 
 def collect_commands() -> list[Command]:
-    """The ruleset's commands, then what each planner of the registry reads."""
-    commands = [Command(a) for a in RULESET_COMMANDS]
+    """The ruleset's commands, the routes (where a DNAT sends a packet), then what each
+    planner of the registry reads."""
+    commands = [Command(a) for a in (*RULESET_COMMANDS, *routes.COMMANDS)]
     return commands + [c for c in reads() if c not in commands]
 
 
@@ -54,6 +55,8 @@ def backend_in_charge(planners: list[Planner], ruleset: Ruleset) -> str:
 
 def analyze(results: Results, *, context: AnalysisContext) -> FirewallAnalysis:
     ruleset = parse_all(results)
+    context = replace(context, routes_v4=routes.routes_from(results, "ipv4"),
+                      routes_v6=routes.routes_from(results, "ipv6"))
     planners = planners_for(results, context)
     analysis = FirewallAnalysis(backend=backend_in_charge(planners, ruleset), ruleset=ruleset)
     analysis.errors = list(ruleset.problems)
