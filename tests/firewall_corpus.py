@@ -80,7 +80,6 @@ CONTAINER_COMMANDS = (
     Command(("sysctl", "net.ipv4.ip_forward")),
     Command(("ip", "-4", "route")),
 )
-MODEL_GAP_NAT = "issue 11: nat/FORWARD not modelled"
 
 
 def fail2ban_commands(host) -> tuple[Command, ...]:
@@ -202,25 +201,18 @@ def parse_results(results):
     return parse_all(results)
 
 
-def model_verdicts(ruleset, addresses: dict) -> dict[str, object]:
-    """Per key, the analysis' PortVerdict for the same packets the lab sent."""
-    from bot.firewall.analysis import Endpoints, port_verdict
+def model_verdicts(results, addresses: dict) -> dict[str, object]:
+    """Per key, the analysis' PortVerdict for the same packets the lab sent (from the captured output)."""
+    from bot.firewall.analysis import port_verdict
 
-    local = frozenset({addresses["host"], addresses["host6"], "127.0.0.1", "::1"})
-    out = {}
-    for k in all_keys():
-        direction, family, port = split_key(k)
-        six = family == "ipv6"
-        ends = Endpoints(addresses["host6" if six else "host"], addresses["prober6" if six else "prober"],
-                         addresses.get("iface", "eth0"), local)
-        out[k] = port_verdict(ruleset, (direction, family, port), ends)
-    return out
+    ruleset, ends = parse_results(results), endpoints(addresses, results)
+    return {k: port_verdict(ruleset, split_key(k), ends[split_key(k)[1]]) for k in all_keys()}
 
 
-def mismatches(case: Case, kernel: dict[str, str], ruleset, addresses: dict) -> list[str]:
+def mismatches(case: Case, kernel: dict[str, str], results, addresses: dict) -> list[str]:
     """Where the model disagrees with the kernel (unknown counts unless the case allows it)."""
     problems = []
-    verdicts = model_verdicts(ruleset, addresses)
+    verdicts = model_verdicts(results, addresses)
     for k, want in sorted(kernel.items()):
         got = verdicts[k].verdict
         if got == want or (got == "unknown" and case.may_be_unknown(k)):
@@ -446,12 +438,16 @@ if __name__ == "__main__":
 
 # --- fix plans on a case (unit and lab tests share this) ----------------------------------------
 
-def endpoints(addresses: dict) -> dict:
+def endpoints(addresses: dict, results=None) -> dict:
+    """Per family, the Endpoints the analysis builds for the lab's addresses (and, given the
+    captured output, the host's routes and forwarding)."""
     from bot.firewall.analysis import Endpoints
+    from bot.firewall.parse.routes import routes_from
 
     local = frozenset({addresses["host"], addresses["host6"], "127.0.0.1", "::1"})
-    return {"ipv4": Endpoints(addresses["host"], addresses["prober"], addresses.get("iface", "eth0"), local),
-            "ipv6": Endpoints(addresses["host6"], addresses["prober6"], addresses.get("iface", "eth0"), local)}
+    iface = addresses.get("iface", "eth0")
+    return {f: Endpoints(addresses[h], addresses[p], iface, local, routes_from(results or {}, f))
+            for f, h, p in (("ipv4", "host", "prober"), ("ipv6", "host6", "prober6"))}
 
 
 def mail_keys() -> list[tuple[str, str, int]]:
@@ -469,7 +465,7 @@ def plan_fixes(results, addresses: dict):
     ruleset = parse_results(results)
     ufw_result = results.get(("ufw", "status", "verbose"))
     status = parse_ufw_status(ufw_result.stdout if ufw_result else "", ufw_result.exit_status if ufw_result else 127)
-    ends = endpoints(addresses)
+    ends = endpoints(addresses, results)
     keys = mail_keys()
     plan = PlannedFixes()
     version = results[("iptables", "-V")].stdout if ("iptables", "-V") in results else ""
