@@ -4,7 +4,7 @@ Layout, one directory per case:
 
     tests/data/firewall/<name>/case.yaml
         description: what the ruleset is and why it matters
-        backend: iptables | ufw | nft | firewalld      (optional, default iptables)
+        backend: iptables | ufw | nft | firewalld | csf | fail2ban | docker | podman (default iptables)
         setup:                                          argv lists run inside the host
           - [iptables, -A, INPUT, -s, "{prober}/32", -j, DROP]
           - [nft, -f, "{dir}/ruleset.nft"]
@@ -20,6 +20,8 @@ Layout, one directory per case:
           banaction: iptables-multiport                 (or nftables-multiport, ...)
           ban: ["{prober}"]                             fail2ban-client set JAIL banip ADDR
         files_from: ../../csf/NAME                      (optional) more files for {dir}
+        csf: NAME                                       (optional) real CSF installed with that
+                                                        recording's csf.conf (tests/csflab.py)
         expect:                                         (optional)
           unknown: ["inbound/*/25"]    keys (fnmatch globs) where the model may say "unknown"
           notes: free text
@@ -43,6 +45,7 @@ List:                         python -m tests.firewall_corpus list
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import re
@@ -108,6 +111,7 @@ class Case:
     container: dict = field(default_factory=dict)
     fail2ban: dict = field(default_factory=dict)
     files_from: str = ""
+    csf: str = ""  # real CSF's recording (tests/csflab.py RECORDINGS) whose csf.conf the host gets
 
     @property
     def published(self) -> tuple[int, ...]:
@@ -152,6 +156,7 @@ def load_case(path: Path) -> Case:
         notes=str(expect.get("notes", "")), model_gap=str(expect.get("model_gap", "")),
         no_fix=str(expect.get("no_fix", "")), container=dict(data.get("container") or {}),
         fail2ban=dict(data.get("fail2ban") or {}), files_from=str(data.get("files_from", "")),
+        csf=str(data.get("csf", "")),
     )
 
 
@@ -338,7 +343,7 @@ def collect(host) -> list[CommandResult]:
     for cmd in commands:
         # the engine's socket/config, as the host's SSH sessions get it (LabHost.set_ssh_env)
         env = [f"{k}={v}" for k, v in (*host.ssh_env.items(), *cmd.env)]
-        r = host.sh("env", *env, *cmd.argv, check=False, timeout=cmd.timeout + 15)
+        r = host.session("env", *env, *cmd.argv, check=False, timeout=cmd.timeout + 15)
         out.append(CommandResult(cmd, r.returncode, r.stdout, r.stderr))
     return out
 
@@ -358,9 +363,26 @@ def run_case(host, case: Case) -> tuple[dict[str, str], list[CommandResult]]:
         start_listeners(host)
     if case.fail2ban:
         start_case_fail2ban(host, case)
+    if case.csf:
+        install_case_csf(host, case)
     apply_setup(host, case)
     outcomes = kernel_outcomes(host)
     return outcomes, collect(host)
+
+
+def install_case_csf(host, case: Case) -> None:
+    """Real CSF's configuration and program in the host, as in the recording the case replays
+    (tests/data/csf/NAME): `csf -v` and csf.conf answer as on that host; the rules come from the
+    recording (setup: iptables-restore), not from `csf -s`."""
+    from tests.csflab import RECORDINGS, Csf, snapshot
+
+    if snapshot() is None:
+        raise MissingLab(f"{case.name}: needs a CSF snapshot (tests/csflab.py)")
+    Csf(host, snapshot()).install(**RECORDINGS[case.csf][0])
+
+
+class MissingLab(RuntimeError):
+    """The case needs lab software this machine lacks (the live tests skip it, saying so)."""
 
 
 def kernel_paths(host, case: Case) -> dict[str, dict]:
@@ -373,6 +395,7 @@ def kernel_paths(host, case: Case) -> dict[str, dict]:
 # labhost.close() deletes the namespace before its /etc/netns files and veth: a host made
 # meanwhile in another thread could get the same index. Serialize making and closing.
 _LIFECYCLE = threading.Lock()
+_CSF = threading.Lock()  # one CSF host at a time: another's close may remove /etc/csf under it
 
 
 def record_case(case: Case, client_key: Path) -> dict:
@@ -381,7 +404,8 @@ def record_case(case: Case, client_key: Path) -> dict:
     with _LIFECYCLE:
         host = make_host(client_key)
     try:
-        outcomes, results = run_case(host, case)
+        with _CSF if case.csf else contextlib.nullcontext():  # CSF's mount points are the machine's
+            outcomes, results = run_case(host, case)
         expected = {
             "addresses": addresses_of(host),
             "kernel": {k: outcome_verdict(o) for k, o in outcomes.items()},

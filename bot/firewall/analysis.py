@@ -11,6 +11,7 @@ finding of its own.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from bot.firewall.evaluate import Outcome, PacketVerdict, evaluate
@@ -168,18 +169,27 @@ def port_verdict(ruleset: Ruleset, key: tuple[Direction, Family, int], ends: End
                        delivered)
 
 
+def ends_for(key: tuple[Direction, Family, int], ends: Endpoints) -> Endpoints:
+    """The endpoints the analysis evaluates a port with: inbound from the prober, outbound to a
+    generic mail server (never to the prober: a ban of the prober says nothing of mail out)."""
+    return replace(ends, peer=GENERIC_PEER[key[1]]) if key[0] == "outbound" else ends
+
+
 def port_verdicts(ruleset: Ruleset, context: AnalysisContext) -> list[PortVerdict]:
     """Every mail port of the context, inbound from the prober, outbound to a generic mail server."""
     out = []
     for family, ends in context.all_endpoints().items():
-        outbound = replace(ends, peer=GENERIC_PEER[family])
-        out += [port_verdict(ruleset, ("inbound", family, p), ends) for p in context.inbound_ports]
-        out += [port_verdict(ruleset, ("outbound", family, p), outbound) for p in context.outbound_ports]
+        keys = [("inbound", family, p) for p in context.inbound_ports]
+        keys += [("outbound", family, p) for p in context.outbound_ports]
+        out += [port_verdict(ruleset, k, ends_for(k, ends)) for k in keys]
     return out
 
 
-def findings_for(verdicts: list[PortVerdict], prober: dict[str, str | None]) -> list[Finding]:
-    """Group blocked ports by their deciding rule: one finding per rule and direction."""
+def findings_for(verdicts: list[PortVerdict], prober: dict[str, str | None],
+                 settings: Mapping[PortKey, str] | None = None) -> list[Finding]:
+    """Group blocked ports by their deciding rule: one finding per rule and direction. `settings`:
+    per port, the setting of the manager in charge of that rule (CSF's TCP_IN, a fail2ban jail)."""
+    settings = settings or {}
     findings: list[Finding] = []
     blocked: dict[tuple[str, str], list[PortVerdict]] = defaultdict(list)
     for v in verdicts:
@@ -195,8 +205,12 @@ def findings_for(verdicts: list[PortVerdict], prober: dict[str, str | None]) -> 
                        f"a ban, not a port rule: {ports}")
         else:
             summary = f"{direction.capitalize()} {what}mail ports {ports} are blocked by the host firewall"
+        managed = list(dict.fromkeys(settings[v.key] for v in vs if v.key in settings))
+        published = [f"{v.key.label} is published: DNAT to {v.dnat_to} by {v.delivered.nat_by}; FORWARD decides, "
+                     "not INPUT" for v in vs if v.forwarded and v.delivered]
+        summary += "".join(f" ({m})" for m in managed)
         findings.append(Finding(code=code, severity="error", summary=summary, step="firewall",
-                                evidence=_evidence(vs[0].path, rule)))
+                                evidence="\n".join([_evidence(vs[0].path, rule), *managed, *published])))
     findings += _source_specific(verdicts, prober)
     unknown = [v for v in verdicts if v.verdict == "unknown"]
     if unknown:
@@ -211,7 +225,29 @@ def findings_for(verdicts: list[PortVerdict], prober: dict[str, str | None]) -> 
 
 def _is_ban(rule: str) -> bool:
     low = rule.lower()
-    return "f2b-" in low or "fail2ban" in low or "sshguard" in low or "crowdsec" in low
+    csf_deny = " chain DENYIN " in rule and " -s " in rule
+    return "f2b-" in low or "fail2ban" in low or "sshguard" in low or "crowdsec" in low or csf_deny
+
+
+def input_bypassed(ruleset: Ruleset, verdicts: list[PortVerdict]) -> list[Finding]:
+    """Published ports (DNATed to a container, decided in FORWARD) that rules in INPUT would block:
+    those rules do not apply to them (ufw's and raw INPUT rules do not protect Docker's ports)."""
+    out = []
+    for v in verdicts:
+        p = v.delivered
+        if not (v.forwarded and p and v.key.direction == "inbound"):
+            continue
+        as_if_local = replace(p, daddr=p.orig_daddr or p.daddr, dport=p.orig_dport or p.dport, forwarded=False,
+                              oif=None, orig_daddr=None, orig_dport=None)  # dnat kept: no nat chain runs again
+        local = evaluate(ruleset, as_if_local)
+        if local.verdict == "block" and local.blocked_by:
+            out.append(Finding(
+                code="firewall.input_bypassed", severity="warning", step="firewall",
+                summary=f"{v.key.label} is published by a container (DNAT to {v.dnat_to}): `{local.blocked_by}` "
+                        "does not apply to it — INPUT rules (and ufw's) never see published ports; filter them "
+                        "in DOCKER-USER (or the forward hook)",
+                evidence=_evidence(local.path, local.blocked_by) + f"\npublished by: {p.nat_by}"))
+    return out
 
 
 def _source_specific(verdicts: list[PortVerdict], prober: dict[str, str | None]) -> list[Finding]:

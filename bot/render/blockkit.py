@@ -166,6 +166,8 @@ def _ports_text(report: Report) -> str:
     for p in report.ports:
         row = f"{p.port:>4}/tcp {p.direction:<8} {p.family:<4} outside={p.outside or '-':<8} " \
               f"listen={p.listening:<8} firewall={p.firewall}"
+        if p.dnat:
+            row += f"  -> DNAT {p.dnat.split(' ')[0]}"
         if p.blocked_by:
             row += f"  <- {p.blocked_by}"
         lines.append(row)
