@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from bot.firewall.analysis import AnalysisContext, PortVerdict, findings_for, input_bypassed, port_verdicts
+from bot.firewall.analysis import (
+    AnalysisContext,
+    PortVerdict,
+    findings_for,
+    input_bypassed,
+    port_verdicts,
+)
 from bot.firewall.model import Ruleset
 from bot.firewall.parse import RULESET_COMMANDS, Results, ok_output, parse_all, routes, ufw
 from bot.firewall.plan import Planner, owner_of, planners_for, reads

@@ -29,7 +29,13 @@ from dataclasses import dataclass
 from bot.firewall.analysis import Endpoints, PortVerdict
 from bot.firewall.evaluate import Outcome
 from bot.firewall.model import Ruleset, Table
-from bot.firewall.parse.csf import CSF_CONF, CSF_CONF_PATH, CSF_VERSION, CsfStatus, status_from_results
+from bot.firewall.parse.csf import (
+    CSF_CONF,
+    CSF_CONF_PATH,
+    CSF_VERSION,
+    CsfStatus,
+    status_from_results,
+)
 from bot.firewall.parse.iptables import parse_rule
 from bot.firewall.plan.base import Argv, FrontEnd, engines_in, is_source_specific, ports_text
 from bot.models import BackupSpec, Command, Finding, Precondition
