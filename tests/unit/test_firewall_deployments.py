@@ -27,7 +27,7 @@ CSF_DATA = Path(__file__).parent.parent / "data" / "csf"
 MAIL = (25, 465, 587, 143, 993)
 
 
-def run(name: str):
+def analyzed(name: str):
     case = CASES[name]
     a = case.expected()["addresses"]
     context = AnalysisContext(INBOUND_PORTS, OUTBOUND_PORTS, a["prober"], a["prober6"], a["host"], a["host6"],
@@ -46,7 +46,7 @@ CONTAINER = sorted(n for n, c in CASES.items() if c.container)
 
 @pytest.mark.parametrize("name", CONTAINER)
 def test_no_fix_touches_input_or_the_dnat_for_a_published_port(name):
-    analysis = run(name)
+    analysis = analyzed(name)
     published = {k for k, v in analysis.decisions.items() if v.forwarded}
     assert published, "the case publishes ports"
     for fix in analysis.fixes:
@@ -56,7 +56,7 @@ def test_no_fix_touches_input_or_the_dnat_for_a_published_port(name):
 
 
 def test_docker_user_drop_is_named_and_deleted_and_not_persisted_with_dockers_rules():
-    analysis = run("docker_user_drop_25")
+    analysis = analyzed("docker_user_drop_25")
     v = analysis.decisions[PortKey("inbound", "ipv4", 25)]
     assert v.verdict == "block" and v.forwarded and v.dnat_to.endswith(":25")
     assert v.blocked_by == ("iptables -t filter chain DOCKER-USER rule 1: "
@@ -72,7 +72,7 @@ def test_docker_user_drop_is_named_and_deleted_and_not_persisted_with_dockers_ru
 
 
 def test_a_conntrack_drop_gets_an_original_port_accept_before_it():
-    analysis = run("docker_user_ctorigdstport_drop_587")
+    analysis = analyzed("docker_user_ctorigdstport_drop_587")
     [fix] = analysis.fixes
     assert fix.commands == [["iptables", "-t", "filter", "-I", "DOCKER-USER", "1", "-p", "tcp", "-m", "conntrack",
                              "--ctstatus", "DNAT", "--ctorigdstport", "587", "--ctdir", "ORIGINAL", "-m", "comment",
@@ -81,7 +81,7 @@ def test_a_conntrack_drop_gets_an_original_port_accept_before_it():
 
 
 def test_docker_nftables_backend_the_users_forward_chain_is_edited_never_dockers_table():
-    analysis = run("docker28_nftables_user_forward_drop_25")
+    analysis = analyzed("docker28_nftables_user_forward_drop_25")
     assert analysis.backend == "nftables"
     [fix] = analysis.fixes
     assert fix.commands[0][:8] == ["nft", "insert", "rule", "inet", "user-filter", "forward", "position", "2"]
@@ -91,7 +91,7 @@ def test_docker_nftables_backend_the_users_forward_chain_is_edited_never_dockers
 
 @pytest.mark.parametrize("name", ["docker_guide_case1_input_drop", "docker_ufw_deny_published"])
 def test_input_rules_that_do_not_apply_to_a_published_port_are_reported(name):
-    analysis = run(name)
+    analysis = analyzed(name)
     bypassed = [f for f in analysis.findings if f.code == "firewall.input_bypassed"]
     assert bypassed and all("does not apply" in f.summary for f in bypassed)
     for fix in analysis.fixes:  # the INPUT fix opens the ports that are not published, only
@@ -101,7 +101,7 @@ def test_input_rules_that_do_not_apply_to_a_published_port_are_reported(name):
 # --- CSF ---------------------------------------------------------------------------------------
 
 def test_csf_fix_edits_csf_conf_and_restarts_csf_never_a_raw_rule():
-    analysis = run("csf_tcp_in_no_mail")
+    analysis = analyzed("csf_tcp_in_no_mail")
     assert analysis.backend == "csf"
     [fix] = analysis.fixes
     assert fix.backend == "csf" and [a[0] for a in fix.commands] == ["sed", "sed", "csf"]
@@ -121,7 +121,7 @@ def test_csf_fix_edits_csf_conf_and_restarts_csf_never_a_raw_rule():
 
 
 def test_csf_with_ipv6_edits_tcp6_in_and_says_nothing_of_unfiltered_ipv6():
-    analysis = run("csf_ipv6_tcp6_in_no_mail")
+    analysis = analyzed("csf_ipv6_tcp6_in_no_mail")
     [fix] = analysis.fixes
     edited = [a[4].split("(")[1].split("[")[0] for a in fix.commands if a[0] == "sed"]
     assert edited == ["TCP_IN", "TCP6_IN", "TCP_OUT", "TCP6_OUT"]
@@ -129,7 +129,7 @@ def test_csf_with_ipv6_edits_tcp6_in_and_says_nothing_of_unfiltered_ipv6():
 
 
 def test_csf_deny_of_the_prober_is_a_ban_reported_not_undone():
-    analysis = run("csf_deny_prober")
+    analysis = analyzed("csf_deny_prober")
     banned = next(f for f in analysis.findings if f.code == "firewall.prober_banned")
     assert "CSF denies the address in DENYIN" in banned.summary and not banned.fixes
     [fix] = analysis.fixes  # outbound 465, TCP_OUT (to any mail server, not to the prober)
@@ -176,7 +176,7 @@ def test_csf_edit_on_the_real_csf_conf(tmp_path):
                                            ("f2b_real_nftables_multiport_prober_banned", "prober"),
                                            ("f2b_real_nftables_multiport_prober6_banned", "prober6")])
 def test_fail2ban_ban_is_lifted_by_fail2ban(name, address):
-    analysis = run(name)
+    analysis = analyzed(name)
     addr = CASES[name].expected()["addresses"][address]
     [fix] = analysis.fixes
     assert fix.backend == "fail2ban" and fix.commands == [["fail2ban-client", "set", "exim", "unbanip", addr]]
@@ -188,7 +188,7 @@ def test_fail2ban_ban_is_lifted_by_fail2ban(name, address):
 
 
 def test_fail2ban_banning_others_plans_nothing():
-    analysis = run("f2b_real_iptables_multiport_other_banned")
+    analysis = analyzed("f2b_real_iptables_multiport_other_banned")
     assert not analysis.fixes and all(v.verdict == "allow" for v in analysis.decisions.values())
 
 
