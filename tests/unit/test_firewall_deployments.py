@@ -201,3 +201,14 @@ def test_managers_inactive_without_their_output():
     analysis = analyze(results, context=context)
     assert analysis.backend == "iptables" and {f.backend for f in analysis.fixes} == {"iptables"}
     assert parse_all(results).tables
+
+
+# --- firewalld (as before; now it names the zone) -------------------------------------------------
+
+def test_firewalld_names_the_zone_and_its_services():
+    analysis = analyzed("nft-firewalld-smtp-only")
+    blocked = next(f for f in analysis.findings if f.code == "firewall.inbound_blocked")
+    assert "(firewalld: not in zone public (target default; services: dhcpv6-client imap smtp ssh; ports: none))" \
+        in blocked.summary
+    [fix] = analysis.fixes
+    assert fix.backend == "firewalld"
