@@ -77,7 +77,7 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
          "The firewall manager leaves IPv6 unfiltered (CSF's IPV6 = \"0\").", role="note"),
     Code("firewall.engine_rules_flushed", "firewall", "warning",
          "A restart of the firewall manager (csf -r) flushes the container engine's chains: published "
-         "ports stop working until the engine restarts.", role="note"),
+         "ports are no longer forwarded to the containers until the engine restarts.", role="note"),
     Code("provider.port_blocked", "conclusion", "error",
          "Firewall allows, a daemon listens publicly, yet the outside probe is filtered: "
          "the provider's network blocks the port (guide step 5)."),
