@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.containerlab import rootfs, unmount_under
+from tests.containerlab import podman_state, rootfs, unmount_under
 from tests.labhost import _run
 
 PORT = 2222
@@ -66,17 +66,7 @@ class SystemdHost:
         return self.dir / "known_hosts"
 
     def start(self) -> SystemdHost:
-        d = self.dir
-        for sub in ("root", "run", "tmp"):
-            (d / sub).mkdir(parents=True, exist_ok=True)
-        (d / "storage.conf").write_text(
-            f'[storage]\ndriver = "overlay"\ngraphroot = "{d}/root"\nrunroot = "{d}/run"\n')
-        (d / "containers.conf").write_text(
-            f'[engine]\ncgroup_manager = "cgroupfs"\nruntime = "runc"\ntmp_dir = "{d}/tmp"\n'
-            f'events_logger = "file"\nevents_logfile_path = "{d}/events.log"\n'
-            f'static_dir = "{d}/root/libpod"\nvolume_path = "{d}/root/volumes"\n')
-        self.env = {"CONTAINERS_CONF": str(d / "containers.conf"),
-                    "CONTAINERS_STORAGE_CONF": str(d / "storage.conf")}
+        self.env = podman_state(self.dir)
         self.name = f"mclab-systemd-{self.host.index}"
         self.host.cleanups.append(self.stop)
         self.podman("run", "-d", "--name", self.name, "--network", f"ns:/run/netns/{self.host.ns}",
