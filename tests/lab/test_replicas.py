@@ -50,7 +50,8 @@ async def replicas(lab, tmp_path: Path, client_key: Path, pg_url: str, **env: st
         made.append(Serve(tmp_path / name, fake, lh, client_key))
         made[-1].env.update(MAILCHECK_DB_URL=pg_url, **env)
     try:
-        await asyncio.gather(*(s.start() for s in made))
+        # two interpreters importing Slack's libraries at once: 60 s was not enough at load 55
+        await asyncio.gather(*(s.start(within=240) for s in made))
         yield lh, fake, made[0], made[1]
     finally:
         for s in made:

@@ -80,9 +80,9 @@ class Serve:
         self.proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve"], env=self.env,
                                      cwd=self.cwd, stdout=self.log, stderr=subprocess.STDOUT)
 
-    async def start(self) -> Serve:
+    async def start(self, within: float = 60) -> Serve:
         self._spawn()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + within
         async with aiohttp.ClientSession() as s:
             while time.monotonic() < deadline:
                 assert self.proc.poll() is None, Path(self.log.name).read_text()[-3000:]
@@ -93,7 +93,7 @@ class Serve:
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.2)
-        raise AssertionError("serve did not answer /healthz within 60 s")
+        raise AssertionError(f"serve did not answer /healthz within {within:.0f} s")
 
     async def stop(self, within: float = 150) -> int:
         self.proc.send_signal(signal.SIGTERM)
