@@ -49,7 +49,7 @@ class Engine:
         self.outbound_target = _outbound(outbound_target)
         self.inventory = inventory
         self.transport_factory = transport_factory or ssh_connect(settings, inventory)
-        self.prober = prober or Prober(settings.probe_timeout)
+        self.prober = prober or Prober(settings.probe_timeout, settings.greeting_timeout)
         self.checks = dependency_order(list(checks) if checks is not None else all_checks())
 
     def select(self, steps: Sequence[str] | None) -> tuple[list[Check], set[str]]:

@@ -25,7 +25,8 @@ class Settings(BaseSettings):
     keepalive_interval: float = 15.0
     max_channels: int = 8
     # outside probes
-    probe_timeout: float = 4.0
+    probe_timeout: float = 4.0  # each TCP connect
+    greeting_timeout: float = 30.0  # on a port that connected: the greeting, EHLO, TLS handshake
     # Slack
     slack_bot_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "MAILCHECK_SLACK_BOT_TOKEN")

@@ -35,19 +35,34 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
          "The outside probe got no answer (timeout): something drops the packets "
          "(error for port 25)."),
     Code("port.refused", "ports", "warning",
-         "The outside probe was refused (RST): nothing listens, or a REJECT rule "
+         "The outside probe was refused (TCP RST): nothing listens, or a REJECT rule with "
+         "tcp-reset (error for port 25)."),
+    Code("port.rejected", "ports", "warning",
+         "The outside probe was answered with an ICMP destination-unreachable (e.g. "
+         "host-prohibited, admin-prohibited, port-unreachable): the summary says who sent it, the "
+         "host itself (its firewall) or a router on the path (a block outside the host) "
          "(error for port 25)."),
     Code("port.error", "ports", "warning",
-         "The outside probe failed otherwise (no route, ICMP unreachable, ...)."),
+         "The outside probe failed otherwise (no route from here, no neighbour answer, a "
+         "firewall where mailcheck runs, an ICMP time-exceeded, ...)."),
     Code("port.outbound_failed", "ports", "warning",
          "The optional outbound test (`nc -vz` from the host to a configured outside address) "
          "failed: filtered or refused (error for port 25)."),
     Code("smtp.no_starttls", "ports", "warning",
          "The SMTP server on 25/587 answers EHLO without offering STARTTLS."),
     Code("smtp.bad_greeting", "ports", "warning",
-         "The port is open but no SMTP 220 greeting / EHLO answer came back."),
+         "The port is open but no SMTP 220 greeting / EHLO answer came back within "
+         "MAILCHECK_GREETING_TIMEOUT."),
+    Code("port.slow_greeting", "ports", "warning",
+         "The greeting came within MAILCHECK_GREETING_TIMEOUT but took 3 s or more (the SMTP 220 on "
+         "25/587, the first TLS answer on 465/993): its duration and likely cause (a reverse DNS "
+         "lookup on a silent resolver, a tarpit; info for postscreen's `220-` pre-greeting)."),
     Code("tls.handshake_failed", "ports", "warning",
          "The port is open but the TLS handshake (465/993) failed."),
+    Code("tls.plaintext", "ports", "warning",
+         "A server answered in plain text where a TLS ServerHello was expected, e.g. `220 ...` on "
+         "465: clients expect implicit TLS there (RFC 8314); the summary names the MTA setting "
+         "(exim tls_on_connect_ports, postfix smtps with smtpd_tls_wrappermode=yes)."),
     Code("tls.self_signed", "ports", "info",
          "The certificate on 465/993 is self-signed (reported, not failed)."),
     Code("tls.expired", "ports", "warning", "The certificate on 465/993 has expired."),
@@ -64,8 +79,9 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
     Code("firewall.fix_not_planned", "firewall", "info",
          "A block has no automatic fix (a ban, a source-limited rule, a case the planner refuses)."),
     Code("provider.port_blocked", "conclusion", "error",
-         "Firewall allows, a daemon listens publicly, yet the outside probe is filtered: "
-         "the provider's network blocks the port (guide step 5)."),
+         "Firewall allows, a daemon listens publicly, yet the outside probe is filtered; or a "
+         "router on the path (not the host) rejected the probe: the provider's network blocks "
+         "the port (guide step 5)."),
     Code("check.step_failed", "", "error",
          "A step could not run (SSH failure, timeout, missing commands, crash); "
          "its message names host and step."),

@@ -15,9 +15,10 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 
+from bot.checks import answers
 from bot.checks.base import Check, CheckContext, CheckInput, StepOutcome, status_of
 from bot.checks.catalogue import finding
-from bot.models import OUTBOUND_PORTS, Command, Finding, PortKey, PortUpdate
+from bot.models import OUTBOUND_PORTS, Command, Finding, IcmpAnswer, PortKey, PortStatus, PortUpdate
 from bot.probes import PortProbe
 
 
@@ -97,11 +98,19 @@ def inbound(inp: CheckInput) -> StepOutcome:
     now = datetime.now(UTC)
     findings: list[Finding] = []
     ports, lines = {}, []
+    host_addresses = [a.address for a in inp.facts.addresses]
     for p in sorted(inp.probes.probes, key=lambda p: (p.family, p.port)):
-        ports[PortKey("inbound", p.family, p.port)] = PortUpdate(outside=p.state, detail=detail(p))
+        answer = answers.attribute(p, host_addresses)
+        seen = detail(p, answer)
+        slow = answers.slow_greeting(p)
+        ports[answers.key(p)] = PortUpdate(
+            outside=p.state, detail=seen, icmp=answer, greeting_time=greeting_time(p),
+            greeting_wait=slow.kind if slow else None,
+            plaintext=p.tls.plaintext if p.tls is not None else None)
         lines.append(f"{p.family} {p.address}:{p.port} {p.state}"
-                     f" ({p.elapsed:.2f}s, from {p.source or '?'}){' — ' + detail(p) if detail(p) else ''}")
-        findings += port_findings(p, now)
+                     f" ({p.elapsed:.2f}s, from {p.source or '?'}){' — ' + seen if seen else ''}")
+        findings += port_findings(p, now, answer)
+        findings += answer_findings(p, inp.ports.get(answers.key(p)))
     counts = {}
     for p in inp.probes.probes:
         counts[p.state] = counts.get(p.state, 0) + 1
@@ -109,13 +118,28 @@ def inbound(inp: CheckInput) -> StepOutcome:
     return StepOutcome(status_of(findings), summary, "\n".join(lines), findings, ports=ports)
 
 
-def port_findings(p: PortProbe, now: datetime) -> list[Finding]:
+def answer_findings(p: PortProbe, status: PortStatus | None) -> list[Finding]:
+    """A slow greeting, plain text on 465/993 (bot.checks.answers). Later steps read them from
+    the port's typed fields (greeting_time, greeting_wait, plaintext)."""
+    label = answers.key(p).label
+    return [f for f in (answers.greeting_finding(p, label), answers.plaintext_finding(p, label, status))
+            if f is not None]
+
+
+def greeting_time(p: PortProbe) -> float | None:
+    t = p.smtp.greeting_time if p.smtp else p.tls.handshake_time if p.tls else None
+    return round(t, 3) if t is not None else None
+
+
+def port_findings(p: PortProbe, now: datetime, answer: IcmpAnswer | None = None) -> list[Finding]:
     label = PortKey("inbound", p.family, p.port).label
     sev = "error" if p.port == 25 else None
     ev = f"TCP connect from {p.source or '?'} to {p.address}:{p.port}: {p.state}"
     if p.state == "filtered":
         return [finding("port.filtered", f"Port {label} is filtered from outside (no answer)",
                         evidence=f"{ev} ({p.error})", severity=sev)]
+    if p.state == "rejected" and answer is not None:
+        return [answers.reject_finding(p, answer, label)]
     if p.state == "refused":
         return [finding("port.refused", f"Port {label} refuses connections from outside",
                         evidence=ev, severity=sev)]
@@ -140,7 +164,7 @@ def _smtp_findings(p: PortProbe, label: str) -> list[Finding]:
 
 def _tls_findings(p: PortProbe, label: str, now: datetime) -> list[Finding]:
     t = p.tls
-    if t is None:
+    if t is None or t.plaintext is not None:  # plain text: answers.plaintext_finding
         return []
     if t.error:
         return [finding("tls.handshake_failed", f"Port {label}: {t.error}", evidence=t.error)]
@@ -155,7 +179,9 @@ def _tls_findings(p: PortProbe, label: str, now: datetime) -> list[Finding]:
     return out
 
 
-def detail(p: PortProbe) -> str | None:
+def detail(p: PortProbe, answer: IcmpAnswer | None = None) -> str | None:
+    if answer is not None:
+        return f"ICMP {answer.name} from {answer.sender or '?'} ({answer.by})"
     if p.smtp is not None:
         if p.smtp.error:
             return p.smtp.error
