@@ -13,10 +13,6 @@ with the router's veth; the host gets one route back to the root's link
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,62 +21,27 @@ from pathlib import Path
 from tests.labhost import LabHost, _allocate, _run
 
 
-@dataclass
-class Router:
-    index: int
-
-    @property
-    def ns(self) -> str:
-        return f"mc{self.index}"
-
-    @property
-    def veth(self) -> str:  # in the root namespace
-        return f"mcv{self.index}"
-
-    @property
-    def ip(self) -> str:  # its address facing the root namespace: the sender of its ICMP errors
-        return f"198.18.{self.index}.2"
-
-    @property
-    def ip6(self) -> str:
-        return f"2001:2:0:{self.index:x}::2"
-
-    @property
-    def outside_ip(self) -> str:
-        return f"198.18.{self.index}.1"
-
-    @property
-    def outside_ip6(self) -> str:
-        return f"2001:2:0:{self.index:x}::1"
-
-    def sh(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
-        return _run("ip", "netns", "exec", self.ns, *argv, check=check)
-
-    def setup(self) -> None:
-        _run("ip", "link", "add", self.veth, "type", "veth", "peer", "name", "eth0", "netns", self.ns)
-        _run("ip", "addr", "add", f"{self.outside_ip}/30", "dev", self.veth)
-        _run("ip", "-6", "addr", "add", f"{self.outside_ip6}/64", "dev", self.veth, "nodad")
-        _run("ip", "link", "set", self.veth, "up")
-        self.sh("ip", "addr", "add", f"{self.ip}/30", "dev", "eth0")
-        self.sh("ip", "-6", "addr", "add", f"{self.ip6}/64", "dev", "eth0", "nodad")
-        for dev in ("eth0", "lo"):
-            self.sh("ip", "link", "set", dev, "up")
-        self.sh("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-        self.sh("sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1")
-
-    def close(self) -> None:
-        for pid in _run("ip", "netns", "pids", self.ns, check=False).stdout.split():
-            with contextlib.suppress(OSError):
-                os.kill(int(pid), signal.SIGKILL)
-        _run("ip", "link", "del", self.veth, check=False)  # its routes go with it
-        _run("ip", "netns", "del", self.ns, check=False)
+def make_router(client_key: Path) -> LabHost:
+    """A lab namespace linked to the root namespace like any lab host (its address there is
+    the sender of its ICMP errors), with no sshd and forwarding on inside it."""
+    index = _allocate()
+    router = LabHost(index=index, workdir=Path(tempfile.mkdtemp(prefix=f"mclab{index}-")),
+                     client_key=client_key)
+    try:
+        router._setup_network()
+        router.sh("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        router.sh("sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1")
+    except BaseException:
+        router.close()
+        raise
+    return router
 
 
 @dataclass
 class RoutedHost(LabHost):
     """A LabHost whose link leads to a router namespace instead of the root namespace."""
 
-    router: Router | None = None
+    router: LabHost | None = None
 
     def _setup_network(self) -> None:
         r = self.router
@@ -105,10 +66,9 @@ class RoutedHost(LabHost):
 
 def make_routed_host(client_key: Path) -> RoutedHost:
     """A lab host (sshd running) reached through a router namespace. Call .close()."""
-    router = Router(_allocate())
+    router = make_router(client_key)
     host = None
     try:
-        router.setup()
         index = _allocate()
         host = RoutedHost(index=index, workdir=Path(tempfile.mkdtemp(prefix=f"mclab{index}-")),
                           client_key=client_key, router=router)
