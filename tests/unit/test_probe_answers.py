@@ -226,3 +226,16 @@ async def test_tls_handshake_sees_plain_smtp():
         info = await _client(server.sockets[0].getsockname()[1])
     assert info.plaintext == "220 vm ESMTP Exim 4.96 ready"
     assert 0.3 <= info.handshake_time < 3
+
+
+def test_verification_does_not_count_an_icmp_reject_as_let_through():
+    """iptables' default REJECT answers ICMP port-unreachable: the kernel says ECONNREFUSED, as for
+    a RST. Read from the error queue it is `rejected`, and a fix is not verified by it."""
+    from bot.fixes.verify import compare
+    from bot.models import Fix, PortKey, PortStatus
+
+    fix = Fix(id="f", kind="firewall", summary="open 25", commands=[["true"]],
+              expected_allow=[PortKey("inbound", "ipv4", 25)])
+    state, _ = classify_failure(ConnectionRefusedError(111, "x"), parse(PORT_UNREACH_V4), "198.18.2.1")
+    result = compare(fix, [PortStatus(port=25, direction="inbound", outside=state)])
+    assert state == "rejected" and not result.achieved and result.missing == ["inbound ipv4 25: rejected"]
