@@ -101,6 +101,9 @@ def ssh_round_trip(lab, key: Path) -> float:
 
 def greeting_budget(lab, key: Path, timeout: float, runs: int) -> None:
     """Exim greets late (silent resolver); 143/993 filtered. Who waits for what?"""
+    if lab.dns is not None:  # the host's own lab resolver on the same address
+        lab.dns.close()
+        lab.dns = None
     dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     dead.bind((lab.outside_ip, 53))  # takes the queries, never answers
     (lab.etc / "resolv.conf").write_text(f"nameserver {lab.outside_ip}\n")

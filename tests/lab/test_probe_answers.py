@@ -164,7 +164,11 @@ async def test_own_kernels_unreachable_is_not_a_reject(labhost):
 
 @contextlib.contextmanager
 def silent_resolver(lab, options: str = ""):
-    """The host's resolv.conf names a lab address where a UDP socket takes queries and never answers."""
+    """The host's resolv.conf names a lab address where a UDP socket takes queries and never answers
+    (in place of the host's LabResolver on the same address)."""
+    if lab.dns is not None:
+        lab.dns.close()
+        lab.dns = None
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((lab.outside_ip, 53))
     (lab.etc / "resolv.conf").write_text(f"nameserver {lab.outside_ip}\n{options}")

@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 import pytest
 
 from bot import icmp
-from bot.checks import conclusion, ports
 from bot.checks.answers import attribute, plaintext_finding, slow_greeting
+from bot.checks.conclusion import Conclusion
+from bot.checks.ports import Ports
 from bot.models import IcmpAnswer
 from bot.probes import PortProbe, ProbeReport, SmtpInfo, TlsInfo, classify_failure, tls_handshake
 from tests.unit.checkdata import base_ports, make_input
@@ -98,7 +99,7 @@ def test_attribute_host_path_prober():
 
 
 def _ports_step(*probes: PortProbe):
-    return ports.evaluate(make_input(probes=ProbeReport(list(probes), {"ipv4": "198.18.2.1"}),
+    return Ports().evaluate(make_input(probes=ProbeReport(list(probes), {"ipv4": "198.18.2.1"}),
                                      ports=base_ports(("ipv4",))))
 
 
@@ -106,8 +107,8 @@ def test_ports_step_reports_who_rejected():
     out = _ports_step(_probe(err=parse(HOST_PROHIBITED_V4)),
                       _probe(err=icmp.IcmpError("ipv4", 3, 9, "198.18.7.1", 101), port=587),
                       _probe("refused", port=465))
-    assert out.ports[("inbound", "ipv4", 25)]["icmp"].by == "host"
-    assert out.ports[("inbound", "ipv4", 587)]["icmp"].by == "path"
+    assert out.ports[("inbound", "ipv4", 25)].icmp.by == "host"
+    assert out.ports[("inbound", "ipv4", 587)].icmp.by == "path"
     got = [(f.code, f.severity, f.summary) for f in out.findings]
     assert got == [
         ("port.rejected", "error", "Port 25/IPv4 is rejected by the host itself (198.18.2.2, ICMP "
@@ -127,13 +128,13 @@ def _rejected(by: str):
 def test_conclusion_path_reject_is_a_block_outside_the_host():
     p = base_ports(("ipv4",))
     p[("inbound", "ipv4", 25)] = p[("inbound", "ipv4", 25)].model_copy(update=_rejected("path"))
-    out = conclusion.evaluate(make_input(ports=p, prior=OK))
+    out = Conclusion().evaluate(make_input(ports=p, prior=OK))
     assert [f.code for f in out.findings] == ["provider.port_blocked"]
     assert "a router on the way, 198.18.7.1 answers ICMP net-prohibited" in out.findings[0].summary
     assert "no SYN arrives" not in out.findings[0].summary
     for by in ("host", "prober", "unknown"):
         p[("inbound", "ipv4", 25)] = p[("inbound", "ipv4", 25)].model_copy(update=_rejected(by))
-        assert conclusion.evaluate(make_input(ports=p, prior=OK)).findings == [], by
+        assert Conclusion().evaluate(make_input(ports=p, prior=OK)).findings == [], by
 
 
 def smtp(lines: list[str], times: list[float]) -> PortProbe:
@@ -159,8 +160,8 @@ def test_slow_greeting_kinds():
 def test_slow_greeting_is_not_a_failure():
     out = _ports_step(smtp(["220 vm ESMTP Exim 4.96"], [10.02]))
     assert [(f.code, f.severity) for f in out.findings] == [("port.slow_greeting", "warning")]
-    assert out.ports[("inbound", "ipv4", 25)]["greeting_time"] == 10.02
-    assert out.data["slow_greetings"][("inbound", "ipv4", 25)].kind == "silence"  # for a later step
+    assert out.ports[("inbound", "ipv4", 25)].greeting_time == 10.02
+    assert out.ports[("inbound", "ipv4", 25)].greeting_wait == "silence"  # for a later step
     pre = _ports_step(smtp(["220-mx ESMTP", "220 mx ESMTP Postfix"], [0.01, 6.02]))
     assert [(f.code, f.severity) for f in pre.findings] == [("port.slow_greeting", "info")]
     assert pre.findings[0].evidence == "+0.01s 220-mx ESMTP\n+6.02s 220 mx ESMTP Postfix"
@@ -170,18 +171,20 @@ def test_plain_smtp_on_465_names_the_setting():
     p = PortProbe("ipv4", "198.18.2.2", 465, "open", tls=TlsInfo(
         error="plain text where a TLS handshake was expected", plaintext="220 vm ESMTP Exim 4.96"))
     exim = base_ports(("ipv4",))[("inbound", "ipv4", 465)].model_copy(update={"process": "exim4"})
-    f, data = plaintext_finding(p, "465/IPv4", exim)
+    f = plaintext_finding(p, "465/IPv4", exim)
     assert f.code == "tls.plaintext" and "RFC 8314" in f.summary
     assert "tls_on_connect_ports = 465" in f.summary and "smtpd_tls_wrappermode" not in f.summary
-    assert data["mta"] == "exim"
-    _, unknown = plaintext_finding(p, "465/IPv4", None)
-    assert unknown["mta"] == "exim"  # from the banner
+    unknown = plaintext_finding(p, "465/IPv4", None).summary
+    assert "tls_on_connect_ports" in unknown and "smtpd_tls_wrappermode" not in unknown  # the banner
     postfix = PortProbe("ipv4", "198.18.2.2", 465, "open", tls=TlsInfo(plaintext="220 mx ESMTP Postfix"))
-    assert plaintext_finding(postfix, "465/IPv4", None)[1]["mta"] == "postfix"
+    pf = plaintext_finding(postfix, "465/IPv4", None).summary
+    assert "smtpd_tls_wrappermode=yes" in pf and "tls_on_connect_ports" not in pf
     anon = PortProbe("ipv4", "198.18.2.2", 465, "open", tls=TlsInfo(plaintext="220 mail ESMTP"))
-    assert len(plaintext_finding(anon, "465/IPv4", None)[1]["setting"]) == 2  # both, honestly
+    both = plaintext_finding(anon, "465/IPv4", None).summary
+    assert "tls_on_connect_ports" in both and "smtpd_tls_wrappermode" in both  # both, honestly
     out = _ports_step(p)
     assert [f.code for f in out.findings] == ["tls.plaintext"]  # not tls.handshake_failed
+    assert out.ports[("inbound", "ipv4", 465)].plaintext == "220 vm ESMTP Exim 4.96"  # typed, for a fix
 
 
 @pytest.fixture
