@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.checks.ports import read_nc_output  # noqa: E402
+from bot.checks.outbound import read_nc_output  # noqa: E402
 from bot.engine import Engine  # noqa: E402
 from bot.models import INBOUND_PORTS, Command  # noqa: E402
 from bot.probes import Prober  # noqa: E402

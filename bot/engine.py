@@ -11,7 +11,6 @@ becomes that step's error (naming host and step); the other steps still report.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
@@ -21,6 +20,8 @@ from bot.checks.registry import all_checks
 from bot.errors import TargetError
 from bot.gather import Gather
 from bot.models import PortStatus, Report, StepResult
+from bot.outbound import Lookup, Target, parse_targets, system_lookup
+from bot.owner import OwnerLookup
 from bot.probes import Prober
 from bot.transport import Connect, ssh_connect
 from config.inventory import Host, Inventory
@@ -40,13 +41,20 @@ class Engine:
     def __init__(self, settings: Settings, inventory: Inventory, *,
                  transport_factory: Connect | None = None, prober: Prober | None = None,
                  checks: Sequence[Check] | None = None,
-                 outbound_target: str | None = None) -> None:
+                 outbound_targets: str | None = None, lookup: Lookup = system_lookup,
+                 owners: OwnerLookup | None = None) -> None:
         """`transport_factory`: connect(host) (bot.wiring gives the jump-aware SSH one).
-        `checks`: the steps (default: the registry). `outbound_target`: an outside IP
-        address the host may connect to on 25/465/587 (`nc -vz`) to test outbound mail
-        for real; None (the default) skips the test."""
+        `checks`: the steps (default: the registry). `outbound_targets`: the servers the
+        host connects to on 25/465/587 (`nc -vz`), as MAILCHECK_OUTBOUND_TARGETS says them
+        (default: that setting; `off` skips the test); `lookup` resolves their names from
+        here. `owners`: how to ask who holds the host's address (default: the RDAP and whois
+        settings). A bad target list is a TargetError."""
         self.settings = settings
-        self.outbound_target = _outbound(outbound_target)
+        self.outbound = _outbound(settings.outbound_targets if outbound_targets is None
+                                  else outbound_targets)
+        self.lookup = lookup
+        self.owners = owners or OwnerLookup(settings.rdap_url, settings.whois_server,
+                                            settings.owner_timeout)
         self.inventory = inventory
         self.transport_factory = transport_factory or ssh_connect(settings, inventory)
         self.prober = prober or Prober(settings.probe_timeout, settings.greeting_timeout)
@@ -68,7 +76,7 @@ class Engine:
         run = _Run(self, host, checks, report_names)
         gather = Gather(host, checks, connect=self.transport_factory, prober=self.prober,
                         command_timeout=self.settings.command_timeout,
-                        outbound_target=self.outbound_target)
+                        outbound=self.outbound, lookup=self.lookup, owners=self.owners)
         try:
             await gather.start()
             pending = list(checks)
@@ -120,8 +128,9 @@ class _Run:
                          probes=gather.probes() if check.uses_probes else None,
                          ports=_ports(gather.base_ports(), [self.outcomes[n] for n in needs]),
                          prior={n: self.outcomes[n] for n in needs},
-                         outbound_target=self.engine.outbound_target, sources=dict(gather.sources),
-                         ssh_error=gather.ssh_error if check.ssh != "none" else None)
+                         outbound=gather.targets(), sources=dict(gather.sources),
+                         ssh_error=gather.ssh_error if check.ssh != "none" else None,
+                         owner=gather.owner() if check.uses_owner else None)
         try:
             outcome = check.evaluate(inp)
         except Exception as e:  # noqa: BLE001 - one broken check must not hide the others
@@ -155,10 +164,8 @@ def _ports(base: list[PortStatus], outcomes: list[StepOutcome]) -> dict:
     return ports
 
 
-def _outbound(target: str | None) -> str | None:
-    if target is None:
-        return None
+def _outbound(spec: str) -> tuple[Target, ...] | None:
     try:
-        return str(ipaddress.ip_address(target))
+        return parse_targets(spec)
     except ValueError as e:
-        raise TargetError(f"outbound test target must be an IP address, not {target!r}") from e
+        raise TargetError(str(e)) from e

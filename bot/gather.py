@@ -1,11 +1,16 @@
-"""The I/O of one check run: the SSH round trips and the outside probes, concurrently.
+"""The I/O of one check run: the SSH round trips, the outside probes and lookups, concurrently.
 
-One SSH connection per host, two round trips: a tiny one for the host facts
-(addresses, distro, init system), so the IPv6 probes can start at once, then the
-commands of every check that reads SSH, deduplicated into one batch. The IPv4
-probes start before SSH does. Each input is in as soon as it arrives: `ssh_in`,
-`probes_in`; `wait()` returns when one more arrived. A transport failure is kept
-as `ssh_error`; the probes still report.
+One SSH connection per host. First a tiny round trip for the host facts (addresses,
+distro, init system), so the IPv6 probes can start at once; then each check's commands
+as one batch of its own, all batches at once on their own channels (a command two
+checks ask for runs once, in the first one's batch), so a step whose commands wait on
+the network (nc to a filtered port, dig at a silent nameserver, curl at a metadata
+address) holds back no other step. A check whose `followup` asks for commands built
+from its batch's results (the nameservers resolv.conf names; a metadata token) gets
+one more round trip, and only it waits for that. The IPv4 probes start before SSH does; mailcheck resolves the outbound targets while
+SSH connects, and asks who holds the host's address (RDAP/whois) when a check reads
+it. Each input is in as soon as it arrives; `wait()` returns when one more arrived. A
+transport failure is kept as `ssh_error`; the probes still report.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from bot.checks.base import Check, CheckContext
 from bot.checks.facts import HostFacts
 from bot.errors import ConnectionLost, MailcheckError, TransportError
 from bot.models import INBOUND_PORTS, OUTBOUND_PORTS, Command, CommandResult, PortStatus
+from bot.outbound import Lookup, Target, resolve_targets, system_lookup
+from bot.owner import Owner, OwnerLookup
 from bot.probes import Prober, ProbeReport, route_source
 from bot.transport import Connect, Transport
 from config.inventory import Host
@@ -28,9 +35,13 @@ from config.inventory import Host
 
 class Gather:
     def __init__(self, host: Host, checks: Sequence[Check], *, connect: Connect, prober: Prober,
-                 command_timeout: float, outbound_target: str | None = None) -> None:
+                 command_timeout: float, outbound: tuple[Target, ...] | None = None,
+                 lookup: Lookup = system_lookup, owners: OwnerLookup | None = None) -> None:
+        """`outbound`: the targets as given (None: the outbound test is off), resolved here
+        with `lookup`; `owners`: how to ask who holds the host's address."""
         self.host, self.checks, self.connect, self.prober = host, list(checks), connect, prober
-        self.command_timeout, self.outbound_target = command_timeout, outbound_target
+        self.command_timeout, self.lookup, self.owners = command_timeout, lookup, owners
+        self.outbound = outbound
         self.connects = any(c.ssh == "required" for c in checks)
         self.probing = any(c.uses_probes for c in checks)
         self.results: dict[tuple[str, ...], CommandResult] = {}
@@ -39,7 +50,10 @@ class Gather:
         self.sources: dict[str, str | None] = {}  # family -> the prober's source address
         self.ssh_error: str | None = None
         self._facts: asyncio.Future[None] | None = None
+        self._checks: dict[str, asyncio.Task[None]] = {}  # check name -> its SSH results are in
         self._ssh: asyncio.Task[None] | None = None
+        self._targets: asyncio.Task[tuple[Target, ...]] | None = None
+        self._owner: asyncio.Task[Owner] | None = None
         self._probes: dict[str, asyncio.Task[ProbeReport]] = {}
         self._probe_report: ProbeReport | None = None
 
@@ -56,10 +70,31 @@ class Gather:
     def probes_in(self) -> bool:
         return self.facts_in and all(t.done() for t in self._probes.values())
 
+    def batch_in(self, check: Check) -> bool:
+        """Are the SSH results `check` reads in (its batch, the ones it shares, its follow-up)?"""
+        task = self._checks.get(check.name)
+        return self.ssh_in or (self.facts_in and task is not None and task.done()
+                               and not task.cancelled() and task.exception() is None)
+
+    @property
+    def owner_in(self) -> bool:
+        return self.facts_in and (self._owner is None or self._owner.done())
+
     def ready(self, check: Check) -> bool:
-        """Are the inputs `check` declared in (its SSH results, the probes)?"""
-        return (self.facts_in and (check.ssh == "none" or self.ssh_in)
-                and (not check.uses_probes or self.probes_in))
+        """Are the inputs `check` declared in (its SSH results, the probes, the owner)?"""
+        return (self.facts_in and (check.ssh == "none" or self.batch_in(check))
+                and (not check.uses_probes or self.probes_in)
+                and (not check.uses_owner or self.owner_in))
+
+    def owner(self) -> Owner | None:
+        """Who holds the probed address (None when not asked)."""
+        return self._owner.result() if self._owner is not None and self._owner.done() else None
+
+    def targets(self) -> tuple[Target, ...] | None:
+        """The outbound targets, resolved (as given while resolution runs; None: off)."""
+        if self._targets is not None and self._targets.done():
+            return self._targets.result()
+        return self.outbound
 
     def probes(self) -> ProbeReport | None:
         """Every family's probes merged, once all are in (None when none ran)."""
@@ -83,25 +118,33 @@ class Gather:
         self._facts = asyncio.get_running_loop().create_future()
         if self.probing and "ipv4" in self.addresses:
             self._probe("ipv4")
+        address = self.addresses.get("ipv4") or self.addresses.get("ipv6")
+        if self.owners is not None and address and any(c.uses_owner for c in self.checks):
+            self._owner = asyncio.create_task(self.owners.lookup(address))
         if self.connects:
+            if self.outbound:
+                self._targets = asyncio.create_task(resolve_targets(self.outbound, self.lookup))
             self._ssh = asyncio.create_task(self._run_ssh())
         else:
             self._facts_known()
 
     async def wait(self) -> None:
-        """Until one more input is in. Re-raises what crashed a probe (not a result)."""
-        pending = [f for f in (self._facts, self._ssh, *self._probes.values())
-                   if f is not None and not f.done()]
+        """Until one more input is in. Re-raises what crashed a probe or a lookup (not a
+        result); a check's SSH batch that failed is the SSH task's error (`ssh_error`)."""
+        pending = [f for f in (self._facts, self._ssh, self._owner, *self._checks.values(),
+                               *self._probes.values()) if f is not None and not f.done()]
         if not pending:
             raise RuntimeError("waiting for inputs, but every input is in")
         done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         for f in done:
-            f.result()
+            if f not in self._checks.values():
+                f.result()
 
     async def close(self) -> None:
         """Cancel what still runs (e.g. the caller's timeout) and wait for it: nothing
         is left behind."""
-        tasks = [t for t in (self._ssh, *self._probes.values()) if t is not None]
+        tasks = [t for t in (self._ssh, self._targets, self._owner, *self._probes.values())
+                 if t is not None]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -146,26 +189,51 @@ class Gather:
         self.results.update({r.command.argv: r for r in first})
         self.facts = facts.read_facts(self.results)
         self._facts_known()
-        batch = self.commands()
-        if batch:
-            names = "+".join(c.name for c in self.checks if c.ssh != "none")
-            rest = await transport.run(batch, step=names)
-            if all(r.exit_status is None for r in rest):  # the channel died before any exit status
-                raise ConnectionLost("the connection dropped while the commands ran "
-                                     "(no command reported an exit status)", host=self.host.name)
-            self.results.update({r.command.argv: r for r in rest})
-
-    def commands(self) -> list[Command]:
-        """The commands of every check that reads SSH, deduplicated by argv, each within
-        the command budget."""
-        ctx = CheckContext(self.facts, self.outbound_target)
-        seen: dict[tuple[str, ...], Command] = {}
+        if self._targets is not None:
+            await self._targets
+        ctx = self.context()
+        wanted = {c.name: self._budget(c.commands(ctx)) for c in self.checks if c.ssh != "none"}
+        owner: dict[tuple[str, ...], str] = {}
+        for name, cmds in wanted.items():
+            for cmd in cmds:
+                owner.setdefault(cmd.argv, name)
+        batches = {name: asyncio.create_task(self._run(
+            transport, [c for c in cmds if owner[c.argv] == name], name)) for name, cmds in wanted.items()}
         for check in self.checks:
-            if check.ssh == "none":
-                continue
-            for cmd in check.commands(ctx):
-                if cmd.argv not in seen and cmd.argv not in self.results:
-                    seen[cmd.argv] = dataclasses.replace(cmd, timeout=min(cmd.timeout, self.command_timeout))
+            if check.ssh != "none":
+                needs = {batches[owner[c.argv]] for c in wanted[check.name]} | {batches[check.name]}
+                self._checks[check.name] = asyncio.create_task(self._check_in(transport, check, needs))
+        try:
+            await asyncio.gather(*batches.values(), *self._checks.values())
+        except BaseException:
+            for task in (*batches.values(), *self._checks.values()):
+                task.cancel()
+            raise
+
+    async def _check_in(self, transport: Transport, check: Check, batches: set[asyncio.Task]) -> None:
+        """When the batches `check` reads are in: its follow-up commands, if it asks for any."""
+        await asyncio.gather(*batches)
+        more = self._budget(check.followup(self.context(), self.results))
+        await self._run(transport, more, f"{check.name} (follow-up)")
+
+    async def _run(self, transport: Transport, batch: list[Command], step: str) -> None:
+        if not batch:
+            return
+        rest = await transport.run(batch, step=step)
+        if all(r.exit_status is None for r in rest):  # the channel died before any exit status
+            raise ConnectionLost("the connection dropped while the commands ran "
+                                 "(no command reported an exit status)", host=self.host.name)
+        self.results.update({r.command.argv: r for r in rest})
+
+    def context(self) -> CheckContext:
+        return CheckContext(self.facts, self.targets(), dict(self.sources))
+
+    def _budget(self, commands) -> list[Command]:
+        """Deduplicated by argv (and against what already ran), each within the command budget."""
+        seen: dict[tuple[str, ...], Command] = {}
+        for cmd in commands:
+            if cmd.argv not in seen and cmd.argv not in self.results:
+                seen[cmd.argv] = dataclasses.replace(cmd, timeout=min(cmd.timeout, self.command_timeout))
         return list(seen.values())
 
 

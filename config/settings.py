@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.outbound import DEFAULT_TARGETS
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -27,6 +29,12 @@ class Settings(BaseSettings):
     # outside probes
     probe_timeout: float = 4.0  # each TCP connect
     greeting_timeout: float = 30.0  # on a port that connected: the greeting, EHLO, TLS handshake
+    # outbound test: the servers the host connects to (host:port, ...; `off` skips it), and who
+    # holds the host's address (RDAP base URL, whois server host[:port]; each may be `off`)
+    outbound_targets: str = DEFAULT_TARGETS
+    rdap_url: str = "https://rdap.org/"
+    whois_server: str = "whois.iana.org"
+    owner_timeout: float = 5.0
     # Slack
     slack_bot_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "MAILCHECK_SLACK_BOT_TOKEN")

@@ -2,11 +2,14 @@
 
 The host is a network namespace on this machine (see tests/labhost.py): real
 sshd, Exim and Dovecot, and the guide's first firewall case (policy ACCEPT,
-mail ports dropped in INPUT and OUTPUT). Needs root.
+mail ports dropped in INPUT and OUTPUT). The outbound test's targets are lab mail
+servers (listeners on the outside end of the host's link); RDAP and whois are off,
+so the demo asks nothing of the internet. Needs root.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -36,8 +39,15 @@ def main(argv: list[str]) -> int:
         mailcheck = Path(sys.executable).with_name("mailcheck")  # .venv/bin/mailcheck
         cmd = [str(mailcheck) if mailcheck.exists() else "mailcheck", "check", f"root@{host.ip}",
                "-i", str(key), "--known-hosts", str(host.known_hosts), *argv]
-        print("$ " + " ".join(cmd), file=sys.stderr)
-        return subprocess.run(cmd).returncode
+        # Lab targets only: the outbound test connects to mail servers on this machine (the
+        # outside end of the host's link), and the address's owner is not asked of the internet.
+        o = host.outside_ip
+        env = {**os.environ, "MAILCHECK_OUTBOUND_TARGETS": f"{o}:25, {o}:465, {o}:587",
+               "MAILCHECK_RDAP_URL": "off", "MAILCHECK_WHOIS_SERVER": "off"}
+        print("$ MAILCHECK_OUTBOUND_TARGETS='" + env["MAILCHECK_OUTBOUND_TARGETS"]
+              + "' MAILCHECK_RDAP_URL=off MAILCHECK_WHOIS_SERVER=off " + " ".join(cmd), file=sys.stderr)
+        with host.outside_listener((25, 465, 587)):
+            return subprocess.run(cmd, env=env).returncode
     finally:
         host.close()
 

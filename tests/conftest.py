@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.guard import no_internet  # noqa: F401 - autouse: no test asks the internet
+
 SYSCTL = Path("/proc/sys")
 # Per-link entries come and go with the lab's links (and a host's own link may be set on
 # purpose); these change by themselves.

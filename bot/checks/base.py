@@ -9,12 +9,16 @@ A check is a class. It declares
   SSH fails its outcome is an error naming host and step), "optional" (it reads the
   results of its commands and whether SSH worked, `inp.ssh_error`, when the engine
   connects for another step, but never makes the engine connect) or "none";
-- `uses_probes`: it reads the outside probes;
+- `uses_probes`: it reads the outside probes; `uses_owner`: it reads who holds the
+  host's address (RDAP/whois, asked from where mailcheck runs);
 
 and implements `commands(ctx)` (the read-only commands it needs, as data, for a
-context: the host's facts and the run's settings) and `evaluate(inp)`, a pure function
-from captured results to a StepOutcome. The engine runs each check as soon as the
-inputs it declared are in.
+context: the host's facts, the outbound targets, the prober's source addresses) and
+`evaluate(inp)`, a pure function from captured results to a StepOutcome. A check whose
+commands depend on what the first batch returned (the nameservers resolv.conf names, a
+token the metadata service hands out) also implements `followup(ctx, results)`: those
+run in one more round trip, and only that check waits for it. The engine runs each
+check as soon as the inputs it declared are in.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from bot.models import (
     PortUpdate,
     StepStatus,
 )
+from bot.outbound import Target
+from bot.owner import Owner
 from bot.probes import ProbeReport
 
 Results = Mapping[tuple[str, ...], CommandResult]
@@ -46,7 +52,8 @@ class CheckContext:
     """What a check may base its commands on: the host's facts and the run's settings."""
 
     facts: HostFacts = field(default_factory=HostFacts)
-    outbound_target: str | None = None  # an outside address the host connects to (optional test)
+    outbound: tuple[Target, ...] | None = None  # resolved outbound targets; None: the test is off
+    sources: Mapping[str, str | None] = field(default_factory=dict)  # family -> prober's source
 
 
 @dataclass(frozen=True)
@@ -59,9 +66,10 @@ class CheckInput:
     probes: ProbeReport | None = None  # only for a check that uses_probes
     ports: Mapping[PortKey, PortStatus] = field(default_factory=dict)  # with its needs' updates
     prior: Mapping[str, StepOutcome] = field(default_factory=dict)  # the outcomes of its needs
-    outbound_target: str | None = None
+    outbound: tuple[Target, ...] | None = None  # resolved outbound targets; None: the test is off
     sources: Mapping[str, str | None] = field(default_factory=dict)  # family -> prober's source
     ssh_error: str | None = None  # why SSH failed, when the engine connected and it did
+    owner: Owner | None = None  # who holds the host's address (only for a check that uses_owner)
 
 
 @dataclass
@@ -82,9 +90,15 @@ class Check:
     needs: ClassVar[tuple[str, ...]] = ()
     ssh: ClassVar[SSHUse] = "none"
     uses_probes: ClassVar[bool] = False
+    uses_owner: ClassVar[bool] = False
 
     def commands(self, ctx: CheckContext) -> list[Command]:
         """The read-only commands this step needs on the host (none by default)."""
+        return []
+
+    def followup(self, ctx: CheckContext, results: Results) -> list[Command]:
+        """Read-only commands built from the first batch's results, run in one more round
+        trip (none by default: most checks never wait for it)."""
         return []
 
     def evaluate(self, inp: CheckInput) -> StepOutcome:

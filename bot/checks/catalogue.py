@@ -45,9 +45,6 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
     Code("port.error", "ports", "warning",
          "The outside probe failed otherwise (no route from here, no neighbour answer, a "
          "firewall where mailcheck runs, an ICMP time-exceeded, ...)."),
-    Code("port.outbound_failed", "ports", "warning",
-         "The optional outbound test (`nc -vz` from the host to a configured outside address) "
-         "failed: filtered or refused (error for port 25)."),
     Code("smtp.no_starttls", "ports", "warning",
          "The SMTP server on 25/587 answers EHLO without offering STARTTLS."),
     Code("smtp.bad_greeting", "ports", "warning",
@@ -66,6 +63,25 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
     Code("tls.self_signed", "ports", "info",
          "The certificate on 465/993 is self-signed (reported, not failed)."),
     Code("tls.expired", "ports", "warning", "The certificate on 465/993 has expired."),
+    Code("outbound.filtered", "outbound", "warning",
+         "Connections from the host to every outbound target on the port time out (`nc -vz`): "
+         "something drops them; the conclusion says whether the host firewall or something outside "
+         "the host (error for port 25)."),
+    Code("outbound.rejected", "outbound", "warning",
+         "Connections from the host to every outbound target on the port got an ICMP reject "
+         "(`No route to host` / `Network is unreachable` although the host has a route): the host's "
+         "own firewall or a router on the way (error for port 25)."),
+    Code("outbound.refused", "outbound", "warning",
+         "Connections from the host to every outbound target on the port were refused (TCP RST): "
+         "the targets, or something on the way, answered; not a drop."),
+    Code("outbound.no_route", "outbound", "warning",
+         "The host has no route to the outbound targets (`ip route get`): its own network "
+         "configuration, not a block (error for port 25)."),
+    Code("outbound.unresolved", "outbound", "warning",
+         "An outbound target (MAILCHECK_OUTBOUND_TARGETS) could not be resolved from where "
+         "mailcheck runs: it was not tested."),
+    Code("outbound.untested", "outbound", "warning",
+         "Outbound mail could not be tested: nc is missing on the host."),
     Code("firewall.inbound_blocked", "firewall", "error",
          "The host firewall blocks inbound mail ports (grouped by deciding rule)."),
     Code("firewall.outbound_blocked", "firewall", "error",
@@ -82,6 +98,10 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
          "Firewall allows, a daemon listens publicly, yet the outside probe is filtered; or a "
          "router on the path (not the host) rejected the probe: the provider's network blocks "
          "the port (guide step 5)."),
+    Code("provider.outbound_blocked", "conclusion", "error",
+         "The host firewall allows an outbound mail port, yet connections to every target time out "
+         "or are rejected on the way: blocked outside the host (guide step 5), with the provider's "
+         "documented policy when the provider is known (error for 25, warning for 465/587)."),
     Code("check.step_failed", "", "error",
          "A step could not run (SSH failure, timeout, missing commands, crash); "
          "its message names host and step."),

@@ -1,13 +1,12 @@
 """Guide step 3: can the mail ports be reached from outside?
 
 Turns the outside probes (bot.probes) into each inbound port's `outside`
-verdict and findings; reads the SMTP and TLS details too. `read_nc_output`
-reads the guide's `nc -vz IP PORT` text (Debian's netcat-openbsd and Rocky's
-ncat) into the same verdicts.
+verdict and findings; reads the SMTP and TLS details too (bot.checks.answers:
+who rejected, slow greetings, plain text on 465). Outbound is its own step
+(bot/checks/outbound.py).
 
-SSH is optional here: the optional outbound test (`nc -vz` from the host) runs in the
-engine's batch when it connects anyway, and when SSH failed, a filtered port cannot be
-explained (no firewall, no listeners), so its failing findings become warnings.
+SSH is optional here: when SSH failed, a filtered port cannot be explained (no
+firewall, no listeners), so its failing findings become warnings.
 """
 
 from __future__ import annotations
@@ -16,9 +15,9 @@ import dataclasses
 from datetime import UTC, datetime
 
 from bot.checks import answers
-from bot.checks.base import Check, CheckContext, CheckInput, StepOutcome, status_of
+from bot.checks.base import Check, CheckInput, StepOutcome, status_of
 from bot.checks.catalogue import finding
-from bot.models import OUTBOUND_PORTS, Command, Finding, IcmpAnswer, PortKey, PortStatus, PortUpdate
+from bot.models import Finding, IcmpAnswer, PortKey, PortStatus, PortUpdate
 from bot.probes import PortProbe
 
 
@@ -27,18 +26,8 @@ class Ports(Check):
     ssh = "optional"
     uses_probes = True
 
-    def commands(self, ctx: CheckContext) -> list[Command]:
-        return outbound_commands(ctx.outbound_target) if ctx.outbound_target else []
-
     def evaluate(self, inp: CheckInput) -> StepOutcome:
         out = inbound(inp)
-        if inp.outbound_target:
-            ports, findings, lines = outbound(inp, inp.outbound_target)
-            out.ports.update(ports)
-            out.findings += findings
-            out.evidence = "\n".join(x for x in (out.evidence, *lines) if x)
-            if out.status != "skipped":
-                out.status = status_of(out.findings)
         return out if inp.ssh_error is None else unexplained(out)
 
 
@@ -49,47 +38,6 @@ def unexplained(outcome: StepOutcome) -> StepOutcome:
                 if f.severity in ("error", "critical") else f for f in outcome.findings]
     return dataclasses.replace(outcome, findings=findings,
                                status="warn" if outcome.status == "fail" else outcome.status)
-
-
-def outbound_commands(target: str) -> list[Command]:
-    """The optional outbound test: `nc -vz -w 3 TARGET PORT` on the host, per SMTP port."""
-    return [Command(outbound_argv(target, p), timeout=6) for p in OUTBOUND_PORTS]
-
-
-def outbound_argv(target: str, port: int) -> tuple[str, ...]:
-    return ("nc", "-vz", "-w", "3", target, str(port))
-
-
-def read_nc_output(text: str, exit_status: int | None = None) -> str:
-    """open | refused | filtered | error from `nc -vz` output (either netcat)."""
-    low = text.lower()
-    if "succeeded!" in low or "ncat: connected to" in low or " open" in low.split("\n")[0]:
-        return "open"
-    if "connection refused" in low:
-        return "refused"
-    if "timed out" in low or "timeout" in low or "operation now in progress" in low:
-        return "filtered"
-    if exit_status == 0:
-        return "open"
-    return "error"
-
-
-def outbound(inp: CheckInput, target: str) -> tuple[dict, list[Finding], list[str]]:
-    family = "ipv6" if ":" in target else "ipv4"
-    ports, findings, lines = {}, [], []
-    for port in OUTBOUND_PORTS:
-        r = inp.results.get(outbound_argv(target, port))
-        if r is None or r.missing:
-            lines.append(f"outbound {port}: not tested (nc {'missing' if r else 'not run'} on the host)")
-            continue
-        verdict = "filtered" if r.timed_out else read_nc_output(r.stderr + r.stdout, r.exit_status)
-        ports[PortKey("outbound", family, port)] = PortUpdate(outside=verdict)
-        lines.append(f"$ nc -vz -w 3 {target} {port}  -> {verdict}: {(r.stderr + r.stdout).strip()[:160]}")
-        if verdict != "open":
-            findings.append(finding(
-                "port.outbound_failed", f"Outbound {port}/{family} from the host to {target}: {verdict}",
-                evidence=lines[-1], severity="error" if port == 25 else None))
-    return ports, findings, lines
 
 
 def inbound(inp: CheckInput) -> StepOutcome:

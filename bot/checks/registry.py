@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.checks.base import Check
 from bot.checks.conclusion import Conclusion
 from bot.checks.firewall import Firewall
+from bot.checks.outbound import Outbound
 from bot.checks.ports import Ports
 from bot.checks.services import Services
 from bot.checks.tools import Tools
@@ -13,6 +14,7 @@ REGISTRY: tuple[type[Check], ...] = (
     Tools,  # 1. are dig, lsof, nc, whois there?
     Services,  # 2. do the daemons run and listen publicly?
     Ports,  # 3. are the ports reachable from outside?
+    Outbound,  # 3b. can the host reach other mail servers?
     Firewall,  # 4. which rule blocks which port?
     Conclusion,  # 5. the provider blocks it
 )

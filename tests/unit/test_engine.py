@@ -50,7 +50,8 @@ def engine(transport, prober=None, checks=None) -> Engine:
                   prober=prober or FakeProber(), checks=checks)
 
 
-async def test_one_facts_batch_then_one_deduplicated_batch_and_probes_for_both_families():
+async def test_facts_first_then_one_batch_per_check_deduplicated_and_probes_for_both_families():
+    """The facts, then each SSH step's commands as a batch of its own (no command twice)."""
     t, prober = FakeTransport(), FakeProber()
     seen = []
 
@@ -58,10 +59,12 @@ async def test_one_facts_batch_then_one_deduplicated_batch_and_probes_for_both_f
         seen.append(step.name)
 
     report = await engine(t, prober).check(HOST, progress=progress)
-    assert len(t.batches) == 2 and t.closed
-    assert len(t.batches[1]) == len(set(t.batches[1]))
-    assert not set(t.batches[0]) & set(t.batches[1])
-    assert seen == ["tools", "services", "ports", "firewall", "conclusion"]
+    assert t.closed and t.batches[0] == [facts.OS_RELEASE, facts.IP_ADDR, facts.PID1]
+    ran = [argv for batch in t.batches for argv in batch]
+    assert len(ran) == len(set(ran))
+    assert len(t.batches) == 1 + 3  # facts; tools, services, firewall (outbound: off)
+    assert sorted(seen) == sorted(["tools", "services", "ports", "outbound", "firewall", "conclusion"])
+    assert seen[-1] == "conclusion"  # its needs first
     assert sorted(prober.calls) == [("ipv4", "198.18.2.2"), ("ipv6", "2001:2:0:2::2")]
     keys = {(p.direction, p.family, p.port) for p in report.ports}
     assert len(keys) == len(report.ports) == 16
@@ -85,7 +88,8 @@ async def test_ssh_failure_is_each_ssh_steps_error_and_probes_still_report():
 async def test_timeout_of_the_main_batch_keeps_the_facts():
     t = FakeTransport(fail_on=2, error=CommandTimeout("commands did not finish within 30s", host="mx1"))
     report = await engine(t).check(HOST)
-    assert {s.name for s in report.steps if s.status == "error"} == {"tools", "services", "firewall"}
+    assert {s.name for s in report.steps if s.status == "error"} == {"tools", "services", "outbound",
+                                                                     "firewall"}
     assert "CommandTimeout" in report.steps[0].error
     assert any(p.family == "ipv6" for p in report.ports)  # the facts batch had run
     assert report.exit_code == 2
@@ -182,11 +186,13 @@ async def test_ssh_steps_are_reported_before_a_slow_prober_finishes():
 
     report = await engine(FakeTransport(), SlowProber("filtered")).check(HOST, progress=progress)
     at = {name: t for name, t, _ in seen}
-    assert [name for name, _, _ in seen] == ["tools", "services", "firewall", "ports", "conclusion"]
+    assert [name for name, _, _ in seen] == ["tools", "services", "outbound", "firewall", "ports",
+                                             "conclusion"]
     assert max(at["tools"], at["services"], at["firewall"]) < 0.5
-    assert min(at["ports"], at["conclusion"]) >= 1.0
-    assert seen[2][2] == ["tools", "services", "firewall"]  # the report so far, in guide order
-    assert [s.name for s in report.steps] == ["tools", "services", "ports", "firewall", "conclusion"]
+    assert min(at["ports"], at["conclusion"]) >= 1.0  # they read the probes
+    assert seen[3][2] == ["tools", "services", "outbound", "firewall"]  # so far, in guide order
+    assert [s.name for s in report.steps] == ["tools", "services", "ports", "outbound", "firewall",
+                                              "conclusion"]
     by = {s.name: s for s in report.steps}
     assert by["firewall"].duration < 0.5 <= 1.0 <= by["ports"].duration
 
@@ -225,10 +231,10 @@ async def test_a_new_step_is_one_class_and_a_registry_line(monkeypatch):
     monkeypatch.setattr(registry, "REGISTRY", (*registry.REGISTRY, MxReader, Dns))
     t = FakeTransport()
     report = await engine(t).check(HOST)
-    assert len(t.batches) == 2 and dig in t.batches[1]
+    assert [dig] in t.batches  # a batch of its own
     names = [s.name for s in report.steps]
-    assert names[:5] == ["tools", "services", "ports", "firewall", "conclusion"]
-    assert names[5:] == ["dns", "mx_reader"]  # what a step needs runs first
+    assert names[:6] == ["tools", "services", "ports", "outbound", "firewall", "conclusion"]
+    assert names[6:] == ["dns", "mx_reader"]  # what a step needs runs first
     by = {s.name: s for s in report.steps}
     assert by["mx_reader"].summary == "no MX record; no MX record"
     assert "dns.no_mx" in {f.code for f in report.findings}
@@ -236,7 +242,7 @@ async def test_a_new_step_is_one_class_and_a_registry_line(monkeypatch):
 
     t = FakeTransport()
     report = await engine(t).check(HOST, steps=["mx_reader"])
-    assert [s.name for s in report.steps] == ["mx_reader"] and dig in t.batches[1]
+    assert [s.name for s in report.steps] == ["mx_reader"] and [dig] in t.batches
 
     t = FakeTransport(fail_on=1, error=AuthError("root@198.18.2.2 refused our key", host="mx1"))
     by = {s.name: s for s in (await engine(t).check(HOST)).steps}
@@ -272,3 +278,28 @@ def test_a_port_update_is_typed():
     port = PortStatus(port=25, direction="inbound", process="exim4", firewall="block")
     after = PortUpdate(listening="public", process=None).apply(port)
     assert (after.listening, after.process, after.firewall) == ("public", None, "block")
+
+
+async def test_a_step_whose_commands_wait_on_the_network_holds_back_no_other_step():
+    """Each step's commands are a batch of their own: the outbound step's nc to a filtered
+    target takes 1 s (here), the other SSH steps report at once."""
+    import asyncio
+    import time
+
+    class SlowNc(FakeTransport):
+        async def run(self, commands, *, step=""):
+            if any(c.argv[:2] == ("nc", "-vz") for c in commands):
+                await asyncio.sleep(1.0)
+            return await super().run(commands, step=step)
+
+    t0 = time.monotonic()
+    at: dict[str, float] = {}
+
+    async def progress(step, report):
+        at[step.name] = time.monotonic() - t0
+
+    e = Engine(Settings(outbound_targets="198.18.0.1:25", _env_file=None), Inventory(),
+               transport_factory=lambda h: SlowNc(), prober=FakeProber())
+    report = await e.check(HOST, progress=progress)
+    assert max(at["tools"], at["services"], at["firewall"]) < 0.5 <= 1.0 <= at["outbound"], at
+    assert {s.name: s.status for s in report.steps}["outbound"] == "ok"
