@@ -46,8 +46,10 @@ REQUIRED = (
     # what mailcheck runs on a lab host: the guide's tools, and the minimal PATH of
     # test_check_faults.test_missing_commands
     "dig", "lsof", "nc", "whois", "ps", "ls", "tail", "timeout", "mktemp", "rm", "setsid",
-    # a router namespace between the prober and a host (tests/labrouter.py) forwards
-    "sysctl",
+    "uname",  # the resolver step's host name
+    # a router namespace between the prober and a host (tests/labrouter.py) forwards; a
+    # resolver namespace runs unbound (tests/labresolver.py)
+    "sysctl", "unbound",
     # plumbing, and what tests/test_packages.py asks
     "sh", "env", "cat", "cp", "mkdir", "sleep", "dpkg", "dpkg-query",
 )

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.labdns import LabResolver
 from tests.labhost import LabHost, _allocate, _run
 
 
@@ -39,9 +40,18 @@ def make_router(client_key: Path) -> LabHost:
 
 @dataclass
 class RoutedHost(LabHost):
-    """A LabHost whose link leads to a router namespace instead of the root namespace."""
+    """A LabHost whose link leads to a router namespace instead of the root namespace.
+
+    Its resolv.conf names a LabResolver on the router's outside end (198.18.R.1, in the
+    root namespace, reached through the router)."""
 
     router: LabHost | None = None
+
+    def _setup_resolver(self) -> None:
+        self.dns = LabResolver(self.router.outside_ip, self.lab_names()).start()
+        (self.etc / "resolv.conf").write_text(
+            f"# lab host {self.ns}: its lookups go to a resolver in the lab\n"
+            f"nameserver {self.router.outside_ip}\noptions timeout:1 attempts:1\n")
 
     def _setup_network(self) -> None:
         r = self.router
@@ -75,6 +85,7 @@ def make_routed_host(client_key: Path) -> RoutedHost:
         host._setup_network()
         _wait_reachable(host)
         host._setup_etc()
+        host._setup_resolver()
         host._setup_sshd()
     except BaseException:
         if host is not None:

@@ -82,6 +82,34 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
          "mailcheck runs: it was not tested."),
     Code("outbound.untested", "outbound", "warning",
          "Outbound mail could not be tested: nc is missing on the host."),
+    Code("dns.resolver_silent", "resolver", "warning",
+         "A nameserver of the host does not answer within 2 s: lookups wait on it (resolv.conf's "
+         "timeout x attempts); with none answering, outbound mail cannot find MX hosts and each "
+         "inbound greeting waits on the client's reverse lookup (error when none answers)."),
+    Code("dns.resolver_refusing", "resolver", "warning",
+         "A nameserver of the host answers REFUSED: outbound mail cannot find MX hosts through it "
+         "(error when none answers)."),
+    Code("dns.resolver_failing", "resolver", "warning",
+         "A nameserver of the host answers SERVFAIL: it cannot resolve (error when none answers)."),
+    Code("dns.resolver_unreachable", "resolver", "warning",
+         "Nothing answers DNS at a nameserver of the host (connection refused, no route): lookups "
+         "through it fail at once (error when none answers)."),
+    Code("dns.resolver_slow", "resolver", "warning",
+         "A nameserver of the host answers after 1 s or more, or not to every question (e.g. the "
+         "prober's PTR): each such lookup, and greeting, waits for it."),
+    Code("dns.resolver_not_recursive", "resolver", "warning",
+         "A nameserver of the host answers without recursion (no `ra` flag): it cannot look up "
+         "other domains' MX hosts."),
+    Code("dns.resolver_none", "resolver", "warning",
+         "/etc/resolv.conf names no nameserver: the resolver library asks 127.0.0.1."),
+    Code("dns.resolver_unknown", "resolver", "warning",
+         "The host's resolver could not be tested (resolv.conf unreadable, dig missing)."),
+    Code("dns.resolver_delays_greeting", "resolver", "warning",
+         "A slow SMTP greeting (port.slow_greeting, silence first) is the host's resolver: it "
+         "does not answer (or answers slowly) the reverse lookup of the prober's address."),
+    Code("dns.resolver_not_greeting_cause", "resolver", "info",
+         "The host's resolver answers the prober's reverse lookup at once: a slow greeting is not "
+         "that lookup (a tarpit is more likely)."),
     Code("firewall.inbound_blocked", "firewall", "error",
          "The host firewall blocks inbound mail ports (grouped by deciding rule)."),
     Code("firewall.outbound_blocked", "firewall", "error",

@@ -7,6 +7,7 @@ from bot.checks.conclusion import Conclusion
 from bot.checks.firewall import Firewall
 from bot.checks.outbound import Outbound
 from bot.checks.ports import Ports
+from bot.checks.resolver import Resolver
 from bot.checks.services import Services
 from bot.checks.tools import Tools
 
@@ -15,6 +16,7 @@ REGISTRY: tuple[type[Check], ...] = (
     Services,  # 2. do the daemons run and listen publicly?
     Ports,  # 3. are the ports reachable from outside?
     Outbound,  # 3b. can the host reach other mail servers?
+    Resolver,  # 3c. does the host's resolver answer (MX lookups, the greeting's reverse lookup)?
     Firewall,  # 4. which rule blocks which port?
     Conclusion,  # 5. the provider blocks it
 )

@@ -173,8 +173,9 @@ async def test_port_dropped_outside_the_host_is_the_providers(labhost):
 
 async def test_ssh_steps_report_while_a_filtered_port_still_times_out(labhost):
     """Progress is real: the SSH steps are reported as soon as their batches are back, while
-    the probe of a dropped port still waits for its timeout; ports and the conclusion follow
-    it. The firewall's verdict is for the prober's real source address."""
+    the probe of a dropped port still waits for its timeout; ports, the resolver (it ties a
+    slow greeting to the resolver) and the conclusion follow it. The firewall's verdict is
+    for the prober's real source address."""
     labhost.start_exim("public")
     labhost.start_dovecot(tls=True)
     labhost.provider_blocks((25,))
@@ -188,10 +189,10 @@ async def test_ssh_steps_report_while_a_filtered_port_still_times_out(labhost):
 
     report = await Engine(settings, Inventory()).check(host_of(labhost), progress=progress)
     early = ["outbound", "tools", "services", "firewall"]  # outbound: off, no commands
-    assert sorted(list(at)[:4]) == sorted(early) and list(at)[4:] == ["ports", "conclusion"]
+    assert sorted(list(at)[:4]) == sorted(early) and list(at)[4:] == ["ports", "resolver", "conclusion"]
     assert max(at[n] for n in early) < timeout <= at["ports"]
-    assert [s.name for s in report.steps] == ["tools", "services", "ports", "outbound", "firewall",
-                                              "conclusion"]
+    assert [s.name for s in report.steps] == ["tools", "services", "ports", "outbound", "resolver",
+                                              "firewall", "conclusion"]
     assert firewall(report)[("inbound", "ipv4", 25)] == ("allow", None)
     assert inbound(report)[25] == ("filtered", "public")
     assert "provider.port_blocked" in codes(report)
@@ -229,8 +230,8 @@ def test_cli_json_per_port_verdicts(labhost):
         assert set(p) >= {"port", "direction", "family", "outside", "listening", "process",
                           "firewall", "blocked_by"}
     assert data["verdict"] == "broken" and data["exit_code"] == 1
-    assert [s["name"] for s in data["steps"]] == ["tools", "services", "ports", "outbound", "firewall",
-                                                  "conclusion"]
+    assert [s["name"] for s in data["steps"]] == ["tools", "services", "ports", "outbound", "resolver",
+                                                  "firewall", "conclusion"]
     assert "[warn] services: " in r.stderr and "] conclusion: " in r.stderr  # progress lines
 
 
