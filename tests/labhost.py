@@ -46,7 +46,7 @@ REQUIRED = (
     # what mailcheck runs on a lab host: the guide's tools, and the minimal PATH of
     # test_check_faults.test_missing_commands
     "dig", "lsof", "nc", "whois", "ps", "ls", "tail", "timeout", "mktemp", "rm", "setsid",
-    "uname",  # the resolver step's host name
+    "uname", "curl",  # the resolver step's host name; the provider step's cloud metadata
     # a router namespace between the prober and a host (tests/labrouter.py) forwards; a
     # resolver namespace runs unbound (tests/labresolver.py)
     "sysctl", "unbound",

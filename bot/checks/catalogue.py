@@ -130,6 +130,12 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
          "The host firewall allows an outbound mail port, yet connections to every target time out "
          "or are rejected on the way: blocked outside the host (guide step 5), with the provider's "
          "documented policy when the provider is known (error for 25, warning for 465/587)."),
+    Code("provider.identified", "provider", "info",
+         "Who hosts the server (cloud metadata from the host, the address's owner by RDAP/whois), "
+         "and that provider's documented port-25/465 policy and how to lift it, with its source."),
+    Code("provider.unknown", "provider", "info",
+         "No cloud metadata answered and the address's owner is unknown or not a provider "
+         "mailcheck knows."),
     Code("check.step_failed", "", "error",
          "A step could not run (SSH failure, timeout, missing commands, crash); "
          "its message names host and step."),

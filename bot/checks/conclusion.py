@@ -2,7 +2,8 @@
 
 Outbound too: the host firewall allows a mail port, yet the host's connections to
 every outbound target time out or are rejected on the way (bot/checks/outbound.py):
-blocked outside the host.
+blocked outside the host, with the provider's documented policy when the provider
+step recognised it.
 
 Only on that evidence (per port and family: firewall `allow`, listening
 `public`, outside `filtered`), or on a reject sent by a router on the path
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 from bot.checks.base import Check, CheckInput, StepOutcome, status_of
 from bot.checks.catalogue import finding
+from bot.checks.provider import identify
+from bot.checks.providers import Provider, policy_text
 from bot.models import Finding, PortStatus
 
 ASK = ("Open a ticket with your hosting provider: \"Inbound TCP to {addr} on port(s) {ports} "
@@ -53,16 +56,18 @@ def _why(ports: list[PortStatus]) -> str:
 
 class Conclusion(Check):
     name = "conclusion"
-    needs = ("services", "ports", "firewall", "outbound")
-    required = ("services", "ports", "firewall")  # outbound may be off
+    needs = ("services", "ports", "firewall", "outbound", "provider")
+    uses_owner = True  # to name the provider (bot.checks.provider.identify)
+    required = ("services", "ports", "firewall")  # outbound may be off, the provider unknown
 
     def evaluate(self, inp: CheckInput) -> StepOutcome:
         missing = [s for s in self.required if s not in inp.prior or inp.prior[s].status in ("error", "skipped")]
         if missing:
             return StepOutcome("skipped", f"no conclusion: step(s) {', '.join(missing)} did not run")
+        provider = identify(inp.results, inp.owner).provider
         inbound = [p for p in inp.ports.values() if provider_blocked(p)]
         outbound = [p for p in inp.ports.values() if outbound_blocked(p)]
-        findings = inbound_findings(inp, inbound) + outbound_findings(inp, outbound)
+        findings = inbound_findings(inp, inbound, provider) + outbound_findings(inp, outbound, provider)
         if not findings:
             return StepOutcome("ok", "no sign of a block outside the host")
         return StepOutcome(status_of(findings),
@@ -77,11 +82,12 @@ def _by_family(ports: list[PortStatus]):
             yield family, mine, ", ".join(str(p.port) for p in mine)
 
 
-def inbound_findings(inp: CheckInput, blocked: list[PortStatus]) -> list[Finding]:
+def inbound_findings(inp: CheckInput, blocked: list[PortStatus], provider: Provider | None) -> list[Finding]:
+    at = f" The host runs at {provider.name}." if provider is not None else ""
     return [finding(
         "provider.port_blocked",
         f"The provider's network blocks port(s) {ports} ({family}) before they reach the host. "
-        + ASK.format(addr=inp.addresses.get(family, inp.address), ports=ports, why=_why(mine)),
+        + ASK.format(addr=inp.addresses.get(family, inp.address), ports=ports, why=_why(mine)) + at,
         evidence="\n".join(_evidence(p) for p in mine)) for family, mine, ports in _by_family(blocked)]
 
 
@@ -90,15 +96,17 @@ def outbound_blocked(p: PortStatus) -> bool:
     return p.direction == "outbound" and p.firewall == "allow" and p.outside in ("filtered", "rejected")
 
 
-def outbound_findings(inp: CheckInput, blocked: list[PortStatus]) -> list[Finding]:
+def outbound_findings(inp: CheckInput, blocked: list[PortStatus], provider: Provider | None) -> list[Finding]:
     out = []
     for family, mine, ports in _by_family(blocked):
         how = "; ".join(f"{p.port}: {p.detail}" for p in mine)
+        policy = f" {policy_text(provider)}" if provider is not None else \
+            " (The provider is not known: the provider step says why.)"
         out.append(finding(
             "provider.outbound_blocked",
             f"Outbound port(s) {ports} ({family}) are blocked outside the host: its firewall allows "
             f"them, but connections to other mail servers never complete ({how}). "
-            + ASK_OUT.format(addr=inp.addresses.get(family, inp.address), ports=ports),
+            + ASK_OUT.format(addr=inp.addresses.get(family, inp.address), ports=ports) + policy,
             evidence="\n".join(f"outbound {p.port}/{family}: host firewall allow, outside {p.outside}: "
                                f"{p.detail}" for p in mine),
             severity="error" if any(p.port == 25 for p in mine) else "warning"))

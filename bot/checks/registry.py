@@ -7,6 +7,7 @@ from bot.checks.conclusion import Conclusion
 from bot.checks.firewall import Firewall
 from bot.checks.outbound import Outbound
 from bot.checks.ports import Ports
+from bot.checks.provider import ProviderCheck
 from bot.checks.resolver import Resolver
 from bot.checks.services import Services
 from bot.checks.tools import Tools
@@ -18,6 +19,7 @@ REGISTRY: tuple[type[Check], ...] = (
     Outbound,  # 3b. can the host reach other mail servers?
     Resolver,  # 3c. does the host's resolver answer (MX lookups, the greeting's reverse lookup)?
     Firewall,  # 4. which rule blocks which port?
+    ProviderCheck,  # 5a. who hosts it, and its documented port policy
     Conclusion,  # 5. the provider blocks it
 )
 STEPS: tuple[str, ...] = tuple(c.name for c in REGISTRY)

@@ -188,11 +188,11 @@ async def test_ssh_steps_report_while_a_filtered_port_still_times_out(labhost):
         at[step.name] = time.monotonic() - t0
 
     report = await Engine(settings, Inventory()).check(host_of(labhost), progress=progress)
-    early = ["outbound", "tools", "services", "firewall"]  # outbound: off, no commands
-    assert sorted(list(at)[:4]) == sorted(early) and list(at)[4:] == ["ports", "resolver", "conclusion"]
+    early = ["outbound", "tools", "services", "firewall", "provider"]  # outbound: off, no commands
+    assert sorted(list(at)[:5]) == sorted(early) and list(at)[5:] == ["ports", "resolver", "conclusion"]
     assert max(at[n] for n in early) < timeout <= at["ports"]
     assert [s.name for s in report.steps] == ["tools", "services", "ports", "outbound", "resolver",
-                                              "firewall", "conclusion"]
+                                              "firewall", "provider", "conclusion"]
     assert firewall(report)[("inbound", "ipv4", 25)] == ("allow", None)
     assert inbound(report)[25] == ("filtered", "public")
     assert "provider.port_blocked" in codes(report)
@@ -231,7 +231,7 @@ def test_cli_json_per_port_verdicts(labhost):
                           "firewall", "blocked_by"}
     assert data["verdict"] == "broken" and data["exit_code"] == 1
     assert [s["name"] for s in data["steps"]] == ["tools", "services", "ports", "outbound", "resolver",
-                                                  "firewall", "conclusion"]
+                                                  "firewall", "provider", "conclusion"]
     assert "[warn] services: " in r.stderr and "] conclusion: " in r.stderr  # progress lines
 
 

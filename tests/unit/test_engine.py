@@ -67,9 +67,9 @@ async def test_facts_first_then_one_batch_per_check_deduplicated_and_probes_for_
     assert len(ran) == len(set(ran))
     digs = [b for b in t.batches if b and b[0][0] == "dig" and b[0][1].startswith("+time")]
     assert len(digs) == 1 and all("@127.0.0.1" in a for a in digs[0])
-    assert len(t.batches) == 1 + 4 + 1  # facts; tools, services, resolver, firewall
+    assert len(t.batches) == 1 + 5 + 1  # facts; tools, services, resolver, firewall, provider
     assert sorted(seen) == sorted(["tools", "services", "ports", "outbound", "resolver", "firewall",
-                                   "conclusion"])
+                                   "provider", "conclusion"])
     assert seen.index("resolver") > seen.index("ports") and seen[-1] == "conclusion"  # their needs first
     assert sorted(prober.calls) == [("ipv4", "198.18.2.2"), ("ipv6", "2001:2:0:2::2")]
     keys = {(p.direction, p.family, p.port) for p in report.ports}
@@ -95,7 +95,7 @@ async def test_timeout_of_the_main_batch_keeps_the_facts():
     t = FakeTransport(fail_on=2, error=CommandTimeout("commands did not finish within 30s", host="mx1"))
     report = await engine(t).check(HOST)
     assert {s.name for s in report.steps if s.status == "error"} == {
-        "tools", "services", "outbound", "resolver", "firewall"}
+        "tools", "services", "outbound", "resolver", "firewall", "provider"}
     assert "CommandTimeout" in report.steps[0].error
     assert any(p.family == "ipv6" for p in report.ports)  # the facts batch had run
     assert report.exit_code == 2
@@ -192,13 +192,13 @@ async def test_ssh_steps_are_reported_before_a_slow_prober_finishes():
 
     report = await engine(FakeTransport(), SlowProber("filtered")).check(HOST, progress=progress)
     at = {name: t for name, t, _ in seen}
-    assert [name for name, _, _ in seen] == ["tools", "services", "outbound", "firewall",
+    assert [name for name, _, _ in seen] == ["tools", "services", "outbound", "firewall", "provider",
                                              "ports", "resolver", "conclusion"]
-    assert max(at["tools"], at["services"], at["firewall"]) < 0.5
+    assert max(at["tools"], at["services"], at["firewall"], at["provider"]) < 0.5
     assert min(at["ports"], at["resolver"], at["conclusion"]) >= 1.0  # they read the probes
     assert seen[3][2] == ["tools", "services", "outbound", "firewall"]  # so far, in guide order
     assert [s.name for s in report.steps] == ["tools", "services", "ports", "outbound", "resolver",
-                                              "firewall", "conclusion"]
+                                              "firewall", "provider", "conclusion"]
     by = {s.name: s for s in report.steps}
     assert by["firewall"].duration < 0.5 <= 1.0 <= by["ports"].duration
 
@@ -239,9 +239,9 @@ async def test_a_new_step_is_one_class_and_a_registry_line(monkeypatch):
     report = await engine(t).check(HOST)
     assert [dig] in t.batches  # a batch of its own
     names = [s.name for s in report.steps]
-    assert names[:7] == ["tools", "services", "ports", "outbound", "resolver", "firewall",
-                         "conclusion"]
-    assert names[7:] == ["dns", "mx_reader"]  # what a step needs runs first
+    assert names[:8] == ["tools", "services", "ports", "outbound", "resolver", "firewall",
+                         "provider", "conclusion"]
+    assert names[8:] == ["dns", "mx_reader"]  # what a step needs runs first
     by = {s.name: s for s in report.steps}
     assert by["mx_reader"].summary == "no MX record; no MX record"
     assert "dns.no_mx" in {f.code for f in report.findings}
@@ -308,5 +308,5 @@ async def test_a_step_whose_commands_wait_on_the_network_holds_back_no_other_ste
     e = Engine(Settings(outbound_targets="198.18.0.1:25", _env_file=None), Inventory(),
                transport_factory=lambda h: SlowNc(), prober=FakeProber())
     report = await e.check(HOST, progress=progress)
-    assert max(at["tools"], at["services"], at["firewall"]) < 0.5 <= 1.0 <= at["outbound"], at
+    assert max(at["tools"], at["services"], at["firewall"], at["provider"]) < 0.5 <= 1.0 <= at["outbound"], at
     assert {s.name: s.status for s in report.steps}["outbound"] == "ok"

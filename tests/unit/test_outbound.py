@@ -129,6 +129,7 @@ def test_step5_outbound_filtered_although_the_host_firewall_allows_is_outside_th
     [f] = out.findings
     assert (f.code, f.severity) == ("provider.outbound_blocked", "error")
     assert f.summary.startswith("Outbound port(s) 25, 465 (ipv4) are blocked outside the host")
+    assert "The provider is not known" in f.summary
     ports[("outbound", "ipv4", 25)] = outbound_port(25, "filtered", "unknown")
     ports[("outbound", "ipv4", 465)] = outbound_port(465, "refused", "allow")
     assert step5(ports).findings == []  # unknown firewall, or a refusal: no claim about the provider
