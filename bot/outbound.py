@@ -100,11 +100,12 @@ async def _lookup(lookup: Lookup, name: str, seconds: float) -> dict:
         return {"error": f"no answer from mailcheck's resolver within {seconds:g} s"}
     except (OSError, ValueError) as e:
         return {"error": f"mailcheck's resolver: {e.strerror if isinstance(e, OSError) and e.strerror else e}"}
-    valid = tuple(a for a in addresses if _is_ip(a))
+    valid = tuple(a for a in addresses if is_ip(a))
     return {"addresses": valid} if valid else {"error": "mailcheck's resolver gave no address"}
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
+    """Is `text` an IPv4 or IPv6 address (a scope such as %eth0 included)?"""
     try:
         ipaddress.ip_address(text)
         return True

@@ -21,7 +21,7 @@ import socket
 import pytest
 
 from bot import engine as engine_module
-from bot.outbound import DEFAULT_TARGETS, parse_targets
+from bot.outbound import DEFAULT_TARGETS, is_ip, parse_targets
 from config.settings import Settings
 
 ALLOWED = tuple(ipaddress.ip_network(n) for n in ("127.0.0.0/8", "::1/128", "198.18.0.0/15",
@@ -43,9 +43,9 @@ class Guard:
         raise InternetForbidden(f"tests must not reach the internet: {what}")
 
     def check_name(self, host) -> None:
-        if host is None or host in ("", "localhost") or _is_ip(host):
+        name = host.decode() if isinstance(host, bytes) else str(host or "")
+        if name in ("", "localhost") or is_ip(name):
             return
-        name = host.decode() if isinstance(host, bytes) else str(host)
         self.fail(f"resolving the name {name!r}")
 
     def check_address(self, address) -> None:
@@ -68,14 +68,6 @@ class Guard:
             self.fail("an engine with the default RDAP URL (set a lab server or `off`)")
         if engine.owners.whois_server == defaults["whois_server"].default:
             self.fail("an engine with the default whois server (set a lab server or `off`)")
-
-
-def _is_ip(text) -> bool:
-    try:
-        ipaddress.ip_address(text.decode() if isinstance(text, bytes) else str(text).split("%")[0])
-        return True
-    except ValueError:
-        return False
 
 
 @pytest.fixture(autouse=True)

@@ -8,12 +8,12 @@ and exits 9 when no reply came.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Literal
 
 from bot.models import CommandResult
+from bot.outbound import is_ip
 
 DIG_WAIT = 2  # s dig waits for a reply (+time, one try)
 SLOW_MS = 1000  # a reply later than this is slow: every lookup (and greeting) waits for it
@@ -47,7 +47,7 @@ def parse_resolv_conf(text: str) -> ResolvConf:
     timeout, attempts, rotate = GLIBC_TIMEOUT, GLIBC_ATTEMPTS, False
     for line in text.splitlines():
         words = line.split("#", 1)[0].split(";", 1)[0].split()
-        if len(words) >= 2 and words[0] == "nameserver" and is_address(words[1]):
+        if len(words) >= 2 and words[0] == "nameserver" and is_ip(words[1]):
             servers.append(words[1])
         elif words and words[0] in ("search", "domain"):
             search = tuple(words[1:])
@@ -61,14 +61,6 @@ def parse_resolv_conf(text: str) -> ResolvConf:
                 elif key == "rotate":
                     rotate = True
     return ResolvConf(tuple(dict.fromkeys(servers)), search, max(timeout, 1), max(attempts, 1), rotate)
-
-
-def is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

@@ -27,20 +27,11 @@ from config.inventory import Host, Inventory
 from config.settings import Settings
 from tests.labdns import LabResolver
 from tests.labowner import LabRegistry, rdap_network
-from tests.labrouter import make_routed_host
 from tests.labtargets import lab_lookup
 
 pytestmark = pytest.mark.lab
 METADATA = Path(__file__).resolve().parents[1] / "labmetadata.py"
 
-
-@pytest.fixture
-def routed(client_key):
-    host = make_routed_host(client_key)
-    try:
-        yield host
-    finally:
-        host.close()
 
 
 def start_metadata(lab, provider: str):

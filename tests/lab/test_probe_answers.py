@@ -25,7 +25,6 @@ from bot.models import Report
 from bot.probes import Prober
 from config.inventory import Host, Inventory
 from config.settings import Settings
-from tests.labrouter import make_routed_host
 
 pytestmark = pytest.mark.lab
 PROBE_TIMEOUT = 1.5
@@ -58,14 +57,6 @@ def icmp(report: Report, number: int, family: str = "ipv4") -> tuple | None:
 def found(report: Report, code: str) -> list[str]:
     return [f.summary for f in report.findings if f.code == code]
 
-
-@pytest.fixture
-def routed(client_key):
-    host = make_routed_host(client_key)
-    try:
-        yield host
-    finally:
-        host.close()
 
 
 async def test_rhel_default_reject_is_the_hosts_firewall(labhost):
