@@ -3,8 +3,8 @@
 Reads /etc/resolv.conf, and systemd-resolved's upstreams (/run/systemd/resolve/
 resolv.conf) where it runs; then asks each nameserver, from the host, with a short
 timeout (`dig +time=2 +tries=1 @NS`), three questions: the host's own name (A), an
-MX record (the MTA's mail domain), and the PTR of the prober's address, which is
-what an MTA looks up before it greets a client. Each nameserver is answering, slow,
+MX record (its domain), and the PTR of the prober's address, which is
+what an MTA looks up before it greets a client. (The host's name is `uname -n`.) Each nameserver is answering, slow,
 silent, refusing, failing (SERVFAIL) or unreachable (nothing listens).
 
 What it breaks, said plainly: with no nameserver answering, outbound mail cannot
@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bot.checks import mta_config
 from bot.checks.base import Check, CheckContext, CheckInput, Results, StepOutcome, status_of
 from bot.checks.catalogue import finding
 from bot.checks.dig import (
@@ -86,17 +85,17 @@ def plan(results: Results, sources) -> Plan:
 
 
 def names(results: Results, conf: ResolvConf) -> tuple[str, str]:
-    """(the host's own name, a mail domain): the MTA's names, else `uname -n` (+ search)."""
-    mta = mta_config.read_mta_config(results)
+    """(the host's own name, its domain for the MX question): `uname -n`, qualified with the
+    first search domain as the resolver would. Not the MTA's own names: `exim -bP` itself
+    waits on a dead resolver (it qualifies its host name), which would hold this step back
+    exactly when it matters."""
     uname = results.get(UNAME)
-    node = uname.stdout.strip() if uname is not None and uname.ok else ""
-    name = next((n.rstrip(".") for n in (mta.helo_name, node) if n and HOSTNAME.match(n)), "localhost")
+    node = uname.stdout.strip().rstrip(".") if uname is not None and uname.ok else ""
+    name = node if node and HOSTNAME.match(node) else "localhost"
     if "." not in name and conf.search:
         name = f"{name}.{conf.search[0]}"
     labels = name.split(".")
-    domain = next((d for d in mta.domains if HOSTNAME.match(d)), None) \
-        or (".".join(labels[1:]) if len(labels) > 2 else name)
-    return name, domain
+    return name, ".".join(labels[1:]) if len(labels) > 2 else name
 
 
 class Resolver(Check):
@@ -105,8 +104,7 @@ class Resolver(Check):
     ssh = "required"
 
     def commands(self, ctx: CheckContext) -> list[Command]:
-        return [Command(RESOLV, timeout=5), Command(RESOLVED, timeout=5), Command(UNAME, timeout=5),
-                *mta_config.commands()]
+        return [Command(RESOLV, timeout=5), Command(RESOLVED, timeout=5), Command(UNAME, timeout=5)]
 
     def followup(self, ctx: CheckContext, results: Results) -> list[Command]:
         p = plan(results, ctx.sources)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bot.checks import mta_config
 from bot.checks.base import CheckContext
 from bot.checks.dig import classify, parse_dig, parse_resolv_conf
 from bot.checks.resolver import RESOLV, RESOLVED, UNAME, Resolver, plan
@@ -84,10 +83,8 @@ def evaluate(res: dict, ports=None):
     return Resolver().evaluate(inp)
 
 
-def test_questions_come_from_the_mta_and_host_derived_names_are_checked():
-    exim = result(mta_config.EXIM["exim4"], "primary_hostname = mail.example.test\nqualify_domain = "
-                  "example.test\n")
-    res = batch("nameserver 198.18.1.2\n", exim)
+def test_questions_come_from_the_hosts_name_and_host_derived_names_are_checked():
+    res = batch("nameserver 198.18.1.2\n", uname="mail.example.test")
     p = plan(res, PROBER)
     assert [(q.rdtype, q.name) for q in p.questions] == [
         ("A", "mail.example.test"), ("MX", "example.test"), ("PTR", "198.18.3.1")]
