@@ -1,11 +1,11 @@
 """The I/O of one check run: the SSH round trips, the outside probes and lookups, concurrently.
 
 One SSH connection per host. First a tiny round trip for the host facts (addresses,
-distro, init system), so the IPv6 probes can start at once; then each check's commands
-as one batch of its own, all batches at once on their own channels (a command two
-checks ask for runs once, in the first one's batch), so a step whose commands wait on
-the network (nc to a filtered port, dig at a silent nameserver, curl at a metadata
-address) holds back no other step. A check whose `followup` asks for commands built
+distro, init system), so the IPv6 probes can start at once; then one batch of the
+commands of every check that reads local state, and beside it, on channels of their
+own, the commands of each check whose commands wait on the network (`own_batch`: nc to
+a filtered port, curl at a metadata address), so those hold back no other step (a
+command two checks ask for runs once). A check whose `followup` asks for commands built
 from its batch's results (the nameservers resolv.conf names; a metadata token) gets
 one more round trip, and only it waits for that. The IPv4 probes start before SSH does; mailcheck resolves the outbound targets while
 SSH connects, and asks who holds the host's address (RDAP/whois) when a check reads
@@ -192,17 +192,21 @@ class Gather:
         if self._targets is not None:
             await self._targets
         ctx = self.context()
-        wanted = {c.name: self._budget(c.commands(ctx)) for c in self.checks if c.ssh != "none"}
-        owner: dict[tuple[str, ...], str] = {}
+        ssh = [c for c in self.checks if c.ssh != "none"]
+        group = {c.name: c.name if c.own_batch else "+".join(x.name for x in ssh if not x.own_batch)
+                 for c in ssh}
+        wanted = {c.name: self._budget(c.commands(ctx)) for c in ssh}
+        owner: dict[tuple[str, ...], str] = {}  # argv -> the batch it runs in
+        commands: dict[str, dict[tuple[str, ...], Command]] = {g: {} for g in group.values()}
         for name, cmds in wanted.items():
             for cmd in cmds:
-                owner.setdefault(cmd.argv, name)
-        batches = {name: asyncio.create_task(self._run(
-            transport, [c for c in cmds if owner[c.argv] == name], name)) for name, cmds in wanted.items()}
-        for check in self.checks:
-            if check.ssh != "none":
-                needs = {batches[owner[c.argv]] for c in wanted[check.name]} | {batches[check.name]}
-                self._checks[check.name] = asyncio.create_task(self._check_in(transport, check, needs))
+                owner.setdefault(cmd.argv, group[name])
+                commands[owner[cmd.argv]].setdefault(cmd.argv, cmd)
+        batches = {g: asyncio.create_task(self._run(transport, list(cmds.values()), g))
+                   for g, cmds in commands.items()}
+        for check in ssh:
+            needs = {batches[owner[c.argv]] for c in wanted[check.name]} | {batches[group[check.name]]}
+            self._checks[check.name] = asyncio.create_task(self._check_in(transport, check, needs))
         try:
             await asyncio.gather(*batches.values(), *self._checks.values())
         except BaseException:

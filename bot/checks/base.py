@@ -11,6 +11,8 @@ A check is a class. It declares
   connects for another step, but never makes the engine connect) or "none";
 - `uses_probes`: it reads the outside probes; `uses_owner`: it reads who holds the
   host's address (RDAP/whois, asked from where mailcheck runs);
+- `own_batch`: its commands wait on the network (a filtered port, a silent server), so
+  they run in a batch of their own and hold back no other step;
 
 and implements `commands(ctx)` (the read-only commands it needs, as data, for a
 context: the host's facts, the outbound targets, the prober's source addresses) and
@@ -91,6 +93,7 @@ class Check:
     ssh: ClassVar[SSHUse] = "none"
     uses_probes: ClassVar[bool] = False
     uses_owner: ClassVar[bool] = False
+    own_batch: ClassVar[bool] = False
 
     def commands(self, ctx: CheckContext) -> list[Command]:
         """The read-only commands this step needs on the host (none by default)."""

@@ -59,6 +59,7 @@ def attempts(targets: tuple[Target, ...], families: tuple[str, ...]) -> list[tup
 class Outbound(Check):
     name = "outbound"
     ssh = "required"
+    own_batch = True  # nc / curl may wait on the network
 
     def commands(self, ctx: CheckContext) -> list[Command]:
         out = []

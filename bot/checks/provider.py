@@ -183,6 +183,7 @@ def identify(results: Results, owner: Owner | None) -> Identity:
 class ProviderCheck(Check):
     name = "provider"
     ssh = "required"
+    own_batch = True  # nc / curl may wait on the network
     uses_owner = True
 
     def commands(self, ctx: CheckContext) -> list[Command]:

@@ -51,10 +51,10 @@ def engine(transport, prober=None, checks=None) -> Engine:
 
 
 async def test_facts_first_then_one_batch_per_check_deduplicated_and_probes_for_both_families():
-    """The facts, then each SSH step's commands as a batch of its own (no command twice:
-    mta_config's, which resolver asks for, runs once), then the follow-up the resolver step
-    asked for (dig at the nameserver the batch's resolv.conf named: here none, so glibc's
-    implicit 127.0.0.1)."""
+    """The facts, then one batch of the steps that read local state and one of each step that
+    waits on the network (here provider's curls; outbound is off), no command twice, then the
+    follow-up the resolver step asked for (dig at the nameserver the batch's resolv.conf named:
+    here none, so glibc's implicit 127.0.0.1)."""
     t, prober = FakeTransport(), FakeProber()
     seen = []
 
@@ -67,7 +67,9 @@ async def test_facts_first_then_one_batch_per_check_deduplicated_and_probes_for_
     assert len(ran) == len(set(ran))
     digs = [b for b in t.batches if b and b[0][0] == "dig" and b[0][1].startswith("+time")]
     assert len(digs) == 1 and all("@127.0.0.1" in a for a in digs[0])
-    assert len(t.batches) == 1 + 5 + 1  # facts; tools, services, resolver, firewall, provider
+    assert len(t.batches) == 1 + 2 + 1  # facts; tools+services+resolver+firewall, provider; digs
+    assert {argv[0] for argv in t.batches[2] if t.batches[2]} == {"curl"} or \
+        {argv[0] for argv in t.batches[1]} == {"curl"}
     assert sorted(seen) == sorted(["tools", "services", "ports", "outbound", "resolver", "firewall",
                                    "provider", "conclusion"])
     assert seen.index("resolver") > seen.index("ports") and seen[-1] == "conclusion"  # their needs first
@@ -237,7 +239,7 @@ async def test_a_new_step_is_one_class_and_a_registry_line(monkeypatch):
     monkeypatch.setattr(registry, "REGISTRY", (*registry.REGISTRY, MxReader, Dns))
     t = FakeTransport()
     report = await engine(t).check(HOST)
-    assert [dig] in t.batches  # a batch of its own
+    assert any(dig in batch and ("ss", "-Hltnp") in batch for batch in t.batches)  # with the others
     names = [s.name for s in report.steps]
     assert names[:8] == ["tools", "services", "ports", "outbound", "resolver", "firewall",
                          "provider", "conclusion"]
@@ -249,7 +251,7 @@ async def test_a_new_step_is_one_class_and_a_registry_line(monkeypatch):
 
     t = FakeTransport()
     report = await engine(t).check(HOST, steps=["mx_reader"])
-    assert [s.name for s in report.steps] == ["mx_reader"] and [dig] in t.batches
+    assert [s.name for s in report.steps] == ["mx_reader"] and [dig] in t.batches  # alone needed
 
     t = FakeTransport(fail_on=1, error=AuthError("root@198.18.2.2 refused our key", host="mx1"))
     by = {s.name: s for s in (await engine(t).check(HOST)).steps}
