@@ -5,9 +5,7 @@ distro, init system), so the IPv6 probes can start at once; then one batch of th
 commands of every check that reads local state, and beside it, on channels of their
 own, the commands of each check whose commands wait on the network (`own_batch`: nc to
 a filtered port, curl at a metadata address), so those hold back no other step (a
-command two checks ask for runs once). A check whose `followup` asks for commands built
-from its batch's results (the nameservers resolv.conf names; a metadata token) gets
-one more round trip, and only it waits for that. The IPv4 probes start before SSH does; mailcheck resolves the outbound targets while
+command two checks ask for runs once). The IPv4 probes start before SSH does; mailcheck resolves the outbound targets while
 SSH connects, and asks who holds the host's address (RDAP/whois) when a check reads
 it. Each input is in as soon as it arrives; `wait()` returns when one more arrived. A
 transport failure is kept as `ssh_error`; the probes still report.
@@ -50,7 +48,7 @@ class Gather:
         self.sources: dict[str, str | None] = {}  # family -> the prober's source address
         self.ssh_error: str | None = None
         self._facts: asyncio.Future[None] | None = None
-        self._checks: dict[str, asyncio.Task[None]] = {}  # check name -> its SSH results are in
+        self._checks: dict[str, set[asyncio.Task[None]]] = {}  # check name -> the batches it reads
         self._ssh: asyncio.Task[None] | None = None
         self._targets: asyncio.Task[tuple[Target, ...]] | None = None
         self._owner: asyncio.Task[Owner] | None = None
@@ -71,10 +69,10 @@ class Gather:
         return self.facts_in and all(t.done() for t in self._probes.values())
 
     def batch_in(self, check: Check) -> bool:
-        """Are the SSH results `check` reads in (its batch, the ones it shares, its follow-up)?"""
-        task = self._checks.get(check.name)
-        return self.ssh_in or (self.facts_in and task is not None and task.done()
-                               and not task.cancelled() and task.exception() is None)
+        """Are the SSH results `check` reads in (its batch, and the ones it shares)?"""
+        tasks = self._checks.get(check.name)
+        return self.ssh_in or (self.facts_in and tasks is not None and all(
+            t.done() and not t.cancelled() and t.exception() is None for t in tasks))
 
     @property
     def owner_in(self) -> bool:
@@ -131,13 +129,14 @@ class Gather:
     async def wait(self) -> None:
         """Until one more input is in. Re-raises what crashed a probe or a lookup (not a
         result); a check's SSH batch that failed is the SSH task's error (`ssh_error`)."""
-        pending = [f for f in (self._facts, self._ssh, self._owner, *self._checks.values(),
-                               *self._probes.values()) if f is not None and not f.done()]
+        batches = {t for tasks in self._checks.values() for t in tasks}
+        pending = [f for f in (self._facts, self._ssh, self._owner, *batches, *self._probes.values())
+                   if f is not None and not f.done()]
         if not pending:
             raise RuntimeError("waiting for inputs, but every input is in")
         done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         for f in done:
-            if f not in self._checks.values():
+            if f not in batches:
                 f.result()
 
     async def close(self) -> None:
@@ -206,19 +205,13 @@ class Gather:
                    for g, cmds in commands.items()}
         for check in ssh:
             needs = {batches[owner[c.argv]] for c in wanted[check.name]} | {batches[group[check.name]]}
-            self._checks[check.name] = asyncio.create_task(self._check_in(transport, check, needs))
+            self._checks[check.name] = needs
         try:
-            await asyncio.gather(*batches.values(), *self._checks.values())
+            await asyncio.gather(*batches.values())
         except BaseException:
-            for task in (*batches.values(), *self._checks.values()):
+            for task in batches.values():
                 task.cancel()
             raise
-
-    async def _check_in(self, transport: Transport, check: Check, batches: set[asyncio.Task]) -> None:
-        """When the batches `check` reads are in: its follow-up commands, if it asks for any."""
-        await asyncio.gather(*batches)
-        more = self._budget(check.followup(self.context(), self.results))
-        await self._run(transport, more, f"{check.name} (follow-up)")
 
     async def _run(self, transport: Transport, batch: list[Command], step: str) -> None:
         if not batch:
@@ -230,7 +223,7 @@ class Gather:
         self.results.update({r.command.argv: r for r in rest})
 
     def context(self) -> CheckContext:
-        return CheckContext(self.facts, self.targets(), dict(self.sources))
+        return CheckContext(self.facts, self.targets(), dict(self.sources), dict(self.results))
 
     def _budget(self, commands) -> list[Command]:
         """Deduplicated by argv (and against what already ran), each within the command budget."""

@@ -15,12 +15,10 @@ A check is a class. It declares
   they run in a batch of their own and hold back no other step;
 
 and implements `commands(ctx)` (the read-only commands it needs, as data, for a
-context: the host's facts, the outbound targets, the prober's source addresses) and
-`evaluate(inp)`, a pure function from captured results to a StepOutcome. A check whose
-commands depend on what the first batch returned (the nameservers resolv.conf names, a
-token the metadata service hands out) also implements `followup(ctx, results)`: those
-run in one more round trip, and only that check waits for it. The engine runs each
-check as soon as the inputs it declared are in.
+context: the host's facts and what the facts round trip read, the outbound targets,
+the prober's source addresses) and `evaluate(inp)`, a pure function from captured
+results to a StepOutcome. The engine runs each check as soon as the inputs it declared
+are in.
 """
 
 from __future__ import annotations
@@ -56,6 +54,7 @@ class CheckContext:
     facts: HostFacts = field(default_factory=HostFacts)
     outbound: tuple[Target, ...] | None = None  # resolved outbound targets; None: the test is off
     sources: Mapping[str, str | None] = field(default_factory=dict)  # family -> prober's source
+    results: Results = field(default_factory=dict)  # the facts round trip's (bot.checks.facts)
 
 
 @dataclass(frozen=True)
@@ -97,11 +96,6 @@ class Check:
 
     def commands(self, ctx: CheckContext) -> list[Command]:
         """The read-only commands this step needs on the host (none by default)."""
-        return []
-
-    def followup(self, ctx: CheckContext, results: Results) -> list[Command]:
-        """Read-only commands built from the first batch's results, run in one more round
-        trip (none by default: most checks never wait for it)."""
         return []
 
     def evaluate(self, inp: CheckInput) -> StepOutcome:

@@ -1,8 +1,9 @@
 """Who hosts the server: cloud metadata from the host, and who holds its address.
 
 From the host (curl, 1 s each, the headers each service requires): AWS IMDSv2
-(a token PUT first, then the instance identity document with the token, in the
-follow-up round trip), Google (`Metadata-Flavor: Google`, which the answer echoes),
+(a token PUT, then the instance identity document with that token, in one fixed
+script on the host, so the token never leaves it), Google (`Metadata-Flavor: Google`,
+which the answer echoes),
 Azure (`Metadata: true`), Oracle (`Authorization: Bearer Oracle`), DigitalOcean,
 Hetzner, OpenStack. Each is recognised by its own answer's shape, never by an
 answer alone. From where mailcheck runs: the RDAP/whois holder of the host's
@@ -25,7 +26,6 @@ from bot.owner import Owner
 
 METADATA = "http://169.254.169.254"
 CURL = ("curl", "-sS", "-i", "-m", "1")
-TOKEN = re.compile(r"^[A-Za-z0-9_=+/.-]{1,512}$")
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,24 @@ class Endpoint:
         return f"{self.method} {METADATA}{self.path}" + (f" ({', '.join(self.headers)})" if self.headers else "")
 
 
-AWS_TOKEN = Endpoint("aws", "/latest/api/token", ("X-aws-ec2-metadata-token-ttl-seconds: 60",), "PUT")
-AWS_IDENTITY = Endpoint("aws", "/latest/dynamic/instance-identity/document")
+class AwsImdsV2(Endpoint):
+    """IMDSv2: PUT a token (-f: no token, no second request), then GET with it. A fixed
+    script (no text of ours or the host's is pasted into it): the token stays in the
+    host's shell, out of mailcheck's argv, results and report."""
+
+    SCRIPT = ('t=$(curl -fsS -m 1 -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 60" '
+              f'{METADATA}/latest/api/token) && '
+              f'curl -sS -i -m 1 -H "X-aws-ec2-metadata-token: $t" {METADATA}{{path}}')
+
+    def argv(self, *more_headers: str) -> tuple[str, ...]:
+        return ("sh", "-c", self.SCRIPT.format(path=self.path))
+
+    def describe(self) -> str:
+        return f"PUT {METADATA}/latest/api/token, then GET {METADATA}{self.path} with the token"
+
+
 ENDPOINTS = (
-    AWS_TOKEN,
+    AwsImdsV2("aws", "/latest/dynamic/instance-identity/document"),
     Endpoint("gcp", "/computeMetadata/v1/instance/zone", ("Metadata-Flavor: Google",)),
     Endpoint("azure", "/metadata/instance/compute?api-version=2021-02-01", ("Metadata: true",)),
     Endpoint("oracle", "/opc/v2/instance/", ("Authorization: Bearer Oracle",)),
@@ -137,16 +151,6 @@ READERS: dict[str, Callable[[Http], str | None]] = {
     "hetzner": _hetzner, "openstack": _openstack}
 
 
-def aws_token(results: Results) -> str | None:
-    h = parse_curl(results.get(AWS_TOKEN.argv()))
-    token = h.body.strip()
-    return token if h.status == 200 and TOKEN.match(token) else None
-
-
-def aws_identity_argv(token: str) -> tuple[str, ...]:
-    return AWS_IDENTITY.argv(f"X-aws-ec2-metadata-token: {token}")
-
-
 @dataclass(frozen=True)
 class Identity:
     provider: Provider | None
@@ -157,11 +161,8 @@ class Identity:
 def identify(results: Results, owner: Owner | None) -> Identity:
     """The provider, from the metadata answers and the address's holder (pure)."""
     lines, found = [], []
-    token = aws_token(results)
-    asked = [(e, e.argv()) for e in ENDPOINTS[1:]]
-    asked.insert(0, (AWS_IDENTITY, aws_identity_argv(token)) if token else (AWS_TOKEN, AWS_TOKEN.argv()))
-    for endpoint, argv in asked:
-        h = parse_curl(results.get(argv))
+    for endpoint in ENDPOINTS:
+        h = parse_curl(results.get(endpoint.argv()))
         what = READERS[endpoint.key](h) if h.status == 200 else None
         said = f"HTTP {h.status}" if h.status is not None else h.error
         lines.append(f"{endpoint.describe()}: {said}{' -> ' + what if what else ''}")
@@ -187,11 +188,7 @@ class ProviderCheck(Check):
     uses_owner = True
 
     def commands(self, ctx: CheckContext) -> list[Command]:
-        return [Command(e.argv(), timeout=4) for e in ENDPOINTS]
-
-    def followup(self, ctx: CheckContext, results: Results) -> list[Command]:
-        token = aws_token(results)
-        return [Command(aws_identity_argv(token), timeout=4)] if token else []
+        return [Command(e.argv(), timeout=5) for e in ENDPOINTS]
 
     def evaluate(self, inp: CheckInput) -> StepOutcome:
         ident = identify(inp.results, inp.owner)

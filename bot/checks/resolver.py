@@ -1,7 +1,8 @@
 """The host's own resolver: does it answer, and what does it break when it does not?
 
 Reads /etc/resolv.conf, and systemd-resolved's upstreams (/run/systemd/resolve/
-resolv.conf) where it runs; then asks each nameserver, from the host, with a short
+resolv.conf) where it runs (in the facts round trip, bot.checks.facts, so the questions
+go out in the main one); then asks each nameserver, from the host, with a short
 timeout (`dig +time=2 +tries=1 @NS`), three questions: the host's own name (A), an
 MX record (its domain), and the PTR of the prober's address, which is
 what an MTA looks up before it greets a client. (The host's name is `uname -n`.) Each nameserver is answering, slow,
@@ -30,11 +31,9 @@ from bot.checks.dig import (
     parse_dig,
     parse_resolv_conf,
 )
+from bot.checks.facts import RESOLV, RESOLVED, UNAME
 from bot.models import Command, Finding, PortStatus
 
-RESOLV = ("cat", "/etc/resolv.conf")
-RESOLVED = ("cat", "/run/systemd/resolve/resolv.conf")  # systemd-resolved's upstreams
-UNAME = ("uname", "-n")
 MAX_NAMESERVERS = 6
 HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
 BROKEN = ("silent", "refusing", "failing", "unreachable")
@@ -102,12 +101,11 @@ class Resolver(Check):
     name = "resolver"
     needs = ("ports",)  # to tie a slow greeting to it
     ssh = "required"
+    own_batch = True  # dig waits on silent nameservers
 
     def commands(self, ctx: CheckContext) -> list[Command]:
-        return [Command(RESOLV, timeout=5), Command(RESOLVED, timeout=5), Command(UNAME, timeout=5)]
-
-    def followup(self, ctx: CheckContext, results: Results) -> list[Command]:
-        p = plan(results, ctx.sources)
+        """dig at each nameserver the facts round trip's resolv.conf names."""
+        p = plan(ctx.results, ctx.sources)
         return [Command(q.argv(ns), timeout=DIG_WAIT + 3) for ns in p.nameservers for q in p.questions]
 
     def evaluate(self, inp: CheckInput) -> StepOutcome:

@@ -50,11 +50,11 @@ def engine(transport, prober=None, checks=None) -> Engine:
                   prober=prober or FakeProber(), checks=checks)
 
 
-async def test_facts_first_then_one_batch_per_check_deduplicated_and_probes_for_both_families():
-    """The facts, then one batch of the steps that read local state and one of each step that
-    waits on the network (here provider's curls; outbound is off), no command twice, then the
-    follow-up the resolver step asked for (dig at the nameserver the batch's resolv.conf named:
-    here none, so glibc's implicit 127.0.0.1)."""
+async def test_facts_first_then_the_batches_deduplicated_and_probes_for_both_families():
+    """The facts round trip (with the resolver's configuration), then one batch of the steps
+    that read local state and, beside it, one of each step that waits on the network: here
+    the resolver's digs at the nameserver the facts' resolv.conf named (none: glibc's implicit
+    127.0.0.1) and provider's curls; outbound is off. No command twice."""
     t, prober = FakeTransport(), FakeProber()
     seen = []
 
@@ -62,14 +62,15 @@ async def test_facts_first_then_one_batch_per_check_deduplicated_and_probes_for_
         seen.append(step.name)
 
     report = await engine(t, prober).check(HOST, progress=progress)
-    assert t.closed and t.batches[0] == [facts.OS_RELEASE, facts.IP_ADDR, facts.PID1]
+    assert t.closed and t.batches[0] == [facts.OS_RELEASE, facts.IP_ADDR, facts.PID1, facts.RESOLV,
+                                         facts.RESOLVED, facts.UNAME]
     ran = [argv for batch in t.batches for argv in batch]
     assert len(ran) == len(set(ran))
-    digs = [b for b in t.batches if b and b[0][0] == "dig" and b[0][1].startswith("+time")]
-    assert len(digs) == 1 and all("@127.0.0.1" in a for a in digs[0])
-    assert len(t.batches) == 1 + 2 + 1  # facts; tools+services+resolver+firewall, provider; digs
-    assert {argv[0] for argv in t.batches[2] if t.batches[2]} == {"curl"} or \
-        {argv[0] for argv in t.batches[1]} == {"curl"}
+    assert len(t.batches) == 1 + 3
+    kinds = sorted(sorted({argv[0] for argv in batch}) for batch in t.batches[1:])
+    assert ["dig"] in kinds and ["curl", "sh"] in kinds  # the resolver's; provider's (AWS: sh)
+    digs = next(b for b in t.batches if b[0][0] == "dig" and b[0][1].startswith("+time"))
+    assert all("@127.0.0.1" in a for a in digs)
     assert sorted(seen) == sorted(["tools", "services", "ports", "outbound", "resolver", "firewall",
                                    "provider", "conclusion"])
     assert seen.index("resolver") > seen.index("ports") and seen[-1] == "conclusion"  # their needs first
@@ -97,7 +98,8 @@ async def test_timeout_of_the_main_batch_keeps_the_facts():
     t = FakeTransport(fail_on=2, error=CommandTimeout("commands did not finish within 30s", host="mx1"))
     report = await engine(t).check(HOST)
     assert {s.name for s in report.steps if s.status == "error"} == {
-        "tools", "services", "outbound", "resolver", "firewall", "provider"}
+        "tools", "services", "resolver", "firewall", "provider"}
+    assert {s.name: s.status for s in report.steps}["outbound"] == "skipped"  # off: nothing to run
     assert "CommandTimeout" in report.steps[0].error
     assert any(p.family == "ipv6" for p in report.ports)  # the facts batch had run
     assert report.exit_code == 2

@@ -2,7 +2,8 @@
 
 tests/unit/data/issue15/curl.json: `curl -sS -i -m 1` from a lab host, against nothing
 (no metadata service: curl's own error) and against tests/labmetadata.py (AWS IMDSv2
-with and without the token, Google with and without Metadata-Flavor).
+with and without the token, Google with and without Metadata-Flavor). The AWS script's
+output is its second curl's.
 """
 
 from __future__ import annotations
@@ -11,15 +12,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from bot.checks.provider import (
-    AWS_TOKEN,
-    ENDPOINTS,
-    ProviderCheck,
-    aws_identity_argv,
-    aws_token,
-    identify,
-    parse_curl,
-)
+from bot.checks.provider import ENDPOINTS, ProviderCheck, identify, parse_curl
 from bot.checks.providers import PROVIDERS, by_owner
 from bot.models import CommandResult
 from bot.owner import Owner, OwnerLookup, parse_rdap, parse_whois, referral
@@ -46,19 +39,22 @@ def test_curl_answers_read():
     assert parse_curl(result(("curl",), exit_status=127)).error == "curl is not installed"
 
 
-def test_aws_imdsv2_token_then_the_identity_document_in_the_follow_up():
-    res = results(curl("aws_token", AWS_TOKEN.argv()))
-    token = aws_token(res)
-    assert token and len(token) == 43
-    [cmd] = ProviderCheck().followup(None, res)
-    assert cmd.argv == aws_identity_argv(token) and f"X-aws-ec2-metadata-token: {token}" in cmd.argv
-    res[cmd.argv] = curl("aws_doc", cmd.argv)
-    ident = identify(res, None)
+def test_aws_imdsv2_is_one_fixed_script_and_its_answer_is_read():
+    aws = ENDPOINTS[0]
+    sh, c, script = aws.argv()
+    assert (sh, c) == ("sh", "-c") and aws.argv() == aws.argv()  # the same text every time
+    assert script.startswith('t=$(curl -fsS -m 1 -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 60" '
+                             "http://169.254.169.254/latest/api/token) && curl -sS -i -m 1 -H "
+                             '"X-aws-ec2-metadata-token: $t" ')
+    assert script.endswith("http://169.254.169.254/latest/dynamic/instance-identity/document")
+    ident = identify(results(curl("aws_doc", aws.argv())), None)
     assert ident.provider.key == "aws"
     assert ident.how == "aws metadata: region eu-west-1, instance i-0123456789abcdef0"
-    assert not any(token in line for line in ident.lines)  # the token stays out of the evidence
-    hostile = results(result(AWS_TOKEN.argv(), "HTTP/1.1 200 OK\n\nabc\r\nX-Evil: 1"))
-    assert aws_token(hostile) is None and ProviderCheck().followup(None, hostile) == []
+    no_token = identify(results(curl("aws_doc_notoken", aws.argv())), None)
+    assert no_token.provider is None and no_token.lines[0].endswith(": HTTP 401")
+    failed = result(aws.argv(), "", 7, "curl: (7) Failed to connect to 169.254.169.254 port 80 after "
+                                        "0 ms: Couldn't connect to server\n")
+    assert "Couldn't connect to server" in identify(results(failed), None).lines[0]
 
 
 def test_an_answer_counts_only_in_its_services_own_shape():
@@ -66,7 +62,7 @@ def test_an_answer_counts_only_in_its_services_own_shape():
     assert identify(results(curl("gcp_zone", gcp.argv())), None).provider.key == "gcp"
     bare = results(result(gcp.argv(), "HTTP/1.0 200 OK\n\nprojects/1/zones/europe-west1-b"))
     assert identify(bare, None).provider is None  # no Metadata-Flavor: Google in the answer
-    assert identify(results(curl("aws_doc_notoken", AWS_TOKEN.argv())), None).provider is None
+    assert identify(results(curl("aws_doc_notoken", ENDPOINTS[0].argv())), None).provider is None
 
 
 def test_an_openstack_cloud_is_named_by_its_address_holder_and_the_holder_alone_suffices():
@@ -86,8 +82,7 @@ def test_the_policy_table_cites_a_page_per_row_and_is_quoted():
             assert set(p.policy.ports) <= {25, 465, 587}
     assert {k for k, p in PROVIDERS.items() if p.policy} == {"aws", "gcp", "azure", "digitalocean", "linode"}
     assert by_owner("Amazon.com, Inc.", "AMAZON-4").key == "aws" and by_owner("Example GmbH") is None
-    res = results(curl("aws_token", AWS_TOKEN.argv()))
-    res[aws_identity_argv(aws_token(res))] = curl("aws_doc", aws_identity_argv(aws_token(res)))
+    res = results(curl("aws_doc", ENDPOINTS[0].argv()))
     inp = make_input(res)
     out = ProviderCheck().evaluate(type(inp)(**{**inp.__dict__, "owner": None}))
     [f] = out.findings

@@ -89,7 +89,7 @@ def test_questions_come_from_the_hosts_name_and_host_derived_names_are_checked()
     assert [(q.rdtype, q.name) for q in p.questions] == [
         ("A", "mail.example.test"), ("MX", "example.test"), ("PTR", "198.18.3.1")]
     assert p.questions[2].argv("198.18.1.2") == ("dig", "+time=2", "+tries=1", "@198.18.1.2", "-x", "198.18.3.1")
-    cmds = Resolver().followup(CheckContext(sources=PROBER), res)
+    cmds = Resolver().commands(CheckContext(sources=PROBER, results=res))
     assert len(cmds) == 3 and all(c.argv[3] == "@198.18.1.2" for c in cmds)
     # a node name that dig would read as an option is never asked
     hostile = plan(batch("nameserver 198.18.1.2\nsearch lab.test\n", uname="-h"), PROBER)
