@@ -10,6 +10,11 @@ are all filtered (iptables and ip6tables DROP in INPUT), time:
              iptables -L, ip6tables -L), then `nc -vz -w T` per port and
              family, one after another.
 
+Every mailcheck check runs all its steps with outbound on: lab mail servers on the
+outside end of the host's link (25/465/587, open), a fake AWS metadata service on
+169.254.169.254 inside the host (IMDSv2: the token round trip too), and a lab RDAP
+server for the address's holder, so nothing is asked of the internet.
+
 It also checks the probe budget (issue 15):
 
   bound      the all-filtered check against 1.3 x (T + one SSH round trip:
@@ -46,6 +51,9 @@ from bot.transport import SSHTransport  # noqa: E402
 from config.inventory import Host, Inventory  # noqa: E402
 from config.settings import Settings  # noqa: E402
 from tests.labhost import make_client_key, make_host, missing_prerequisites  # noqa: E402
+from tests.labowner import LabRegistry, rdap_network  # noqa: E402
+
+METADATA = Path(__file__).resolve().parents[1] / "tests" / "labmetadata.py"
 
 GUIDE_COMMANDS = (["lsof", "-i:25"], ["lsof", "-i:143"], ["systemctl", "status", "exim4"],
                   ["systemctl", "status", "dovecot"], ["ufw", "status"],
@@ -78,10 +86,25 @@ def engine_check(lab, key: Path, timeout: float) -> tuple[float, dict]:
 
 
 def full_check(lab, key: Path, timeout: float, greeting: float = 30.0):
-    settings = Settings(probe_timeout=timeout, greeting_timeout=greeting, _env_file=None)
-    t0 = time.monotonic()
-    report = asyncio.run(Engine(settings, Inventory()).check(_host(lab, key)))
-    return time.monotonic() - t0, report
+    """The whole check, outbound on (lab targets), the holder asked of a lab RDAP server."""
+    async def run():
+        holder = {lab.ip: rdap_network(lab.ip, "LAB-NET", "Lab Holder")}
+        async with LabRegistry(lab.outside_ip, rdap=holder) as registry:
+            o = lab.outside_ip
+            settings = Settings(probe_timeout=timeout, greeting_timeout=greeting, _env_file=None,
+                                outbound_targets=f"{o}:25, {o}:465, {o}:587",
+                                rdap_url=registry.rdap_url, whois_server="off")
+            t0 = time.monotonic()
+            report = await Engine(settings, Inventory()).check(_host(lab, key))
+            return time.monotonic() - t0, report
+
+    with lab.outside_listener((25, 465, 587)):
+        elapsed, report = asyncio.run(run())
+    steps = {s.name: s.status for s in report.steps}
+    assert "error" not in steps.values(), [(s.name, s.error) for s in report.steps if s.error]
+    assert {p.outside for p in report.ports if p.direction == "outbound" and p.family == "ipv4"} == {"open"}
+    assert any(f.code == "provider.identified" and "Amazon" in f.summary for f in report.findings)
+    return elapsed, report
 
 
 def ssh_round_trip(lab, key: Path) -> float:
@@ -122,6 +145,7 @@ def greeting_budget(lab, key: Path, timeout: float, runs: int) -> None:
             assert len(filtered) == 4 and len(slow) == 6, [(p.port, p.outside, p.greeting_time) for p in ports]
             assert not any(f.code in ("smtp.bad_greeting", "tls.handshake_failed") for f in report.findings)
             assert sum(f.code == "port.slow_greeting" for f in report.findings) == 6
+            assert any(f.code == "dns.resolver_delays_greeting" for f in report.findings)
             rows.append((elapsed, min(slow), max(slow), *probe_times(lab, timeout)))
     finally:
         dead.close()
@@ -160,6 +184,8 @@ def main() -> int:
     try:
         lab.start_exim("public")
         lab.start_dovecot(tls=True)
+        lab.sh("ip", "addr", "add", "169.254.169.254/32", "dev", "lo")
+        lab.popen("python3", str(METADATA), "aws", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for tool in ("iptables", "ip6tables"):
             lab.sh(tool, "-A", "INPUT", "-p", "tcp", "-m", "multiport",
                    "--dports", "25,465,587,143,993", "-j", "DROP")
