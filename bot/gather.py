@@ -1,14 +1,20 @@
-"""The I/O of one check run: the SSH round trips, the outside probes and lookups, concurrently.
+"""The I/O of one check run: the SSH round trips, the outside probes and the lookups,
+concurrently.
 
 One SSH connection per host. First a tiny round trip for the host facts (addresses,
 distro, init system), so the IPv6 probes can start at once; then one batch of the
 commands of every check that reads local state, and beside it, on channels of their
 own, the commands of each check whose commands wait on the network (`own_batch`: nc to
-a filtered port, curl at a metadata address), so those hold back no other step (a
-command two checks ask for runs once). The IPv4 probes start before SSH does; mailcheck resolves the outbound targets while
-SSH connects, and asks who holds the host's address (RDAP/whois) when a check reads
-it. Each input is in as soon as it arrives; `wait()` returns when one more arrived. A
-transport failure is kept as `ssh_error`; the probes still report.
+a filtered port, curl at a metadata address, dig at a silent nameserver), so those hold
+back no other step (a command two checks ask for runs once). Each batch is followed by
+another round only while one of its checks asks for commands it could not know before
+(a key file its signer's configuration names). The IPv4 probes start before SSH does;
+mailcheck resolves the outbound targets while SSH connects, and asks who holds the
+host's address (RDAP/whois) when a check reads it. A check's own lookups
+(`Check.lookups`) start with the run and are told of each input as it arrives. Each
+input is in as soon as it arrives: `wait()` returns when one more arrived. A transport
+failure is kept as `ssh_error`; the probes and lookups still report. Without a host (a
+domain alone) there is no SSH and no probe, only lookups.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import socket
 from collections.abc import Sequence
 
 from bot.checks import facts
-from bot.checks.base import Check, CheckContext
+from bot.checks.base import Check, CheckContext, CheckInput, Lookups
 from bot.checks.facts import HostFacts
 from bot.errors import ConnectionLost, MailcheckError, TransportError
 from bot.models import INBOUND_PORTS, OUTBOUND_PORTS, Command, CommandResult, PortStatus
@@ -30,30 +36,39 @@ from bot.probes import Prober, ProbeReport, route_source
 from bot.transport import Connect, Transport
 from config.inventory import Host
 
+MAX_ROUNDS = 3  # command rounds per batch after the facts: the batch, and at most two follow-ups
+
 
 class Gather:
-    def __init__(self, host: Host, checks: Sequence[Check], *, connect: Connect, prober: Prober,
-                 command_timeout: float, outbound: tuple[Target, ...] | None = None,
-                 lookup: Lookup = system_lookup, owners: OwnerLookup | None = None) -> None:
-        """`outbound`: the targets as given (None: the outbound test is off), resolved here
-        with `lookup`; `owners`: how to ask who holds the host's address."""
+    def __init__(self, host: Host | None, checks: Sequence[Check], *, connect: Connect,
+                 prober: Prober, command_timeout: float, context: CheckContext | None = None,
+                 outbound: tuple[Target, ...] | None = None, lookup: Lookup = system_lookup,
+                 owners: OwnerLookup | None = None) -> None:
+        """`context`: the run's settings and named domains (facts, results, targets and
+        sources are filled in as they arrive). `outbound`: the targets as given (None: the
+        outbound test is off), resolved here with `lookup`; `owners`: how to ask who holds
+        the host's address."""
         self.host, self.checks, self.connect, self.prober = host, list(checks), connect, prober
-        self.command_timeout, self.lookup, self.owners = command_timeout, lookup, owners
-        self.outbound = outbound
-        self.connects = any(c.ssh == "required" for c in checks)
-        self.probing = any(c.uses_probes for c in checks)
+        self.command_timeout, self.context = command_timeout, context or CheckContext()
+        self.outbound, self.lookup, self.owners = outbound, lookup, owners
+        self.connects = host is not None and any(c.ssh in ("required", "wanted") for c in checks)
+        self.probing = host is not None and any(c.uses_probes for c in checks)
         self.results: dict[tuple[str, ...], CommandResult] = {}
         self.facts = HostFacts()
         self.addresses: dict[str, str] = {}  # family -> the address probed
         self.sources: dict[str, str | None] = {}  # family -> the prober's source address
         self.ssh_error: str | None = None
+        self.rounds: dict[str, int] = {}  # check name -> command rounds of its batch back
+        self.lookups: dict[str, Lookups] = {}
         self._facts: asyncio.Future[None] | None = None
-        self._checks: dict[str, set[asyncio.Task[None]]] = {}  # check name -> the batches it reads
         self._ssh: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()  # SSH batches on their way
+        self._asked: set[tuple[str, ...]] = set()  # argv sent in some batch
         self._targets: asyncio.Task[tuple[Target, ...]] | None = None
         self._owner: asyncio.Task[Owner] | None = None
         self._probes: dict[str, asyncio.Task[ProbeReport]] = {}
         self._probe_report: ProbeReport | None = None
+        self._looked_up: dict[str, asyncio.Task[object]] = {}
 
     # --- what is in ---------------------------------------------------------------
     @property
@@ -68,21 +83,27 @@ class Gather:
     def probes_in(self) -> bool:
         return self.facts_in and all(t.done() for t in self._probes.values())
 
-    def batch_in(self, check: Check) -> bool:
-        """Are the SSH results `check` reads in (its batch, and the ones it shares)?"""
-        tasks = self._checks.get(check.name)
-        return self.ssh_in or (self.facts_in and tasks is not None and all(
-            t.done() and not t.cancelled() and t.exception() is None for t in tasks))
-
     @property
     def owner_in(self) -> bool:
         return self.facts_in and (self._owner is None or self._owner.done())
 
-    def ready(self, check: Check) -> bool:
+    def commands_in(self, check: Check) -> bool:
+        """Are `check`'s SSH results in: SSH is over (or failed), or its batch came back and
+        the results hold every command the check asks for now?"""
+        if check.ssh == "none" or self.ssh_in:
+            return self.facts_in
+        return self.rounds.get(check.name, 0) > 0 and all(
+            c.argv in self.results for c in check.commands(self.ctx()))
+
+    def inputs_in(self, check: Check) -> bool:
         """Are the inputs `check` declared in (its SSH results, the probes, the owner)?"""
-        return (self.facts_in and (check.ssh == "none" or self.batch_in(check))
-                and (not check.uses_probes or self.probes_in)
+        return (self.facts_in and self.commands_in(check) and (not check.uses_probes or self.probes_in)
                 and (not check.uses_owner or self.owner_in))
+
+    def ready(self, check: Check) -> bool:
+        """Its declared inputs and its own lookups are in."""
+        task = self._looked_up.get(check.name)
+        return self.inputs_in(check) and (check.name not in self.lookups or bool(task and task.done()))
 
     def owner(self) -> Owner | None:
         """Who holds the probed address (None when not asked)."""
@@ -104,15 +125,43 @@ class Gather:
         return self._probe_report
 
     def base_ports(self) -> list[PortStatus]:
+        if self.host is None:
+            return []
         families = ["ipv4"] + (["ipv6"] if "ipv6" in self.addresses else [])
         return [PortStatus(port=p, direction=d, family=f)
                 for f in families
                 for d, ports in (("inbound", INBOUND_PORTS), ("outbound", OUTBOUND_PORTS))
                 for p in ports]
 
+    def ctx(self) -> CheckContext:
+        return dataclasses.replace(self.context, facts=self.facts, results=self.results,
+                                   outbound=self.targets(), sources=dict(self.sources))
+
+    def input(self, check: Check | None = None) -> CheckInput:
+        """What the run knows so far, as a check reads it (probes only for one that uses them,
+        once all are in; `lookups`: what the check's own lookups returned)."""
+        task = self._looked_up.get(check.name) if check is not None else None
+        return CheckInput(
+            self.host.name if self.host else ",".join(self.context.domains),
+            self.host.address if self.host else "", self.results, self.facts,
+            addresses=dict(self.addresses),
+            probes=self.probes() if check is None or check.uses_probes else None,
+            outbound=self.targets(), sources=dict(self.sources),
+            ssh_error=self.ssh_error if check is None or check.ssh != "none" else None,
+            owner=self.owner() if check is not None and check.uses_owner else None,
+            lookups=task.result() if task is not None and task.done() and not task.cancelled()
+            and task.exception() is None else None)
+
+    def lookup_error(self, check: Check) -> BaseException | None:
+        """What crashed the check's lookups, if anything did."""
+        task = self._looked_up.get(check.name)
+        return task.exception() if task is not None and task.done() and not task.cancelled() else None
+
     # --- running ------------------------------------------------------------------
     async def start(self) -> None:
-        self.addresses = await resolve(self.host.address)
+        self.lookups = {c.name: lk for c in self.checks if (lk := c.lookups(self.context)) is not None}
+        if self.host is not None and (self.connects or self.probing or self.lookups):
+            self.addresses = await resolve(self.host.address)
         self._facts = asyncio.get_running_loop().create_future()
         if self.probing and "ipv4" in self.addresses:
             self._probe("ipv4")
@@ -125,28 +174,46 @@ class Gather:
             self._ssh = asyncio.create_task(self._run_ssh())
         else:
             self._facts_known()
+        self._poll()
 
     async def wait(self) -> None:
-        """Until one more input is in. Re-raises what crashed a probe or a lookup (not a
-        result); a check's SSH batch that failed is the SSH task's error (`ssh_error`)."""
-        batches = {t for tasks in self._checks.values() for t in tasks}
-        pending = [f for f in (self._facts, self._ssh, self._owner, *batches, *self._probes.values())
+        """Until one more input is in. Re-raises what crashed a probe or the owner lookup (not
+        a result); a failed SSH batch is the SSH task's error (`ssh_error`), a crashed lookup
+        its check's error."""
+        quiet = self._running | set(self._looked_up.values())
+        pending = [f for f in (self._facts, self._ssh, self._owner, *self._running,
+                               *self._probes.values(), *self._looked_up.values())
                    if f is not None and not f.done()]
         if not pending:
             raise RuntimeError("waiting for inputs, but every input is in")
         done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         for f in done:
-            if f not in batches:
+            if f not in quiet:
                 f.result()
+        self._poll()
 
     async def close(self) -> None:
         """Cancel what still runs (e.g. the caller's timeout) and wait for it: nothing
         is left behind."""
-        tasks = [t for t in (self._ssh, self._targets, self._owner, *self._probes.values())
-                 if t is not None]
+        tasks = [t for t in (self._ssh, self._targets, self._owner, *self._probes.values(),
+                             *self._looked_up.values()) if t is not None]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(lk.close() for lk in self.lookups.values()), return_exceptions=True)
+
+    def _poll(self) -> None:
+        """Tell each check's lookups what is in now; ask for the result of those whose
+        check has its other inputs."""
+        for check in self.checks:
+            lk = self.lookups.get(check.name)
+            if lk is None or check.name in self._looked_up:
+                continue
+            inp = self.input(check)
+            if self.inputs_in(check):
+                self._looked_up[check.name] = asyncio.create_task(lk.result(inp))
+            else:
+                lk.update(inp)
 
     def _probe(self, family: str) -> None:
         self._probes[family] = asyncio.create_task(
@@ -184,53 +251,57 @@ class Gather:
         self._facts_known()
 
     async def _batches(self, transport: Transport) -> None:
+        """The facts, then the shared batch and each own_batch check's, concurrently."""
         first = await transport.run(facts.commands(), step="connect")
         self.results.update({r.command.argv: r for r in first})
         self.facts = facts.read_facts(self.results)
         self._facts_known()
-        if self._targets is not None:
-            await self._targets
-        ctx = self.context()
         ssh = [c for c in self.checks if c.ssh != "none"]
-        group = {c.name: c.name if c.own_batch else "+".join(x.name for x in ssh if not x.own_batch)
-                 for c in ssh}
-        wanted = {c.name: self._budget(c.commands(ctx)) for c in ssh}
-        owner: dict[tuple[str, ...], str] = {}  # argv -> the batch it runs in
-        commands: dict[str, dict[tuple[str, ...], Command]] = {g: {} for g in group.values()}
-        for name, cmds in wanted.items():
-            for cmd in cmds:
-                owner.setdefault(cmd.argv, group[name])
-                commands[owner[cmd.argv]].setdefault(cmd.argv, cmd)
-        batches = {g: asyncio.create_task(self._run(transport, list(cmds.values()), g))
-                   for g, cmds in commands.items()}
-        for check in ssh:
-            needs = {batches[owner[c.argv]] for c in wanted[check.name]} | {batches[group[check.name]]}
-            self._checks[check.name] = needs
+        groups = [g for g in ([c for c in ssh if not c.own_batch], *([c] for c in ssh if c.own_batch)) if g]
+        batches = [asyncio.create_task(self._rounds(transport, g)) for g in groups]
         try:
-            await asyncio.gather(*batches.values())
+            await asyncio.gather(*batches)
         except BaseException:
-            for task in batches.values():
+            for task in batches:
                 task.cancel()
             raise
 
+    async def _rounds(self, transport: Transport, group: list[Check]) -> None:
+        """One batch of `group`'s commands, then follow-up rounds while they ask for more."""
+        if self._targets is not None and any(c.own_batch for c in group):
+            await self._targets  # the outbound step's commands are built from the resolved targets
+        names = "+".join(c.name for c in group)
+        for _ in range(MAX_ROUNDS):
+            batch = self.commands(group)
+            if batch:
+                self._asked |= {c.argv for c in batch}
+                task = asyncio.create_task(self._run(transport, batch, names))
+                self._running.add(task)
+                await task
+            for check in group:
+                self.rounds[check.name] = self.rounds.get(check.name, 0) + 1
+            if not batch:
+                break
+
     async def _run(self, transport: Transport, batch: list[Command], step: str) -> None:
-        if not batch:
-            return
         rest = await transport.run(batch, step=step)
         if all(r.exit_status is None for r in rest):  # the channel died before any exit status
             raise ConnectionLost("the connection dropped while the commands ran "
                                  "(no command reported an exit status)", host=self.host.name)
         self.results.update({r.command.argv: r for r in rest})
 
-    def context(self) -> CheckContext:
-        return CheckContext(self.facts, self.targets(), dict(self.sources), dict(self.results))
-
-    def _budget(self, commands) -> list[Command]:
-        """Deduplicated by argv (and against what already ran), each within the command budget."""
+    def commands(self, group: Sequence[Check] | None = None) -> list[Command]:
+        """The commands the checks of `group` (default: every check that reads SSH) ask for
+        now and that no batch has run or sent, deduplicated by argv, each within the command
+        budget."""
+        ctx = self.ctx()
         seen: dict[tuple[str, ...], Command] = {}
-        for cmd in commands:
-            if cmd.argv not in seen and cmd.argv not in self.results:
-                seen[cmd.argv] = dataclasses.replace(cmd, timeout=min(cmd.timeout, self.command_timeout))
+        for check in self.checks if group is None else group:
+            if check.ssh == "none":
+                continue
+            for cmd in check.commands(ctx):
+                if cmd.argv not in seen and cmd.argv not in self.results and cmd.argv not in self._asked:
+                    seen[cmd.argv] = dataclasses.replace(cmd, timeout=min(cmd.timeout, self.command_timeout))
         return list(seen.values())
 
 

@@ -49,6 +49,7 @@ class SmtpInfo:
     error: str | None = None
     line_times: tuple[float, ...] = ()  # when each greeting line arrived, s after the connect
     greeting_time: float | None = None  # s from the connect to the greeting's last line, if it came
+    tls: TlsInfo | None = None   # after STARTTLS: the certificate the port serves
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class TlsInfo:
     error: str | None = None
     handshake_time: float | None = None  # s from the connect to the server's first answer
     plaintext: str | None = None  # the line a server sent where a TLS ServerHello was expected
+    der: bytes | None = field(default=None, repr=False)   # the leaf certificate (DANE matches it)
 
     def expired(self, now: datetime) -> bool:
         return self.not_after is not None and self.not_after < now
@@ -208,7 +210,6 @@ class Prober:
         try:
             writer.write(f"EHLO {self.ehlo_name}\r\n".encode())
             ehlo = await asyncio.wait_for(read_reply(reader), budget)
-            writer.write(b"QUIT\r\n")
         except (TimeoutError, OSError, UnicodeError) as e:
             why = f"no EHLO answer within {budget:g}s" if isinstance(e, TimeoutError) else \
                 f"{type(e).__name__} {e}".strip()
@@ -216,7 +217,23 @@ class Prober:
                             line_times=tuple(times), greeting_time=took)
         starttls = any(line[4:].strip().upper().startswith("STARTTLS") for line in ehlo)
         err = None if ehlo and ehlo[-1].startswith("250") else "EHLO not accepted"
-        return SmtpInfo(greeting, tuple(ehlo), starttls, err, tuple(times), took)
+        tls = await self._starttls(reader, writer, connected) if starttls and not err else None
+        if tls is None:
+            writer.write(b"QUIT\r\n")
+        return SmtpInfo(greeting, tuple(ehlo), starttls, err, line_times=tuple(times),
+                        greeting_time=took, tls=tls)
+
+    async def _starttls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        connected: float) -> TlsInfo:
+        """STARTTLS and the certificate served (DANE matches TLSA records against it)."""
+        try:
+            writer.write(b"STARTTLS\r\n")
+            reply = await asyncio.wait_for(read_reply(reader), self.greeting_timeout)
+        except (TimeoutError, OSError, UnicodeError) as e:
+            return TlsInfo(error=f"STARTTLS failed: {type(e).__name__} {e}".strip())
+        if not reply or not reply[-1].startswith("220"):
+            return TlsInfo(error=f"STARTTLS refused: {' '.join(reply)[:120]}")
+        return await self._tls(reader, writer, connected)
 
     async def _tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                    connected: float) -> TlsInfo:
@@ -307,4 +324,4 @@ def describe_certificate(der: bytes | None, version: str = "") -> TlsInfo:
         names += [n for n in san.get_values_for_type(x509.DNSName) if n not in names]
     not_after = cert.not_valid_after_utc.astimezone(UTC)
     return TlsInfo(version, cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(),
-                   tuple(str(n) for n in names), not_after, cert.issuer == cert.subject)
+                   tuple(str(n) for n in names), not_after, cert.issuer == cert.subject, der=der)

@@ -30,11 +30,19 @@ class Settings(BaseSettings):
     probe_timeout: float = 4.0  # each TCP connect
     greeting_timeout: float = 30.0  # on a port that connected: the greeting, EHLO, TLS handshake
     # outbound test: the servers the host connects to (host:port, ...; `off` skips it), and who
-    # holds the host's address (RDAP base URL, whois server host[:port]; each may be `off`)
+    # holds the host's address (RDAP base URL below, whois server host[:port]; each may be `off`)
     outbound_targets: str = DEFAULT_TARGETS
-    rdap_url: str = "https://rdap.org/"
     whois_server: str = "whois.iana.org"
     owner_timeout: float = 5.0
+    # DNS and reputation (bot/dns): the nameservers mailcheck asks ("ip[:port]" comma-separated;
+    # empty: the system's resolv.conf), one lifetime per lookup, the DNSBL zones, RDAP's base
+    # URL, and a CA bundle used *instead of* the system store for mailcheck's own HTTPS
+    # fetches (MTA-STS policies, RDAP): certificates are always verified.
+    resolvers: str = ""
+    dns_timeout: float = 5.0
+    dnsbl_zones: str = "zen.spamhaus.org,bl.spamcop.net,psbl.surriel.com,bl.mailspike.net"
+    rdap_url: str = "https://rdap.org/"
+    ca_file: Path | None = None
     # Slack
     slack_bot_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "MAILCHECK_SLACK_BOT_TOKEN")

@@ -40,12 +40,15 @@ def main(argv: list[str]) -> int:
         cmd = [str(mailcheck) if mailcheck.exists() else "mailcheck", "check", f"root@{host.ip}",
                "-i", str(key), "--known-hosts", str(host.known_hosts), *argv]
         # Lab targets only: the outbound test connects to mail servers on this machine (the
-        # outside end of the host's link), and the address's owner is not asked of the internet.
+        # outside end of the host's link), and the address's owner is not asked of the internet;
+        # mailcheck's own DNS lookups go to the lab host's resolver (it knows only the lab's
+        # names and refuses the rest): nothing leaves this machine
         o = host.outside_ip
         env = {**os.environ, "MAILCHECK_OUTBOUND_TARGETS": f"{o}:25, {o}:465, {o}:587",
-               "MAILCHECK_RDAP_URL": "off", "MAILCHECK_WHOIS_SERVER": "off"}
-        print("$ MAILCHECK_OUTBOUND_TARGETS='" + env["MAILCHECK_OUTBOUND_TARGETS"]
-              + "' MAILCHECK_RDAP_URL=off MAILCHECK_WHOIS_SERVER=off " + " ".join(cmd), file=sys.stderr)
+               "MAILCHECK_RDAP_URL": "off", "MAILCHECK_WHOIS_SERVER": "off", "MAILCHECK_RESOLVERS": o}
+        print("$ " + " ".join(f"{k}='{env[k]}'" for k in ("MAILCHECK_OUTBOUND_TARGETS", "MAILCHECK_RDAP_URL",
+                                                        "MAILCHECK_WHOIS_SERVER", "MAILCHECK_RESOLVERS"))
+              + " " + " ".join(cmd), file=sys.stderr)
         with host.outside_listener((25, 465, 587)):
             return subprocess.run(cmd, env=env).returncode
     finally:

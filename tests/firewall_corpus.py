@@ -8,6 +8,18 @@ Layout, one directory per case:
         setup:                                          argv lists run inside the host
           - [iptables, -A, INPUT, -s, "{prober}/32", -j, DROP]
           - [nft, -f, "{dir}/ruleset.nft"]
+        container:                                      (optional) mail in a container behind
+          engine: dockerd | podman | netns              the host, ports DNATed through FORWARD
+          iptables: nft | legacy                        (dockerd: which iptables it drives)
+          layout: docker28-iptables                     (netns: tests/data/containers/NAME.*)
+          bridge: docker0                               (netns)
+          proxy: true                                   (netns: Docker's docker-proxy per port)
+          publish: [25, 587]                            see tests/containerlab.py; setup runs after
+        fail2ban:                                       (optional) real fail2ban in the host
+          jail: exim                                    (a jail of Debian's jail.conf)
+          banaction: iptables-multiport                 (or nftables-multiport, ...)
+          ban: ["{prober}"]                             fail2ban-client set JAIL banip ADDR
+        files_from: ../../csf/NAME                      (optional) more files for {dir}
         expect:                                         (optional)
           unknown: ["inbound/*/25"]    keys (fnmatch globs) where the model may say "unknown"
           notes: free text
@@ -16,6 +28,9 @@ Layout, one directory per case:
           no_fix: why no fix is planned (the fix tests then assert that none is)
     tests/data/firewall/<name>/expected.json   written by `record`: the kernel's verdicts
     tests/data/firewall/<name>/captured/       written by `record`: collect_commands() output
+    expected.json "paths" (container cases): per published port (inbound/ipv4/P) the kernel's
+        own account of the probe (tests/kernel_path.py): hook (forward|input), translated
+        destination, the deciding rule/policy (nft trace), conntrack entry, rules hit.
 
 Placeholders in argv words and in the case's own files (copied, templated, to
 a per-host directory that {dir} names): {prober} {prober6} (the outside end,
@@ -57,6 +72,27 @@ EXTRA_COMMANDS = (
     Command(("ip6tables-legacy-save", "-c")),
     Command(("iptables", "-L", "-v", "-n", "--line-numbers")),
 )
+# Container cases: who serves the published ports, the engine's own view, the forwarding state.
+CONTAINER_COMMANDS = (
+    Command(("ss", "-Hltnp")),
+    Command(("docker", "ps", "--no-trunc", "--format", "{{json .}}")),
+    Command(("podman", "ps", "--format", "json")),
+    Command(("sysctl", "net.ipv4.ip_forward")),
+    Command(("ip", "-4", "route")),
+)
+MODEL_GAP_NAT = "issue 11: nat/FORWARD not modelled"
+
+
+def fail2ban_commands(host) -> tuple[Command, ...]:
+    """fail2ban's own view, when a real fail2ban runs in the host (tests/f2blab.py)."""
+    from tests.f2blab import STATUS_COMMANDS, jail_commands
+
+    local = host.etc / "fail2ban" / "jail.local"
+    if not local.exists():
+        return ()
+    jails = [line.strip("[]") for line in local.read_text().splitlines()
+             if line.startswith("[") and line.strip("[]") != "sshd"]
+    return tuple(Command(argv) for argv in STATUS_COMMANDS + tuple(a for j in jails for a in jail_commands(j)))
 
 
 @dataclass
@@ -70,6 +106,13 @@ class Case:
     notes: str = ""
     model_gap: str = ""
     no_fix: str = ""  # why no fix is planned (nothing blocked, a ban, a verdict not understood)
+    container: dict = field(default_factory=dict)
+    fail2ban: dict = field(default_factory=dict)
+    files_from: str = ""
+
+    @property
+    def published(self) -> tuple[int, ...]:
+        return tuple(self.container.get("publish") or ())
 
     @property
     def expected_file(self) -> Path:
@@ -108,7 +151,8 @@ def load_case(path: Path) -> Case:
         setup=[[str(w) for w in argv] for argv in data.get("setup") or []],
         backend=data.get("backend", "iptables"), unknown_ok=list(expect.get("unknown") or []),
         notes=str(expect.get("notes", "")), model_gap=str(expect.get("model_gap", "")),
-        no_fix=str(expect.get("no_fix", "")),
+        no_fix=str(expect.get("no_fix", "")), container=dict(data.get("container") or {}),
+        fail2ban=dict(data.get("fail2ban") or {}), files_from=str(data.get("files_from", "")),
     )
 
 
@@ -202,10 +246,13 @@ def template(text: str, values: dict[str, str]) -> str:
 def apply_setup(host, case: Case) -> None:
     """Copy the case's files (templated) to the host's workdir and run its setup inside the host."""
     values = addresses_of(host)
+    if case.container:  # tests/containerlab.py's addresses: container network 198.19.N.0/24
+        values.update(cip=f"198.19.{host.index}.2", csubnet=f"198.19.{host.index}.0/24")
     target = host.workdir / "case"
     target.mkdir(exist_ok=True)
     values["dir"] = str(target)
-    for f in case.path.iterdir():
+    sources = [*case.path.iterdir(), *((case.path / case.files_from).iterdir() if case.files_from else ())]
+    for f in sources:
         if f.is_file() and f.name not in ("case.yaml", "expected.json"):
             (target / f.name).write_text(template(f.read_text(), values))
     for argv in case.setup:
@@ -217,19 +264,59 @@ def apply_setup(host, case: Case) -> None:
 LISTENER = (
     "import socket,sys,time\n"
     "socks=[]\n"
-    "for p in map(int,sys.argv[1:]):\n"
-    " s=socket.socket(socket.AF_INET6);s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0)\n"
+    "for a in sys.argv[1:]:\n"
+    " p=int(a.split('/')[0])\n"
+    " s=socket.socket(socket.AF_INET6);s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,a.endswith('/6'))\n"
     " s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('::',p));s.listen(64);socks.append(s)\n"
     "print('ready',flush=True)\n"
     "while True: time.sleep(3600)\n"
 )
 
 
-def start_listeners(host, ports=LISTEN_PORTS) -> None:
-    """Plain TCP listeners inside the host (dual stack), so 'refused' can only mean a REJECT."""
-    host.popen("python3", "-c", LISTENER, *map(str, ports), stdout=subprocess.DEVNULL,
+def start_listeners(host, ports=LISTEN_PORTS, v6only=()) -> None:
+    """Plain TCP listeners inside the host (dual stack; IPv6 only for the ports in v6only), so
+    'refused' can only mean a REJECT."""
+    args = [str(p) for p in ports] + [f"{p}/6" for p in v6only]
+    host.popen("python3", "-c", LISTENER, *args, stdout=subprocess.DEVNULL,
                stderr=subprocess.DEVNULL)
-    host.wait_listening(set(ports))
+    host.wait_listening(set(ports) | set(v6only))
+
+
+def start_container(host, case: Case):
+    """The case's container engine with its ports published; returns the engine object."""
+    from tests.containerlab import Dockerd, NetnsContainer, Podman
+
+    spec, publish = case.container, case.published
+    if spec["engine"] == "dockerd":
+        engine = Dockerd(host, iptables=spec.get("iptables", "nft")).start()
+        engine.run_mail(publish=publish)
+    elif spec["engine"] == "podman":
+        engine = Podman(host).start()
+        engine.run_mail(publish=publish)
+    elif spec["engine"] == "netns":
+        engine = NetnsContainer(host, bridge=spec.get("bridge", "docker0")).start(publish)
+        engine.apply_layout(spec["layout"], publish)
+        for port in publish if spec.get("proxy") else ():
+            engine.start_proxy(port)
+    else:
+        raise ValueError(f"{case.name}: unknown container engine {spec['engine']!r}")
+    return engine
+
+
+def start_case_fail2ban(host, case: Case) -> None:
+    from tests.f2blab import ban, start_fail2ban
+
+    spec = case.fail2ban
+    jail = spec.get("jail", "exim")
+    start_fail2ban(host, jail=jail, banaction=spec.get("banaction", "iptables-multiport"))
+    for address in spec.get("ban") or ():
+        ban(host, jail, template(address, addresses_of(host)))
+
+
+def _ipv6_held(host, port: int) -> bool:
+    """Does something in the host (docker-proxy) listen on [::]:port already?"""
+    out = host.sh("ss", "-Hltn", f"sport = :{port}").stdout
+    return any(line.split()[3].startswith("[::]:") for line in out.splitlines() if line.strip())
 
 
 def outcome_verdict(outcome: str) -> str:
@@ -254,20 +341,41 @@ def collect(host) -> list[CommandResult]:
 
     out = []
     commands = collect_commands()
-    commands += [c for c in EXTRA_COMMANDS if c.argv not in {x.argv for x in commands}]
+    extra = EXTRA_COMMANDS + (CONTAINER_COMMANDS if host.ssh_env else ()) + fail2ban_commands(host)
+    commands += [c for c in extra if c.argv not in {x.argv for x in commands}]
     for cmd in commands:
-        env = [f"{k}={v}" for k, v in cmd.env]
+        # the engine's socket/config, as the host's SSH sessions get it (LabHost.set_ssh_env)
+        env = [f"{k}={v}" for k, v in (*host.ssh_env.items(), *cmd.env)]
         r = host.sh("env", *env, *cmd.argv, check=False, timeout=cmd.timeout + 15)
         out.append(CommandResult(cmd, r.returncode, r.stdout, r.stderr))
     return out
 
 
 def run_case(host, case: Case) -> tuple[dict[str, str], list[CommandResult]]:
-    """Fresh host -> listeners, setup, kernel outcomes, collected outputs."""
-    start_listeners(host)
+    """Fresh host -> [container,] listeners, setup, kernel outcomes, collected outputs.
+
+    With a container, the published ports get no host listener on IPv4 (the DNAT sends
+    those probes to the container) and an IPv6-only one unless the engine's proxy holds
+    [::]:port, so a refusal still means a REJECT."""
+    if case.container:
+        start_container(host, case)
+        published = set(case.published)
+        start_listeners(host, [p for p in LISTEN_PORTS if p not in published],
+                        v6only=[p for p in case.published if not _ipv6_held(host, p)])
+    else:
+        start_listeners(host)
+    if case.fail2ban:
+        start_case_fail2ban(host, case)
     apply_setup(host, case)
     outcomes = kernel_outcomes(host)
     return outcomes, collect(host)
+
+
+def kernel_paths(host, case: Case) -> dict[str, dict]:
+    """Per published port (IPv4, from outside): the kernel's own account of the probe."""
+    from tests.kernel_path import trace_probe
+
+    return {key("inbound", "ipv4", p): trace_probe(host, p, host.probe) for p in case.published}
 
 
 # labhost.close() deletes the namespace before its /etc/netns files and veth: a host made
@@ -288,6 +396,8 @@ def record_case(case: Case, client_key: Path) -> dict:
             "outcomes": outcomes,
             "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        if case.container:
+            expected["paths"] = kernel_paths(host, case)
         case.expected_file.write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
         save_captured(case.captured_dir, results)
         return expected

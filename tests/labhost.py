@@ -47,11 +47,15 @@ REQUIRED = (
     # test_check_faults.test_missing_commands
     "dig", "lsof", "nc", "whois", "ps", "ls", "tail", "timeout", "mktemp", "rm", "setsid",
     "uname", "curl",  # the resolver step's host name; the provider step's cloud metadata
-    # a router namespace between the prober and a host (tests/labrouter.py) forwards; a
-    # resolver namespace runs unbound (tests/labresolver.py)
-    "sysctl", "unbound",
+    # a router namespace between the prober and a host (tests/labrouter.py) forwards (sysctl,
+    # below); a resolver namespace runs unbound (tests/labresolver.py), as the DNS lab
+    # (tests/dnslab.py) does
+    "knotd", "knotc", "unbound", "unbound-control", "rbldnsd",
     # plumbing, and what tests/test_packages.py asks
     "sh", "env", "cat", "cp", "mkdir", "sleep", "dpkg", "dpkg-query",
+    # issue 11's labs: containers, firewall managers, the Postfix rootfs, kernel paths
+    "dockerd", "docker-proxy", "podman", "conntrack", "fail2ban-client", "debootstrap", "nsenter",
+    "update-exim4.conf", "sysctl", "umount", "chown", "kill", "docker",
 )
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -124,6 +128,9 @@ class LabHost:
     resolver: str | None = None  # None: a LabResolver of our own on outside_ip:53
     dns: LabResolver | None = None
     pids_started: list[int] = field(default_factory=list)
+    cleanups: list = field(default_factory=list)  # run first at close(), last added first
+    ssh_env: dict[str, str] = field(default_factory=dict)  # sshd SetEnv for every session
+    sshd_prefix: list[str] = field(default_factory=list)  # argv sshd runs under (tests/eximlab.py)
     _provider_table: bool = False
 
     # --- names and addresses -------------------------------------------------
@@ -170,6 +177,27 @@ class LabHost:
     def dbus_socket(self) -> Path:
         """The host's own D-Bus system bus (tests/lab_firewalld.sh starts it, with firewalld)."""
         return self.workdir / "dbus" / "bus"
+
+    def nsenter(self, *argv: str, check: bool = True, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
+        """Run argv in the host's network namespace only: unlike `ip netns exec`, /sys (with the
+        cgroup mounts dockerd and podman need) and /etc are the machine's own."""
+        return _run("nsenter", f"--net=/run/netns/{self.ns}", *argv, check=check, timeout=timeout, **kw)
+
+    def set_ssh_env(self, **env: str) -> None:
+        """Restart the host's sshd so every session gets these variables (e.g. DOCKER_HOST)."""
+        self.ssh_env.update(env)
+        self.restart_sshd()
+
+    def restart_sshd(self) -> None:
+        """A new sshd: it sees /etc/netns files made since (`ip netns exec` binds them at
+        start) and the current ssh_env."""
+        self.stop_sshd()
+        self._start_sshd()
+
+    def stop_sshd(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int((self.workdir / "sshd.pid").read_text()), signal.SIGTERM)
+        self.wait_listening({22}, absent=True)
 
     def start_firewalld(self) -> None:
         """firewalld in this host, on its own bus, with its own copy of /etc/firewalld."""
@@ -256,18 +284,47 @@ class LabHost:
         pub = " ".join(Path(f"{hostkey}.pub").read_text().split()[:2])
         lines = [f"{self.ip} {pub}"] + ([f"{self.ip6} {pub}"] if self.ipv6 else [])
         self.known_hosts.write_text("\n".join(lines) + "\n")
+        self._start_sshd()
+
+    def _start_sshd(self) -> None:
+        hostkey, auth = self.workdir / "ssh_host_ed25519_key", self.workdir / "authorized_keys"
         Path("/run/sshd").mkdir(exist_ok=True)
-        with open(self.workdir / "sshd.log", "w") as log:
-            self.popen("/usr/sbin/sshd", "-D", "-e", "-p", "22", "-h", str(hostkey),
-                       "-o", "StrictModes=no", "-o", f"AuthorizedKeysFile={auth}",
-                       "-o", f"PidFile={self.workdir / 'sshd.pid'}", "-o", "MaxSessions=10",
-                       "-o", "UseDNS=no", stdout=subprocess.DEVNULL, stderr=log)
+        setenv = " ".join(f"{k}={v}" for k, v in self.ssh_env.items())
+        options = ["-D", "-e", "-p", "22", "-h", str(hostkey), "-o", "StrictModes=no",
+                   "-o", f"AuthorizedKeysFile={auth}", "-o", f"PidFile={self.workdir / 'sshd.pid'}",
+                   "-o", "MaxSessions=10", "-o", "UseDNS=no", *(["-o", f"SetEnv={setenv}"] if setenv else [])]
+        # sshd_prefix: a wrapper that execs sshd (tests/eximlab.py, csflab.py); the plain call
+        # names sshd literally, as tests/test_packages.py reads it.
+        with open(self.workdir / "sshd.log", "a") as log:
+            if self.sshd_prefix:
+                self.popen(*self.sshd_prefix, "/usr/sbin/sshd", *options, stdout=subprocess.DEVNULL, stderr=log)
+            else:
+                self.popen("/usr/sbin/sshd", *options, stdout=subprocess.DEVNULL, stderr=log)
         self.wait_listening({22})
 
     # --- mail services -------------------------------------------------------
-    def start_exim(self, listen: str = "public", ports: tuple[int, ...] = (25, 465, 587)) -> None:
-        """Exim as a daemon: 'public' on 0.0.0.0 (and ::), or Debian's default 'loopback'."""
+    def exim_tls_cert(self, name: str | None = None) -> Path:
+        """A fresh self-signed certificate for exim's STARTTLS (cert.pem, key.pem in a
+        directory the exim user can read); returns the directory."""
+        tls = self.workdir / "exim-tls"
+        tls.mkdir(exist_ok=True)
+        os.chmod(self.workdir, 0o711)
+        os.chmod(tls, 0o755)
+        _run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-days", "2", "-subj", f"/CN={name or f'mx{self.index}.lab.test'}",
+             "-keyout", str(tls / "key.pem"), "-out", str(tls / "cert.pem"))
+        for f in ("key.pem", "cert.pem"):
+            os.chmod(tls / f, 0o644)  # a throwaway lab key: the exim user must read it
+        return tls
+
+    def start_exim(self, listen: str = "public", ports: tuple[int, ...] = (25, 465, 587),
+                   tls: Path | None = None) -> None:
+        """Exim as a daemon: 'public' on 0.0.0.0 (and ::), or Debian's default 'loopback'.
+        tls: a directory from exim_tls_cert(): STARTTLS offered with that certificate."""
         argv = ["exim4", "-bd", "-oP", str(self.workdir / "exim.pid")]
+        if tls is not None:
+            argv += ["-DMAIN_TLS_ENABLE=yes", f"-DMAIN_TLS_CERTIFICATE={tls / 'cert.pem'}",
+                     f"-DMAIN_TLS_PRIVATEKEY={tls / 'key.pem'}"]
         if listen == "public":
             addrs = [f"0.0.0.0.{p}" for p in ports]
             if self.ipv6:
@@ -374,6 +431,9 @@ class LabHost:
 
     # --- lifecycle -------------------------------------------------------------
     def close(self) -> None:
+        for cleanup in reversed(self.cleanups):
+            with contextlib.suppress(Exception):
+                cleanup()
         if self._provider_table:
             _run("nft", f"delete table inet mclab_{self.index}", check=False)
         if self.dns is not None:

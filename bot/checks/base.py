@@ -6,19 +6,28 @@ A check is a class. It declares
   updates it reads (the engine runs those first: `dependency_order`, a topological
   sort as Ansible's fact collectors use);
 - `ssh`: "required" (its commands run over SSH and it cannot run without them: when
-  SSH fails its outcome is an error naming host and step), "optional" (it reads the
-  results of its commands and whether SSH worked, `inp.ssh_error`, when the engine
-  connects for another step, but never makes the engine connect) or "none";
+  SSH fails its outcome is an error naming host and step), "wanted" (the engine
+  connects for its commands, but it also runs when SSH fails: `inp.ssh_error` says
+  why), "optional" (it reads the results of its commands and whether SSH worked when
+  the engine connects for another step, but never makes the engine connect) or "none";
 - `uses_probes`: it reads the outside probes; `uses_owner`: it reads who holds the
   host's address (RDAP/whois, asked from where mailcheck runs);
 - `own_batch`: its commands wait on the network (a filtered port, a silent server), so
   they run in a batch of their own and hold back no other step;
+- `domain_only`: it can also run for a domain alone, with no host (`mailcheck dns
+  DOMAIN`): no SSH, no probes, `inp.address` empty;
 
 and implements `commands(ctx)` (the read-only commands it needs, as data, for a
-context: the host's facts and what the facts round trip read, the outbound targets,
-the prober's source addresses) and `evaluate(inp)`, a pure function from captured
-results to a StepOutcome. The engine runs each check as soon as the inputs it declared
-are in.
+context: the host's facts, what the facts round trip and earlier rounds returned, the
+outbound targets, the prober's source addresses and the run's settings: a check may ask
+for more commands once it has read the first ones, and the engine runs another round
+while new ones are asked) and `evaluate(inp)`, a pure function from captured results to
+a StepOutcome. A check that does network work of its own (DNS lookups) returns a
+`Lookups` from `lookups(ctx)`: the engine starts it with the run, tells it of each input
+as it arrives (`update`) so the lookups those inputs allow start at once, concurrently
+with SSH and the probes, and when the check's other inputs are in, awaits `result(inp)`
+and hands it to `evaluate` as `inp.lookups`. The engine runs each check as soon as the
+inputs it declared are in.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Protocol
 
 from bot.checks.facts import HostFacts
 from bot.models import (
@@ -42,19 +51,24 @@ from bot.models import (
 from bot.outbound import Target
 from bot.owner import Owner
 from bot.probes import ProbeReport
+from config.settings import Settings
 
 Results = Mapping[tuple[str, ...], CommandResult]
-SSHUse = Literal["required", "optional", "none"]
+SSHUse = Literal["required", "wanted", "optional", "none"]
 
 
 @dataclass(frozen=True)
 class CheckContext:
-    """What a check may base its commands on: the host's facts and the run's settings."""
+    """What a check may base its commands and lookups on: the host's facts, the results of
+    earlier rounds, and the run's settings."""
 
     facts: HostFacts = field(default_factory=HostFacts)
     outbound: tuple[Target, ...] | None = None  # resolved outbound targets; None: the test is off
     sources: Mapping[str, str | None] = field(default_factory=dict)  # family -> prober's source
-    results: Results = field(default_factory=dict)  # the facts round trip's (bot.checks.facts)
+    results: Results = field(default_factory=dict)  # the facts round trip's and earlier rounds'
+    domains: tuple[str, ...] = ()  # the mail domains named for this run (inventory, --domain)
+    domains_source: str = ""  # where they were named: "inventory", "--domain", "command"
+    settings: Settings | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,7 @@ class CheckInput:
     sources: Mapping[str, str | None] = field(default_factory=dict)  # family -> prober's source
     ssh_error: str | None = None  # why SSH failed, when the engine connected and it did
     owner: Owner | None = None  # who holds the host's address (only for a check that uses_owner)
+    lookups: object = None  # what the check's own Lookups.result() returned
 
 
 @dataclass
@@ -84,6 +99,19 @@ class StepOutcome:
     error: str | None = None
 
 
+class Lookups(Protocol):
+    """A check's own network work in one run (see the module docstring)."""
+
+    def update(self, inp: CheckInput) -> None:
+        """New inputs arrived: start the lookups they allow (at once, without waiting)."""
+
+    async def result(self, inp: CheckInput) -> object:
+        """The check's other inputs are in: the finished work, for `evaluate`."""
+
+    async def close(self) -> None:
+        """Cancel what still runs."""
+
+
 class Check:
     """One step of the guide. Subclasses set the class attributes and `evaluate`."""
 
@@ -93,10 +121,15 @@ class Check:
     uses_probes: ClassVar[bool] = False
     uses_owner: ClassVar[bool] = False
     own_batch: ClassVar[bool] = False
+    domain_only: ClassVar[bool] = False
 
     def commands(self, ctx: CheckContext) -> list[Command]:
         """The read-only commands this step needs on the host (none by default)."""
         return []
+
+    def lookups(self, ctx: CheckContext) -> Lookups | None:
+        """This run's network work of the check's own (none by default)."""
+        return None
 
     def evaluate(self, inp: CheckInput) -> StepOutcome:
         raise NotImplementedError

@@ -88,7 +88,8 @@ def inbound_findings(inp: CheckInput, blocked: list[PortStatus], provider: Provi
         "provider.port_blocked",
         f"The provider's network blocks port(s) {ports} ({family}) before they reach the host. "
         + ASK.format(addr=inp.addresses.get(family, inp.address), ports=ports, why=_why(mine)) + at,
-        evidence="\n".join(_evidence(p) for p in mine)) for family, mine, ports in _by_family(blocked)]
+        evidence="\n".join(_evidence(p) for p in mine), ports=[p.key for p in mine])
+        for family, mine, ports in _by_family(blocked)]
 
 
 def outbound_blocked(p: PortStatus) -> bool:
@@ -109,5 +110,5 @@ def outbound_findings(inp: CheckInput, blocked: list[PortStatus], provider: Prov
             + ASK_OUT.format(addr=inp.addresses.get(family, inp.address), ports=ports) + policy,
             evidence="\n".join(f"outbound {p.port}/{family}: host firewall allow, outside {p.outside}: "
                                f"{p.detail}" for p in mine),
-            severity="error" if any(p.port == 25 for p in mine) else "warning"))
+            ports=[p.key for p in mine], severity="error" if any(p.port == 25 for p in mine) else "warning"))
     return out

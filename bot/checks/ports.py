@@ -69,8 +69,9 @@ def inbound(inp: CheckInput) -> StepOutcome:
 def answer_findings(p: PortProbe, status: PortStatus | None) -> list[Finding]:
     """A slow greeting, plain text on 465/993 (bot.checks.answers). Later steps read them from
     the port's typed fields (greeting_time, greeting_wait, plaintext)."""
-    label = answers.key(p).label
-    return [f for f in (answers.greeting_finding(p, label), answers.plaintext_finding(p, label, status))
+    key = answers.key(p)
+    return [f.model_copy(update={"ports": [key]})
+            for f in (answers.greeting_finding(p, key.label), answers.plaintext_finding(p, key.label, status))
             if f is not None]
 
 
@@ -80,21 +81,24 @@ def greeting_time(p: PortProbe) -> float | None:
 
 
 def port_findings(p: PortProbe, now: datetime, answer: IcmpAnswer | None = None) -> list[Finding]:
-    label = PortKey("inbound", p.family, p.port).label
+    key = PortKey("inbound", p.family, p.port)
+    label = key.label
     sev = "error" if p.port == 25 else None
     ev = f"TCP connect from {p.source or '?'} to {p.address}:{p.port}: {p.state}"
     if p.state == "filtered":
-        return [finding("port.filtered", f"Port {label} is filtered from outside (no answer)",
-                        evidence=f"{ev} ({p.error})", severity=sev)]
-    if p.state == "rejected" and answer is not None:
-        return [answers.reject_finding(p, answer, label)]
-    if p.state == "refused":
-        return [finding("port.refused", f"Port {label} refuses connections from outside",
-                        evidence=ev, severity=sev)]
-    if p.state == "error":
-        return [finding("port.error", f"Port {label} cannot be probed: {p.error}", evidence=ev,
-                        severity=sev)]
-    return _smtp_findings(p, label) + _tls_findings(p, label, now)
+        found = [finding("port.filtered", f"Port {label} is filtered from outside (no answer)",
+                         evidence=f"{ev} ({p.error})", severity=sev)]
+    elif p.state == "rejected" and answer is not None:
+        found = [answers.reject_finding(p, answer, label)]
+    elif p.state == "refused":
+        found = [finding("port.refused", f"Port {label} refuses connections from outside",
+                         evidence=ev, severity=sev)]
+    elif p.state == "error":
+        found = [finding("port.error", f"Port {label} cannot be probed: {p.error}", evidence=ev,
+                         severity=sev)]
+    else:
+        found = _smtp_findings(p, label) + _tls_findings(p, label, now)
+    return [f.model_copy(update={"ports": [key]}) for f in found]
 
 
 def _smtp_findings(p: PortProbe, label: str) -> list[Finding]:

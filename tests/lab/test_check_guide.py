@@ -189,11 +189,13 @@ async def test_ssh_steps_report_while_a_filtered_port_still_times_out(labhost):
         at[step.name] = time.monotonic() - t0
 
     report = await Engine(settings, Inventory()).check(host_of(labhost), progress=progress)
-    early = ["outbound", "tools", "services", "firewall", "provider"]  # outbound: off, no commands
-    assert sorted(list(at)[:5]) == sorted(early) and list(at)[5:] == ["ports", "resolver", "conclusion"], at
+    early = {"outbound", "tools", "services", "firewall", "provider",  # outbound: off, no commands
+             "reputation"}  # reputation needs neither SSH nor probes
+    late = ["ports", "resolver", "conclusion", "dns"]  # dns reads the port-25 probe (banner, certificate)
+    assert set(list(at)[:6]) == early and list(at)[6:] == late, at
     assert max(at[n] for n in early) < timeout <= at["ports"]
     assert [s.name for s in report.steps] == ["tools", "services", "ports", "outbound", "resolver",
-                                              "firewall", "provider", "conclusion"]
+                                              "firewall", "provider", "conclusion", "dns", "reputation"]
     assert firewall(report)[("inbound", "ipv4", 25)] == ("allow", None)
     assert inbound(report)[25] == ("filtered", "public")
     assert "provider.port_blocked" in codes(report)
@@ -232,7 +234,7 @@ def test_cli_json_per_port_verdicts(labhost):
                           "firewall", "blocked_by"}
     assert data["verdict"] == "broken" and data["exit_code"] == 1
     assert [s["name"] for s in data["steps"]] == ["tools", "services", "ports", "outbound", "resolver",
-                                                  "firewall", "provider", "conclusion"]
+                                                  "firewall", "provider", "conclusion", "dns", "reputation"]
     assert "[warn] services: " in r.stderr and "] conclusion: " in r.stderr  # progress lines
 
 
