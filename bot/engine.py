@@ -23,7 +23,7 @@ from bot.diagnosis import correlate, verdict_causes, with_ids
 from bot.errors import TargetError
 from bot.gather import Gather
 from bot.models import PortStatus, Report, StepResult
-from bot.outbound import Lookup, Target, parse_targets, system_lookup
+from bot.outbound import Lookup, Target, parse_targets, resolver_lookup
 from bot.owner import OwnerLookup
 from bot.probes import Prober
 from bot.transport import Connect, ssh_connect
@@ -46,20 +46,20 @@ class Engine:
     def __init__(self, settings: Settings, inventory: Inventory, *,
                  transport_factory: Connect | None = None, prober: Prober | None = None,
                  checks: Sequence[Check] | None = None,
-                 outbound_targets: str | None = None, lookup: Lookup = system_lookup,
+                 outbound_targets: str | None = None, lookup: Lookup | None = None,
                  owners: OwnerLookup | None = None) -> None:
         """`transport_factory`: connect(host) (bot.wiring gives the jump-aware SSH one).
         `checks`: the steps (default: the registry). `outbound_targets`: the servers the
         host connects to on 25/465/587 (`nc -vz`), as MAILCHECK_OUTBOUND_TARGETS says them
         (default: that setting; `off` skips the test); `lookup` resolves their names from
-        here. `owners`: how to ask who holds the host's address (default: the RDAP and whois
+        here (default: mailcheck's resolver, MAILCHECK_RESOLVERS, new for each check). `owners`: how to ask who holds the host's address (default: the RDAP and whois
         settings). A bad target list is a TargetError."""
         self.settings = settings
         self.outbound = _outbound(settings.outbound_targets if outbound_targets is None
                                   else outbound_targets)
         self.lookup = lookup
         self.owners = owners or OwnerLookup(settings.rdap_url, settings.whois_server,
-                                            settings.owner_timeout)
+                                            settings.owner_timeout, settings.resolvers, settings.ca_file)
         self.inventory = inventory
         self.transport_factory = transport_factory or ssh_connect(settings, inventory)
         self.prober = prober or Prober(settings.probe_timeout, settings.greeting_timeout)
@@ -98,7 +98,9 @@ class Engine:
         gather = Gather(host, checks, connect=self.transport_factory, prober=self.prober,
                         command_timeout=self.settings.command_timeout, context=ctx,
                         outbound=self.outbound if host is not None else None,
-                        lookup=self.lookup, owners=self.owners)
+                        lookup=self.lookup or resolver_lookup(self.settings.resolvers,
+                                                              self.settings.dns_timeout),
+                        owners=self.owners)
         run = _Run(self, gather.input(), checks, report_names)
         try:
             await gather.start()

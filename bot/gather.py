@@ -30,7 +30,7 @@ from bot.checks.base import Check, CheckContext, CheckInput, Lookups
 from bot.checks.facts import HostFacts
 from bot.errors import ConnectionLost, MailcheckError, TransportError
 from bot.models import INBOUND_PORTS, OUTBOUND_PORTS, Command, CommandResult, PortStatus
-from bot.outbound import Lookup, Target, resolve_targets, system_lookup
+from bot.outbound import Lookup, Target, resolve_targets, resolver_lookup
 from bot.owner import Owner, OwnerLookup
 from bot.probes import Prober, ProbeReport, route_source
 from bot.transport import Connect, Transport
@@ -42,15 +42,15 @@ MAX_ROUNDS = 3  # command rounds per batch after the facts: the batch, and at mo
 class Gather:
     def __init__(self, host: Host | None, checks: Sequence[Check], *, connect: Connect,
                  prober: Prober, command_timeout: float, context: CheckContext | None = None,
-                 outbound: tuple[Target, ...] | None = None, lookup: Lookup = system_lookup,
+                 outbound: tuple[Target, ...] | None = None, lookup: Lookup | None = None,
                  owners: OwnerLookup | None = None) -> None:
         """`context`: the run's settings and named domains (facts, results, targets and
         sources are filled in as they arrive). `outbound`: the targets as given (None: the
-        outbound test is off), resolved here with `lookup`; `owners`: how to ask who holds
-        the host's address."""
+        outbound test is off), resolved here with `lookup` (default: mailcheck's resolver as
+        resolv.conf says); `owners`: how to ask who holds the host's address."""
         self.host, self.checks, self.connect, self.prober = host, list(checks), connect, prober
         self.command_timeout, self.context = command_timeout, context or CheckContext()
-        self.outbound, self.lookup, self.owners = outbound, lookup, owners
+        self.outbound, self.lookup, self.owners = outbound, lookup or resolver_lookup(), owners
         self.connects = host is not None and any(c.ssh in ("required", "wanted") for c in checks)
         self.probing = host is not None and any(c.uses_probes for c in checks)
         self.results: dict[tuple[str, ...], CommandResult] = {}

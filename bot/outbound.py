@@ -2,7 +2,7 @@
 
 MAILCHECK_OUTBOUND_TARGETS is a list of `host:port` (or `IP:port`, `[IPv6]:port`),
 separated by commas or spaces, or `off`. mailcheck resolves the names itself, from
-where it runs (not on the host), so a host whose own resolver is broken (the resolver
+where it runs through its own resolver (MAILCHECK_RESOLVERS), not on the host, so a host whose own resolver is broken (the resolver
 step says so) still gets its connections tested, and a block is told apart from a
 name that does not resolve. The host then connects to the addresses (`nc -vz`).
 
@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
+from bot.dns.resolver import Resolver
+from bot.errors import ConfigError
 from bot.models import OUTBOUND_PORTS
 
 DEFAULT_TARGETS = ("gmail-smtp-in.l.google.com:25, hotmail-com.olc.protection.outlook.com:25, "
@@ -75,16 +76,26 @@ def _target(word: str) -> Target:
     return Target(str(ip), int(port), addresses=(str(ip),))
 
 
-async def system_lookup(name: str) -> list[str]:
-    """The addresses this machine's resolver gives for `name` (IPv4 first)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(name, None, type=socket.SOCK_STREAM)
-    out: list[str] = []
-    for family in (socket.AF_INET, socket.AF_INET6):
-        out += [i[4][0] for i in infos if i[0] == family and i[4][0] not in out]
-    return out
+def resolver_lookup(nameservers: str = "", lifetime: float = RESOLVE_TIMEOUT) -> Lookup:
+    """A Lookup through mailcheck's own resolver (MAILCHECK_RESOLVERS, bot.dns.resolver):
+    the addresses of a name, IPv4 first; OSError when it has none or no resolver is set."""
+    async def lookup(name: str) -> list[str]:
+        try:
+            resolver = Resolver(nameservers, lifetime)
+        except ConfigError as e:
+            raise OSError(str(e)) from e
+        try:
+            a, aaaa = await resolver.addresses(name)
+        finally:
+            await resolver.close()
+        found = [r.address for lk in (a, aaaa) if lk.ok for r in lk.rrset]
+        if not found:
+            raise OSError(f"{a.describe()}; {aaaa.describe()}")
+        return found
+    return lookup
 
 
-async def resolve_targets(targets: tuple[Target, ...], lookup: Lookup = system_lookup,
+async def resolve_targets(targets: tuple[Target, ...], lookup: Lookup,
                           seconds: float = RESOLVE_TIMEOUT) -> tuple[Target, ...]:
     """Each named target with its addresses, or the reason it has none."""
     names = sorted({t.host for t in targets if not t.addresses})

@@ -1,14 +1,17 @@
 """Who holds an IP address: RDAP (RFC 9083), then whois, asked from where mailcheck runs.
 
 RDAP: GET `{MAILCHECK_RDAP_URL}ip/{address}` (default https://rdap.org/, which
-redirects to the registry holding the block); the network's name and handle, its
-registrant's name and country. whois (RFC 3912) when RDAP gives nothing: the
-query to MAILCHECK_WHOIS_SERVER (default whois.iana.org), following one `refer:`
-/ `ReferralServer:` to the registry. Either can be `off`. A private, loopback or
-link-local address is not looked up (no registry holds it).
+redirects to the registry holding the block), fetched as the dns step fetches it
+(bot.dns.http: names through mailcheck's resolver, MAILCHECK_RESOLVERS; certificates
+verified against the system store or MAILCHECK_CA_FILE); the network's name and handle,
+its registrant's name and country. whois (RFC 3912) when RDAP gives nothing: the query
+to MAILCHECK_WHOIS_SERVER (default whois.iana.org, its name resolved the same way),
+following one `refer:` / `ReferralServer:` to the registry. Either can be `off`. A
+private, loopback or link-local address is not looked up (no registry holds it).
 
-Issue 12's bot/dns/owners.py (not on main yet) also does RDAP; this module is kept
-small so the two can become one.
+bot/dns/owners.py asks the same RDAP server for the dns step's "who must change the
+PTR" (a Controller with the abuse contact); this one gives the provider step the
+holder's name, network and country, and falls back to whois.
 """
 
 from __future__ import annotations
@@ -18,8 +21,13 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
-import aiohttp
+from bot.dns.http import Https, fetch
+from bot.dns.owners import vcard
+from bot.dns.resolver import Resolver
+from bot.errors import ConfigError
+from bot.outbound import is_ip, resolver_lookup
 
 MAX_BYTES = 64 * 1024
 NOT_PUBLIC = tuple(ipaddress.ip_network(n) for n in (
@@ -53,6 +61,8 @@ class OwnerLookup:
     rdap_url: str = "https://rdap.org/"
     whois_server: str = "whois.iana.org"
     timeout: float = 5.0
+    resolvers: str = ""  # mailcheck's nameservers (MAILCHECK_RESOLVERS; empty: resolv.conf)
+    ca_file: Path | None = None  # MAILCHECK_CA_FILE
 
     async def lookup(self, address: str) -> Owner:
         ip = ipaddress.ip_address(address)
@@ -65,7 +75,7 @@ class OwnerLookup:
             except TimeoutError:
                 errors.append(f"{way.__name__[1:]}: no answer within {self.timeout:g} s")
                 continue
-            except (OSError, aiohttp.ClientError, ValueError) as e:
+            except (OSError, ValueError, ConfigError) as e:  # ConfigError: no nameserver to ask
                 errors.append(f"{way.__name__[1:]}: {type(e).__name__}: {e}")
                 continue
             if owner is None:
@@ -81,52 +91,46 @@ class OwnerLookup:
         if self.rdap_url.lower() == "off":
             return None
         url = self.rdap_url.rstrip("/") + f"/ip/{address}"
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as s, \
-                s.get(url, headers={"Accept": "application/rdap+json"}) as resp:
-            body = await resp.content.read(MAX_BYTES)
-            if resp.status != 200:
-                return Owner(address, source=f"RDAP {url}", error=f"HTTP {resp.status}")
-        return parse_rdap(json.loads(body), address, f"RDAP {url}")
+        resolver = Resolver(self.resolvers, self.timeout)
+        try:
+            got = await fetch(resolver, url, Https(self.ca_file, self.timeout), follow_redirects=True)
+        finally:
+            await resolver.close()
+        if got.error or got.status != 200:
+            return Owner(address, source=f"RDAP {url}", error=got.error or f"HTTP {got.status}")
+        return parse_rdap(json.loads(got.text), address, f"RDAP {url}")
 
     async def _whois(self, address: str) -> Owner | None:
         if self.whois_server.lower() == "off":
             return None
         server = self.whois_server
-        text = await whois_query(server, address)
+        text = await self._whois_query(server, address)
         refer = referral(text)
         if refer and refer != server:
-            server, text = refer, await whois_query(refer, address)
+            server, text = refer, await self._whois_query(refer, address)
         return parse_whois(text, address, f"whois {server}")
+
+    async def _whois_query(self, server: str, address: str) -> str:
+        """One whois query (TCP 43, or `host:port`; a name through mailcheck's resolver)."""
+        host, _, port = server.rpartition(":") if server.count(":") == 1 else (server, "", "43")
+        ip = host if is_ip(host) else (await resolver_lookup(self.resolvers, self.timeout)(host))[0]
+        reader, writer = await asyncio.open_connection(ip, int(port))
+        try:
+            writer.write(f"{address}\r\n".encode())
+            await writer.drain()
+            return (await reader.read(MAX_BYTES)).decode("utf-8", "replace")
+        finally:
+            writer.close()
 
 
 def parse_rdap(doc: dict, address: str, source: str) -> Owner:
     """An RDAP IP network object -> its registrant (or its name), handle and country."""
-    registrant = next((_fn(e) for e in doc.get("entities") or []
-                       if "registrant" in (e.get("roles") or []) and _fn(e)), None)
+    registrant = next((vcard(e.get("vcardArray"))[0] for e in doc.get("entities") or []
+                       if "registrant" in (e.get("roles") or []) and vcard(e.get("vcardArray"))[0]), None)
     network = doc.get("name") or doc.get("handle")
     name = registrant or network
     return Owner(address, name, network, doc.get("country"), source,
                  None if name else "the RDAP answer names no holder")
-
-
-def _fn(entity: dict) -> str | None:
-    card = entity.get("vcardArray")
-    if isinstance(card, list) and len(card) == 2:
-        return next((p[3] for p in card[1] if isinstance(p, list) and p[:1] == ["fn"] and len(p) > 3
-                     and isinstance(p[3], str) and p[3].strip()), None)
-    return None
-
-
-async def whois_query(server: str, address: str) -> str:
-    """One whois query (TCP 43, or `host:port`): the answer's text."""
-    host, _, port = server.rpartition(":") if server.count(":") == 1 else (server, "", "43")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        writer.write(f"{address}\r\n".encode())
-        await writer.drain()
-        return (await reader.read(MAX_BYTES)).decode("utf-8", "replace")
-    finally:
-        writer.close()
 
 
 def referral(text: str) -> str | None:

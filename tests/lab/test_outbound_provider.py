@@ -27,11 +27,11 @@ from config.inventory import Host, Inventory
 from config.settings import Settings
 from tests.labdns import LabResolver
 from tests.labowner import LabRegistry, rdap_network
-from tests.labtargets import lab_lookup
 
 pytestmark = pytest.mark.lab
 METADATA = Path(__file__).resolve().parents[1] / "labmetadata.py"
-
+# the guide's Part 1 (not Part 2's dns step, which asks RDAP about the addresses' PTRs too)
+PART1 = ("tools", "services", "ports", "outbound", "resolver", "firewall", "provider", "conclusion")
 
 
 def start_metadata(lab, provider: str):
@@ -46,15 +46,14 @@ def start_metadata(lab, provider: str):
     return log
 
 
-async def check(lab, registry: LabRegistry | None = None, steps=None, lookup=None, **settings) -> Report:
+async def check(lab, registry: LabRegistry | None = None, steps=None, **settings) -> Report:
     """mailcheck's check; the RDAP and whois servers are the lab's when given, else off."""
     s = Settings(**{"probe_timeout": 1.5, "connect_timeout": 3, **settings}, _env_file=None,
                  **({"rdap_url": registry.rdap_url, "whois_server": registry.whois_server}
                     if registry else {}))
     host = Host(name=f"mx{lab.index}", address=lab.ip, identity_file=lab.client_key,
                 known_hosts=lab.known_hosts)
-    engine = Engine(s, Inventory(), **({"lookup": lookup} if lookup else {}))
-    return await engine.check(host, steps=steps)
+    return await Engine(s, Inventory()).check(host, steps=steps)
 
 
 def found(report: Report, code: str) -> list:
@@ -69,7 +68,8 @@ async def test_outbound_blocked_outside_the_host_with_the_providers_policy(route
     router = routed.router
     names = {"mx1.provider.lab.test": [router.outside_ip, router.outside_ip6],
              "smtp.provider.lab.test": [router.outside_ip, router.outside_ip6]}
-    dns = LabResolver(router.outside_ip, names, port=5353).start()  # mailcheck's own lookups
+    dns = LabResolver(router.outside_ip, names, port=5353).start()
+    mailchecks = f"{router.outside_ip}:5353"  # MAILCHECK_RESOLVERS: mailcheck's own lookups
     log = start_metadata(routed, "aws")
     for tool in ("iptables", "ip6tables"):
         router.sh(tool, "-A", "FORWARD", "-p", "tcp", "--dport", "25", "-j", "DROP")
@@ -81,12 +81,10 @@ async def test_outbound_blocked_outside_the_host_with_the_providers_policy(route
     try:
         with router.outside_listener(), router.outside_listener(six=True):
             async with LabRegistry(router.outside_ip, rdap={routed.ip: holder}) as registry:
-                report = await check(routed, registry, outbound_targets=targets,
-                                     lookup=lab_lookup(router.outside_ip, 5353))
-                assert registry.queries == [("rdap", routed.ip)]
+                report = await check(routed, registry, PART1, outbound_targets=targets, resolvers=mailchecks)
+                assert registry.queries == [("rdap", routed.ip)]  # the provider step's, once
                 routed.sh("iptables", "-A", "OUTPUT", "-p", "tcp", "--dport", "587", "-j", "DROP")
-                own = await check(routed, registry, outbound_targets=targets,
-                                  lookup=lab_lookup(router.outside_ip, 5353))
+                own = await check(routed, registry, PART1, outbound_targets=targets, resolvers=mailchecks)
     finally:
         dns.close()
 
