@@ -129,6 +129,7 @@ class PortStatus(BaseModel):
     process: str | None = None
     firewall: FirewallVerdict = "unknown"
     blocked_by: str | None = None
+    dnat: str | None = None  # a published port: "198.19.8.2:25 (<the nat rule>)", where it really goes
     detail: str | None = None  # what the outside probe saw: SMTP banner / STARTTLS, TLS certificate
     icmp: IcmpAnswer | None = None  # the ICMP answer to the outside probe, and who sent it
     greeting_time: float | None = None  # s from connect to the SMTP greeting (25/587) / TLS answer
@@ -154,6 +155,7 @@ class PortUpdate(BaseModel):
     process: str | None = None
     firewall: FirewallVerdict = "unknown"
     blocked_by: str | None = None
+    dnat: str | None = None
     detail: str | None = None
     icmp: IcmpAnswer | None = None
     greeting_time: float | None = None
