@@ -197,13 +197,15 @@ async def test_ssh_steps_are_reported_before_a_slow_prober_finishes():
 
     report = await engine(FakeTransport(), SlowProber("filtered")).check(HOST, progress=progress)
     at = {name: t for name, t, _ in seen}
-    order = [name for name, _, _ in seen]
+    order = [name for name, _, _ in seen if name != "reputation"]
     assert sorted(order[:5]) == ["firewall", "outbound", "provider", "services", "tools"], order
-    assert order[5:] in (["reputation", "ports", "resolver", "conclusion", "dns"],
-                         ["ports", "resolver", "conclusion", "dns", "reputation"]), order
-    assert max(at["tools"], at["services"], at["firewall"], at["provider"], at["reputation"]) < 0.5
+    assert order[5:] == ["ports", "resolver", "conclusion", "dns"], order
+    assert max(at["tools"], at["services"], at["firewall"], at["provider"]) < 0.5
+    # reputation reads neither SSH nor the probes, only mailcheck's resolvers (the session's
+    # refusing responder): its time is the machine's load, not the order this test is about.
     assert min(at["ports"], at["resolver"], at["conclusion"], at["dns"]) >= 1.0  # they read the probes
-    assert seen[3][2] == ["tools", "services", "outbound", "firewall"]  # so far, in guide order
+    so_far = [n for n in next(r for name, _, r in seen if name == order[4]) if n != "reputation"]
+    assert so_far == ["tools", "services", "outbound", "firewall", "provider"]  # so far, in guide order
     assert [s.name for s in report.steps] == ["tools", "services", "ports", "outbound", "resolver",
                                               "firewall", "provider", "conclusion", "dns", "reputation"]
     by = {s.name: s for s in report.steps}
