@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigError
+from bot.outbound import DEFAULT_TARGETS
 
 KILL_AFTER, MARGIN = 2, 2  # as bot.fixes.apply: `timeout -k 2`, and arming / round trips
 
@@ -44,7 +45,14 @@ class Settings(BaseSettings):
     keepalive_interval: float = Field(15.0, ge=0, le=3600)
     max_channels: int = Field(8, ge=1, le=100)
     # outside probes
-    probe_timeout: float = Field(4.0, gt=0, le=300)
+    probe_timeout: float = Field(4.0, gt=0, le=300)  # each TCP connect
+    # on a port that connected: the greeting, EHLO, TLS handshake
+    greeting_timeout: float = Field(30.0, gt=0, le=300)
+    # outbound test: the servers the host connects to (host:port, ...; `off` skips it), and who
+    # holds the host's address (RDAP base URL below, whois server host[:port]; each may be `off`)
+    outbound_targets: str = DEFAULT_TARGETS
+    whois_server: str = "whois.iana.org"
+    owner_timeout: float = Field(5.0, gt=0, le=300)
     # DNS and reputation (bot/dns): the nameservers mailcheck asks ("ip[:port]" comma-separated;
     # empty: the system's resolv.conf), one lifetime per lookup, the DNSBL zones, RDAP's base
     # URL, and a CA bundle used *instead of* the system store for mailcheck's own HTTPS
