@@ -12,6 +12,8 @@ disagreement is reported.
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from bot.engine import Engine
@@ -96,3 +98,24 @@ async def test_agreeing_views_raise_no_disagreement(routed, vantage):
             p = inbound(report, number, family)
             assert p.outside == state and [(v.vantage, v.outside) for v in p.vantage] == [("outpost", state)]
     assert next(s for s in report.steps if s.name == "vantage").status == "ok"
+
+
+async def test_a_vantage_point_without_python3_says_what_bash_cannot_tell(routed, vantage, tmp_path):
+    """The vantage point's SSH sessions find no python3 (a PATH without it): the bash probe
+    runs instead. It tells open and filtered apart, so the path drop is still seen; a refused
+    port is `unknown` from there (a TCP RST and an ICMP port-unreachable look alike to bash),
+    and unknown is no disagreement."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for prog in ("sh", "bash", "timeout", "tr", "mktemp", "rm", "cat"):
+        (bin_dir / prog).symlink_to(shutil.which(prog))
+    vantage.set_ssh_env(PATH=str(bin_dir), HOME=str(tmp_path))  # no ~/.bashrc to set PATH again
+    routed.start_exim("public")
+    drop_from_mailcheck(routed.router, routed, 25)
+    report = await check(routed, vantage)
+    p25, p143 = inbound(report, 25), inbound(report, 143)
+    assert p25.outside == "filtered" and [v.outside for v in p25.vantage] == ["open"]
+    assert p143.outside == "refused" and [v.outside for v in p143.vantage] == ["unknown"]
+    assert "cannot tell" in p143.vantage[0].detail and "Connection refused" in p143.vantage[0].detail
+    codes = sorted(f.summary.split(":")[0] for f in report.findings if f.code == "vantage.disagrees")
+    assert codes == ["Port 25/IPv4", "Port 25/IPv6"], report.findings
