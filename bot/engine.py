@@ -84,7 +84,7 @@ class Engine:
         named = tuple(domains or host.domains)
         source = "--domain" if domains else "inventory" if host.domains else ""
         ctx = CheckContext(domains=named, domains_source=source, settings=self.settings,
-                           vantages=self.inventory.vantages(host.name), connect=self.vantage_connect)
+                           vantages=self.inventory.vantages(host), connect=self.vantage_connect)
         return await self._run(host, checks, report_names, ctx, progress)
 
     async def check_domain(self, domain: str, *, progress: Progress | None = None) -> Report:

@@ -159,9 +159,11 @@ class Inventory(BaseModel):
             raise TargetError(f"{name!r} is not in the inventory (known hosts: {known})")
         return host
 
-    def vantages(self, name: str) -> tuple[Host, ...]:
-        """The vantage points (`vantage: true`) that probe host `name`: all but itself."""
-        return tuple(h for h in self.hosts.values() if h.vantage and h.name != name)
+    def vantages(self, host: Host) -> tuple[Host, ...]:
+        """The vantage points (`vantage: true`) that probe `host`: all but itself (by name or
+        address)."""
+        return tuple(h for h in self.hosts.values()
+                     if h.vantage and h.name != host.name and h.address != host.address)
 
     def groups_of(self, name: str) -> list[str]:
         return [g for g, members in self.groups.items() if name in members]

@@ -74,7 +74,8 @@ def test_inventory_vantage_is_validated_and_listed(tmp_path):
     f = tmp_path / "inv.yaml"
     f.write_text("hosts:\n  mx1: {address: 198.18.0.2}\n  v1: {address: 198.18.0.6, vantage: true}\n")
     inv = load_inventory(f)
-    assert [h.name for h in inv.vantages("mx1")] == ["v1"] and inv.vantages("v1") == ()
+    assert [h.name for h in inv.vantages(inv.get("mx1"))] == ["v1"] and inv.vantages(inv.get("v1")) == ()
+    assert inv.vantages(Host(name="198.18.0.6", address="198.18.0.6")) == ()  # v1 itself, ad hoc
     f.write_text("hosts:\n  v1: {address: 198.18.0.6, vantage: sometimes}\n")
     with pytest.raises(ConfigError, match="vantage"):
         load_inventory(f)
@@ -124,7 +125,7 @@ def test_no_vantage_point_no_lookups():
     settings = Settings(_env_file=None)
     assert Vantage().lookups(CheckContext(settings=settings)) is None
     assert Vantage().evaluate(make_input()).status == "skipped"
-    assert Inventory().vantages("mx1") == ()
+    assert Inventory().vantages(V1) == ()
 
 
 async def test_the_vantage_probes_hold_back_no_other_step():
