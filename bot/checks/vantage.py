@@ -103,15 +103,19 @@ def read_python(stdout: str, timeout: float) -> list[PortProbe]:
 
 def read_bash(stdout: str, address: str, timeout: float) -> list[PortProbe]:
     """The bash probe's `PORT EXIT MESSAGE` lines -> PortProbes: open, filtered (timeout's
-    124), else unknown (bash cannot tell a TCP RST from an ICMP reject)."""
+    124), else unknown (bash's errno does not say who answered)."""
     family = "ipv6" if ":" in address else "ipv4"
     out = []
     for line in sorted((x for x in stdout.splitlines() if x.strip()), key=lambda x: int(x.split()[0])):
         port, rc, *rest = line.split(" ", 2)
         msg = (rest[0] if rest else "").strip()
         state = {"0": "open", "124": "filtered"}.get(rc, "unknown")
-        why = f"no answer within {timeout:g}s" if rc == "124" else \
-            f"bash: {msg or 'exit ' + rc} (bash cannot tell a TCP RST from an ICMP reject)" if state != "open" else None
+        why = None
+        if state == "filtered":
+            why = f"no answer within {timeout:g}s"
+        elif state == "unknown":
+            why = (f"bash: {msg or 'exit ' + rc} (bash cannot tell who answered: a TCP RST, an ICMP "
+                   "reject, or the vantage point's own kernel)")
         out.append(PortProbe(family, address, int(port), state, elapsed=0.0, error=why))  # type: ignore[arg-type]
     return out
 
