@@ -107,6 +107,17 @@ class CommandResult:
         return self.exit_status == 127
 
 
+class AddressException(BaseModel):
+    """Peer addresses (sources inbound, destinations outbound) whose firewall verdict differs from
+    the one for addresses in general, with the rule that decides it: a deny list's networks."""
+
+    model_config = ConfigDict(frozen=True)
+
+    networks: tuple[str, ...]  # CIDR, fewest that cover exactly the range
+    firewall: FirewallVerdict
+    rule: str | None = None  # block: the blocking rule or policy; allow: the accept; unknown: why
+
+
 class PortStatus(BaseModel):
     port: int
     direction: Direction
@@ -118,6 +129,9 @@ class PortStatus(BaseModel):
     blocked_by: str | None = None
     dnat: str | None = None  # a published port: "198.19.8.2:25 (<the nat rule>)", where it really goes
     detail: str | None = None  # what the outside probe saw: SMTP banner / STARTTLS, TLS certificate
+    firewall_general: FirewallVerdict | None = None  # for peer addresses no exception lists
+    except_sources: list[AddressException] | None = None  # inbound; None: not known / not listed
+    except_destinations: list[AddressException] | None = None  # outbound
 
     @property
     def key(self) -> PortKey:
@@ -140,6 +154,9 @@ class PortUpdate(BaseModel):
     blocked_by: str | None = None
     dnat: str | None = None
     detail: str | None = None
+    firewall_general: FirewallVerdict | None = None
+    except_sources: list[AddressException] | None = None
+    except_destinations: list[AddressException] | None = None
 
     def apply(self, port: PortStatus) -> PortStatus:
         """`port` with the fields this update set (explicitly, None included) replaced."""

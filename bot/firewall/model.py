@@ -330,6 +330,14 @@ class Rule:
         return tri_and(m.test(p) for m in self.matches)
 
 
+def flat_matches(rule: Rule) -> list[Match]:
+    """The rule's matches, a module's several options (`-m tcp --sport .. --dport ..`) one by one."""
+    out: list[Match] = []
+    for m in rule.matches:
+        out += list(getattr(m, "parts", None) or [m])
+    return out
+
+
 @dataclass
 class Chain:
     name: str

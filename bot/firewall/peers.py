@@ -1,0 +1,124 @@
+"""The peer address space of one family, cut into regions the ruleset cannot tell apart.
+
+Which addresses a verdict holds for is decided by the rules' address matches
+(`-s`, `! -d`, nft `ip saddr`, a set's elements as collected, conntrack's
+original addresses) and by the interface a peer's packets use (its route's
+device). Two peer addresses that are in exactly the same address matches and
+behind the same route device get the same verdict from the evaluator, always:
+so one member of each region decides for the whole region, exactly. No sample.
+
+A region is a *membership signature*: the set of address matches (by their
+networks) that contain it, plus its route device. The regions are found by a
+sweep over the boundaries of every network; a blocklist of 10,000 addresses in
+one match is two regions (in it, not in it), not 10,000.
+
+Left out of the space: addresses no peer has (0.0.0.0/8, loopback, multicast
+and the reserved 240.0.0.0/4; ::, ::1, ff00::/8) and the host's own addresses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from bot.firewall.model import Addr, CtTuple, Routes, Ruleset, flat_matches
+
+NOT_PEERS = {
+    "ipv4": ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/3"),
+    "ipv6": ("::/128", "::1/128", "ff00::/8"),
+}
+BITS = {"ipv4": 32, "ipv6": 128}
+ADDRESS = {"ipv4": ipaddress.IPv4Address, "ipv6": ipaddress.IPv6Address}
+
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Region:
+    """Peer addresses every address match of the ruleset treats alike (inclusive int ranges)."""
+
+    ranges: tuple[tuple[int, int], ...]
+    family: str
+    iface: str | None  # the device of its most specific route; None: the default route, or not known
+
+    @property
+    def size(self) -> int:
+        return sum(b - a + 1 for a, b in self.ranges)
+
+    @property
+    def member(self) -> str:
+        """One address of the region (not a network's first address when it can avoid it)."""
+        a, b = max(self.ranges, key=lambda r: r[1] - r[0])
+        return str(ADDRESS[self.family](a + 1 if b - a >= 2 else a))
+
+
+def address_networks(ruleset: Ruleset, family: str) -> Iterator[frozenset[Net]]:
+    """The networks of every address match in this family's tables (one frozenset per match)."""
+    version = 4 if family == "ipv4" else 6
+    for table in ruleset.tables:
+        if not table.applies_to(family):
+            continue
+        for chain in table.chains.values():
+            for rule in chain.rules:
+                for m in flat_matches(rule):
+                    if isinstance(m, Addr | CtTuple) and m.networks:
+                        nets = frozenset(n for n in map(_network, m.networks) if n and n.version == version)
+                        if nets and all(n.prefixlen for n in nets):
+                            yield nets
+
+
+def regions(ruleset: Ruleset, family: str, routes: Routes | None, own: Iterable[str] = ()) -> list[Region]:
+    """The family's peer space cut by every address match and route: one Region per signature."""
+    events: dict[int, list[tuple[tuple, int]]] = defaultdict(list)
+
+    def add(key: tuple, net: Net) -> None:
+        events[int(net.network_address)].append((key, 1))
+        events[int(net.broadcast_address) + 1].append((key, -1))
+
+    for nets in set(address_networks(ruleset, family)):
+        for net in nets:
+            add(("match", nets), net)
+    for network, dev in (routes.entries if routes else ()):
+        net = _network(network)
+        if net is not None and net.prefixlen and net.version == (4 if family == "ipv4" else 6):
+            add(("route", net.prefixlen, dev, network), net)
+    version = 4 if family == "ipv4" else 6
+    for text in (*NOT_PEERS[family], *own):
+        net = _network(text)
+        if net is not None and net.version == version:
+            add(("not a peer",), net)
+    return _sweep(events, family)
+
+
+def _sweep(events: dict[int, list[tuple[tuple, int]]], family: str) -> list[Region]:
+    top = 2 ** BITS[family]
+    points = sorted({0, top, *events})
+    active: Counter = Counter()
+    by_signature: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
+    for start, end in zip(points, points[1:]):
+        for key, delta in events.get(start, ()):
+            active[key] += delta
+            if not active[key]:
+                del active[key]
+        if ("not a peer",) in active:
+            continue
+        matches = frozenset(k for k in active if k[0] == "match")
+        route = max((k for k in active if k[0] == "route"), default=None, key=lambda k: k[1])
+        by_signature[(matches, route[2] if route else None)].append((start, end - 1))
+    return [Region(tuple(r), family, iface) for (_, iface), r in by_signature.items()]
+
+
+def networks(ranges: Iterable[tuple[int, int]], family: str) -> tuple[str, ...]:
+    """Inclusive int ranges -> the fewest CIDR networks covering exactly them, in order."""
+    cls = ADDRESS[family]
+    nets = (n for a, b in ranges for n in ipaddress.summarize_address_range(cls(a), cls(b)))
+    return tuple(str(n) for n in ipaddress.collapse_addresses(nets))
+
+
+def _network(text: str) -> Net | None:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
