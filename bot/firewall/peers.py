@@ -13,7 +13,9 @@ sweep over the boundaries of every network; a blocklist of 10,000 addresses in
 one match is two regions (in it, not in it), not 10,000.
 
 Left out of the space: addresses no peer has (0.0.0.0/8, loopback, multicast
-and the reserved 240.0.0.0/4; ::, ::1, ff00::/8) and the host's own addresses.
+and the reserved 240.0.0.0/4; ::, ::1, ff00::/8). The host's own addresses
+stay in (a LAN's range reads as one network), but they bound a region of their
+own: `-m addrtype --src-type LOCAL` tells them apart.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import ipaddress
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 
 from bot.firewall.model import Addr, CtTuple, Routes, Ruleset, flat_matches
 
@@ -70,25 +73,26 @@ def address_networks(ruleset: Ruleset, family: str) -> Iterator[frozenset[Net]]:
 
 
 def regions(ruleset: Ruleset, family: str, routes: Routes | None, own: Iterable[str] = ()) -> list[Region]:
-    """The family's peer space cut by every address match and route: one Region per signature."""
+    """The family's peer space cut by every address match, route and own address (`own`, the
+    host's addresses): one Region per signature."""
+    version = 4 if family == "ipv4" else 6
     events: dict[int, list[tuple[tuple, int]]] = defaultdict(list)
 
-    def add(key: tuple, net: Net) -> None:
-        events[int(net.network_address)].append((key, 1))
-        events[int(net.broadcast_address) + 1].append((key, -1))
+    def add(key: tuple, net: Net | None) -> None:
+        if net is not None and net.version == version:
+            events[int(net.network_address)].append((key, 1))
+            events[int(net.broadcast_address) + 1].append((key, -1))
 
     for nets in set(address_networks(ruleset, family)):
         for net in nets:
             add(("match", nets), net)
     for network, dev in (routes.entries if routes else ()):
-        net = _network(network)
-        if net is not None and net.prefixlen and net.version == (4 if family == "ipv4" else 6):
+        if (net := _network(network)) is not None and net.prefixlen:
             add(("route", net.prefixlen, dev, network), net)
-    version = 4 if family == "ipv4" else 6
-    for text in (*NOT_PEERS[family], *own):
-        net = _network(text)
-        if net is not None and net.version == version:
-            add(("not a peer",), net)
+    for text in own:
+        add(("match", text), _network(text))
+    for text in NOT_PEERS[family]:
+        add(("not a peer",), _network(text))
     return _sweep(events, family)
 
 
@@ -97,7 +101,7 @@ def _sweep(events: dict[int, list[tuple[tuple, int]]], family: str) -> list[Regi
     points = sorted({0, top, *events})
     active: Counter = Counter()
     by_signature: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
-    for start, end in zip(points, points[1:]):
+    for start, end in pairwise(points):
         for key, delta in events.get(start, ()):
             active[key] += delta
             if not active[key]:
