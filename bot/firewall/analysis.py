@@ -19,11 +19,11 @@ from dataclasses import dataclass, replace
 
 from bot.firewall import peers as peer_space
 from bot.firewall.evaluate import Outcome, PacketVerdict, describe, evaluate
-from bot.firewall.model import Packet, Routes, Ruleset
+from bot.firewall.model import CONSULTED, Packet, Routes, Ruleset
 from bot.models import AddressException, Direction, Family, Finding, FirewallVerdict, PortKey
 
 EPHEMERAL = 40000
-MAX_REGIONS = 256  # peer regions evaluated per port; beyond, the exceptions are not listed
+MAX_REGIONS = 256  # peer regions walked per port (others reuse a walk); beyond, the exceptions are not listed
 
 
 @dataclass(frozen=True)
@@ -188,30 +188,68 @@ def peer_verdicts(ruleset: Ruleset, key: PortKey, ends: Endpoints) -> tuple[Peer
     """Every peer region's verdict (bot/firewall/peers.py): the general one (covering the most
     addresses; its largest region's connection is returned) and the ranges that differ.
 
-    Regions are evaluated largest first, at most MAX_REGIONS: past that, the general verdict
-    stands only if no verdict of the rest could outweigh it, and the exceptions are not listed."""
+    Regions are taken largest first. A region that agrees with an evaluated one on everything
+    that evaluation consulted (the address matches it tested, the interface, addrtype) gets
+    the same verdict without a walk: a ban list the port's packets never reach costs nothing.
+    At most MAX_REGIONS walks: past that, the general verdict stands only if the regions left
+    could not outweigh it, and the exceptions are not listed."""
     regions = sorted(peer_space.regions(ruleset, key.family, ends.routes, ends.local_addrs),
                      key=lambda r: -r.size)
+    known: list[_Known] = []
     done: list[tuple[peer_space.Region, Connection]] = []
-    for region in regions[:MAX_REGIONS]:
+    left = []
+    for region in regions:
         iface = region.iface or ends.iface
-        done.append((region, connection_verdict(ruleset, *packets(*key, replace(ends, peer=region.member,
-                                                                                iface=iface)))))
+        conn = next((k.conn for k in known if k.holds_for(region, iface)), None)
+        if conn is None and len(known) < MAX_REGIONS:
+            known.append(_evaluated(ruleset, key, replace(ends, peer=region.member, iface=iface), region))
+            conn = known[-1].conn
+        if conn is None:
+            left.append(region)
+        else:
+            done.append((region, conn))
     weight: dict[str, int] = defaultdict(int)
     for region, conn in done:
         weight[conn[0].verdict] += region.size
-    left = sum(r.size for r in regions[MAX_REGIONS:])
     general, heaviest = max(weight.items(), key=lambda kv: kv[1])
     top = next(conn for region, conn in done if conn[0].verdict == general)
-    if left:
-        runner_up = max((w for v, w in weight.items() if v != general), default=0)
-        note = (f"{len(regions)} address ranges behave differently under the rules; the "
-                f"{MAX_REGIONS} largest were evaluated, the exceptions are not listed")
-        if heaviest <= runner_up + left:
-            return Peers("unknown", None, note), (PacketVerdict("unknown", reasons=(note,)), False,
-                                                  PacketVerdict("unknown", reasons=(note,)))
+    if not left:
+        return Peers(general, _exceptions(done, general, key.family)), top
+    runner_up = max((w for v, w in weight.items() if v != general), default=0)
+    note = (f"more than {MAX_REGIONS} address ranges are treated differently by the rules "
+            f"({len(left)} not evaluated): the exceptions are not listed")
+    if heaviest > runner_up + sum(r.size for r in left):
         return Peers(general, None, note), top
-    return Peers(general, _exceptions(done, general, key.family)), top
+    unknown = PacketVerdict("unknown", reasons=(note,))
+    return Peers("unknown", None, note), (unknown, False, unknown)
+
+
+@dataclass(frozen=True)
+class _Known:
+    """One region's evaluation, and what it consulted: it holds for every region that agrees there."""
+
+    tested: frozenset  # the address matches consulted (peers.signature_key)
+    member: frozenset  # those of them holding the region
+    iface: tuple[bool, str | None]  # (consulted?, the interface)
+    own: tuple[bool, frozenset]  # (addrtype consulted?, the host's address it is)
+    conn: Connection
+
+    def holds_for(self, region: peer_space.Region, iface: str | None) -> bool:
+        return ((region.matches & self.tested) == self.member
+                and (not self.iface[0] or self.iface[1] == iface)
+                and (not self.own[0] or self.own[1] == region.own))
+
+
+def _evaluated(ruleset: Ruleset, key: PortKey, ends: Endpoints, region: peer_space.Region) -> _Known:
+    seen: set = set()
+    token = CONSULTED.set(seen)
+    try:
+        conn = connection_verdict(ruleset, *packets(*key, ends))
+    finally:
+        CONSULTED.reset(token)
+    tested = {k for t in seen if isinstance(t, tuple) and (k := peer_space.signature_key(t, key.family))}
+    return _Known(frozenset(tested), region.matches & frozenset(tested), ("iface" in seen, ends.iface),
+                  ("addrtype" in seen, region.own), conn)
 
 
 def _exceptions(done, general: str, family: str) -> tuple[AddressException, ...]:

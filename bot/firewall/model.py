@@ -11,6 +11,8 @@ bot/firewall/evaluate.py): a verdict is certain only when both outcomes agree.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
@@ -153,17 +155,42 @@ class Addr(Match):
         return _neg(in_networks(p.saddr if self.field == "saddr" else p.daddr, self.networks), self.negate)
 
 
+# While set, what the evaluation consulted about the packet's addresses and interfaces: each
+# address match's networks, "addrtype", "iface" (bot/firewall/analysis.py reuses a verdict for
+# peers that agree on all of it).
+CONSULTED: contextvars.ContextVar[set | None] = contextvars.ContextVar("consulted", default=None)
+
+
+def _consulted(what) -> None:
+    if (seen := CONSULTED.get()) is not None:
+        seen.add(what)
+
+
 def in_networks(address: str, networks: tuple[str, ...]) -> Tri:
     """Is address in one of the networks? None when a network cannot be read."""
-    addr = ipaddress.ip_address(address)
+    _consulted(networks)
+    addr = _address(address)
     for net in networks:
-        try:
-            n = ipaddress.ip_network(net, strict=False)
-        except ValueError:
+        n = network(net)
+        if n is None:
             return None
         if n.version == addr.version and addr in n:
             return True
     return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
+
+
+@functools.lru_cache(maxsize=65536)
+def network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """'192.0.2.0/24' (or an address) as a network; None when it is not one. Parsed once."""
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -176,6 +203,7 @@ class Iface(Match):
     text: str = ""
 
     def test(self, p: Packet) -> Tri:
+        _consulted("iface")
         actual = p.iif if self.field == "iif" else p.oif
         if self.field == "iif" and p.direction == "outbound":
             return _neg(False, self.negate) if actual is None else None
@@ -252,6 +280,7 @@ class AddrType(Match):
     text: str = ""
 
     def test(self, p: Packet) -> Tri:
+        _consulted("addrtype")
         addr = p.saddr if self.field == "saddr" else p.daddr
         known: dict[str, bool] = {"LOCAL": addr in p.local_addrs}
         ip = ipaddress.ip_address(addr)

@@ -20,13 +20,14 @@ own: `-m addrtype --src-type LOCAL` tells them apart.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 
-from bot.firewall.model import Addr, CtTuple, Routes, Ruleset, flat_matches
+from bot.firewall.model import Addr, CtTuple, Routes, Ruleset, flat_matches, network
 
 NOT_PEERS = {
     "ipv4": ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/3"),
@@ -45,6 +46,12 @@ class Region:
     ranges: tuple[tuple[int, int], ...]
     family: str
     iface: str | None  # the device of its most specific route; None: the default route, or not known
+    matches: frozenset = frozenset()  # the address matches holding it (signature_key), own addresses (str)
+
+    @property
+    def own(self) -> frozenset[str]:
+        """The host's own address this region is (empty: not one)."""
+        return frozenset(m for m in self.matches if isinstance(m, str))
 
     @property
     def size(self) -> int:
@@ -57,9 +64,17 @@ class Region:
         return str(ADDRESS[self.family](a + 1 if b - a >= 2 else a))
 
 
+@functools.lru_cache(maxsize=65536)
+def signature_key(networks: tuple[str, ...], family: str) -> frozenset[Net] | None:
+    """An address match's networks in this family, as regions are told apart by them; None
+    when the match is the same for every address (none in this family, or one is /0)."""
+    version = 4 if family == "ipv4" else 6
+    nets = frozenset(n for n in map(network, networks) if n and n.version == version)
+    return nets if nets and all(n.prefixlen for n in nets) else None
+
+
 def address_networks(ruleset: Ruleset, family: str) -> Iterator[frozenset[Net]]:
     """The networks of every address match in this family's tables (one frozenset per match)."""
-    version = 4 if family == "ipv4" else 6
     for table in ruleset.tables:
         if not table.applies_to(family):
             continue
@@ -67,8 +82,7 @@ def address_networks(ruleset: Ruleset, family: str) -> Iterator[frozenset[Net]]:
             for rule in chain.rules:
                 for m in flat_matches(rule):
                     if isinstance(m, Addr | CtTuple) and m.networks:
-                        nets = frozenset(n for n in map(_network, m.networks) if n and n.version == version)
-                        if nets and all(n.prefixlen for n in nets):
+                        if (nets := signature_key(m.networks, family)) is not None:
                             yield nets
 
 
@@ -86,13 +100,13 @@ def regions(ruleset: Ruleset, family: str, routes: Routes | None, own: Iterable[
     for nets in set(address_networks(ruleset, family)):
         for net in nets:
             add(("match", nets), net)
-    for network, dev in (routes.entries if routes else ()):
-        if (net := _network(network)) is not None and net.prefixlen:
-            add(("route", net.prefixlen, dev, network), net)
+    for text, dev in (routes.entries if routes else ()):
+        if (net := network(text)) is not None and net.prefixlen:
+            add(("route", net.prefixlen, dev, text), net)
     for text in own:
-        add(("match", text), _network(text))
+        add(("own", text), network(text))
     for text in NOT_PEERS[family]:
-        add(("not a peer",), _network(text))
+        add(("not a peer",), network(text))
     return _sweep(events, family)
 
 
@@ -108,10 +122,10 @@ def _sweep(events: dict[int, list[tuple[tuple, int]]], family: str) -> list[Regi
                 del active[key]
         if ("not a peer",) in active:
             continue
-        matches = frozenset(k for k in active if k[0] == "match")
+        matches = frozenset(k[1] for k in active if k[0] in ("match", "own"))
         route = max((k for k in active if k[0] == "route"), default=None, key=lambda k: k[1])
         by_signature[(matches, route[2] if route else None)].append((start, end - 1))
-    return [Region(tuple(r), family, iface) for (_, iface), r in by_signature.items()]
+    return [Region(tuple(r), family, iface, matches) for (matches, iface), r in by_signature.items()]
 
 
 def networks(ranges: Iterable[tuple[int, int]], family: str) -> tuple[str, ...]:
@@ -119,10 +133,3 @@ def networks(ranges: Iterable[tuple[int, int]], family: str) -> tuple[str, ...]:
     cls = ADDRESS[family]
     nets = (n for a, b in ranges for n in ipaddress.summarize_address_range(cls(a), cls(b)))
     return tuple(str(n) for n in ipaddress.collapse_addresses(nets))
-
-
-def _network(text: str) -> Net | None:
-    try:
-        return ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        return None

@@ -18,6 +18,7 @@ from bot.firewall import analysis as fw_analysis
 from bot.firewall.analysis import connection_verdict, ends_for, findings_for, packets, port_verdict
 from bot.firewall.api import AnalysisContext, analyze
 from bot.firewall.model import Addr, Chain, Routes, Rule, Ruleset, Table, Verdict
+from bot.firewall.parse.iptables import parse_save
 from bot.firewall.peers import networks, regions
 from bot.models import INBOUND_PORTS, OUTBOUND_PORTS, AddressException, PortKey
 from tests.firewall_corpus import (
@@ -221,3 +222,23 @@ def test_the_report_carries_the_exceptions():
     assert [(e.networks, e.firewall) for e in fields["except_destinations"]] == [(("198.18.3.1/32",), "block")]
     assert isinstance(fields["except_destinations"][0], AddressException)
     assert not any(k == key for f in analysis.fixes for k in f.expected_allow)  # nothing to fix for 25 out
+
+
+def test_ranges_the_packets_never_reach_cost_no_walk(monkeypatch):
+    """1,000 per-address fail2ban rules on 25 (iptables-multiport style): ports whose packets never
+    reach them (143 in, 25 out) are exact with one walk, even when only 5 walks are allowed."""
+    lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]", ":f2b-exim - [0:0]",
+             "-A INPUT -p tcp -m multiport --dports 25,465,587 -j f2b-exim"]
+    lines += [f"-A f2b-exim -s 203.0.{i // 256}.{i % 256}/32 -j REJECT" for i in range(1000)]
+    rs = parse_save("\n".join([*lines, "-A f2b-exim -j RETURN", "COMMIT", ""]))
+    ends = fw_analysis.Endpoints("198.18.9.2", "198.18.9.1", "eth0", frozenset({"198.18.9.2"}), None)
+    monkeypatch.setattr(fw_analysis, "MAX_REGIONS", 5)
+    walks = []
+    real = fw_analysis._evaluated
+    monkeypatch.setattr(fw_analysis, "_evaluated", lambda *a: walks.append(1) or real(*a))
+    for key in (("inbound", "ipv4", 143), ("outbound", "ipv4", 25)):
+        walks.clear()
+        pv = port_verdict(rs, key, ends_for(key, ends))
+        assert (pv.verdict, pv.peers.general, pv.peers.exceptions, len(walks)) == ("allow", "allow", (), 1)
+    pv = port_verdict(rs, ("inbound", "ipv4", 25), ends)  # each ban decides its own address: too many
+    assert (pv.verdict, pv.peers.general, pv.peers.exceptions) == ("allow", "allow", None)
