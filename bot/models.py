@@ -137,6 +137,19 @@ class PortStatus(BaseModel):
     def key(self) -> PortKey:
         return PortKey(self.direction, self.family, self.port)
 
+    def exceptions_text(self, shown: int = 2) -> str | None:
+        """'block for 192.0.2.0/24' / 'block to 192.0.2.0/24, 198.51.100.0/24 and 3 more' (the
+        peer ranges treated unlike the rest), 'exceptions not listed', or None."""
+        listed = self.except_sources if self.direction == "inbound" else self.except_destinations
+        if listed is None:
+            return "exceptions not listed" if self.firewall_general is not None else None
+        to = "for" if self.direction == "inbound" else "to"
+        parts = []
+        for e in listed:
+            more = len(e.networks) - shown
+            parts.append(f"{e.firewall} {to} {', '.join(e.networks[:shown])}" + (f" and {more} more" if more > 0 else ""))
+        return "; ".join(parts) or None
+
 
 class PortUpdate(BaseModel):
     """What a step learned about one port: the PortStatus fields it sets, and only those.

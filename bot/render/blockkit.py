@@ -170,6 +170,8 @@ def _ports_text(report: Report) -> str:
             row += f"  -> DNAT {p.dnat.split(' ')[0]}"
         if p.blocked_by:
             row += f"  <- {p.blocked_by}"
+        if (exceptions := p.exceptions_text()) is not None:
+            row += f"  (except: {exceptions})"
         lines.append(row)
     return "\n".join(lines)
 

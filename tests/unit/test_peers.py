@@ -242,3 +242,27 @@ def test_ranges_the_packets_never_reach_cost_no_walk(monkeypatch):
         assert (pv.verdict, pv.peers.general, pv.peers.exceptions, len(walks)) == ("allow", "allow", (), 1)
     pv = port_verdict(rs, ("inbound", "ipv4", 25), ends)  # each ban decides its own address: too many
     assert (pv.verdict, pv.peers.general, pv.peers.exceptions) == ("allow", "allow", None)
+
+
+def test_the_port_rows_name_the_exceptions():
+    from bot.models import PortStatus, Report
+    from bot.render.blockkit import _ports_text
+    from bot.render.terminal import render
+
+    deny = AddressException(networks=("192.0.2.0/24",), firewall="block", rule="-A DENYIN -s 192.0.2.0/24 -j DROP")
+    many = AddressException(networks=tuple(f"203.0.113.{i}/32" for i in range(5)), firewall="block", rule="r")
+    ports = [PortStatus(port=25, direction="inbound", firewall="allow", firewall_general="allow",
+                        except_sources=[deny]),
+             PortStatus(port=25, direction="outbound", firewall="allow", firewall_general="allow",
+                        except_destinations=[many]),
+             PortStatus(port=587, direction="outbound", firewall="allow", firewall_general="allow",
+                        except_destinations=None),
+             PortStatus(port=465, direction="outbound", firewall="allow", firewall_general="allow",
+                        except_destinations=[])]
+    report = Report(host="mx", address="198.18.9.2", ports=ports)
+    for text in (render(report), _ports_text(report)):
+        rows = [line for line in text.splitlines() if " 25" in line or "587" in line or "465" in line]
+        assert any("(except: block for 192.0.2.0/24)" in r for r in rows)
+        assert any("(except: block to 203.0.113.0/32, 203.0.113.1/32 and 3 more)" in r for r in rows)
+        assert any("587" in r and "(except: exceptions not listed)" in r for r in rows)
+        assert not any("465" in r and "except" in r for r in rows)
