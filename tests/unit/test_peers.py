@@ -127,14 +127,44 @@ def test_nft_interval_set():
         assert (pv6.verdict, shape(pv6)) == ("block", [(("2001:db8:ffff::/48",), "allow")])
 
 
-def test_a_set_whose_elements_are_not_known_is_unknown_not_guessed():
-    """An ipset match (`-m set --match-set f2b-exim src`): its elements are not read, so neither
-    the prober's verdict nor any other address's is guessed."""
-    vs, _ = verdicts("f2b_ipset_prober_banned")
+def test_ipset_elements_as_collected():
+    """fail2ban's iptables-ipset ban (`-m set --match-set f2b-exim src -j REJECT`), the set's
+    elements from `ipset save`: blocked for exactly the prober and 192.0.2.7 (the kernel blocked the
+    prober), allowed for every other source."""
+    vs, a = verdicts("f2b_ipset_prober_banned")
     for port in (25, 465, 587):
         pv = vs[PortKey("inbound", "ipv4", port)]
+        assert (pv.verdict, pv.peers.general) == ("block", "allow")
+        assert shape(pv) == [(("192.0.2.7/32", f"{a['prober']}/32"), "block")]
+        assert "--match-set f2b-exim src -j REJECT" in pv.peers.exceptions[0].rule
+    assert vs[PortKey("inbound", "ipv4", 143)].peers.exceptions == ()
+
+
+def test_a_set_whose_elements_are_not_known_is_unknown_not_guessed():
+    """The same ruleset without `ipset save` (not installed, or it failed): neither the prober's
+    verdict nor any other address's is guessed."""
+    case = CASES["f2b_ipset_prober_banned"]
+    results, a = load_captured(case.captured_dir), case.expected()["addresses"]
+    del results[("ipset", "save")]
+    ruleset, ends = parse_results(results), endpoints(a, results)
+    for port in (25, 465, 587):
+        pv = port_verdict(ruleset, PortKey("inbound", "ipv4", port), ends["ipv4"])
         assert (pv.verdict, pv.peers.general) == ("unknown", "unknown")
-    assert vs[PortKey("inbound", "ipv4", 143)].peers.general == "allow"  # the set rule is for 25,465,587
+        assert "--match-set f2b-exim src" in pv.reasons[0]
+    assert port_verdict(ruleset, PortKey("inbound", "ipv4", 143), ends["ipv4"]).peers.general == "allow"
+
+
+def test_ipset_save_parsing():
+    from bot.firewall.parse.ipset import parse_save
+
+    sets = parse_save("create bl hash:net family inet6 hashsize 1024 maxelem 65536\n"
+                      "add bl 2001:db8::/32 timeout 300\n"
+                      "create ports hash:ip,port family inet\nadd ports 192.0.2.1,tcp:25\n"
+                      "create nm hash:net family inet\nadd nm 10.0.0.0/8\nadd nm 10.1.0.0/16 nomatch\n"
+                      "create bm bitmap:ip range 192.0.2.0-192.0.2.255\nadd bm 192.0.2.4-192.0.2.7\n")
+    assert (sets["bl"].family, sets["bl"].networks) == ("ip6", ("2001:db8::/32",))
+    assert sets["ports"].networks is None and sets["nm"].networks is None  # not a plain address set
+    assert sets["bm"].networks == ("192.0.2.4/30",)
 
 
 def test_interface_match_by_the_route_of_the_source():
