@@ -24,6 +24,7 @@ Outside = Literal["open", "refused", "filtered", "error"]
 Listening = Literal["public", "loopback", "none", "unknown"]
 FirewallVerdict = Literal["allow", "block", "unknown"]
 Severity = Literal["info", "warning", "error", "critical"]
+Role = Literal["cause", "symptom", "note"]
 StepStatus = Literal["ok", "warn", "fail", "error", "skipped"]
 
 
@@ -177,12 +178,24 @@ class PortUpdate(BaseModel):
 
 
 class Finding(BaseModel):
+    """One thing a step found. `ports`: the mail ports it affects. `role`: a cause (a rule, a
+    daemon, the provider, a record...), a symptom (what is seen from outside: a port filtered),
+    or a note (neither); None: its code's role in the catalogue. `id` and `caused_by` (the ids
+    of the causes that explain a symptom) are filled in by bot.diagnosis."""
+
     code: str
     severity: Severity
     summary: str
     evidence: str = ""
     fixes: list[str] = Field(default_factory=list)
     step: str = ""
+    id: str = ""
+    role: Role | None = None
+    ports: list[PortKey] = Field(default_factory=list)
+    caused_by: list[str] = Field(default_factory=list)
+    # a change mailcheck does not make itself (DNS is usually not on the host):
+    records: list[str] = Field(default_factory=list)  # zone-file lines ready to paste
+    advice: str = ""  # who must make the change (DNS provider, address owner) and how
 
 
 class Precondition(BaseModel):
@@ -262,6 +275,7 @@ class Fix(BaseModel):
     id: str
     kind: Literal["firewall", "service", "tools", "persist"]
     summary: str
+    label: str = ""  # what it does, in a few words ("Delete INPUT rule 2"): its button's text
     commands: list[list[str]]
     rollback: list[list[str]] = Field(default_factory=list)
     persist: list[list[str]] = Field(default_factory=list)
@@ -304,6 +318,7 @@ class Report(BaseModel):
     ports: list[PortStatus] = Field(default_factory=list)
     findings: list[Finding] = Field(default_factory=list)
     fixes: list[Fix] = Field(default_factory=list)
+    causes: list[str] = Field(default_factory=list)  # the verdict: ids of the causes, worst first
 
     @property
     def verdict(self) -> Literal["ok", "broken", "error"]:

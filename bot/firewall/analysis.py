@@ -289,8 +289,9 @@ def port_verdicts(ruleset: Ruleset, context: AnalysisContext) -> list[PortVerdic
 
 def findings_for(verdicts: list[PortVerdict], prober: dict[str, str | None],
                  settings: Mapping[PortKey, str] | None = None) -> list[Finding]:
-    """Group blocked ports by their deciding rule: one finding per rule and direction. `settings`:
-    per port, the setting of the manager in charge of that rule (CSF's TCP_IN, a fail2ban jail)."""
+    """Group blocked ports by their deciding rule: one finding per rule and direction, naming
+    the rule, what it does and the ports it blocks (its `ports`). `settings`: per port, the
+    setting of the manager in charge of that rule (CSF's TCP_IN, a fail2ban jail)."""
     settings = settings or {}
     findings: list[Finding] = []
     blocked: dict[tuple[str, str], list[PortVerdict]] = defaultdict(list)
@@ -298,21 +299,23 @@ def findings_for(verdicts: list[PortVerdict], prober: dict[str, str | None],
         if v.verdict == "block":
             blocked[(v.key.direction, v.blocked_by or "?")].append(v)
     for (direction, rule), vs in blocked.items():
-        ports = ", ".join(v.key.label for v in vs)
-        what = "replies to " if vs[0].reply_blocked else ""
+        ports = _ports_text(vs)
         banned = _is_ban(rule)
         code = "firewall.prober_banned" if banned and direction == "inbound" else f"firewall.{direction}_blocked"
         if banned and direction == "inbound":
-            summary = (f"The host's firewall blocks the prober's address ({prober.get(vs[0].key.family)}) — "
-                       f"a ban, not a port rule: {ports}")
+            summary = (f"{place_of(vs[0])} bans the prober's address ({prober.get(vs[0].key.family)}), "
+                       f"not the port: inbound {ports}")
         else:
-            summary = f"{direction.capitalize()} {what}mail ports {ports} are blocked by the host firewall"
+            what = "the replies of " if vs[0].reply_blocked else ""
+            summary = f"{place_of(vs[0])} {_verb(vs[0])} {what}{direction} {ports}"
         managed = list(dict.fromkeys(settings[v.key] for v in vs if v.key in settings))
         published = [f"{v.key.label} is published: DNAT to {v.dnat_to} by {v.delivered.nat_by}; FORWARD decides, "
                      "not INPUT" for v in vs if v.forwarded and v.delivered]
         summary += "".join(f" ({m})" for m in managed)
         findings.append(Finding(code=code, severity="error", summary=summary, step="firewall",
-                                evidence="\n".join([_evidence(vs[0].path, rule), *managed, *published])))
+                                evidence="\n".join([_rule_first(vs[0], _evidence(vs[0].path, rule)),
+                                                    *managed, *published]),
+                                ports=[v.key for v in vs]))
     findings += _source_specific(verdicts, prober)
     findings += address_exceptions(verdicts)
     unknown = [v for v in verdicts if v.verdict == "unknown"]
@@ -322,8 +325,37 @@ def findings_for(verdicts: list[PortVerdict], prober: dict[str, str | None],
             code="firewall.unknown", severity="warning", step="firewall",
             summary="Cannot tell what the firewall does to " + ", ".join(
                 f"{v.key.direction} {v.key.label}" for v in unknown),
-            evidence="\n".join(reasons)))
+            evidence="\n".join(reasons), ports=[v.key for v in unknown]))
     return findings
+
+
+def place_of(v: PortVerdict) -> str:
+    """Where the verdict is decided, short: 'iptables INPUT rule 2', 'ip6tables INPUT policy DROP',
+    'nft inet filter input handle 7'."""
+    d = v.deciding
+    if d is None or d.table is None or d.chain is None:
+        return "the host firewall"
+    t, chain = d.table, d.chain.name
+    policy = f"policy {(d.chain.policy or 'accept').upper()}"
+    if t.source == "nft":
+        where = f"nft {t.family} {t.name} {chain}"
+        return f"{where} handle {d.rule.handle}" if d.rule is not None else f"{where} {policy}"
+    tool = ("iptables" if t.family == "ip" else "ip6tables") + ("-legacy" if t.source == "iptables-legacy" else "")
+    table = "" if t.name == "filter" else f" -t {t.name}"
+    return f"{tool}{table} {chain} " + (f"rule {d.rule.position}" if d.rule is not None else policy)
+
+
+def _verb(v: PortVerdict) -> str:
+    if v.deciding is None or v.deciding.rule is None:
+        return "blocks"
+    return "rejects" if v.reject else "drops"
+
+
+def _ports_text(vs: list[PortVerdict]) -> str:
+    """'25,143,465 (IPv4)' or '25,465 (IPv4, IPv6)'."""
+    ports = ",".join(str(p) for p in sorted({v.key.port for v in vs}))
+    families = sorted({"IPv6" if v.key.family == "ipv6" else "IPv4" for v in vs})
+    return f"{ports} ({', '.join(families)})"
 
 
 def _is_ban(rule: str) -> bool:
@@ -349,7 +381,8 @@ def input_bypassed(ruleset: Ruleset, verdicts: list[PortVerdict]) -> list[Findin
                 summary=f"{v.key.label} is published by a container (DNAT to {v.dnat_to}): `{local.blocked_by}` "
                         "does not apply to it — INPUT rules (and ufw's) never see published ports; filter them "
                         "in DOCKER-USER (or the forward hook)",
-                evidence=_evidence(local.path, local.blocked_by) + f"\npublished by: {p.nat_by}"))
+                evidence=_evidence(local.path, local.blocked_by) + f"\npublished by: {p.nat_by}",
+                ports=[v.key]))
     return out
 
 
@@ -367,7 +400,7 @@ def _source_specific(verdicts: list[PortVerdict], prober: dict[str, str | None])
             summary = f"Port {v.key.label} is blocked for {who} but open to sources in general"
         out.append(Finding(code="firewall.source_specific", severity="warning", summary=summary,
                            evidence=_evidence(v.path, v.blocked_by or _deciding_rule(
-                               PacketVerdict(v.verdict, v.deciding)) or ""), step="firewall"))
+                               PacketVerdict(v.verdict, v.deciding)) or ""), step="firewall", ports=[v.key]))
     return out
 
 
@@ -398,12 +431,21 @@ def address_exceptions(verdicts: list[PortVerdict]) -> list[Finding]:
             code="firewall.address_exceptions", severity="info", step="firewall",
             summary=f"{direction.capitalize()} {', '.join(v.key.label for v in vs)}: {word} {to} {nets} "
                     f"({e.rule or 'no rule'}); {general} for other addresses",
-            evidence="\n".join([f"{word} {to}: {' '.join(e.networks)}", f"deciding: {e.rule or 'no rule'}"])))
+            evidence="\n".join([f"{word} {to}: {' '.join(e.networks)}", f"deciding: {e.rule or 'no rule'}"]),
+            ports=[v.key for v in vs]))
     for v in unlisted:
         note = v.peers.note if v.peers else ""
         out.append(Finding(code="firewall.address_exceptions", severity="info", step="firewall",
-                           summary=f"{v.key.direction.capitalize()} {v.key.label}: {note}", evidence=note))
+                           summary=f"{v.key.direction.capitalize()} {v.key.label}: {note}", evidence=note,
+                           ports=[v.key]))
     return out
+
+
+def _rule_first(v: PortVerdict, evidence: str) -> str:
+    """The deciding rule as the firewall lists it, on the first line (where a reader looks
+    first), then where it sits and the path."""
+    d = v.deciding
+    return f"{d.rule.text}\n{evidence}" if d is not None and d.rule is not None else evidence
 
 
 def _evidence(path: tuple[str, ...], rule: str) -> str:

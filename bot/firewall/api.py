@@ -130,12 +130,11 @@ def settings(planners: list[Planner], verdicts: list[PortVerdict], context: Anal
 
 
 def _link(findings: list[Finding], fixes: list[Fix]) -> None:
-    """A blocked-port (or banned-prober) finding lists the fixes that open ports in its direction."""
+    """A blocked-port (or banned-prober) finding lists the fixes that open one of its ports."""
     for finding in findings:
         if finding.code not in ("firewall.inbound_blocked", "firewall.outbound_blocked", "firewall.prober_banned"):
             continue
-        direction = "inbound" if finding.code == "firewall.prober_banned" else finding.code.split(".")[1].split("_")[0]
-        finding.fixes = [f.id for f in fixes if any(k[0] == direction for k in f.expected_allow)]
+        finding.fixes = [f.id for f in fixes if set(f.expected_allow) & set(finding.ports)]
 
 
 def _evidence(analysis: FirewallAnalysis, results: Results) -> str:

@@ -18,7 +18,7 @@ import pytest
 from bot.engine import Engine
 from bot.firewall.parse.iptables import normalize_iptables_save
 from bot.firewall.parse.nft import normalize_nft
-from bot.models import Actor, Report
+from bot.models import Actor, PortKey, Report
 from config.inventory import Inventory
 from config.settings import Settings
 from tests.containerlab import Dockerd, NetnsContainer
@@ -177,6 +177,48 @@ async def test_csf_tcp_in_fixed_through_csf_conf(labhost, tmp_path, csf_src):
         await apply_and_rollback(tmp_path, labhost, fix, inbound, opened_by_csf)
     assert csf.conf_path.read_bytes() == conf, "the rollback did not restore csf.conf byte for byte"
     assert labhost.probe(25) == "filtered"
+
+
+async def test_csf_undoes_a_raw_rule_and_none_is_offered(labhost, csf_src):
+    """A raw DROP for 25 on a CSF host: named, no raw fix offered, the report says CSF would undo
+    a raw rule; then `csf -r` does undo the raw DROP (25 opens), as the report says."""
+    from tests.csflab import Csf
+
+    labhost.start_exim("public")
+    csf = Csf(labhost, csf_src).install(TESTING="0")  # the generic TCP_IN lists the mail ports
+    csf.cli("-s")
+    labhost.sh("iptables", "-I", "INPUT", "1", "-p", "tcp", "--dport", "25", "-j", "DROP")
+    report = await check(labhost)
+    row = port(report, 25)
+    assert (row.outside, row.firewall) == ("filtered", "block")
+    assert row.blocked_by.endswith("-A INPUT -p tcp -m tcp --dport 25 -j DROP")
+    assert not [f for f in report.fixes if PortKey("inbound", "ipv4", 25) in f.expected_allow]
+    not_planned = next(f for f in report.findings if f.code == "firewall.fix_not_planned")
+    assert "would be undone by CSF at its next restart (csf -r): not offered" in not_planned.evidence
+    assert "firewall.manager" in {f.code for f in report.findings}
+    consistent(report)
+    csf.cli("-r")
+    assert labhost.probe(25) == "open", "csf -r did not undo the raw rule, as the report said it would"
+
+
+async def test_csf_restart_flushes_dockers_chains_as_reported(labhost, csf_src):
+    """Docker publishing 25 on a CSF host whose TCP_IN does not list 25: the port works (FORWARD,
+    not CSF's INPUT) and the report says a CSF restart flushes Docker's chains and DNAT; `csf -r`
+    then does: no DNAT left, and 25 is filtered from outside (CSF's INPUT decides it now)."""
+    from tests.csflab import Csf
+
+    csf = Csf(labhost, csf_src).install(TESTING="0", TCP_IN="20,21,22,53,80,110,443")
+    csf.cli("-s")
+    d = Dockerd(labhost).start()
+    d.run_mail(publish=(25,))
+    report = await check(labhost)
+    assert port(report, 25).outside == "open" and port(report, 25).dnat
+    flushed = next(f for f in report.findings if f.code == "firewall.engine_rules_flushed")
+    assert "Docker" in flushed.summary and "csf -r" in flushed.summary
+    consistent(report, SERVICES_GAP)
+    csf.cli("-r")
+    assert "DNAT" not in labhost.sh("iptables-save", "-t", "nat").stdout
+    assert labhost.probe(25) == "filtered", "csf -r left Docker's published port working: the finding was wrong"
 
 
 # --- fail2ban ----------------------------------------------------------------------------------

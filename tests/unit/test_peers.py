@@ -75,8 +75,8 @@ def test_deny_list_is_an_exception_not_a_block():
     assert vs[PortKey("outbound", "ipv4", 465)].verdict == "block"  # not in TCP_OUT: blocked for all
     assert vs[PortKey("outbound", "ipv4", 465)].peers.exceptions == ()
     found = findings_for(list(vs.values()), {"ipv4": a["prober"]})
-    blocked = [f.summary for f in found if f.code == "firewall.outbound_blocked"]
-    assert blocked == ["Outbound mail ports 465/IPv4 are blocked by the host firewall"]
+    blocked = [f.ports for f in found if f.code == "firewall.outbound_blocked"]
+    assert blocked == [[PortKey("outbound", "ipv4", 465)]]
     summaries = [f.summary for f in found if f.code == "firewall.address_exceptions"]
     assert any(s.startswith(f"Outbound 25/IPv4, 587/IPv4: blocked to {prober} (") for s in summaries)
     assert not any("other internet sources" in f.summary for f in found)
@@ -276,7 +276,7 @@ def test_ranges_the_packets_never_reach_cost_no_walk(monkeypatch):
 
 def test_the_port_rows_name_the_exceptions():
     from bot.models import PortStatus, Report
-    from bot.render.blockkit import _ports_text
+    from bot.render.details import ports_table
     from bot.render.terminal import render
 
     deny = AddressException(networks=("192.0.2.0/24",), firewall="block", rule="-A DENYIN -s 192.0.2.0/24 -j DROP")
@@ -290,7 +290,7 @@ def test_the_port_rows_name_the_exceptions():
              PortStatus(port=465, direction="outbound", firewall="allow", firewall_general="allow",
                         except_destinations=[])]
     report = Report(host="mx", address="198.18.9.2", ports=ports)
-    for text in (render(report), _ports_text(report)):
+    for text in (render(report), ports_table(report)):
         rows = [line for line in text.splitlines() if " 25" in line or "587" in line or "465" in line]
         assert any("(except: block for 192.0.2.0/24)" in r for r in rows)
         assert any("(except: block to 203.0.113.0/32, 203.0.113.1/32 and 3 more)" in r for r in rows)

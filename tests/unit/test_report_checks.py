@@ -3,7 +3,7 @@ outside probes contradict, and only such."""
 
 from __future__ import annotations
 
-from bot.models import Finding, PortStatus, Report
+from bot.models import Finding, PortKey, PortStatus, Report
 from tests.report_checks import contradictions, ports_named
 
 
@@ -38,3 +38,15 @@ def test_a_block_verdict_on_an_open_port_is_a_contradiction_and_a_true_report_ha
                  finding("firewall.manager", "CSF manages 25/IPv4")],
                 p25_ipv4=("filtered", "block"), p587_ipv4=("open", "allow"))
     assert contradictions(ok) == []
+
+
+def test_a_findings_ports_decide_over_its_text():
+    """Main's summaries say '25,465 (IPv4)': the finding's PortKeys say which family it means
+    (a CSF host with IPV6 = "0" blocks 25/IPv4 while 25/IPv6 is open)."""
+    blocked = Finding(code="firewall.inbound_blocked", severity="error", step="firewall",
+                      summary="iptables LOGDROPIN rule 24 drops inbound 25,465 (IPv4)",
+                      ports=[PortKey("inbound", "ipv4", 25), PortKey("inbound", "ipv4", 465)])
+    r = report([blocked], p25_ipv4=("filtered", "block"), p25_ipv6=("open", "allow"))
+    assert contradictions(r) == []
+    r = report([blocked], p25_ipv4=("open", "block"))
+    assert contradictions(r)[0].startswith("firewall.inbound_blocked (firewall)") and "25/ipv4" in contradictions(r)[0]

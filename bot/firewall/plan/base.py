@@ -101,6 +101,24 @@ def labels(keys: Iterable[PortKey]) -> str:
     return ", ".join(f"{k.direction} {k.label}" for k in keys)
 
 
+def button_label(changes: list[Change], opened: Iterable[PortKey]) -> str:
+    """What the fix does, in a few words: the changes' own labels when each has one
+    ('Delete INPUT rule 2 + OUTPUT rule 1'), else the ports it opens
+    ('Open 25,143 in + 25,465,587 out (IPv4)')."""
+    own = [getattr(c, "label", None) for c in changes]
+    if own and all(own):
+        words = [own[0]]
+        for prev, this in zip(own, own[1:], strict=False):
+            verb = prev.split(" ", 1)[0]
+            words.append(this[len(verb) + 1:] if this.startswith(verb + " ") else this)
+        return " + ".join(words)
+    keys = sorted(set(opened))
+    parts = [f"{ports_text(sorted({k.port for k in keys if k.direction == d}))} {arrow}"
+             for d, arrow in (("inbound", "in"), ("outbound", "out")) if any(k.direction == d for k in keys)]
+    families = sorted({"IPv6" if k.family == "ipv6" else "IPv4" for k in keys})
+    return f"Open {' + '.join(parts)} ({', '.join(families)})"
+
+
 def decided_at(pv: PortVerdict) -> Outcome | None:
     """The place (table, chain, rule or policy) that decided pv, when the evaluator names one."""
     at = pv.deciding
@@ -326,6 +344,7 @@ class Planner(ABC):
         return Fix(
             id=f"{backend}-{digest(commands)}", kind="firewall", backend=backend,
             summary=f"{backend}: open {labels(opened)}: " + "; ".join(c.reason for c in changes),
+            label=button_label(changes, opened),
             commands=commands, rollback=undo + undo_persist, persist=persist, preconditions=pre,
             backup=spec.model_copy(update={"undo": undo}) if spec is not None else None,
             expected_allow=opened,

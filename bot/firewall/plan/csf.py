@@ -189,7 +189,7 @@ class CsfPlanner(FrontEnd):
             out.append(Finding(
                 code="firewall.engine_rules_flushed", severity="warning", step="firewall",
                 summary=f"A CSF restart (csf -r) flushes {engines}'s chains and their DNAT rules: published "
-                        f"container ports stop working until {engines} is restarted",
+                        f"container ports are no longer forwarded to the containers until {engines} is restarted",
                 evidence=f'DOCKER = "{s.options.get("DOCKER", "")}" (with "1" CSF re-adds the bridge\'s forwarding '
                          "and masquerading, not the published ports)"))
         return out

@@ -77,6 +77,16 @@ class IptablesChange:
     def text(self) -> str:
         return shlex.join(["-A", self.chain, *self.spec])
 
+    @property
+    def label(self) -> str | None:
+        """'Delete INPUT rule 2' (a button's words); None for an added accept (the base says
+        which ports it opens)."""
+        if self.action != "delete":
+            return None
+        tool = "" if self.family == "ip" else "ip6tables "
+        table = "" if self.table == "filter" else f" (table {self.table})"
+        return f"Delete {tool}{self.chain} rule {self.position}{table}"
+
 
 def mail_only(rule: Rule) -> bool:
     """Does the rule match nothing but (some of) the mail ports? Then it may be deleted."""
