@@ -296,3 +296,49 @@ def test_the_port_rows_name_the_exceptions():
         assert any("(except: block to 203.0.113.0/32, 203.0.113.1/32 and 3 more)" in r for r in rows)
         assert any("587" in r and "(except: exceptions not listed)" in r for r in rows)
         assert not any("465" in r and "except" in r for r in rows)
+
+
+DENY_OUT = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT DROP [0:0]
+:DENYOUT - [0:0]
+-A OUTPUT -o lo -j ACCEPT
+-A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A OUTPUT -j DENYOUT
+-A OUTPUT -p tcp -m tcp --dport 22 -j ACCEPT
+-A DENYOUT -d 192.0.2.0/24 -j DROP
+{added}COMMIT
+"""
+
+
+def test_a_fix_next_to_a_deny_list_is_verified_by_the_same_exact_answer():
+    """OUTPUT policy DROP and a deny list of 192.0.2.0/24 (where the old sample destination fell:
+    its fix was re-checked against that sample and reported not_achieved). The fix opens mail out
+    for destinations in general, keeps the deny list, and the re-check, on the same exact answer,
+    says achieved."""
+    from bot.checks.firewall import peers as port_fields
+    from bot.firewall.plan.iptables import plan_iptables
+    from bot.fixes.verify import compare
+    from bot.models import PortStatus
+
+    ends = {"ipv4": fw_analysis.Endpoints("198.18.9.2", "198.18.9.1", "eth0", frozenset({"198.18.9.2"}), None)}
+    keys = [PortKey("outbound", "ipv4", p) for p in (25, 465, 587)]
+
+    def ports(ruleset) -> list[PortStatus]:
+        out = []
+        for k in keys:
+            pv = port_verdict(ruleset, k, ends_for(k, ends["ipv4"]))
+            out.append(PortStatus(port=k.port, direction=k.direction, family=k.family, firewall=pv.verdict,
+                                  **port_fields(k, pv)))
+        return out
+
+    before = parse_save(DENY_OUT.format(added=""))
+    assert {p.firewall for p in ports(before)} == {"block"}
+    (fix,) = plan_iptables(before, keys, ends).fixes
+    assert fix.commands[0][:5] == ["iptables", "-t", "filter", "-A", "OUTPUT"]
+    after = parse_save(DENY_OUT.format(added=" ".join(fix.commands[0][3:]) + "\n"))  # as iptables-save shows it
+    now = ports(after)
+    assert compare(fix, now).achieved
+    for p in now:
+        assert [(e.networks, e.firewall) for e in p.except_destinations] == [(("192.0.2.0/24",), "block")]
