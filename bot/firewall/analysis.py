@@ -170,11 +170,13 @@ class Peers:
 Connection = tuple[PacketVerdict, bool, PacketVerdict]  # connection_verdict's answer
 
 
-def port_verdict(ruleset: Ruleset, key: tuple[Direction, Family, int], ends: Endpoints) -> PortVerdict:
+def port_verdict(ruleset: Ruleset, key: tuple[Direction, Family, int], ends: Endpoints,
+                 regions: list[peer_space.Region] | None = None) -> PortVerdict:
     """The port's verdict: for the prober's connection when ends.peer is set (inbound), else the
-    general one (every peer address accounted for, see `peer_verdicts`)."""
+    general one (every peer address accounted for, see `peer_verdicts`). `regions`: the family's
+    peer regions of this ruleset, when the caller has them."""
     key = PortKey(*key)
-    peers, general = peer_verdicts(ruleset, key, ends)
+    peers, general = peer_verdicts(ruleset, key, ends, regions)
     if ends.peer is not None:
         general = connection_verdict(ruleset, *packets(*key, ends))
     d, reply_blocked, first = general
@@ -184,7 +186,8 @@ def port_verdict(ruleset: Ruleset, key: tuple[Direction, Family, int], ends: End
                        delivered)
 
 
-def peer_verdicts(ruleset: Ruleset, key: PortKey, ends: Endpoints) -> tuple[Peers, Connection]:
+def peer_verdicts(ruleset: Ruleset, key: PortKey, ends: Endpoints,
+                  regions: list[peer_space.Region] | None = None) -> tuple[Peers, Connection]:
     """Every peer region's verdict (bot/firewall/peers.py): the general one (covering the most
     addresses; its largest region's connection is returned) and the ranges that differ.
 
@@ -193,7 +196,7 @@ def peer_verdicts(ruleset: Ruleset, key: PortKey, ends: Endpoints) -> tuple[Peer
     the same verdict without a walk: a ban list the port's packets never reach costs nothing.
     At most MAX_REGIONS walks: past that, the general verdict stands only if the regions left
     could not outweigh it, and the exceptions are not listed."""
-    regions = sorted(peer_space.regions(ruleset, key.family, ends.routes, ends.local_addrs),
+    regions = sorted(peer_regions(ruleset, key.family, ends) if regions is None else regions,
                      key=lambda r: -r.size)
     known: list[_Known] = []
     done: list[tuple[peer_space.Region, Connection]] = []
@@ -271,6 +274,10 @@ def _deciding_rule(d: PacketVerdict) -> str | None:
     return describe(at.table, at.chain, at.rule) if at and at.table and at.chain else None
 
 
+def peer_regions(ruleset: Ruleset, family: Family, ends: Endpoints) -> list[peer_space.Region]:
+    return peer_space.regions(ruleset, family, ends.routes, ends.local_addrs)
+
+
 def ends_for(key: tuple[Direction, Family, int], ends: Endpoints) -> Endpoints:
     """The endpoints the analysis evaluates a port with: inbound from the prober, outbound to
     every destination (no particular peer: a ban of the prober says nothing of mail out)."""
@@ -283,7 +290,8 @@ def port_verdicts(ruleset: Ruleset, context: AnalysisContext) -> list[PortVerdic
     for family, ends in context.all_endpoints().items():
         keys = [("inbound", family, p) for p in context.inbound_ports]
         keys += [("outbound", family, p) for p in context.outbound_ports]
-        out += [port_verdict(ruleset, k, ends_for(k, ends)) for k in keys]
+        regions = peer_regions(ruleset, family, ends)
+        out += [port_verdict(ruleset, k, ends_for(k, ends), regions) for k in keys]
     return out
 
 

@@ -11,6 +11,7 @@ bot/firewall/evaluate.py): a verdict is certain only when both outcomes agree.
 
 from __future__ import annotations
 
+import bisect
 import contextvars
 import functools
 import ipaddress
@@ -169,14 +170,36 @@ def _consulted(what) -> None:
 def in_networks(address: str, networks: tuple[str, ...]) -> Tri:
     """Is address in one of the networks? None when a network cannot be read."""
     _consulted(networks)
+    spans = _spans(networks)
+    if spans is None:
+        return None
     addr = _address(address)
-    for net in networks:
-        n = network(net)
-        if n is None:
+    starts, ends = spans[addr.version]
+    i = bisect.bisect_right(starts, int(addr)) - 1
+    return i >= 0 and int(addr) <= ends[i]
+
+
+@functools.lru_cache(maxsize=1024)
+def _spans(networks: tuple[str, ...]) -> dict[int, tuple[list[int], list[int]]] | None:
+    """The networks per IP version as sorted, disjoint (start, end) lists, for a binary search (a
+    10,000-address set is tested at every rule it sits in); None when one cannot be read."""
+    found: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+    for text in networks:
+        if (n := network(text)) is None:
             return None
-        if n.version == addr.version and addr in n:
-            return True
-    return False
+        found[n.version].append((int(n.network_address), int(n.broadcast_address)))
+    out = {}
+    for version, spans in found.items():
+        starts: list[int] = []
+        ends: list[int] = []
+        for a, b in sorted(spans):
+            if ends and a <= ends[-1]:
+                ends[-1] = max(ends[-1], b)
+            else:
+                starts.append(a)
+                ends.append(b)
+        out[version] = (starts, ends)
+    return out
 
 
 @functools.lru_cache(maxsize=4096)

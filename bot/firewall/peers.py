@@ -130,6 +130,16 @@ def _sweep(events: dict[int, list[tuple[tuple, int]]], family: str) -> list[Regi
 
 def networks(ranges: Iterable[tuple[int, int]], family: str) -> tuple[str, ...]:
     """Inclusive int ranges -> the fewest CIDR networks covering exactly them, in order."""
+    return _networks(tuple(sorted(ranges)), family)
+
+
+@functools.lru_cache(maxsize=1024)
+def _networks(ranges: tuple[tuple[int, int], ...], family: str) -> tuple[str, ...]:
+    merged: list[list[int]] = []
+    for a, b in ranges:  # touching ranges joined first: what is left is separated by gaps, so
+        if merged and a <= merged[-1][1] + 1:  # the CIDRs of one never join another's
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
     cls = ADDRESS[family]
-    nets = (n for a, b in ranges for n in ipaddress.summarize_address_range(cls(a), cls(b)))
-    return tuple(str(n) for n in ipaddress.collapse_addresses(nets))
+    return tuple(str(n) for a, b in merged for n in ipaddress.summarize_address_range(cls(a), cls(b)))
