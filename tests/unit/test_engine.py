@@ -184,7 +184,9 @@ async def test_ssh_steps_are_reported_before_a_slow_prober_finishes():
     report = await engine(FakeTransport(), SlowProber("filtered")).check(HOST, progress=progress)
     at = {name: t for name, t, _ in seen}
     assert [name for name, _, _ in seen][:3] == ["tools", "services", "firewall"]
-    assert max(at["tools"], at["services"], at["firewall"], at["reputation"]) < 0.5
+    assert max(at["tools"], at["services"], at["firewall"]) < 0.5
+    # reputation reads neither SSH nor the probes, only mailcheck's resolvers (the session's
+    # refusing responder): its time is the machine's load, not the order this test is about.
     assert min(at["ports"], at["conclusion"], at["dns"]) >= 1.0  # dns reads the port-25 probe
     assert seen[2][2] == ["tools", "services", "firewall"]  # the report so far, in guide order
     assert [s.name for s in report.steps] == ["tools", "services", "ports", "firewall", "conclusion",
