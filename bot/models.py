@@ -20,12 +20,14 @@ OUTBOUND_PORTS: tuple[int, ...] = (25, 465, 587)
 
 Direction = Literal["inbound", "outbound"]
 Family = Literal["ipv4", "ipv6"]
-Outside = Literal["open", "refused", "filtered", "error"]
+Outside = Literal["open", "refused", "rejected", "filtered", "error"]
 Listening = Literal["public", "loopback", "none", "unknown"]
 FirewallVerdict = Literal["allow", "block", "unknown"]
 Severity = Literal["info", "warning", "error", "critical"]
 Role = Literal["cause", "symptom", "note"]
 StepStatus = Literal["ok", "warn", "fail", "error", "skipped"]
+# a slow greeting: postscreen's 220- pre-greeting, lines trickling in (a tarpit), silence first
+GreetingWait = Literal["pregreet", "trickle", "silence"]
 
 
 class PortKey(NamedTuple):
@@ -119,6 +121,16 @@ class AddressException(BaseModel):
     rule: str | None = None  # block: the blocking rule or policy; allow: the accept; unknown: why
 
 
+class IcmpAnswer(BaseModel):
+    """The ICMP error that answered the outside probe (an `outside: rejected` port, mostly)."""
+
+    type: int
+    code: int
+    name: str  # as iptables' --reject-with / nft's `reject with` say it: host-prohibited, ...
+    sender: str | None  # who sent it (the offender address the kernel reported)
+    by: Literal["host", "path", "prober", "unknown"]  # the host itself, a router, mailcheck's side
+
+
 class PortStatus(BaseModel):
     port: int
     direction: Direction
@@ -133,6 +145,10 @@ class PortStatus(BaseModel):
     firewall_general: FirewallVerdict | None = None  # for peer addresses no exception lists
     except_sources: list[AddressException] | None = None  # inbound; None: not known / not listed
     except_destinations: list[AddressException] | None = None  # outbound
+    icmp: IcmpAnswer | None = None  # the ICMP answer to the outside probe, and who sent it
+    greeting_time: float | None = None  # s from connect to the SMTP greeting (25/587) / TLS answer
+    greeting_wait: GreetingWait | None = None  # the shape of a slow greeting's wait
+    plaintext: str | None = None  # the plain-text line sent where TLS was expected (465/993)
 
     @property
     def key(self) -> PortKey:
@@ -171,6 +187,10 @@ class PortUpdate(BaseModel):
     firewall_general: FirewallVerdict | None = None
     except_sources: list[AddressException] | None = None
     except_destinations: list[AddressException] | None = None
+    icmp: IcmpAnswer | None = None
+    greeting_time: float | None = None
+    greeting_wait: GreetingWait | None = None
+    plaintext: str | None = None
 
     def apply(self, port: PortStatus) -> PortStatus:
         """`port` with the fields this update set (explicitly, None included) replaced."""
