@@ -7,6 +7,7 @@ contract documented in README.md.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 from dataclasses import dataclass
@@ -153,6 +154,20 @@ class PortStatus(BaseModel):
     @property
     def key(self) -> PortKey:
         return PortKey(self.direction, self.family, self.port)
+
+    def firewall_for(self, address: str) -> FirewallVerdict:
+        """The firewall's verdict for one peer address (a source inbound, a destination outbound):
+        its exception's, else firewall_general's; `unknown` when the exceptions are not listed.
+        Without exact ranges (no ruleset analysed): the port's `firewall`."""
+        listed = self.except_sources if self.direction == "inbound" else self.except_destinations
+        if self.firewall_general is None:
+            return self.firewall
+        if listed is None:
+            return "unknown"
+        ip = ipaddress.ip_address(address)
+        hit = next((e for e in listed if any(ip in ipaddress.ip_network(n) for n in e.networks
+                                              if ipaddress.ip_network(n).version == ip.version)), None)
+        return hit.firewall if hit is not None else self.firewall_general
 
     def exceptions_text(self, shown: int = 2) -> str | None:
         """'block for 192.0.2.0/24' / 'block to 192.0.2.0/24, 198.51.100.0/24 and 3 more' (the

@@ -342,3 +342,26 @@ def test_a_fix_next_to_a_deny_list_is_verified_by_the_same_exact_answer():
     assert compare(fix, now).achieved
     for p in now:
         assert [(e.networks, e.firewall) for e in p.except_destinations] == [(("192.0.2.0/24",), "block")]
+
+
+def test_a_target_in_a_deny_list_is_not_blocked_outside_the_host():
+    """The conclusion's "blocked outside the host" for outbound rests on the firewall's verdict for
+    the targets actually tried, exceptions included: a target the host's deny list drops failing is
+    the host's own doing."""
+    from bot.checks.conclusion import outbound_blocked
+    from bot.models import PortStatus
+    from bot.outbound import Target
+
+    deny = AddressException(networks=("192.0.2.0/24",), firewall="block", rule="-A DENYOUT -d 192.0.2.0/24 -j DROP")
+    p = PortStatus(port=25, direction="outbound", outside="filtered", firewall="allow", firewall_general="allow",
+                   except_destinations=[deny])
+    assert (p.firewall_for("192.0.2.25"), p.firewall_for("198.51.100.25"), p.firewall_for("2001:db8::25")) == (
+        "block", "allow", "allow")
+    assert not outbound_blocked(p, (Target("mx.in-the-list.test", 25, ("192.0.2.25",)),))
+    assert outbound_blocked(p, (Target("mx.in-the-list.test", 25, ("192.0.2.25",)),
+                                Target("mx.elsewhere.test", 25, ("198.51.100.25",))))
+    unlisted = p.model_copy(update={"except_destinations": None})
+    assert unlisted.firewall_for("198.51.100.25") == "unknown"  # too many ranges to tell: no conclusion
+    assert not outbound_blocked(unlisted, (Target("mx.elsewhere.test", 25, ("198.51.100.25",)),))
+    legacy = PortStatus(port=25, direction="outbound", outside="filtered", firewall="allow")
+    assert outbound_blocked(legacy, (Target("mx.elsewhere.test", 25, ("198.51.100.25",)),))
