@@ -18,8 +18,11 @@ import subprocess
 
 import pytest
 
+from bot.engine import Engine
 from bot.models import AddressException
-from tests.lab.test_check_guide import run_check
+from config.inventory import Inventory
+from config.settings import Settings
+from tests.lab.test_check_guide import PROBE_TIMEOUT, host_of, run_check
 from tests.report_checks import contradictions
 
 pytestmark = pytest.mark.lab
@@ -53,7 +56,7 @@ def connect_out(host, target: str, port: int, timeout: float = 1.5) -> str:
 @pytest.fixture
 def deny_listed(labhost):
     """The host with exim and a deny list of 198.18.N.64/26; addresses .70 (in it) and .200 (not)
-    on the root namespace's end of the link, each with a listener on 25 (outbound checks)."""
+    on the root namespace's end of the link, each with listeners on 25 and 587 (outbound checks)."""
     h, n = labhost, labhost.index
     deny, inside, outside = f"198.18.{n}.64/26", f"198.18.{n}.70", f"198.18.{n}.200"
     for addr in (inside, outside):
@@ -67,11 +70,12 @@ def deny_listed(labhost):
         h.sh("iptables", *argv)
     listeners = []
     for addr in (inside, outside):
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((addr, 25))
-        s.listen(8)
-        listeners.append(s)
+        for port in (25, 587):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((addr, port))
+            s.listen(8)
+            listeners.append(s)
     try:
         yield h, deny, inside, outside
     finally:
@@ -116,3 +120,19 @@ async def test_a_deny_list_is_an_exception_not_a_block(deny_listed):
         assert connect_from(inside, h.ip, port) == "filtered"
     assert connect_out(h, outside, 25) == "open"
     assert connect_out(h, inside, 25) == "filtered"
+
+
+async def test_outbound_to_a_denied_target_is_the_hosts_block_not_the_providers(deny_listed):
+    """The outbound step for real (nc from the host): 25 to the address in the deny range times out,
+    587 to the one outside it connects. The host firewall's verdict for the target tried is the
+    exception's (block): no "blocked outside the host" for 25."""
+    h, deny, inside, outside = deny_listed
+    settings = Settings(probe_timeout=PROBE_TIMEOUT, connect_timeout=3, _env_file=None,
+                        outbound_targets=f"{inside}:25, {outside}:587")
+    report = await Engine(settings, Inventory()).check(host_of(h))
+    out = {p.port: p for p in report.ports if p.direction == "outbound" and p.family == "ipv4"}
+    assert (out[25].outside, out[25].firewall, out[25].firewall_for(inside)) == ("filtered", "allow", "block")
+    assert (out[587].outside, out[587].firewall_for(outside)) == ("open", "allow")
+    assert not [f for f in report.findings if f.code == "provider.outbound_blocked"]
+    assert any(f.code == "firewall.address_exceptions" and f"blocked to {deny}" in f.summary
+               and any(k.port == 25 and k.direction == "outbound" for k in f.ports) for f in report.findings)
