@@ -57,8 +57,8 @@ class Wiring:
         return self._store or open_store(self.settings.store_url)
 
     async def aclose(self) -> None:
-        """Close the store if it was opened (a PostgreSQL pool)."""
-        if "store" in self.__dict__:
+        """Close the store if this wiring opened it (a PostgreSQL pool); a given one stays open."""
+        if self._store is None and "store" in self.__dict__:
             await self.store.close()
 
     def fix_service(self, *, group_members: GroupMembers | None = None) -> FixService:
