@@ -36,7 +36,12 @@ def engine_verifier(engine: Checker) -> Verifier:
     return verify
 
 
-def _open(p: PortStatus) -> bool:
+def _open(p: PortStatus, kind: str = "firewall") -> bool:
+    """Does the port now pass? A firewall fix: the firewall lets it through (a refusal
+    counts: nothing may listen yet). A service or configuration fix promises a daemon
+    answering there: only `open` counts (or, with no outside probe, a public listener)."""
+    if kind != "firewall":
+        return p.outside == "open" if p.outside is not None else p.listening == "public"
     if p.outside is not None:
         return p.outside in ("open", "refused")  # refused: the firewall let it through
     return p.firewall == "allow"
@@ -51,7 +56,7 @@ def compare(fix: Fix, ports: Sequence[PortStatus]) -> VerifyResult:
         where = f"{key.direction} {key.family} {key.port}"
         if p is None:
             missing.append(f"{where}: not checked")
-        elif not _open(p):
+        elif not _open(p, fix.kind):
             missing.append(f"{where}: {p.outside or p.firewall}")
     return VerifyResult(achieved=not missing, ports=list(ports), missing=missing)
 
