@@ -51,6 +51,8 @@ REQUIRED = (
     # issue 11's labs: containers, firewall managers, the Postfix rootfs, kernel paths
     "dockerd", "docker-proxy", "podman", "conntrack", "fail2ban-client", "debootstrap", "nsenter",
     "update-exim4.conf", "sysctl", "umount", "chown", "kill", "docker",
+    # issue 11 services: a Dovecot stopped as an administrator stops it
+    "doveadm",
 )
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
