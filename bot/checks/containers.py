@@ -1,7 +1,8 @@
 """Containers that publish mail ports, as their engine (Docker, Podman) reports them.
 
 Read-only: `ENGINE ps -a -q` then `ENGINE inspect` of every container, in one fixed script
-per engine (its only variable word is the engine's name, our own). Inspect, not `ps
+per engine (its only variable word is the engine's name, our own), run only where the
+engine has something to list. Inspect, not `ps
 --format`: `docker ps` drops the ports of a stopped container, and a stopped container is
 exactly the one to name. Docker's and Podman's inspect share the fields read here (Name,
 Config.Image, State, HostConfig.PortBindings, NetworkSettings).
@@ -22,8 +23,20 @@ from bot.models import Command, CommandResult, Fix, PortKey, Precondition
 Results = Mapping[tuple[str, ...], CommandResult]
 
 ENGINES = ("docker", "podman")
-_INSPECT_ALL = 'ids=$("$0" ps -a -q --no-trunc) || exit; [ -n "$ids" ] || exit 0; exec "$0" inspect $ids'
-INSPECT = {engine: ("sh", "-c", _INSPECT_ALL, engine) for engine in ENGINES}
+# Only where the engine has something to list, so a check never makes an engine create its
+# state on a host (a first `podman ps` as root creates /var/lib/containers): docker when its
+# daemon's socket is there (DOCKER_HOST, or the default one); podman when its storage holds
+# containers (graphroot from CONTAINERS_STORAGE_CONF or storage.conf, else the default).
+_GATE = {
+    "docker": '[ -n "$DOCKER_HOST" ] || [ -S /var/run/docker.sock ] || exit 0',
+    "podman": ('root=; for c in "$CONTAINERS_STORAGE_CONF" /etc/containers/storage.conf '
+               '/usr/share/containers/storage.conf; do [ -f "$c" ] || continue; '
+               'root=$(sed -n \'s/^[[:space:]]*graphroot[[:space:]]*=[[:space:]]*"\\(.*\\)".*/\\1/p\' "$c"); break; done; '
+               'ls -d "${root:-/var/lib/containers/storage}"/*-containers >/dev/null 2>&1 || exit 0'),
+}
+_INSPECT_ALL = ('command -v "$0" >/dev/null || exit 127; {gate}; ids=$("$0" ps -a -q --no-trunc) '
+                '|| exit; [ -n "$ids" ] || exit 0; exec "$0" inspect $ids')
+INSPECT = {engine: ("sh", "-c", _INSPECT_ALL.format(gate=_GATE[engine]), engine) for engine in ENGINES}
 ANY = ("", "0.0.0.0", "::")
 
 

@@ -108,7 +108,7 @@ class UnitStatus:
 
 
 _HEAD = re.compile(r"^\s*(?:[●○×*]\s+)?(?P<unit>[\w@.:-]+\.service)(?:\s+-\s+(?P<desc>.*))?$")
-_ACTIVE = re.compile(r"^\s*Active:\s+(?P<active>[\w-]+)(?:\s+\((?P<sub>[\w-]+)\))?(?:\s+since\s+(?P<since>[^;]+))?")
+_ACTIVE = re.compile(r"^\s*Active:\s+(?P<active>[\w-]+)(?:\s+\((?P<sub>[^)]+)\))?(?:\s+since\s+(?P<since>[^;]+))?")
 _PID = re.compile(r"^\s*Main PID:\s+(?P<pid>\d+)")
 
 
@@ -200,8 +200,9 @@ PROXIES = {
     "rootlessport": ("podman", "rootless Podman's port forwarder (rootlessport)"),
     "rootlessport-child": ("podman", "rootless Podman's port forwarder (rootlessport)"),
     "slirp4netns": ("podman", "slirp4netns (a rootless container's network)"),
-    "pasta": ("podman", "pasta (a rootless container's network)"),
-    "pasta.avx2": ("podman", "pasta (a rootless container's network)"),
+    # pasta is passt under another name: ss shows the binary's name (passt.avx2 on AVX2 CPUs)
+    **{name: ("podman", "pasta (a rootless container's network)")
+       for name in ("pasta", "pasta.avx2", "passt", "passt.avx2")},
 }
 
 
