@@ -8,6 +8,7 @@ real probes until then.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -61,11 +62,23 @@ def compare(fix: Fix, ports: Sequence[PortStatus]) -> VerifyResult:
     return VerifyResult(achieved=not missing, ports=list(ports), missing=missing)
 
 
-async def run_verify(verifier: Verifier | None, host: Host, fix: Fix) -> VerifyResult | None:
+SETTLE = (2.0, 3.0, 5.0)  # s between re-checks while a restarted daemon comes up (10 s in all)
+
+
+async def run_verify(verifier: Verifier | None, host: Host, fix: Fix,
+                     settle: tuple[float, ...] = SETTLE) -> VerifyResult | None:
+    """Re-check; a service or configuration fix restarts a daemon, which may take a few
+    seconds to answer (a container's MTA starts after the engine says "started"), so it is
+    re-checked after each `settle` pause until the effect shows. A firewall fix is checked once."""
     if verifier is None or not fix.expected_allow:
         return None
-    try:
-        ports = await verifier(host, fix)
-    except Exception as e:  # a failed check must not hide that the fix was applied
-        return VerifyResult(achieved=False, error=f"verification failed: {e}")
-    return compare(fix, ports)
+    pauses = list(settle) if fix.kind in ("service", "config") else []
+    while True:
+        try:
+            ports = await verifier(host, fix)
+        except Exception as e:  # a failed check must not hide that the fix was applied
+            return VerifyResult(achieved=False, error=f"verification failed: {e}")
+        result = compare(fix, ports)
+        if result.achieved or not pauses:
+            return result
+        await asyncio.sleep(pauses.pop(0))
