@@ -5,6 +5,10 @@ verdict and findings; reads the SMTP and TLS details too. `read_nc_output`
 reads the guide's `nc -vz IP PORT` text (Debian's netcat-openbsd and Rocky's
 ncat) into the same verdicts.
 
+465 whose TLS handshake failed, answered by an MTA not set to speak TLS on connect there,
+gets the MTA's configuration fix (plain_465; bot/checks/mta_fixes.py): the listeners and the
+MTA's configuration are read in the same SSH batch.
+
 SSH is optional here: the optional outbound test (`nc -vz` from the host) runs in the
 engine's batch when it connects anyway, and when SSH failed, a filtered port cannot be
 explained (no firewall, no listeners), so its failing findings become warnings.
@@ -15,8 +19,11 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 
+from bot.checks import mta_config, mta_fixes
 from bot.checks.base import Check, CheckContext, CheckInput, StepOutcome, status_of
 from bot.checks.catalogue import finding
+from bot.checks.parse import listener_daemon, parse_ps
+from bot.checks.services import PS, SS, listeners
 from bot.models import OUTBOUND_PORTS, Command, Finding, PortKey, PortUpdate
 from bot.probes import PortProbe
 
@@ -27,10 +34,12 @@ class Ports(Check):
     uses_probes = True
 
     def commands(self, ctx: CheckContext) -> list[Command]:
-        return outbound_commands(ctx.outbound_target) if ctx.outbound_target else []
+        # who answers 465 and its configuration: the fix when 465 speaks plain SMTP
+        mine = [Command(SS), Command(PS), *mta_config.commands()]
+        return mine + (outbound_commands(ctx.outbound_target) if ctx.outbound_target else [])
 
     def evaluate(self, inp: CheckInput) -> StepOutcome:
-        out = inbound(inp)
+        out = plain_465(inp, inbound(inp))
         if inp.outbound_target:
             ports, findings, lines = outbound(inp, inp.outbound_target)
             out.ports.update(ports)
@@ -39,6 +48,40 @@ class Ports(Check):
             if out.status != "skipped":
                 out.status = status_of(out.findings)
         return out if inp.ssh_error is None else unexplained(out)
+
+
+def plain_465(inp: CheckInput, out: StepOutcome) -> StepOutcome:
+    """465 whose TLS handshake failed, answered by an MTA whose configuration does not speak TLS
+    on connect there (exim tls_on_connect_ports, postfix smtpd_tls_wrappermode): it greets in
+    plain SMTP where clients expect TLS (RFC 8314). The finding says which setting, and gets
+    the configuration fix (bot/checks/mta_fixes.py)."""
+    failed = [f for f in out.findings if f.code == "tls.handshake_failed" and " 465/" in f.summary]
+    ex = tls_on_connect(inp) if failed else None
+    if ex is None:
+        return out
+    out.findings = [f.model_copy(update={
+        "summary": f"{f.summary}: the server speaks plain SMTP on 465 where clients expect TLS "
+                   f"(RFC 8314), because {ex.why}", "fixes": [ex.fix.id] if ex.fix else []})
+        if f in failed else f for f in out.findings]
+    out.fixes = [*out.fixes, *([ex.fix] if ex.fix else [])]
+    return out
+
+
+def tls_on_connect(inp: CheckInput) -> mta_fixes.Explained | None:
+    """Why the MTA on 465 does not speak TLS on connect, with the fix (None: not explained)."""
+    found, _ = listeners(inp.results)
+    r = inp.results.get(PS)
+    args = {p.pid: p.args for p in parse_ps(r.stdout)} if r is not None and r.ok else {}
+    daemon = next((d for x in found or [] if x.port == 465 and (d := listener_daemon(x, args))), None)
+    cfg = mta_config.read_mta_config(inp.results)
+    families = sorted({k.family for k in inp.ports})
+    host = mta_fixes.HostView(inp.facts.distro_family, inp.facts.systemd)
+    if daemon == "exim" and cfg.exim and 465 not in cfg.exim.tls_on_connect_ports:
+        return mta_fixes.exim_tls_on_connect(cfg.exim, inp.results, families, host)
+    if daemon == "postfix" and cfg.postfix and not any(
+            s.options.get("smtpd_tls_wrappermode") == "yes" for s in cfg.postfix.inet(465)):
+        return mta_fixes.postfix_tls_on_connect(cfg.postfix, inp.results, families)
+    return None
 
 
 def unexplained(outcome: StepOutcome) -> StepOutcome:
