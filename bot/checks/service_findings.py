@@ -44,17 +44,22 @@ def container_findings(served: Mapping[PortKey, Served], box: Containers) -> tup
                                 f"{by_id[cid].describe()}, through {via}",
                                 evidence=f"{by_id[cid].engine} inspect: {by_id[cid].describe()}"))
     for proxy, keys in _group((s.proxy, k) for k, s in live.items() if s.proxy and not s.container).items():
-        why = "; ".join(box.notes) or "no container of docker or podman publishes it"
+        why = ("a rootless container belongs to an unprivileged user: `podman ps` run as that user "
+               "names it" if "rootless" in proxy else
+               "; ".join(box.notes) or "no container of docker or podman publishes it")
         findings.append(finding("service.container", f"Port(s) {label(keys)} are held by {proxy} for a "
                                 f"container that mailcheck could not name ({why})",
                                 evidence=f"{live[keys[0]].process}; {why}"))
-    for rule, keys in _group((s.nat.rule, k) for k, s in live.items() if s.nat and not s.container).items():
-        nat = live[keys[0]].nat
-        where = f"local port {nat.destination[1:]}" if nat.redirect else nat.destination
+    for where, keys in _group((_target(s.nat), k) for k, s in live.items() if s.nat and not s.container).items():
+        rules = "\n".join(dict.fromkeys(live[k].nat.rule for k in keys))
         findings.append(finding("service.forwarded", f"No process of the host listens on port(s) "
-                                f"{label(keys)}: a nat rule forwards them to {where}", evidence=rule))
+                                f"{label(keys)}: nat rules forward them to {where}", evidence=rules))
     stopped = _stopped(served, box)
     return findings + [f for f, _ in stopped], [x for _, x in stopped]
+
+
+def _target(nat) -> str:
+    return "local port(s) of the host (REDIRECT)" if nat.redirect else (nat.address or nat.destination)
 
 
 def _stopped(served: Mapping[PortKey, Served], box: Containers) -> list[tuple[Finding, Fix]]:
