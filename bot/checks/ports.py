@@ -39,7 +39,7 @@ class Ports(Check):
         return mine + (outbound_commands(ctx.outbound_target) if ctx.outbound_target else [])
 
     def evaluate(self, inp: CheckInput) -> StepOutcome:
-        out = plain_465(inp, inbound(inp))
+        out = postscreen_25(inp, plain_465(inp, inbound(inp)))
         if inp.outbound_target:
             ports, findings, lines = outbound(inp, inp.outbound_target)
             out.ports.update(ports)
@@ -67,6 +67,25 @@ def plain_465(inp: CheckInput, out: StepOutcome) -> StepOutcome:
     return out
 
 
+def postscreen_25(inp: CheckInput, out: StepOutcome) -> StepOutcome:
+    """Port 25 answered by Postfix's postscreen (master.cf) whose greeting did not come within
+    the probe's timeout: postscreen sends its final 220 only after postscreen_greet_wait, on
+    purpose, to a client it has not seen pass. Said so, as information, not as a failure."""
+    cfg = mta_config.read_mta_config(inp.results)
+    if not (cfg.postfix and any(s.command == "postscreen" for s in cfg.postfix.inet(25))):
+        return out
+    wait = cfg.postfix.param("postscreen_greet_wait") or "6s"
+    slow = [f for f in out.findings if f.code == "smtp.bad_greeting" and " 25/" in f.summary
+            and "TimeoutError" in f.summary]
+    out.findings = [f.model_copy(update={
+        "severity": "info", "summary": f"{f.summary.split(':')[0]}: the final 220 greeting did not come "
+        f"within the probe's timeout: port 25 is answered by Postfix's postscreen (master.cf), which "
+        f"sends it only after postscreen_greet_wait ({wait}) to a new client, on purpose; real "
+        "mail servers wait for it (RFC 5321 allows 5 minutes)"}) if f in slow else f for f in out.findings]
+    out.status = status_of(out.findings) if slow and out.status != "skipped" else out.status
+    return out
+
+
 def tls_on_connect(inp: CheckInput) -> mta_fixes.Explained | None:
     """Why the MTA on 465 does not speak TLS on connect, with the fix (None: not explained)."""
     found, _ = listeners(inp.results)
@@ -74,7 +93,7 @@ def tls_on_connect(inp: CheckInput) -> mta_fixes.Explained | None:
     args = {p.pid: p.args for p in parse_ps(r.stdout)} if r is not None and r.ok else {}
     daemon = next((d for x in found or [] if x.port == 465 and (d := listener_daemon(x, args))), None)
     cfg = mta_config.read_mta_config(inp.results)
-    families = sorted({k.family for k in inp.ports})
+    families = sorted({k[1] for k in inp.ports})  # PortKey: (direction, family, port)
     host = mta_fixes.HostView(inp.facts.distro_family, inp.facts.systemd)
     if daemon == "exim" and cfg.exim and 465 not in cfg.exim.tls_on_connect_ports:
         return mta_fixes.exim_tls_on_connect(cfg.exim, inp.results, families, host)

@@ -94,10 +94,15 @@ async def test_postfix_host_through_every_guide_step(labhost, tmp_path):
     assert found(report, "service.down") == [] and found(report, "service.loopback_only") == []
     (missing,) = found(report, "service.not_listening")
     assert "Nothing listens on port 465 (master.cf has no submissions service" in missing.summary
-    # the greeting: postscreen's '220-' at once, the final 220 after its greet wait, never a failure
-    assert not [f for f in report.findings if f.code == "smtp.bad_greeting"], report.findings
-    p25 = next(p for p in report.ports if (p.direction, p.family, p.port) == ("inbound", "ipv4", 25))
-    assert "Postfix" in (p25.detail or "") and "STARTTLS offered" in p25.detail
+    # the greeting: postscreen's final 220 comes after its greet wait (6 s), later than the probe
+    # waits: said to be postscreen's doing, never a failure
+    slow = [f for f in report.findings if f.code == "smtp.bad_greeting"]
+    assert {f.summary.split(":")[0] for f in slow} == {"Port 25/IPv4", "Port 25/IPv6"}
+    assert all(f.severity == "info" and "answered by Postfix's postscreen (master.cf)" in f.summary
+               and "postscreen_greet_wait (6s)" in f.summary for f in slow)
+    p587 = next(p for p in report.ports if (p.direction, p.family, p.port) == ("inbound", "ipv4", 587))
+    assert "Postfix" in (p587.detail or "") and "STARTTLS offered" in p587.detail
+    assert steps["ports"] in ("ok", "warn")  # 465 refused is a warning; nothing failed
     assert steps["firewall"] == "ok" and steps["conclusion"] == "ok"
     assert pf.inside("postfix", "status", check=False).returncode == 0
 
