@@ -250,6 +250,28 @@ def postfix_tls_on_connect(cfg: mc.PostfixConfig, results: Results, families: li
     return Explained(why, fix)
 
 
+def family_gap(daemon: str, cfg: mc.MtaConfig, results: Results, gaps: list[PortKey],
+               host: HostView) -> Explained:
+    """Why a daemon serves one address family and not the other: postfix inet_protocols (with
+    a fix), exim local_interfaces, dovecot listen."""
+    fam = "IPv6" if gaps[0].family == "ipv6" else "IPv4"
+    if daemon == "postfix" and cfg.postfix and cfg.postfix.protocols in ("ipv4", "ipv6"):
+        restart = restart_command("postfix", host.distro_family, host.systemd)
+        fix = _fix("postfix-inet-protocols-all", "Let postfix listen over IPv4 and IPv6: postconf -e "
+                   "inet_protocols=all, postfix check, restart",
+                   [["postconf", "-e", "inet_protocols=all"], ["postfix", "check"], restart],
+                   daemon="postfix", ports=gaps, finding="service.not_listening",
+                   pins=[pinned(results, mc.POSTCONF, "postfix's settings")],
+                   paths=[_postfix_files(cfg.postfix, "main.cf")], reload=[restart])
+        return Explained(f"postfix's inet_protocols = {cfg.postfix.protocols} (main.cf)", fix)
+    if daemon == "exim" and cfg.exim:
+        return Explained(f"exim listens without {fam} there: local_interfaces = "
+                         f"{cfg.exim.options.get('local_interfaces', '') or '(every address)'}")
+    if daemon == "dovecot" and cfg.dovecot:
+        return Explained(f"dovecot listens without {fam}: listen = {cfg.dovecot.params.get('listen', '')}")
+    return Explained(f"{daemon} listens without {fam}")
+
+
 # --- dovecot ---------------------------------------------------------------------------------
 
 def dovecot_loopback(cfg: mc.DovecotConfig, results: Results, ports: list[PortKey],

@@ -93,9 +93,15 @@ def port_findings(inp: CheckInput, served: Mapping[PortKey, Served], down_roles:
     for port in INBOUND_PORTS:
         mine = {k: s for k, s in served.items() if k.port == port}
         states = {s.listening for s in mine.values()}
-        if states & {"public", "forwarded"} or port in stopped_ports(served, box):
+        if port in stopped_ports(served, box):
             continue
-        if "loopback" in states:
+        if states & {"public", "forwarded"}:
+            ex, gap = _family_gap(mine, cfg, inp, host)
+            if gap:
+                findings.append(gap)
+            else:
+                continue
+        elif "loopback" in states:
             daemon = next((s.daemon for s in mine.values() if s.daemon), None)
             ex = _loopback(daemon, port, cfg, inp, served, host)
             lines = "\n".join(f"{s.process or '?'} on loopback ({k.label})" for k, s in mine.items()
@@ -142,6 +148,27 @@ def config_lines(inp: CheckInput) -> list[str]:
         lines.append(f"dovecot: listen = {cfg.dovecot.params.get('listen', '')}, "
                      f"protocols = {' '.join(cfg.dovecot.protocols)}")
     return lines
+
+
+def _family_gap(mine: Mapping[PortKey, Served], cfg: mta_config.MtaConfig, inp: CheckInput,
+                host: mta_fixes.HostView) -> tuple[mta_fixes.Explained | None, Finding | None]:
+    """A port served over one address family and not at all over the other one the host has
+    (its outside probe is refused there), with the setting that says so."""
+    up = [(k, s) for k, s in mine.items() if s.listening in ("public", "forwarded")]
+    gaps = [k for k, s in mine.items() if s.listening == "none"]
+    if not up or not gaps:
+        return None, None
+    k, s = up[0]
+    fam = "IPv6" if k.family == "ipv6" else "IPv4"
+    who = (f"container {s.container.name} ({s.container.engine})" if s.container else
+           "a nat rule" if s.nat else s.process or "a container")
+    ex = mta_fixes.family_gap(s.daemon, cfg, inp.results, gaps, host) if s.daemon else \
+        mta_fixes.Explained(f"{who} publishes it over {fam} only")
+    label = ", ".join(g.label for g in gaps)
+    return ex, finding("service.not_listening", f"Nothing listens on {label} ({ex.why}); over {fam} "
+                       "it is served", evidence="\n".join(f"{x.label}: {v.listening} {v.process or ''}"
+                                                              for x, v in mine.items()),
+                       severity="warning", fixes=[ex.fix.id] if ex.fix else [])
 
 
 def _daemon_args(served: Mapping[PortKey, Served], args: Mapping[int, str]) -> dict[str, str]:

@@ -29,7 +29,7 @@ from bot.store import SQLiteStore
 from bot.transport import SSHTransport
 from config.inventory import Host, Inventory
 from config.settings import Settings
-from tests.containerlab import Dockerd
+from tests.containerlab import Dockerd, NetnsContainer
 from tests.contradictions import contradictions
 from tests.eximlab import CONF, EximHost
 from tests.postfixlab import PostfixHost
@@ -123,6 +123,60 @@ async def test_postfix_without_submission_is_fixed_through_master_cf_and_rolled_
     assert pf.inside("cat", "/etc/postfix/master.cf").stdout == before
     labhost.wait_listening({587}, absent=True)
     assert labhost.probe(587) == "refused"
+
+
+async def test_postfix_loopback_only_is_fixed_through_inet_interfaces_and_rolled_back(labhost, tmp_path):
+    pf = PostfixHost(labhost).start(inet_interfaces="loopback-only")
+    lab = Lab(labhost, tmp_path)
+    before = pf.inside("cat", "/etc/postfix/main.cf").stdout
+    report = await lab.check()
+    assert inbound(report)[25][:2] == ("refused", "loopback")
+    (loop25,) = [f for f in found(report, "service.loopback_only") if f.summary.startswith("Port 25 ")]
+    assert "postfix's inet_interfaces = loopback-only (main.cf)" in loop25.summary
+    out = await lab.apply(report, "postfix-listen-all")
+    assert out.status == "applied" and out.verify.achieved, (out.message, out.verify)
+    assert labhost.probe(25) == "open" and labhost.probe(587, six=True) == "open"
+    back = await lab.fixes.rollback(out.change_id, APPROVER)
+    assert back.status == "rolled_back", back.message
+    assert pf.inside("cat", "/etc/postfix/main.cf").stdout == before
+    labhost.wait_listening({25})
+    assert labhost.probe(25) == "refused"
+
+
+async def test_dovecot_on_loopback_is_fixed_through_listen_and_rolled_back(labhost, tmp_path):
+    pf = PostfixHost(labhost)
+    local = pf.dir / "upper" / "etc" / "dovecot" / "local.conf"  # the administrator's override
+    local.parent.mkdir(parents=True)
+    local.write_text("listen = 127.0.0.1\n")
+    pf.start(submission=True)
+    labhost.wait_listening({143, 993})
+    lab = Lab(labhost, tmp_path)
+    report = await lab.check()
+    assert inbound(report)[143][:2] == ("refused", "loopback")
+    (loop,) = [f for f in found(report, "service.loopback_only") if f.summary.startswith("Port 143 ")]
+    assert "dovecot's listen = 127.0.0.1" in loop.summary and loop.fixes == ["dovecot-listen-all"]
+    out = await lab.apply(report, "dovecot-listen-all")
+    assert out.status == "applied" and out.verify.achieved, (out.message, out.verify)
+    assert labhost.probe(143) == "open" and labhost.probe(993, six=True) == "open"
+    assert pf.inside("doveconf", "-h", "listen").stdout.strip() == "*, ::"
+    back = await lab.fixes.rollback(out.change_id, APPROVER)
+    assert back.status == "rolled_back", back.message
+    assert pf.inside("cat", "/etc/dovecot/local.conf").stdout == "listen = 127.0.0.1\n"
+    labhost.wait_listening({143})
+    assert labhost.probe(143) == "refused"
+
+
+async def test_a_port_published_by_a_nat_rule_alone_is_forwarded_not_unserved(labhost, tmp_path):
+    """Docker 28's nftables layout with no userland proxy: no process of the host listens on
+    25, a DNAT sends it to the container (exim in a namespace of its own)."""
+    container = NetnsContainer(labhost).start((25, 587))
+    container.apply_layout("docker28-nftables", (25, 587))
+    report = await Lab(labhost, tmp_path).check()
+    assert inbound(report)[25][:2] == ("open", "forwarded")
+    (fwd,) = found(report, "service.forwarded")
+    assert fwd.summary.startswith("No process of the host listens on port(s) 25, 587 (IPv4): nat rules "
+                                  f"forward them to {container.net.container_ip}")
+    assert not [f for f in found(report, "service.down") if "exim" in f.summary]
 
 
 async def test_exim_loopback_only_is_fixed_through_its_configuration_and_rolled_back_exactly(labhost, tmp_path):

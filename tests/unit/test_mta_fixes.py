@@ -154,3 +154,16 @@ def test_the_contradiction_check_finds_todays_false_service_down():
     assert len(found) == 2 and "25/ipv4 is not served" in found[0] and "587/ipv6 is served" in found[1]
     assert ports_of("Port 25/IPv6: TLS") == {(25, "ipv6")}
     assert ports_of("Nothing listens on port 465 (x)") == {(465, "ipv4"), (465, "ipv6")}
+
+
+def test_postfix_over_ipv4_only_is_inet_protocols_and_its_fix():
+    cfg, results = _read(_r(mc.POSTCONF, "inet_interfaces = all\ninet_protocols = ipv4\n"))
+    gap = [PortKey("inbound", "ipv6", 25)]
+    ex = mf.family_gap("postfix", cfg, results, gap, mf.HostView("debian", systemd=False))
+    assert ex.why == "postfix's inet_protocols = ipv4 (main.cf)"
+    assert ex.fix.commands == [["postconf", "-e", "inet_protocols=all"], ["postfix", "check"],
+                               ["/etc/init.d/postfix", "restart"]] and ex.fix.expected_allow == gap
+    cfg, results = _debian_exim(bp="exim4_-bP_public.txt")
+    ex = mf.family_gap("exim", cfg, results, gap, mf.HostView())
+    assert ex.fix is None and ex.why == ("exim listens without IPv6 there: local_interfaces = "
+                                         "<; 0.0.0.0.25 ; [::0]:587 ; 198.18.5.2.465")
