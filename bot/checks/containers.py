@@ -172,7 +172,7 @@ def restart_fix(c: Container, ports: list[PortKey]) -> Fix:
     state = [c.engine, "inspect", "-f", "{{.State.Status}}", c.id]
     return Fix(
         id=f"container-restart-{c.engine}-{c.id[:12]}", kind="service",
-        summary=f"Restart container {c.name} ({c.engine} restart)",
+        summary=f"Restart container {c.name} ({c.engine} restart)", label=f"Restart container {c.name}",
         commands=[[c.engine, "restart", c.id]], backend=c.engine, expected_allow=ports,
         preconditions=[Precondition(argv=state, description=f"container {c.name} is "
                                     f"still {c.state}", expect_sha256=hashlib.sha256(f"{c.state}\n".encode()).hexdigest())],

@@ -75,13 +75,26 @@ def pinned(results: Results, argv: tuple[str, ...], what: str) -> Precondition |
                         expect_sha256=hashlib.sha256(r.stdout.encode()).hexdigest())
 
 
+LABELS = {  # fix id (prefix) -> its button's text
+    "exim-listen-all": "Let exim listen on every address", "exim-ports": "Add exim's submission ports",
+    "exim-tls-on-connect-465": "Exim: TLS on connect on 465",
+    "postfix-listen-all": "Let postfix listen on every address",
+    "postfix-enable-submission": "Enable postfix submission (587)",
+    "postfix-enable-submissions": "Enable postfix submissions (465)",
+    "postfix-smtps-wrappermode": "Postfix: TLS on connect on 465",
+    "postfix-inet-protocols-all": "Let postfix use IPv4 and IPv6",
+    "dovecot-listen-all": "Let dovecot listen on every address",
+}
+
+
 def _fix(fid: str, summary: str, commands: list[list[str]], *, daemon: str, ports: list[PortKey],
          pins: list[Precondition | None], paths: list[str], reload: list[list[str]],
          finding: str) -> Fix | None:
     pres = [p for p in pins if p is not None]
     if len(pres) != len(pins):
         return None  # what the fix rests on was not read: no fix on a guess
-    return Fix(id=fid, kind="config", summary=summary, commands=commands, backend=daemon,
+    label = LABELS.get(fid) or next(v for k, v in LABELS.items() if fid.startswith(k))
+    return Fix(id=fid, kind="config", summary=summary, label=label, commands=commands, backend=daemon,
                expected_allow=ports, preconditions=pres, findings=[finding],
                backup=BackupSpec(paths=paths, reload=reload))
 

@@ -42,18 +42,19 @@ def container_findings(served: Mapping[PortKey, Served], box: Containers) -> tup
         via = s.proxy or (f"nat rule {s.nat.rule}" if s.nat else "?")
         findings.append(finding("service.container", f"Port(s) {label(keys)} are served by container "
                                 f"{by_id[cid].describe()}, through {via}",
-                                evidence=f"{by_id[cid].engine} inspect: {by_id[cid].describe()}"))
+                                evidence=f"{by_id[cid].engine} inspect: {by_id[cid].describe()}", ports=keys))
     for proxy, keys in _group((s.proxy, k) for k, s in live.items() if s.proxy and not s.container).items():
         why = ("a rootless container belongs to an unprivileged user: `podman ps` run as that user "
                "names it" if "rootless" in proxy else
                "; ".join(box.notes) or "no container of docker or podman publishes it")
         findings.append(finding("service.container", f"Port(s) {label(keys)} are held by {proxy} for a "
                                 f"container that mailcheck could not name ({why})",
-                                evidence=f"{live[keys[0]].process}; {why}"))
+                                evidence=f"{live[keys[0]].process}; {why}", ports=keys))
     for where, keys in _group((_target(s.nat), k) for k, s in live.items() if s.nat and not s.container).items():
         rules = "\n".join(dict.fromkeys(live[k].nat.rule for k in keys))
         findings.append(finding("service.forwarded", f"No process of the host listens on port(s) "
-                                f"{label(keys)}: nat rules forward them to {where}", evidence=rules))
+                                f"{label(keys)}: nat rules forward them to {where}", evidence=rules,
+                                ports=keys))
     stopped = _stopped(served, box)
     return findings + [f for f, _ in stopped], [x for _, x in stopped]
 
@@ -73,7 +74,7 @@ def _stopped(served: Mapping[PortKey, Served], box: Containers) -> list[tuple[Fi
             out.append((finding("service.container_down", f"Container {c.describe()} publishes "
                                 f"port(s) {label(keys)} but is not running: nothing serves them",
                                 evidence=f"{c.engine} inspect: {c.describe()}", severity=sev,
-                                fixes=[fix.id]), fix))
+                                fixes=[fix.id], ports=keys), fix))
     return out
 
 
@@ -110,13 +111,13 @@ def port_findings(inp: CheckInput, served: Mapping[PortKey, Served], down_roles:
                                     f"nothing outside can connect ({ex.why})" if ex else
                                     f"Port {port} listens on loopback only: nothing outside can connect",
                                     evidence=lines, severity="error" if port == 25 else "warning",
-                                    fixes=[ex.fix.id] if ex and ex.fix else []))
+                                    fixes=[ex.fix.id] if ex and ex.fix else [], ports=list(mine)))
         elif ROLE[port] not in down_roles:
             ex = _missing(port, cfg, inp, served, host, families)
             findings.append(finding("service.not_listening", f"Nothing listens on port {port}"
                                     + (f" ({ex.why})" if ex else ""), evidence="(no listener)",
                                     severity="error" if port == 25 else None,
-                                    fixes=[ex.fix.id] if ex and ex.fix else []))
+                                    fixes=[ex.fix.id] if ex and ex.fix else [], ports=list(mine)))
         else:
             continue
         if ex and ex.fix and ex.fix.id not in {f.id for f in fixes}:
@@ -168,7 +169,7 @@ def _family_gap(mine: Mapping[PortKey, Served], cfg: mta_config.MtaConfig, inp: 
     return ex, finding("service.not_listening", f"Nothing listens on {label} ({ex.why}); over {fam} "
                        "it is served", evidence="\n".join(f"{x.label}: {v.listening} {v.process or ''}"
                                                               for x, v in mine.items()),
-                       severity="warning", fixes=[ex.fix.id] if ex.fix else [])
+                       severity="warning", fixes=[ex.fix.id] if ex.fix else [], ports=gaps)
 
 
 def _daemon_args(served: Mapping[PortKey, Served], args: Mapping[int, str]) -> dict[str, str]:

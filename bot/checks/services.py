@@ -30,7 +30,7 @@ from bot.checks.served import Served, serve_map
 from bot.checks.service_findings import config_lines, container_findings, port_findings
 from bot.checks.units import restart_command, state_units, unit_name
 from bot.firewall import published
-from bot.models import Command, Finding, Fix, PortKey, PortUpdate
+from bot.models import INBOUND_PORTS, Command, Finding, Fix, PortKey, PortUpdate
 
 SS = ("ss", "-Hltnp")
 LSOF = ("lsof", "-nP", "-iTCP", "-sTCP:LISTEN")
@@ -119,7 +119,7 @@ def restart_fix(daemon: str, inp: CheckInput) -> Fix:
     unit = unit_name(daemon, inp.facts.distro_family)
     cmd = restart_command(daemon, inp.facts.distro_family, inp.facts.systemd)
     return Fix(id=f"service-restart-{unit}", kind="service", summary=f"Restart {unit}",
-               commands=[cmd], rollback=[], backend="systemd" if inp.facts.systemd else "sysvinit",
+               label=f"Restart {unit}", commands=[cmd], rollback=[], backend="systemd" if inp.facts.systemd else "sysvinit",
                findings=["service.down"])
 
 
@@ -142,7 +142,7 @@ class Services(Check):
         if found is None:
             findings, fixes = _down_findings(inp, state, {}, engines.Containers())
             f = finding("service.unknown", f"Cannot tell who listens on the mail ports ({source})",
-                        evidence=source)
+                        evidence=source, ports=_keys(INBOUND_PORTS, _families(inp)))
             return StepOutcome("error", "neither ss nor lsof could list listeners",
                                "\n".join([*evidence, *(line for _, line in state.values()), source]),
                                findings + [f], fixes, error=f"neither ss nor lsof could run: {source}")
@@ -167,6 +167,10 @@ class Services(Check):
 
 def _families(inp: CheckInput) -> list[str]:
     return ["ipv4"] + (["ipv6"] if any(k[1] == "ipv6" for k in inp.ports) else [])
+
+
+def _keys(ports, families) -> list[PortKey]:
+    return [PortKey("inbound", f, p) for f in families for p in ports]
 
 
 def served_elsewhere(daemon: str, served: dict[PortKey, Served], box: engines.Containers) -> str | None:
@@ -194,7 +198,8 @@ def _down_findings(inp: CheckInput, state: dict, served: dict,
         role = "SMTP (25, 465, 587)" if d in MTA else "IMAP (143, 993)"
         logs = daemon_logs.evidence(d, inp.results, inp.facts.systemd)
         findings.append(finding("service.down", f"{d} is installed but not running: no {role}",
-                                evidence=f"{line}\n{logs}", fixes=[fix.id]))
+                                evidence=f"{line}\n{logs}", fixes=[fix.id],
+                                ports=_keys(ROLE_PORTS[role_of(d)], _families(inp))))
     return findings, fixes
 
 
