@@ -161,6 +161,9 @@ class Finding(BaseModel):
     role: Role | None = None
     ports: list[PortKey] = Field(default_factory=list)
     caused_by: list[str] = Field(default_factory=list)
+    # a change mailcheck does not make itself (DNS is usually not on the host):
+    records: list[str] = Field(default_factory=list)  # zone-file lines ready to paste
+    advice: str = ""  # who must make the change (DNS provider, address owner) and how
 
 
 class Precondition(BaseModel):

@@ -26,6 +26,15 @@ class Settings(BaseSettings):
     max_channels: int = 8
     # outside probes
     probe_timeout: float = 4.0
+    # DNS and reputation (bot/dns): the nameservers mailcheck asks ("ip[:port]" comma-separated;
+    # empty: the system's resolv.conf), one lifetime per lookup, the DNSBL zones, RDAP's base
+    # URL, and a CA bundle used *instead of* the system store for mailcheck's own HTTPS
+    # fetches (MTA-STS policies, RDAP): certificates are always verified.
+    resolvers: str = ""
+    dns_timeout: float = 5.0
+    dnsbl_zones: str = "zen.spamhaus.org,bl.spamcop.net,psbl.surriel.com,bl.mailspike.net"
+    rdap_url: str = "https://rdap.org/"
+    ca_file: Path | None = None
     # Slack
     slack_bot_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "MAILCHECK_SLACK_BOT_TOKEN")

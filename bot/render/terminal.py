@@ -49,7 +49,7 @@ def render(report: Report, color: bool = False, steps: bool = False) -> str:
     a = answer(report)
     lines = [progress_line(s, color) for s in report.steps] + [""] if steps else []
     n = len(a.causes)
-    head = f"{report.host} ({report.address}): {VERDICT[report.verdict]}"
+    head = f"{report.host} ({report.address or 'DNS only'}): {VERDICT[report.verdict]}"
     if n:
         head += f" · {n} {'cause' if report.verdict == 'broken' else 'warning'}{'s' if n != 1 else ''}"
     lines.append(paint(clean(head), "fail" if report.verdict != "ok" else "ok") + f"  [{report.duration:.1f}s]")
@@ -82,6 +82,8 @@ def _cause(n: int, f: Finding, paint: _Paint) -> list[str]:
         out.append(f"       {clean(where)}")
     if f.ports and not all(str(k.port) in f.summary for k in f.ports):
         out.append(f"       effect: {effect(f.ports)}")
+    out += [f"       + {clean(r)}" for r in f.records]  # zone-file lines to paste
+    out += [f"       > {clean(a)}" for a in f.advice.splitlines()]  # who changes it, and how
     return out
 
 
@@ -109,7 +111,8 @@ def _rest(report: Report, a: Answer, numbers: dict[str, int], paint: _Paint) -> 
         lines += ["", "Other fixes (run only after approval):"]
         for fix in a.other_fixes:
             lines += _other_fix(report, fix, paint)
-    lines += ["", "Ports:", _ports(report)]
+    if report.ports:  # none for a domain checked alone
+        lines += ["", "Ports:", _ports(report)]
     return lines
 
 

@@ -10,7 +10,7 @@ import time
 from bot.render import details as render_details
 from bot.render import home as render_home
 from bot.render.mrkdwn import Mrkdwn, esc, md, mention, span
-from bot.slack.commands import CheckCommand, parse
+from bot.slack.commands import CheckCommand, DomainCommand, Reply, domain_command, parse
 from bot.slack.fix_buttons import FixButtons
 from bot.slack.poster import SlackPoster
 from bot.slack.requests import (
@@ -41,27 +41,29 @@ class MailcheckBot:
     # --- /mailcheck -------------------------------------------------------------
     def command(self, cmd: SlashCommand) -> str | None:
         parsed = parse(cmd.text, self.inventory)
-        if not isinstance(parsed, CheckCommand):
+        if isinstance(parsed, Reply):
             return parsed.text
         if not self.seen.first(f"cmd:{cmd.trigger_id}" if cmd.trigger_id else ""):
             return None  # the same command delivered twice: one check only
-        busy = self._running.get((cmd.channel_id, parsed.host.name))
+        req = CheckRequest(parsed.host, cmd.user_id, cmd.channel_id, cmd.response_url, parsed.steps) \
+            if isinstance(parsed, CheckCommand) else \
+            CheckRequest(None, cmd.user_id, cmd.channel_id, cmd.response_url, domain=parsed.domain)
+        busy = self._running.get((cmd.channel_id, req.name))
         if busy:
             return md("A check of {} started by {} is still running in this channel; its message "
-                      "will update.", span(parsed.host.name), mention(busy))
-        self.start_check(CheckRequest(parsed.host, cmd.user_id, cmd.channel_id, cmd.response_url,
-                                      parsed.steps))
+                      "will update.", span(req.name), mention(busy))
+        self.start_check(req)
         return md("Checking {}; the result appears in this channel and updates as steps finish.",
-                  span(parsed.host.name))
+                  span(req.name))
 
     def start_check(self, req: CheckRequest, home_of: str | None = None) -> bool:
         """One check per host and channel at a time; False when one is already running.
         `home_of`: a user whose Home tab is published again when the check ends."""
-        key = (req.channel_id, req.host.name)
+        key = (req.channel_id, req.name)
         if key in self._running:
             return False
         self._running[key] = req.user_id
-        task = self.tasks.spawn(self.runner.run(req), name=f"check:{req.host.name}")
+        task = self.tasks.spawn(self.runner.run(req), name=f"check:{req.name}")
 
         def done(_task) -> None:
             self._running.pop(key, None)
@@ -117,14 +119,17 @@ class MailcheckBot:
         if not self.seen.first("act:" + click.key):
             return
         host = self.inventory.hosts.get(click.value)
-        if host is None:
+        words = click.value.split()
+        domain = domain_command(words[1:]) if host is None and words[:1] == ["dns"] else None
+        if host is None and not isinstance(domain, DomainCommand):  # a domain report's: 'dns DOMAIN'
             self._tell(click.response_url, md("{} is no longer in the inventory; nothing checked.",
                                               span(click.value, 60)))
             return
         where = click.channel_id if not click.in_view else click.user_id
-        if not self.start_check(CheckRequest(host, click.user_id, where, click.response_url),
-                                home_of=click.user_id if click.in_view else None):
-            self._tell(click.response_url, md("A check of {} is already running here.", span(host.name)))
+        req = CheckRequest(host, click.user_id, where, click.response_url,
+                           domain=domain.domain if domain else None)
+        if not self.start_check(req, home_of=click.user_id if click.in_view else None):
+            self._tell(click.response_url, md("A check of {} is already running here.", span(req.name)))
 
     def _tell(self, response_url: str, text: str) -> None:
         """An ephemeral note to the clicker (in the background)."""

@@ -83,6 +83,16 @@ class ScriptedEngine:
                 await progress(step, partial)
         return full
 
+    async def check_domain(self, domain: str, *, progress: Progress | None = None) -> Report:
+        self.calls.append((f"dns {domain}", None))
+        step = StepResult(name="dns", status="fail", summary=f"{domain}: spf_excludes_host")
+        if progress:
+            await progress(step, Report(host=domain, address=""))
+        return Report(host=domain, address="", steps=[step], findings=[Finding(
+            code="dns.spf_excludes_host", severity="error", step="dns", summary="SPF fails",
+            evidence="v=spf1 -all", records=[f'{domain}. 3600 IN TXT "v=spf1 ip4:198.18.200.2 -all"'],
+            advice="the DNS provider of the zone example.com: dns-provider.test")])
+
 
 @dataclass(frozen=True)
 class FixCall:
