@@ -81,7 +81,8 @@ async def test_postfix_host_through_every_guide_step(labhost, tmp_path):
     lab = Lab(labhost, tmp_path)
     report = await lab.check()
     steps = {s.name: s.status for s in report.steps}
-    assert list(steps) == ["tools", "services", "ports", "firewall", "conclusion"]
+    # the guide's steps, then the DNS and reputation steps (issue 12)
+    assert list(steps) == ["tools", "services", "ports", "firewall", "conclusion", "dns", "reputation"]
     for family in ("ipv4", "ipv6"):
         ports = inbound(report, family)
         assert ports[25][:2] == ports[587][:2] == ports[143][:2] == ports[993][:2] == ("open", "public")
@@ -103,7 +104,7 @@ async def test_postfix_host_through_every_guide_step(labhost, tmp_path):
     p587 = next(p for p in report.ports if (p.direction, p.family, p.port) == ("inbound", "ipv4", 587))
     assert "Postfix" in (p587.detail or "") and "STARTTLS offered" in p587.detail
     assert steps["ports"] in ("ok", "warn")  # 465 refused is a warning; nothing failed
-    assert steps["firewall"] == "ok" and steps["conclusion"] == "ok"
+    assert steps["firewall"] == "ok" and steps["conclusion"] == "ok", steps
     assert pf.inside("postfix", "status", check=False).returncode == 0
 
 
