@@ -212,14 +212,20 @@ def postfix_loopback(cfg: mc.PostfixConfig, results: Results, port: int, ports: 
     why = f"postfix's inet_interfaces = {shown} (main.cf)"
     if not all(i.loopback for i in cfg.interfaces):
         return Explained(why)
+    return Explained(why, _postconf_fix("postfix-listen-all", "Let postfix listen on every address",
+                                        "inet_interfaces=all", cfg, results, ports, "service.loopback_only", host))
+
+
+def _postconf_fix(fix_id: str, what: str, setting: str, cfg: mc.PostfixConfig, results: Results,
+                  ports: list[PortKey], finding_code: str, host: HostView) -> Fix | None:
+    """A main.cf setting changed by postconf -e, checked by postfix check, then a restart (a
+    reload keeps the old sockets)."""
     restart = restart_command("postfix", host.distro_family, host.systemd)
-    fix = _fix("postfix-listen-all", "Let postfix listen on every address: postconf -e "
-               "inet_interfaces=all, postfix check, restart (a reload keeps the old sockets)",
-               [["postconf", "-e", "inet_interfaces=all"], ["postfix", "check"], restart],
-               daemon="postfix", ports=ports, finding="service.loopback_only",
-               pins=[pinned(results, mc.POSTCONF, "postfix's settings")],
-               paths=[_postfix_files(cfg, "main.cf")], reload=[restart])
-    return Explained(why, fix)
+    return _fix(fix_id, f"{what}: postconf -e {setting}, postfix check, restart (a reload keeps the old sockets)",
+                [["postconf", "-e", setting], ["postfix", "check"], restart],
+                daemon="postfix", ports=ports, finding=finding_code,
+                pins=[pinned(results, mc.POSTCONF, "postfix's settings")],
+                paths=[_postfix_files(cfg, "main.cf")], reload=[restart])
 
 
 def postfix_missing(cfg: mc.PostfixConfig, results: Results, port: int, families: list[str]) -> Explained:
@@ -269,13 +275,8 @@ def family_gap(daemon: str, cfg: mc.MtaConfig, results: Results, gaps: list[Port
     a fix), exim local_interfaces, dovecot listen."""
     fam = "IPv6" if gaps[0].family == "ipv6" else "IPv4"
     if daemon == "postfix" and cfg.postfix and cfg.postfix.protocols in ("ipv4", "ipv6"):
-        restart = restart_command("postfix", host.distro_family, host.systemd)
-        fix = _fix("postfix-inet-protocols-all", "Let postfix listen over IPv4 and IPv6: postconf -e "
-                   "inet_protocols=all, postfix check, restart",
-                   [["postconf", "-e", "inet_protocols=all"], ["postfix", "check"], restart],
-                   daemon="postfix", ports=gaps, finding="service.not_listening",
-                   pins=[pinned(results, mc.POSTCONF, "postfix's settings")],
-                   paths=[_postfix_files(cfg.postfix, "main.cf")], reload=[restart])
+        fix = _postconf_fix("postfix-inet-protocols-all", "Let postfix listen over IPv4 and IPv6",
+                            "inet_protocols=all", cfg.postfix, results, gaps, "service.not_listening", host)
         return Explained(f"postfix's inet_protocols = {cfg.postfix.protocols} (main.cf)", fix)
     if daemon == "exim" and cfg.exim:
         return Explained(f"exim listens without {fam} there: local_interfaces = "
