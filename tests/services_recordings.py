@@ -127,6 +127,8 @@ def own_processes(host: LabHost, results: list) -> list:
 
 def write(out: Path, results: list, meta: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.txt"):  # a new recording replaces the old one (the commands may differ)
+        old.unlink()
     index = []
     for i, r in enumerate(results):
         fname = f"{i:02d}_" + "_".join(a.strip("/").replace("/", "_") for a in r.command.argv[:4])[:60] + ".txt"
