@@ -117,6 +117,7 @@ class PortStatus(BaseModel):
     process: str | None = None
     firewall: FirewallVerdict = "unknown"
     blocked_by: str | None = None
+    dnat: str | None = None  # a published port: "198.19.8.2:25 (<the nat rule>)", where it really goes
     detail: str | None = None  # what the outside probe saw: SMTP banner / STARTTLS, TLS certificate
 
     @property
@@ -138,6 +139,7 @@ class PortUpdate(BaseModel):
     process: str | None = None
     firewall: FirewallVerdict = "unknown"
     blocked_by: str | None = None
+    dnat: str | None = None
     detail: str | None = None
 
     def apply(self, port: PortStatus) -> PortStatus:

@@ -57,6 +57,9 @@ REQUIRED = (
     # port holders (tests/services_recordings.py record_rootless)
     "doveadm", "pasta", "slirp4netns",
 )
+# What mailcheck asks a host that no Debian package provides: it runs (exit 127) where a test
+# did not install it. csf: real CSF from a public snapshot (tests/csflab.py).
+OUTSIDE_DEBIAN = ("csf",)
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -91,7 +94,7 @@ def programs_run(argv: tuple[str, ...] | list[str]) -> list[str]:
 
 def require_declared(argv: tuple[str, ...] | list[str]) -> None:
     for name in programs_run(argv):
-        if name not in REQUIRED:
+        if name not in REQUIRED and name not in OUTSIDE_DEBIAN:
             raise UndeclaredProgram(
                 f"the lab ran {name!r} ({' '.join(argv)[:120]}), which tests/labhost.py REQUIRED "
                 "does not declare: add it there, and its Debian package to scripts/apt-packages.txt")
@@ -188,6 +191,14 @@ class LabHost:
     def dbus_socket(self) -> Path:
         """The host's own D-Bus system bus (tests/lab_firewalld.sh starts it, with firewalld)."""
         return self.workdir / "dbus" / "bus"
+
+    def session(self, *argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+        """Run argv as the host's SSH sessions see it: in sshd's own mount namespace when sshd runs
+        under a wrapper that made one (sshd_prefix: tests/eximlab.py, tests/csflab.py), else as sh()."""
+        if not self.sshd_prefix:
+            return self.sh(*argv, check=check, timeout=timeout)
+        pid = (self.workdir / "sshd.pid").read_text().strip()
+        return _run("nsenter", "-t", pid, "-m", "-n", *argv, check=check, timeout=timeout)
 
     def nsenter(self, *argv: str, check: bool = True, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
         """Run argv in the host's network namespace only: unlike `ip netns exec`, /sys (with the

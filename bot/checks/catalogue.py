@@ -77,6 +77,17 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
          "The evaluator cannot tell what the firewall does to these ports.", role="note"),
     Code("firewall.fix_not_planned", "firewall", "info",
          "A block has no automatic fix (a ban, a source-limited rule, a case the planner refuses).", role="note"),
+    Code("firewall.input_bypassed", "firewall", "warning",
+         "A port published by a container (DNAT, decided in FORWARD) has INPUT rules (ufw's, raw "
+         "iptables) meant to block it: they do not apply to it.", role="note"),
+    Code("firewall.manager", "firewall", "info",
+         "A firewall manager (CSF) builds the rules from its configuration: its settings decide the "
+         "ports, and a raw rule is undone at its next restart (warning in CSF's TESTING mode).", role="note"),
+    Code("firewall.ipv6_unfiltered", "firewall", "warning",
+         "The firewall manager leaves IPv6 unfiltered (CSF's IPV6 = \"0\").", role="note"),
+    Code("firewall.engine_rules_flushed", "firewall", "warning",
+         "A restart of the firewall manager (csf -r) flushes the container engine's chains: published "
+         "ports are no longer forwarded to the containers until the engine restarts.", role="note"),
     Code("provider.port_blocked", "conclusion", "error",
          "Firewall allows, a daemon listens publicly, yet the outside probe is filtered: "
          "the provider's network blocks the port (guide step 5)."),

@@ -131,11 +131,15 @@ def backup_for(fix: Fix, base_dir: str, host: str, change_id: str,
 
 
 _COUNTERS = re.compile(r"\[\d+:\d+\]")
+# nft's own counters and set-element countdowns change with traffic and time, not with rules
+# (Docker's nftables backend counts every published port's packets).
+_NFT_RUNNING = re.compile(r" counter packets \d+ bytes \d+| expires [0-9dhms]+")
 
 
 def normalize_ruleset(text: str) -> str:
     """iptables-save / nft text without comments, counters and empty default tables."""
-    lines = [_COUNTERS.sub("[0:0]", ln.rstrip()) for ln in text.splitlines()]
+    lines = [_NFT_RUNNING.sub(lambda m: " counter" if "counter" in m.group() else "",
+                              _COUNTERS.sub("[0:0]", ln.rstrip())) for ln in text.splitlines()]
     lines = [ln for ln in lines if ln and not ln.lstrip().startswith("#")]
     return "\n".join(_drop_empty_filter(lines))
 

@@ -137,3 +137,13 @@ async def test_dead_man_job_fires_after_the_delay_unless_disarmed(tmp_path):
     # too late: the job already renamed the arming file, so disarming fails (and says so)
     late = Command(("mv", str(tmp_path / "a.armed"), str(tmp_path / "a.armed.cancelled")))
     assert not (await t.run([late]))[0].ok
+
+
+def test_nft_counters_and_expiry_are_not_drift():
+    """Docker's nftables backend counts every packet of a published port: not a rule change."""
+    a = "table ip docker-bridges {\n\tchain c {\n\t\ttcp dport 25 counter packets 0 bytes 0 dnat to 198.19.1.2:25\n"
+    b = a.replace("packets 0 bytes 0", "packets 12 bytes 720")
+    assert normalize_ruleset(a) == normalize_ruleset(b)
+    s1 = "\t\telements = { 198.18.1.1 expires 59m58s }\n"
+    assert normalize_ruleset(s1) == normalize_ruleset(s1.replace("59m58s", "12m1s"))
+    assert normalize_ruleset(a) != normalize_ruleset(a.replace("dport 25", "dport 26"))
