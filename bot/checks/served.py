@@ -5,9 +5,9 @@
   engine's process holding it for a container (docker-proxy, conmon, rootlessport,
   slirp4netns, pasta): the container is named from the engine's own answer (its published
   ports, or the container address the proxy forwards to).
-- No socket, but a nat PREROUTING DNAT that a connection from the prober meets
-  (bot/firewall/published.py): the port is `forwarded`, to the container at that address
-  when the engine names one.
+- No socket, but a nat PREROUTING DNAT / REDIRECT that translates a connection from the
+  prober (the firewall evaluator's own walk, PortVerdict.delivered): the port is `forwarded`,
+  to the container at that address when the engine names one.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from bot.checks.base import CheckInput
 from bot.checks.containers import Container, Containers
 from bot.checks.parse import Listener, listener_daemon, proxy_of
-from bot.firewall.model import Packet
-from bot.firewall.published import Published, published_in
+from bot.firewall import parse_all
+from bot.firewall.analysis import Endpoints, port_verdict
+from bot.firewall.model import Packet, Ruleset
+from bot.firewall.parse import routes
 from bot.models import INBOUND_PORTS, Listening, PortKey
 
 
@@ -31,13 +33,18 @@ class Served:
     daemon: str | None = None  # a mail daemon of the host holding it
     proxy: str | None = None  # a container engine's process holding it for a container
     container: Container | None = None  # the container behind the proxy or the nat rule
-    nat: Published | None = None  # no socket: the rule that forwards the port
+    nat: Packet | None = None  # no socket: the connection as the nat rule translated it (nat_by)
     pids: tuple[int, ...] = ()  # the processes holding the socket
 
     @property
     def by_container(self) -> bool:
         return self.proxy is not None or self.container is not None or \
-            (self.nat is not None and not self.nat.redirect)
+            (self.nat is not None and not to_this_host(self.nat))
+
+
+def to_this_host(nat: Packet) -> bool:
+    """Translated to an address of the host itself (a REDIRECT), not to a container."""
+    return nat.daddr in nat.local_addrs
 
 
 def serves_family(x: Listener, family: str) -> bool:
@@ -71,32 +78,33 @@ def _socket(port: int, family: str, mine: list[Listener], args: Mapping[int, str
                   proxy[1] if proxy else None, container, pids=pids)
 
 
-def _forwarded(inp: CheckInput, port: int, family: str, found: list[Listener],
+def _forwarded(inp: CheckInput, key: PortKey, ruleset: Ruleset, found: list[Listener],
                containers: Containers) -> Served:
-    addr, source = inp.addresses.get(family), inp.sources.get(family)
+    addr, source = inp.addresses.get(key.family), inp.sources.get(key.family)
     if not addr or not source:
         return Served("none")  # no prober address: no claim about what a rule would do to it
-    packet = Packet("inbound", family, port, source, addr, iif=inp.facts.iface_of(addr),
-                    local_addrs=frozenset(a.address for a in inp.facts.addresses) | {addr})
-    nat = published_in(inp.results, packet)
-    if nat is None:
+    local = frozenset(a.address for a in inp.facts.addresses) | {addr}
+    ends = Endpoints(addr, source, inp.facts.iface_of(addr), local, routes.routes_from(inp.results, key.family))
+    nat = port_verdict(ruleset, key, ends).delivered
+    if nat is None or not nat.dnat:
         return Served("none")
-    if nat.redirect:
-        local = [x for x in found if str(x.port) == nat.destination[1:] and serves_family(x, family)]
-        return Served("forwarded", ",".join(n for x in local for n in x.names) or None, nat=nat)
-    c = containers.at(nat.address)
+    if to_this_host(nat):
+        mine = [x for x in found if x.port == nat.dport and serves_family(x, key.family)]
+        return Served("forwarded", ",".join(n for x in mine for n in x.names) or None, nat=nat)
+    c = containers.at(nat.daddr)
     return Served("forwarded", f"{c.engine}:{c.name}" if c else None, container=c, nat=nat)
 
 
 def serve_map(inp: CheckInput, found: list[Listener], args: Mapping[int, str],
               containers: Containers, families: list[str]) -> dict[PortKey, Served]:
     out = {}
+    ruleset = parse_all(inp.results)
     for family in families:
         for port in INBOUND_PORTS:
+            key = PortKey("inbound", family, port)
             mine = [x for x in found if x.port == port and serves_family(x, family)]
-            served = _socket(port, family, mine, args, containers) if mine else \
-                _forwarded(inp, port, family, found, containers)
-            out[PortKey("inbound", family, port)] = served
+            out[key] = _socket(port, family, mine, args, containers) if mine else \
+                _forwarded(inp, key, ruleset, found, containers)
     return out
 
 

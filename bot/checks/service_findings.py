@@ -10,7 +10,8 @@ from bot.checks.base import CheckInput
 from bot.checks.catalogue import finding
 from bot.checks.containers import Containers, restart_fix
 from bot.checks.parse import MTA
-from bot.checks.served import Served
+from bot.checks.served import Served, to_this_host
+from bot.firewall.model import Packet
 from bot.models import INBOUND_PORTS, Finding, Fix, PortKey
 
 ROLE = {25: "mta", 465: "mta", 587: "mta", 143: "imap", 993: "imap"}
@@ -39,7 +40,7 @@ def container_findings(served: Mapping[PortKey, Served], box: Containers) -> tup
     live = {k: s for k, s in served.items() if s.listening in ("public", "forwarded")}
     for cid, keys in _group((s.container.id, k) for k, s in live.items() if s.container).items():
         s = live[keys[0]]
-        via = s.proxy or (f"nat rule {s.nat.rule}" if s.nat else "?")
+        via = s.proxy or (f"nat rule {s.nat.nat_by}" if s.nat else "?")
         findings.append(finding("service.container", f"Port(s) {label(keys)} are served by container "
                                 f"{by_id[cid].describe()}, through {via}",
                                 evidence=f"{by_id[cid].engine} inspect: {by_id[cid].describe()}", ports=keys))
@@ -51,7 +52,7 @@ def container_findings(served: Mapping[PortKey, Served], box: Containers) -> tup
                                 f"container that mailcheck could not name ({why})",
                                 evidence=f"{live[keys[0]].process}; {why}", ports=keys))
     for where, keys in _group((_target(s.nat), k) for k, s in live.items() if s.nat and not s.container).items():
-        rules = "\n".join(dict.fromkeys(live[k].nat.rule for k in keys))
+        rules = "\n".join(dict.fromkeys(live[k].nat.nat_by or "" for k in keys))
         findings.append(finding("service.forwarded", f"No process of the host listens on port(s) "
                                 f"{label(keys)}: nat rules forward them to {where}", evidence=rules,
                                 ports=keys))
@@ -59,8 +60,8 @@ def container_findings(served: Mapping[PortKey, Served], box: Containers) -> tup
     return findings + [f for f, _ in stopped], [x for _, x in stopped]
 
 
-def _target(nat) -> str:
-    return "local port(s) of the host (REDIRECT)" if nat.redirect else (nat.address or nat.destination)
+def _target(nat: Packet) -> str:
+    return "local port(s) of the host (REDIRECT)" if to_this_host(nat) else nat.daddr
 
 
 def _stopped(served: Mapping[PortKey, Served], box: Containers) -> list[tuple[Finding, Fix]]:

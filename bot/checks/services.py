@@ -12,6 +12,7 @@ or missing, with an exact fix where there is one (bot/checks/mta_fixes.py).
 
 from __future__ import annotations
 
+from bot import firewall
 from bot.checks import containers as engines
 from bot.checks import daemon_logs, mta_config
 from bot.checks.base import Check, CheckContext, CheckInput, Results, StepOutcome, status_of
@@ -29,7 +30,6 @@ from bot.checks.parse import parse_systemctl_status as parse_units
 from bot.checks.served import Served, serve_map
 from bot.checks.service_findings import config_lines, container_findings, port_findings
 from bot.checks.units import restart_command, state_units, unit_name
-from bot.firewall import published
 from bot.models import INBOUND_PORTS, Command, Finding, Fix, PortKey, PortUpdate
 
 SS = ("ss", "-Hltnp")
@@ -131,7 +131,7 @@ class Services(Check):
         cmds = [Command(SS), Command(LSOF), Command(PS), Command(INSTALLED, timeout=5),
                 Command(SYSTEMCTL)]
         return [*cmds, *daemon_logs.commands(ctx.facts.systemd), *engines.commands(),
-                *mta_config.commands(), *published.commands()]
+                *mta_config.commands(), *firewall.collect_commands()]  # nat rules, routes
 
     def evaluate(self, inp: CheckInput) -> StepOutcome:
         found, source = listeners(inp.results)
