@@ -12,7 +12,7 @@ backup, verify by a fresh check, rollback):
 - a Dovecot stopped: its own log is the evidence, not exim's;
 - exim on 465 without TLS on connect: the configuration fix makes 465 speak TLS.
 
-No report here may hold a finding the outside probes contradict (tests/contradictions.py).
+No report here may hold a finding the outside probes contradict (tests/report_checks.py).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from bot.transport import SSHTransport
 from config.inventory import Host, Inventory
 from config.settings import Settings
 from tests.containerlab import Dockerd, NetnsContainer
-from tests.contradictions import contradictions
 from tests.eximlab import CONF, EximHost
 from tests.postfixlab import PostfixHost
+from tests.report_checks import contradictions
 from tests.services_recordings import dovecot_conf, start_in_sshd_namespace
 
 pytestmark = pytest.mark.lab

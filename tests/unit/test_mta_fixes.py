@@ -9,8 +9,7 @@ from pathlib import Path
 from bot.checks import daemon_logs
 from bot.checks import mta_config as mc
 from bot.checks import mta_fixes as mf
-from bot.models import Command, CommandResult, Finding, PortKey, PortStatus, Report
-from tests.contradictions import contradictions, ports_of
+from bot.models import Command, CommandResult, PortKey
 
 DATA = Path(__file__).parents[1] / "data"
 V4 = [PortKey("inbound", "ipv4", 25)]
@@ -138,22 +137,6 @@ def test_journal_of_the_daemons_own_unit_only():
     cmds = {c.argv for c in daemon_logs.commands(systemd=True)}
     assert daemon_logs.journal("postfix@-") in cmds and daemon_logs.journal("dovecot") in cmds
     assert not any(a[0] == "journalctl" for a in (c.argv for c in daemon_logs.commands(systemd=False)))
-
-
-# --- the contradiction check itself ----------------------------------------------------------
-
-def test_the_contradiction_check_finds_todays_false_service_down():
-    ports = [PortStatus(port=25, direction="inbound", family="ipv4", outside="open", firewall="allow"),
-             PortStatus(port=587, direction="inbound", family="ipv6", outside="refused", firewall="allow")]
-    report = Report(host="h", address="a", ports=ports, findings=[
-        Finding(code="service.down", severity="error",
-                summary="exim is installed but not running: no SMTP (25, 465, 587)"),
-        Finding(code="service.container", severity="info",
-                summary="Port(s) 25, 587 (IPv4, IPv6) are served by container mail")])
-    found = contradictions(report)
-    assert len(found) == 2 and "25/ipv4 is not served" in found[0] and "587/ipv6 is served" in found[1]
-    assert ports_of("Port 25/IPv6: TLS") == {(25, "ipv6")}
-    assert ports_of("Nothing listens on port 465 (x)") == {(465, "ipv4"), (465, "ipv6")}
 
 
 def test_postfix_over_ipv4_only_is_inet_protocols_and_its_fix():

@@ -4,7 +4,7 @@ Real Postfix (postscreen, loopback-only, no submission), real dockerd and podman
 Postfix container (running, stopped, userland proxy off), Docker 28's nftables layout with
 no proxy (DNAT only), Debian's exim the Debian way (loopback only), and a Dovecot stopped
 with its own log file. Each recording also holds what the outside probes saw of each
-port; no finding may contradict them (tests/contradictions.py).
+port; no finding may contradict them (tests/report_checks.py).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 from bot.checks import facts, mta_config
 from bot.checks.services import Services
 from bot.models import Finding, PortStatus, Report
-from tests.contradictions import contradictions
 from tests.firewall_corpus import load_captured
+from tests.report_checks import contradictions
 from tests.unit.checkdata import base_ports, make_input
 
 DATA = Path(__file__).parents[1] / "data" / "services"
