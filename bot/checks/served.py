@@ -90,7 +90,7 @@ def _forwarded(inp: CheckInput, key: PortKey, ruleset: Ruleset, found: list[List
         return Served("none")
     if to_this_host(nat):
         mine = [x for x in found if x.port == nat.dport and serves_family(x, key.family)]
-        return Served("forwarded", ",".join(n for x in mine for n in x.names) or None, nat=nat)
+        return Served("forwarded", ",".join(dict.fromkeys(n for x in mine for n in x.names)) or None, nat=nat)
     c = containers.at(nat.daddr)
     return Served("forwarded", f"{c.engine}:{c.name}" if c else None, container=c, nat=nat)
 

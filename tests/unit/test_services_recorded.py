@@ -16,7 +16,7 @@ import pytest
 
 from bot.checks import facts, mta_config
 from bot.checks.services import Services
-from bot.models import Finding, PortStatus, Report
+from bot.models import Finding, PortKey, PortStatus, Report
 from tests.firewall_corpus import load_captured
 from tests.report_checks import contradictions
 from tests.unit.checkdata import base_ports, make_input
@@ -109,6 +109,28 @@ def test_postfix_without_submission_gets_debians_submission_service():
     assert "master.cf has no submission service (587)" in f587.summary
     fix = next(f for f in out.fixes if f.id == "postfix-enable-submission")
     assert ["postconf", "-P", "submission/inet/smtpd_tls_security_level=encrypt"] in fix.commands
+
+
+def test_a_port_redirected_to_another_local_port_is_forwarded_to_its_listener():
+    """587 REDIRECTed to 25, where Postfix listens (the recording, with that nat rule added): the
+    firewall's evaluator says where the rule sends it, the services step names who answers."""
+    from tests.unit.checkdata import result
+
+    nat = ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+           ":POSTROUTING ACCEPT [0:0]\n[0:0] -A PREROUTING -p tcp -m tcp --dport 587 -j REDIRECT "
+           "--to-ports 25\nCOMMIT\n")
+    results = load_captured(DATA / "postfix_no_submission")
+    results[("iptables-save", "-c")] = result(("iptables-save", "-c"), nat)
+    meta = json.loads((DATA / "postfix_no_submission" / "meta.json").read_text())
+    inp = make_input(results, host_facts=facts.read_facts(results), addresses=meta["addresses"])
+    out = Services().evaluate(type(inp)(**{**inp.__dict__, "sources": meta["sources"]}))
+    assert (out.ports[PortKey("inbound", "ipv4", 587)].listening, out.ports[PortKey("inbound", "ipv4", 587)].process) \
+        == ("forwarded", "master")
+    (fwd,) = [f for f in out.findings if f.code == "service.forwarded"]
+    assert fwd.summary.startswith("No process of the host listens on port(s) 587 (IPv4): nat rules forward "
+                                  "them to local port(s) of the host (REDIRECT)")
+    assert "-A PREROUTING -p tcp -m tcp --dport 587 -j REDIRECT --to-ports 25" in fwd.evidence
+    assert not [f for f in out.findings if f.summary.startswith("Nothing listens on port 587 ")]
 
 
 # --- containers --------------------------------------------------------------------------------
