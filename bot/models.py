@@ -20,12 +20,14 @@ OUTBOUND_PORTS: tuple[int, ...] = (25, 465, 587)
 
 Direction = Literal["inbound", "outbound"]
 Family = Literal["ipv4", "ipv6"]
-Outside = Literal["open", "refused", "filtered", "error"]
+Outside = Literal["open", "refused", "rejected", "filtered", "error"]
 Listening = Literal["public", "loopback", "forwarded", "none", "unknown"]
 FirewallVerdict = Literal["allow", "block", "unknown"]
 Severity = Literal["info", "warning", "error", "critical"]
 Role = Literal["cause", "symptom", "note"]
 StepStatus = Literal["ok", "warn", "fail", "error", "skipped"]
+# a slow greeting: postscreen's 220- pre-greeting, lines trickling in (a tarpit), silence first
+GreetingWait = Literal["pregreet", "trickle", "silence"]
 
 
 class PortKey(NamedTuple):
@@ -108,6 +110,16 @@ class CommandResult:
         return self.exit_status == 127
 
 
+class IcmpAnswer(BaseModel):
+    """The ICMP error that answered the outside probe (an `outside: rejected` port, mostly)."""
+
+    type: int
+    code: int
+    name: str  # as iptables' --reject-with / nft's `reject with` say it: host-prohibited, ...
+    sender: str | None  # who sent it (the offender address the kernel reported)
+    by: Literal["host", "path", "prober", "unknown"]  # the host itself, a router, mailcheck's side
+
+
 class PortStatus(BaseModel):
     port: int
     direction: Direction
@@ -119,6 +131,10 @@ class PortStatus(BaseModel):
     blocked_by: str | None = None
     dnat: str | None = None  # a published port: "198.19.8.2:25 (<the nat rule>)", where it really goes
     detail: str | None = None  # what the outside probe saw: SMTP banner / STARTTLS, TLS certificate
+    icmp: IcmpAnswer | None = None  # the ICMP answer to the outside probe, and who sent it
+    greeting_time: float | None = None  # s from connect to the SMTP greeting (25/587) / TLS answer
+    greeting_wait: GreetingWait | None = None  # the shape of a slow greeting's wait
+    plaintext: str | None = None  # the plain-text line sent where TLS was expected (465/993)
 
     @property
     def key(self) -> PortKey:
@@ -141,6 +157,10 @@ class PortUpdate(BaseModel):
     blocked_by: str | None = None
     dnat: str | None = None
     detail: str | None = None
+    icmp: IcmpAnswer | None = None
+    greeting_time: float | None = None
+    greeting_wait: GreetingWait | None = None
+    plaintext: str | None = None
 
     def apply(self, port: PortStatus) -> PortStatus:
         """`port` with the fields this update set (explicitly, None included) replaced."""

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.outbound import DEFAULT_TARGETS
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -25,7 +27,13 @@ class Settings(BaseSettings):
     keepalive_interval: float = 15.0
     max_channels: int = 8
     # outside probes
-    probe_timeout: float = 4.0
+    probe_timeout: float = 4.0  # each TCP connect
+    greeting_timeout: float = 30.0  # on a port that connected: the greeting, EHLO, TLS handshake
+    # outbound test: the servers the host connects to (host:port, ...; `off` skips it), and who
+    # holds the host's address (RDAP base URL below, whois server host[:port]; each may be `off`)
+    outbound_targets: str = DEFAULT_TARGETS
+    whois_server: str = "whois.iana.org"
+    owner_timeout: float = 5.0
     # DNS and reputation (bot/dns): the nameservers mailcheck asks ("ip[:port]" comma-separated;
     # empty: the system's resolv.conf), one lifetime per lookup, the DNSBL zones, RDAP's base
     # URL, and a CA bundle used *instead of* the system store for mailcheck's own HTTPS

@@ -46,7 +46,10 @@ REQUIRED = (
     # what mailcheck runs on a lab host: the guide's tools, and the minimal PATH of
     # test_check_faults.test_missing_commands
     "dig", "lsof", "nc", "whois", "ps", "ls", "tail", "timeout", "mktemp", "rm", "setsid",
-    # the DNS lab (tests/dnslab.py)
+    "uname", "curl",  # the resolver step's host name; the provider step's cloud metadata
+    # a router namespace between the prober and a host (tests/labrouter.py) forwards (sysctl,
+    # below); a resolver namespace runs unbound (tests/labresolver.py), as the DNS lab
+    # (tests/dnslab.py) does
     "knotd", "knotc", "unbound", "unbound-control", "rbldnsd",
     # plumbing, and what tests/test_packages.py asks
     "sh", "env", "cat", "cp", "mkdir", "sleep", "dpkg", "dpkg-query",

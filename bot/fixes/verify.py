@@ -42,7 +42,7 @@ def _open(p: PortStatus, kind: str = "firewall") -> bool:
     counts: nothing may listen yet). A service or configuration fix promises a daemon
     answering there: only `open` counts (or, with no outside probe, a public listener)."""
     if kind != "firewall":
-        return p.outside == "open" if p.outside is not None else p.listening == "public"
+        return p.outside == "open" if p.outside is not None else p.listening in ("public", "forwarded")
     if p.outside is not None:
         return p.outside in ("open", "refused")  # refused: the firewall let it through
     return p.firewall == "allow"
@@ -58,7 +58,10 @@ def compare(fix: Fix, ports: Sequence[PortStatus]) -> VerifyResult:
         if p is None:
             missing.append(f"{where}: not checked")
         elif not _open(p, fix.kind):
-            missing.append(f"{where}: {p.outside or p.firewall}")
+            outside = p.direction == "outbound" and p.firewall == "allow" and p.outside is not None
+            missing.append(f"{where}: {p.outside or p.firewall}" + (
+                " although the host firewall now allows it: blocked outside the host (see the "
+                "conclusion)" if outside else ""))
     return VerifyResult(achieved=not missing, ports=list(ports), missing=missing)
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from tests import dnslab as dnslab_mod
 from tests.labhost import LabHost, make_client_key, make_host, missing_prerequisites
+from tests.labrouter import RoutedHost, make_routed_host
 
 pytestmark = pytest.mark.lab
 
@@ -50,6 +51,16 @@ def lab(client_key):
 @pytest.fixture
 def labhost(lab) -> LabHost:
     return lab()
+
+
+@pytest.fixture
+def routed(client_key) -> RoutedHost:
+    """A lab host behind a router namespace (tests/labrouter.py); closed at the end."""
+    host = make_routed_host(client_key)
+    try:
+        yield host
+    finally:
+        host.close()
 
 
 @pytest.fixture
