@@ -33,7 +33,7 @@ from bot.render import terminal
 from bot.slack.cli import add_serve, cmd_serve
 from bot.wiring import Wiring
 from config.inventory import resolve_target, valid_domain
-from config.settings import Settings
+from config.settings import load_settings
 
 DESCRIPTION = """\
 Find out why a Linux mail server cannot send or receive mail, and fix it with a
@@ -149,7 +149,7 @@ async def run(args: argparse.Namespace, console: Console) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        console = Console(Wiring(Settings()))
+        console = Console(Wiring(load_settings()))
         return asyncio.run(run(args, console))
     except MailcheckError as e:
         print(f"mailcheck: {e}", file=sys.stderr)

@@ -214,6 +214,10 @@ class BackupSpec(BaseModel):
       kind K is `K-save` / `K-restore --test` / `K-restore` (e.g. "iptables",
       "ip6tables-legacy"); "nft" is `nft list ruleset` after `flush ruleset` /
       `nft -c -f` / `nft -f`.
+    - `nft_tables`: native nft tables ("inet mailfw") saved, test-loaded and restored each
+      on its own (`table F T; delete table F T; <nft list table F T>`, atomic per table; a
+      table that did not exist is removed): exact, and it leaves the other tables alone
+      (iptables-nft's, whose xt rules `nft -f` cannot load, fail2ban's bans).
     - `compare`: rulesets only dumped before and after (for the report and rollback's
       drift check), not restored: `reload` rebuilds them (firewalld).
     - `paths`: absolute files or directories copied into the backup and put back
@@ -233,6 +237,7 @@ class BackupSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     rulesets: list[RulesetKind] = Field(default_factory=list)
+    nft_tables: list[str] = Field(default_factory=list)
     compare: list[RulesetKind] = Field(default_factory=list)
     paths: list[str] = Field(default_factory=list)
     reload: list[list[str]] = Field(default_factory=list)
@@ -250,15 +255,23 @@ class BackupSpec(BaseModel):
                                  "top-level directory (e.g. /etc/ufw)")
         return paths
 
+    @field_validator("nft_tables")
+    @classmethod
+    def _tables(cls, tables: list[str]) -> list[str]:
+        for t in tables:
+            if not re.fullmatch(r"(ip|ip6|inet|arp|bridge|netdev) [A-Za-z_][A-Za-z0-9_.\-]{0,63}", t):
+                raise ValueError(f"nft table {t!r}: 'FAMILY NAME', e.g. 'inet mailfw'")
+        return tables
+
     @model_validator(mode="after")
     def _guard_restores_something(self) -> BackupSpec:
-        if self.guard and not (self.rulesets or self.paths or self.undo):
-            raise ValueError("a guard needs something to restore (rulesets, paths or undo)")
+        if self.guard and not (self.rulesets or self.nft_tables or self.paths or self.undo):
+            raise ValueError("a guard needs something to restore (rulesets, nft_tables, paths or undo)")
         return self
 
     @property
     def saves_anything(self) -> bool:
-        return bool(self.rulesets or self.paths)
+        return bool(self.rulesets or self.nft_tables or self.paths)
 
 
 class Fix(BaseModel):

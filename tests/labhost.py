@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -249,6 +250,20 @@ class LabHost:
 
     def iptables_save(self, six: bool = False) -> str:
         return self.sh("ip6tables-save" if six else "iptables-save").stdout
+
+    def rules(self, save: str = "iptables-save") -> str:
+        """`save`'s output without its "# Generated/Completed ... <time>" lines and with the
+        packet counters zeroed: equal exactly when the rules are (for byte comparisons)."""
+        out = self.sh(save).stdout
+        lines = [re.sub(r"\[\d+:\d+\]", "[0:0]", ln) for ln in out.splitlines()
+                 if not ln.startswith("#")]
+        return "\n".join(lines) + "\n"
+
+    def sshd_sessions(self) -> list[int]:
+        """The per-connection sshd processes (not the listener)."""
+        listener = int((self.workdir / "sshd.pid").read_text().split()[0]) \
+            if (self.workdir / "sshd.pid").exists() else None
+        return [p for p in self.pids() if self._comm(p) == "sshd" and p != listener]
 
     def listening(self) -> set[int]:
         out = self.sh("ss", "-Hltn").stdout

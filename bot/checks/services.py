@@ -30,7 +30,16 @@ from bot.checks.parse import parse_systemctl_status as parse_units
 from bot.checks.served import Served, serve_map
 from bot.checks.service_findings import config_lines, container_findings, port_findings
 from bot.checks.units import restart_command, state_units, unit_name
-from bot.models import INBOUND_PORTS, Command, Finding, Fix, PortKey, PortUpdate
+from bot.models import (
+    INBOUND_PORTS,
+    BackupSpec,
+    Command,
+    Finding,
+    Fix,
+    PortKey,
+    PortUpdate,
+    Precondition,
+)
 
 SS = ("ss", "-Hltnp")
 LSOF = ("lsof", "-nP", "-iTCP", "-sTCP:LISTEN")
@@ -118,9 +127,16 @@ def running(inp: CheckInput, daemons: list[str], found: list[Listener] | None,
 def restart_fix(daemon: str, inp: CheckInput) -> Fix:
     unit = unit_name(daemon, inp.facts.distro_family)
     cmd = restart_command(daemon, inp.facts.distro_family, inp.facts.systemd)
+    if inp.facts.systemd:  # the unit that says whether it runs (Postfix: postfix@-)
+        down = ["systemctl", "is-active", "--quiet", f"{state_units(daemon, inp.facts.distro_family)[0]}.service"]
+    else:
+        down = [f"/etc/init.d/{unit}", "status"]
+    still_down = Precondition(argv=down, expect_exit=None, expect_failure=True,
+                              description=f"{unit} is still down (nobody restarted it meanwhile)")
     return Fix(id=f"service-restart-{unit}", kind="service", summary=f"Restart {unit}",
-               label=f"Restart {unit}", commands=[cmd], rollback=[], backend="systemd" if inp.facts.systemd else "sysvinit",
-               findings=["service.down"])
+               label=f"Restart {unit}", commands=[cmd], rollback=[],
+               backend="systemd" if inp.facts.systemd else "sysvinit", findings=["service.down"],
+               preconditions=[still_down], backup=BackupSpec())
 
 
 class Services(Check):

@@ -45,6 +45,18 @@ def test_nft_is_restored_atomically_and_test_loaded_with_nft_c():
     assert [s.argv for s in instead.restore] == [tuple(spec.undo[0])] and not instead.test
 
 
+def test_an_nft_table_is_saved_and_restored_on_its_own():
+    spec = BackupSpec(nft_tables=["inet mailfw"], guard=True)
+    bp = backup_for(fw(spec, ["nft", "insert", "rule", "inet", "mailfw", "input", "accept"]), "/b", "h", "c")
+    path = f"{bp.directory}/table.inet.mailfw.nft"
+    assert bp.take[1].argv[-3:] == ("inet", "mailfw", path)
+    assert [s.argv for s in bp.test] == [("nft", "-c", "-f", path)]
+    assert [s.argv for s in bp.restore] == [("nft", "-f", path)]
+    assert [c.argv for c in bp.dump] == [("nft", "list", "table", "inet", "mailfw")]
+    with pytest.raises(ValidationError):
+        BackupSpec(nft_tables=["inet mail fw; flush ruleset"])
+
+
 def test_paths_come_back_first_and_reload_runs_last():
     spec = BackupSpec(compare=["nft"], paths=["/etc/firewalld"],
                       reload=[["firewall-cmd", "--reload"]], guard=True)

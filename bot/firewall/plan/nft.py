@@ -188,9 +188,11 @@ class NftPlanner(Planner):
         return [change.command()], [change.rollback()]
 
     def backup(self, changes: list[NftChange]) -> BackupSpec:
-        """The whole nft ruleset, guarded; where it would not load (xt rules), the exact
-        per-rule undo guards instead."""
-        return BackupSpec(rulesets=["nft"], guard=True)
+        """The native tables it edits, each saved and restored on its own (the other tables,
+        iptables-nft's xt rules and fail2ban's bans among them, are left alone), guarded;
+        should one not load, the exact per-rule undo guards instead."""
+        return BackupSpec(nft_tables=list(dict.fromkeys(f"{c.family} {c.table}" for c in changes)),
+                          guard=True)
 
     def preconditions(self, ruleset: Ruleset, changes: list[NftChange], notes: list[str]
                       ) -> list[Precondition] | None:
