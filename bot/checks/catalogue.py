@@ -116,6 +116,14 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
          "other domains' MX hosts."),
     Code("dns.resolver_none", "resolver", "warning",
          "/etc/resolv.conf names no nameserver: the resolver library asks 127.0.0.1."),
+    Code("vantage.disagrees", "vantage", "warning",
+         "A vantage point (inventory `vantage: true`) and mailcheck got different answers on a port "
+         "(e.g. open from the vantage point, filtered from mailcheck): the summary names both views, "
+         "with their source addresses. A block on one path only (guide step 5, outside the host), or "
+         "a host firewall rule for one source alone.", role="symptom"),
+    Code("vantage.failed", "vantage", "warning",
+         "A vantage point could not probe (SSH failed, the probe's output unreadable): its view "
+         "is missing.", role="note"),
     Code("dns.resolver_unknown", "resolver", "warning",
          "The host's resolver could not be tested (resolv.conf unreadable, dig missing).", role="note"),
     Code("dns.resolver_delays_greeting", "resolver", "warning",
@@ -131,7 +139,12 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
     Code("firewall.prober_banned", "firewall", "error",
          "The firewall bans the prober's address (fail2ban & co.), not the port."),
     Code("firewall.source_specific", "firewall", "warning",
-         "The verdict for the prober differs from the one for a generic internet source."),
+         "The verdict for the prober differs from the one for source addresses in general (the "
+         "verdict covering the most addresses)."),
+    Code("firewall.address_exceptions", "firewall", "info",
+         "Some peer address ranges get another verdict than addresses in general, e.g. a deny list: "
+         "\"blocked for 192.0.2.0/24 (rule ...)\" (inbound: sources; outbound: destinations); or they "
+         "were too many to list.", role="note"),
     Code("firewall.unknown", "firewall", "warning",
          "The evaluator cannot tell what the firewall does to these ports.", role="note"),
     Code("firewall.fix_not_planned", "firewall", "info",
