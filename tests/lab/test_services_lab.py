@@ -81,8 +81,8 @@ async def test_postfix_host_through_every_guide_step(labhost, tmp_path):
     lab = Lab(labhost, tmp_path)
     report = await lab.check()
     steps = {s.name: s.status for s in report.steps}
-    # the guide's steps (with outbound, resolver and provider, issue 15), then DNS and reputation (issue 12)
-    assert list(steps) == ["tools", "services", "ports", "outbound", "resolver", "firewall", "provider",
+    # the guide's steps (with vantage, outbound, resolver and provider, issue 15), then DNS and reputation (issue 12)
+    assert list(steps) == ["tools", "services", "ports", "vantage", "outbound", "resolver", "firewall", "provider",
                            "conclusion", "dns", "reputation"]
     for family in ("ipv4", "ipv6"):
         ports = inbound(report, family)
