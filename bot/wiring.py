@@ -40,7 +40,9 @@ class Wiring:
         """The check engine; `local`: run the commands on this machine (`check --local`);
         `outbound_target`: the optional outbound test's address."""
         if local or outbound_target is not None:
-            connect = (lambda h: LocalTransport(h.name)) if local else self.connect
+            connect = (lambda h: LocalTransport(h.name, max_output=self.settings.max_output,
+                                                max_host_output=self.settings.max_host_output)
+                       ) if local else self.connect
             return Engine(self.settings, self.inventory, transport_factory=connect,
                           outbound_target=outbound_target)
         return self._default_engine

@@ -24,8 +24,16 @@ class Settings(BaseSettings):
     command_timeout: float = 20.0
     keepalive_interval: float = 15.0
     max_channels: int = 8
+    # output kept from a host, in bytes: of each command's stdout (and stderr; a longer one is
+    # not read, and the command counts as failed), and of one batch in all (else an error)
+    max_output: int = Field(8 << 20, ge=4096)
+    max_host_output: int = Field(32 << 20, ge=4096)
     # outside probes
     probe_timeout: float = 4.0
+    # fleets (`mailcheck check group:NAME | tag:NAME | all`): hosts checked at once, and each
+    # host's deadline for its whole check (None: host_deadline_or_default())
+    fleet_concurrency: int = Field(50, ge=1)
+    host_deadline: float | None = Field(None, gt=0)
     # Slack
     slack_bot_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "MAILCHECK_SLACK_BOT_TOKEN")
@@ -49,3 +57,11 @@ class Settings(BaseSettings):
     db_path: Path = Path("mailcheck.db")
     backup_dir: Path = Path("/var/backups/mailcheck")  # on the host: rule backups before a fix
     lock_wait: float = 30.0  # seconds a fix waits for another fix on the same host
+
+    def host_deadline_or_default(self) -> float:
+        """A host's deadline in a fleet: host_deadline, or the most its own timeouts allow
+        (two SSH connects for a jump host, the two batches' budgets, three probe timeouts
+        for a connect, a greeting and EHLO) - a host within its timeouts is never cut."""
+        if self.host_deadline is not None:
+            return self.host_deadline
+        return 2 * self.connect_timeout + 2 * (self.command_timeout + 10) + 3 * self.probe_timeout
