@@ -63,3 +63,39 @@ def test_a_host_named_like_a_selector_is_refused_at_load(tmp_path, name):
     f.write_text(f"hosts:\n  '{name}':\n    address: 198.18.0.2\n")
     with pytest.raises(ConfigError, match="reads as a selection of hosts"):
         load_inventory(f)
+
+
+def test_the_cli_refuses_a_bad_selection_before_connecting_anywhere(tmp_path):
+    from tests.unit.test_cli import mailcheck
+
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text("hosts:\n  mx1: {address: 198.18.200.2, tags: [eu]}\ngroups:\n  mail: [mx1]\n")
+    for target, message in (("group:mial", "no group 'mial' in the inventory (groups: mail)"),
+                            ("tag:us", "no inventory host has tag 'us' (tags: eu)"),
+                            ("tag:", "malformed selector 'tag:': expected all, group:NAME or tag:NAME")):
+        r = mailcheck("check", target, inventory=inv)
+        assert r.returncode == 2 and r.stdout == ""
+        assert r.stderr == f"mailcheck: {message}\n"  # nothing checked, nothing else said
+    r = mailcheck("check", "all", "--local", inventory=inv)
+    assert r.returncode == 2 and "--local are for one ad-hoc host" in r.stderr
+    r = mailcheck("fix", "group:mail", inventory=inv)
+    assert r.returncode == 2 and "a fix is made one host at a time" in r.stdout + r.stderr
+
+
+def test_the_fd_soft_limit_is_raised_to_the_hard_limit_and_said():
+    """In a child whose soft limit is 256 (the hard limit unchanged)."""
+    import resource
+    import subprocess
+    import sys
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    code = ("from bot.fleet import raise_nofile, fitting_concurrency; import resource\n"
+            "got = raise_nofile(); print(got.describe());"
+            "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0]);"
+            "print(fitting_concurrency(50, 256, in_use=10))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+    said, soft, fit = r.stdout.splitlines()
+    expected = hard if hard != resource.RLIM_INFINITY else int(open("/proc/sys/fs/nr_open").read())
+    assert said == f"file descriptors: soft limit raised from 256 to {expected}" and int(soft) == expected
+    assert int(fit) == (256 - 10 - 64) // 16  # 11 hosts fit in 256 descriptors, not 50
