@@ -282,11 +282,14 @@ class SSHTransport:
         argv = ["sudo", "-n", "sh", "-c", script] if self.host.use_sudo else ["sh", "-c", script]
         async with self._channels:
             try:
-                async with await conn.create_process(shlex.join(argv), encoding=None,
-                                                     stdin=asyncssh.DEVNULL) as proc:
-                    return tuple(await asyncio.gather(
-                        read_capped(proc.stdout, self.max_host_output, self.name),
-                        read_capped(proc.stderr, self.max_host_output, self.name)))
+                proc = await conn.create_process(shlex.join(argv), encoding=None, stdin=asyncssh.DEVNULL)
+                try:
+                    out = await asyncio.gather(read_capped(proc.stdout, self.max_host_output, self.name),
+                                               read_capped(proc.stderr, self.max_host_output, self.name))
+                finally:
+                    proc.close()  # not waited for on a failure: closing the connection ends it
+                await proc.wait_closed()
+                return out[0], out[1]
             except (asyncssh.ConnectionLost, asyncssh.DisconnectError, BrokenPipeError) as e:
                 self._conn = None
                 raise ConnectionLost(f"connection dropped: {e}", host=self.name) from e

@@ -105,7 +105,10 @@ async def check_fleet(engine: Checker, hosts: Sequence[Host], *, concurrency: in
 
     async def worker() -> None:
         for host in todo:  # one shared iterator: each host once, in order
-            await results.put(await check_host(engine, host, deadline=deadline, steps=steps))
+            result, leftover = await _check_host(engine, host, deadline=deadline, steps=steps)
+            await results.put(result)
+            if leftover is not None:  # past its deadline: reported; its slot frees once it closed
+                await asyncio.wait({leftover}, timeout=GRACE)
 
     workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(hosts)))]
     try:
@@ -133,6 +136,16 @@ async def run_fleet(engine: Checker, hosts: Sequence[Host], *, concurrency: int,
 async def check_host(engine: Checker, host: Host, *, deadline: float,
                      steps: Sequence[str] | None = None) -> HostResult:
     """One host's check within `deadline` seconds; never raises (but CancelledError)."""
+    result, leftover = await _check_host(engine, host, deadline=deadline, steps=steps)
+    if leftover is not None:
+        await asyncio.wait({leftover}, timeout=GRACE)
+    return result
+
+
+async def _check_host(engine: Checker, host: Host, *, deadline: float,
+                      steps: Sequence[str] | None) -> tuple[HostResult, asyncio.Task | None]:
+    """The result, at the latest at the deadline; and the check, cancelled but perhaps still
+    closing its connection, when the deadline cut it (else None)."""
     start = time.monotonic()
     seen: list[Report] = []
 
@@ -140,25 +153,24 @@ async def check_host(engine: Checker, host: Host, *, deadline: float,
         seen[:] = [report]
 
     task = asyncio.create_task(engine.check(host, steps=steps, progress=progress))
+    leftover = None
     try:
         done, _ = await asyncio.wait({task}, timeout=deadline)
         if not done:
-            partial = seen[0].model_copy(deep=True) if seen else None
+            report = past_deadline(host, seen[0].model_copy(deep=True) if seen else None,
+                                   deadline, steps)
             task.cancel()
-            await asyncio.wait({task}, timeout=GRACE)
-            report = past_deadline(host, partial, deadline, steps)
+            leftover = task
         else:
             report = task.result()
     except asyncio.CancelledError:
+        task.cancel()
         raise
     except Exception as e:  # noqa: BLE001 - one host's crash is that host's error
         why = str(e) if isinstance(e, MailcheckError) else f"the check crashed ({type(e).__name__}: {e})"
         report = failed(host, why if why.startswith(f"host {host.name}") else f"host {host.name}: {why}",
                         steps)
-    finally:
-        if not task.done():
-            task.cancel()
-    return HostResult.of(report, time.monotonic() - start)
+    return HostResult.of(report, time.monotonic() - start), leftover
 
 
 def past_deadline(host: Host, partial: Report | None, deadline: float,
