@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import time
 from argparse import Namespace
 from contextlib import aclosing
@@ -26,7 +27,8 @@ from bot.wiring import Wiring
 from config.inventory import Host, Inventory
 from config.settings import Settings
 
-SLOW = 0.05  # generous margin on a shared 2-core machine for "about N seconds" assertions
+# Timing claims are relative (this before that) or bounded far below the alternative they
+# rule out (sequential, blocked by a slow host), so a loaded 2-core machine does not fail them.
 
 
 def finding(code: str, severity: str, step: str, summary: str) -> Finding:
@@ -103,7 +105,7 @@ async def test_at_most_concurrency_hosts_at_a_time_in_the_inventory_order():
     got = await collect(engine, hosts(*names), concurrency=4, deadline=5)
     elapsed = time.monotonic() - t0
     assert engine.most == 4
-    assert 0.6 <= elapsed < 0.6 + 6 * SLOW  # three waves of four
+    assert 0.6 <= elapsed < 1.4  # three waves of four (one at a time: 2.4 s)
     starts = sorted(names, key=lambda n: engine.spans[n][0])
     assert starts[:4] == names[:4] and set(starts[4:8]) == set(names[4:8])
     assert sorted(r.host for _, r in got) == sorted(names)
@@ -114,9 +116,8 @@ async def test_results_arrive_as_each_host_finishes():
     got = await collect(engine, hosts("a", "b", "c"), concurrency=50, deadline=5)
     assert [r.host for _, r in got] == ["b", "c", "a"]
     (tb, b), (tc, _), (ta, _) = got
-    assert tb < 0.1 + 2 * SLOW and tc < 0.3 + 2 * SLOW  # handed over while "a" still runs
-    assert 0.6 <= ta < 0.6 + 2 * SLOW
-    assert b.verdict == "ok" and b.error is None and 0.1 <= b.duration < 0.1 + 2 * SLOW
+    assert tb + 0.3 < ta and tc + 0.1 < ta  # handed over while "a" still ran
+    assert ta >= 0.6 and b.verdict == "ok" and b.error is None and 0.1 <= b.duration < ta
 
 
 async def test_a_host_past_its_deadline_is_reported_then_and_holds_back_no_one():
@@ -126,11 +127,11 @@ async def test_a_host_past_its_deadline_is_reported_then_and_holds_back_no_one()
     t0 = time.monotonic()
     got = await collect(engine, hosts("slow", "fast1", "fast2", "late"), concurrency=2, deadline=1.0)
     elapsed = time.monotonic() - t0
-    assert elapsed < 1.0 + 4 * SLOW  # the slow host's deadline, not its 30 s
+    assert elapsed < 2.5  # the slow host's deadline, not its 30 s
     order = [r.host for _, r in got]
     assert order == ["fast1", "fast2", "late", "slow"]  # the slow host's slot never blocked them
     t_slow, slow = got[-1]
-    assert 1.0 <= t_slow < 1.0 + 4 * SLOW and engine.cancelled == ["slow"]
+    assert 1.0 <= t_slow < 2.5 and engine.cancelled == ["slow"]
     # the step it finished in time is kept, with its finding; the others say why they are missing
     by = {s.name: s for s in slow.report.steps}
     assert [s.name for s in slow.report.steps] == list(STEPS)
@@ -162,7 +163,7 @@ async def test_stopping_early_cancels_the_checks_still_running():
     t0 = time.monotonic()
     async with aclosing(check_fleet(engine, hosts("a", "b", "c"), concurrency=3, deadline=10)) as rs:
         first = await anext(rs)
-    assert first.host == "a" and time.monotonic() - t0 < 0.5
+    assert first.host == "a" and time.monotonic() - t0 < 2.5  # not the 5 s of b and c
     assert sorted(engine.cancelled) == ["b", "c"] and engine.running == 0
 
 
@@ -255,24 +256,24 @@ async def test_json_streams_one_report_per_line_as_hosts_finish(capsys):
     assert [r["host"] for r in reports] == ["mx2", "mx3", "mx1"]
     assert reports[0]["verdict"] == "broken" and reports[0]["exit_code"] == 1
     assert reports[0]["findings"][0]["summary"] == "INPUT drops 25"
-    assert out.times[0] < 0.1 + 3 * SLOW and out.times[2] >= 0.8  # written when each finished
+    assert out.times[0] + 0.4 < out.times[2] and out.times[2] >= 0.8  # written as each finished
     err = capsys.readouterr().err
     assert err.startswith("checking 3 hosts (group:mail), 3 at a time, each within ")
-    assert "[1/3] mx2   BROKEN     0.1s  INPUT drops 25" in err
+    assert re.search(r"^\[1/3\] mx2   BROKEN +\d+\.\ds  INPUT drops 25$", err, re.M)
     assert "3 hosts in " in err and "2 ok; 1 broken (mx2)" in err
 
 
 async def test_the_table_prints_rows_as_hosts_finish_then_the_summary():
-    c, out = console({"mx1": Script(0.3, raises=UnreachableError("refused", host="mx1")),
+    c, out = console({"mx1": Script(0.6, raises=UnreachableError("refused", host="mx1")),
                       "mx2": Script(0.1)}, INVENTORY)
     assert await cmd_check_fleet(args("tag:eu"), c) == 2
-    lines = out.getvalue().splitlines()
+    lines = [re.sub(r"\d+\.\ds", "T", line) for line in out.getvalue().splitlines()]
     assert lines[0] == "HOST  VERDICT    TIME  TOP CAUSE"
-    assert lines[1] == "mx2   ok         0.1s  mail can flow"
-    assert lines[2] == "mx1   ERROR      0.3s  host mx1: refused"
+    assert lines[1] == "mx2   ok         T  mail can flow"
+    assert lines[2] == "mx1   ERROR      T  host mx1: refused"
     assert lines[3].startswith("2 hosts in ") and lines[3].endswith(
         "1 ok; 1 could not be checked (mx1)")
-    assert out.times[1] < 0.3
+    assert out.times[1] + 0.3 < out.times[2]
 
 
 async def test_host_derived_text_cannot_drive_the_terminal():
@@ -300,7 +301,7 @@ async def test_the_deadline_and_concurrency_come_from_the_settings(capsys):
                      host_deadline=0.5, fleet_concurrency=2)
     t0 = time.monotonic()
     assert await cmd_check_fleet(args("all", json_out=True), c) == 2
-    assert time.monotonic() - t0 < 0.5 + 4 * SLOW
+    assert time.monotonic() - t0 < 2.5  # mx1's deadline, not its 5 s
     assert "3 hosts (all), 2 at a time, each within 0.5 s" in capsys.readouterr().err
     last = json.loads(out.getvalue().splitlines()[-1])
     assert last["host"] == "mx1" and last["verdict"] == "error"
