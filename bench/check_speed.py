@@ -1,14 +1,27 @@
-"""Check speed: a full Engine.check vs the guide run as a plain shell script.
+"""Check speed: a full Engine.check vs the guide run as a plain shell script, and
+what the DNS steps add to it.
 
 On one lab host (network namespace, real sshd/exim/dovecot) whose mail ports
-are all filtered (iptables and ip6tables DROP in INPUT), time:
+are all filtered (iptables and ip6tables DROP in INPUT), attached to the DNS lab
+(tests/dnslab.py: its resolver is the host's and mailcheck's), time, in each round:
 
-  mailcheck  Engine.check(host): one SSH connection, two batches, every probe
-             concurrent (IPv4 and IPv6, 5 ports each), timeout T per probe;
+  ssh        the SSH steps alone (tools, services, firewall): connect and the
+             round trips, no probe, no DNS: "the SSH round trip";
+  no-dns     Engine.check(host) without the dns and reputation steps: one SSH
+             connection, every probe concurrent (IPv4 and IPv6, 5 ports each),
+             timeout T per probe;
+  dns        the full Engine.check(host), dns and reputation included: the
+             host's domain (example.test: MX, SPF, DMARC, PTR in the lab),
+             its addresses in three lab DNSBL zones, lookups concurrent with
+             SSH and the probes;
+  dns-silent the same with MAILCHECK_RESOLVERS a lab address nobody answers
+             at and MAILCHECK_DNS_TIMEOUT = T: one resolver timeout at most;
   guide      the guide's steps as a shell script: one `ssh` per command
              (lsof -i:25, lsof -i:143, systemctl status x2, ufw status,
              iptables -L, ip6tables -L), then `nc -vz -w T` per port and
              family, one after another.
+
+The bound (issue 12): dns <= 1.3 x (T + ssh), compared within each round.
 
 Usage (root): python3 bench/check_speed.py [--timeout T] [--runs N]
 """
@@ -27,11 +40,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.checks.ports import read_nc_output  # noqa: E402
+from bot.checks.registry import all_checks  # noqa: E402
 from bot.engine import Engine  # noqa: E402
 from bot.models import INBOUND_PORTS  # noqa: E402
 from config.inventory import Host, Inventory  # noqa: E402
 from config.settings import Settings  # noqa: E402
+from tests import dnslab  # noqa: E402
+from tests.lab.dnsworld import ptr_zone, world  # noqa: E402
 from tests.labhost import make_client_key, make_host, missing_prerequisites  # noqa: E402
+
+DOMAIN = "example.test"
+SSH_STEPS = ("tools", "services", "firewall")
 
 GUIDE_COMMANDS = (["lsof", "-i:25"], ["lsof", "-i:143"], ["systemctl", "status", "exim4"],
                   ["systemctl", "status", "dovecot"], ["ufw", "status"],
@@ -54,13 +73,37 @@ def guide_script(lab, key: Path, timeout: float) -> tuple[float, dict]:
     return time.monotonic() - t0, verdicts
 
 
-def engine_check(lab, key: Path, timeout: float) -> tuple[float, dict]:
-    settings = Settings(probe_timeout=timeout, _env_file=None)
-    host = Host(name=f"mx{lab.index}", address=lab.ip, identity_file=key, known_hosts=lab.known_hosts)
+def engine_check(lab, key: Path, timeout: float, mode: str, dns: dnslab.DnsLab) -> tuple[float, dict | None]:
+    silent = f"198.18.{dns.index}.99"  # routed to the DNS lab, where no one has it: no answer
+    settings = Settings(_env_file=None, probe_timeout=timeout, dns_timeout=timeout if mode == "dns-silent" else 3,
+                        resolvers=silent if mode == "dns-silent" else dns.resolver,
+                        dnsbl_zones="bl.test,bl2.test,bl3.test", ca_file=dns.ca_file)
+    checks = {"ssh": [c for c in all_checks() if c.name in SSH_STEPS],
+              "no-dns": [c for c in all_checks() if c.name not in ("dns", "reputation")]}.get(mode)
+    host = Host(name=f"mx{lab.index}", address=lab.ip, identity_file=key, known_hosts=lab.known_hosts,
+                domains=[DOMAIN])
     t0 = time.monotonic()
-    report = asyncio.run(Engine(settings, Inventory()).check(host))
+    report = asyncio.run(Engine(settings, Inventory(), checks=checks).check(host))
+    elapsed = time.monotonic() - t0
+    steps = {s.name: s for s in report.steps}
+    if mode == "dns":  # the lab answered: real conclusions, no lookup failed
+        assert steps["dns"].summary.startswith(f"{DOMAIN}: ") and "lookup_failed" not in steps["dns"].summary, \
+            steps["dns"].summary
+        assert "not listed" in steps["reputation"].summary, steps["reputation"].summary
+    if mode == "dns-silent":
+        assert "lookup_failed" in steps["dns"].summary, steps["dns"].summary
     verdicts = {(p.family, p.port): p.outside for p in report.ports if p.direction == "inbound"}
-    return time.monotonic() - t0, verdicts
+    return elapsed, verdicts if mode != "ssh" else None  # no probe in the SSH-only run
+
+
+def dns_world(dns: dnslab.DnsLab, lab) -> None:
+    zone = dnslab.Zone(DOMAIN, f"@ MX 10 mail\nmail A {lab.ip}\nmail AAAA {lab.ip6}\n"
+                               '@ TXT "v=spf1 mx -all"\n_dmarc TXT "v=DMARC1; p=reject"', signed=False)
+    zones = {z: dict(dnslab.TEST_ENTRIES) for z in ("bl.test", "bl2.test", "bl3.test")}
+    world(dns, zone, ptr_zone(lab.ip, f"mail.{DOMAIN}"), ptr_zone(lab.ip6, f"mail.{DOMAIN}"), dnsbl=zones)
+
+
+MODES = ("ssh", "no-dns", "dns", "dns-silent", "guide")
 
 
 def main() -> int:
@@ -68,31 +111,50 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=4.0, help="probe / nc -w timeout (s)")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    if missing := missing_prerequisites():
+    if missing := missing_prerequisites() + dnslab.missing_prerequisites():
         print("needs: " + ", ".join(missing), file=sys.stderr)
         return 2
     key = make_client_key(Path(tempfile.mkdtemp(prefix="mailcheck-bench-")))
-    lab = make_host(key)
+    dns = dnslab.DnsLab().start()
+    lab = None
     try:
+        lab = make_host(key, resolver=dns.resolver)
+        dns.attach(lab)
+        dns_world(dns, lab)
         lab.start_exim("public")
         lab.start_dovecot(tls=True)
         for tool in ("iptables", "ip6tables"):
             lab.sh(tool, "-A", "INPUT", "-p", "tcp", "-m", "multiport",
                    "--dports", "25,465,587,143,993", "-j", "DROP")
-        times = {"mailcheck": [], "guide": []}
+        times: dict[str, list[float]] = {m: [] for m in MODES}
         for _ in range(args.runs):
-            for name, fn in (("mailcheck", engine_check), ("guide", guide_script)):
-                elapsed, verdicts = fn(lab, key, args.timeout)
-                assert set(verdicts.values()) == {"filtered"}, (name, verdicts)
-                times[name].append(elapsed)
+            for mode in MODES:
+                if mode == "guide":
+                    elapsed, verdicts = guide_script(lab, key, args.timeout)
+                else:
+                    elapsed, verdicts = engine_check(lab, key, args.timeout, mode, dns)
+                assert verdicts is None or set(verdicts.values()) == {"filtered"}, (mode, verdicts)
+                times[mode].append(elapsed)
     finally:
-        lab.close()
+        if lab is not None:
+            lab.close()
+        dns.close()
+    report(times, args.timeout, args.runs)
+    return 0
+
+
+def report(times: dict[str, list[float]], timeout: float, runs: int) -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"probe timeout T = {args.timeout:g}s, {args.runs} runs, 10 filtered ports (5 x IPv4, IPv6)")
+    print(f"probe timeout T = {timeout:g}s, {runs} runs, 10 filtered ports (5 x IPv4, IPv6)")
     for name, values in times.items():
         print(f"{name:10} median {med[name]:6.2f}s  runs: {', '.join(f'{v:.2f}' for v in values)}")
-    print(f"ratio guide / mailcheck: {med['guide'] / med['mailcheck']:.1f}x")
-    return 0
+    ratios = [d / (timeout + s) for d, s in zip(times["dns"], times["ssh"], strict=True)]
+    silent = [d / (timeout + s) for d, s in zip(times["dns-silent"], times["ssh"], strict=True)]
+    print(f"dns / (T + ssh), per round: {', '.join(f'{r:.2f}' for r in ratios)} (bound 1.30)")
+    print(f"dns-silent / (T + ssh), per round: {', '.join(f'{r:.2f}' for r in silent)}")
+    print(f"dns - no-dns, per round: "
+          f"{', '.join(f'{d - n:+.2f}s' for d, n in zip(times['dns'], times['no-dns'], strict=True))}")
+    print(f"ratio guide / mailcheck (dns): {med['guide'] / med['dns']:.1f}x")
 
 
 if __name__ == "__main__":

@@ -16,10 +16,13 @@ import asyncio
 import platform
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import aiohttp
 
+from bot.store import SQLiteStore
 from tests.slack.conftest import ScriptedEngine, sign, slash_body, start_served
 from tests.slack.fake_slack import FakeSlack
 
@@ -43,13 +46,15 @@ async def serve_child(fake_url: str) -> None:
     """The bot process: serve until stdin closes; print the port, then the checks run."""
     fake = FakeSlack()
     fake.url = fake_url
-    served = await start_served(fake, ScriptedEngine(delay=0.1), interval=1.0)
-    print(served.url, flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    await served.settle()
-    print(len(served.engine.calls), flush=True)
-    served.stop.set()
-    await served.task
+    with tempfile.TemporaryDirectory(prefix="mailcheck-bench-") as tmp:
+        served = await start_served(fake, ScriptedEngine(delay=0.1), interval=1.0,
+                                    store=SQLiteStore(Path(tmp) / "mc.db"))
+        print(served.url, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await served.settle()
+        print(len(served.engine.calls), flush=True)
+        served.stop.set()
+        await served.task
 
 
 async def bench(rounds: int, concurrency: int) -> dict:

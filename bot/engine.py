@@ -1,9 +1,9 @@
 """The check engine: the registered steps on one host, over SSH and from outside.
 
 The engine knows no step by name. It orders the checks by what they need
-(bot.checks.base.dependency_order), gathers their inputs (bot/gather.py: SSH and the
-outside probes, concurrently) and evaluates each check as soon as the inputs it
-declared are in, so progress reports arrive as the steps finish: the SSH steps when
+(bot.checks.base.dependency_order), gathers their inputs (bot/gather.py: SSH, the
+outside probes and the checks' own DNS lookups, concurrently) and evaluates each check
+as soon as the inputs it declared are in, so progress reports arrive as the steps finish: the SSH steps when
 the batch is back, even while the probes still wait on a filtered port. The report
 itself lists the steps in the guide's order. A transport failure or a crashing check
 becomes that step's error (naming host and step); the other steps still report.
@@ -11,19 +11,21 @@ becomes that step's error (naming host and step); the other steps still report.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from bot.checks.base import Check, CheckInput, StepOutcome, closure, dependency_order
+from bot.checks.base import Check, CheckContext, CheckInput, StepOutcome, closure, dependency_order
 from bot.checks.registry import all_checks
+from bot.diagnosis import correlate, verdict_causes, with_ids
 from bot.errors import TargetError
 from bot.gather import Gather
 from bot.models import PortStatus, Report, StepResult
 from bot.probes import Prober
 from bot.transport import Connect, ssh_connect
-from config.inventory import Host, Inventory
+from config.inventory import Host, Inventory, valid_domain
 from config.settings import Settings
 
 Progress = Callable[[StepResult, Report], Awaitable[None]]
@@ -33,7 +35,9 @@ class Checker(Protocol):
     """What the Slack side and fix verification need of an engine: one check of a host."""
 
     async def check(self, host: Host, *, steps: Sequence[str] | None = None,
-                    progress: Progress | None = None) -> Report: ...
+                    progress: Progress | None = None, domains: Sequence[str] | None = None) -> Report: ...
+
+    async def check_domain(self, domain: str, *, progress: Progress | None = None) -> Report: ...
 
 
 class Engine:
@@ -63,12 +67,28 @@ class Engine:
         return [c for c in self.checks if c.name in needed], chosen
 
     async def check(self, host: Host, *, steps: Sequence[str] | None = None,
-                    progress: Progress | None = None) -> Report:
+                    progress: Progress | None = None, domains: Sequence[str] | None = None) -> Report:
+        """`domains`: the mail domains to check (`--domain`), instead of the inventory's."""
         checks, report_names = self.select(steps)
-        run = _Run(self, host, checks, report_names)
+        named = tuple(domains or host.domains)
+        source = "--domain" if domains else "inventory" if host.domains else ""
+        ctx = CheckContext(outbound_target=self.outbound_target, domains=named,
+                           domains_source=source, settings=self.settings)
+        return await self._run(host, checks, report_names, ctx, progress)
+
+    async def check_domain(self, domain: str, *, progress: Progress | None = None) -> Report:
+        """The checks that can run on a mail domain alone (`mailcheck dns DOMAIN`): no
+        host, no SSH, no probes. TargetError for a name that is not a domain."""
+        name = valid_domain(domain)
+        checks = [c for c in self.checks if c.domain_only]
+        ctx = CheckContext(domains=(name,), domains_source="command", settings=self.settings)
+        return await self._run(None, checks, {c.name for c in checks}, ctx, progress)
+
+    async def _run(self, host: Host | None, checks: list[Check], report_names: set[str],
+                   ctx: CheckContext, progress: Progress | None) -> Report:
         gather = Gather(host, checks, connect=self.transport_factory, prober=self.prober,
-                        command_timeout=self.settings.command_timeout,
-                        outbound_target=self.outbound_target)
+                        command_timeout=self.settings.command_timeout, context=ctx)
+        run = _Run(self, gather.input(), checks, report_names)
         try:
             await gather.start()
             pending = list(checks)
@@ -90,16 +110,18 @@ class Engine:
 class _Run:
     """The outcomes of one check run so far, and the report built from them."""
 
-    def __init__(self, engine: Engine, host: Host, checks: list[Check], report_names: set[str]) -> None:
-        self.engine, self.host, self.checks, self.report_names = engine, host, checks, report_names
+    def __init__(self, engine: Engine, target: CheckInput, checks: list[Check], report_names: set[str]) -> None:
+        """`target`: whom the run checks (its host_name and address)."""
+        self.engine, self.name, self.checks, self.report_names = engine, target.host_name, checks, report_names
         self.start = time.monotonic()
         self.outcomes: dict[str, StepOutcome] = {}
         self.steps: dict[str, StepResult] = {}
-        self.report = Report(host=host.name, address=host.address)
+        self.report = Report(host=target.host_name, address=target.address)
 
     def evaluate(self, check: Check, gather: Gather) -> StepResult | None:
         """Evaluate `check` on its inputs; the step result when it is reported, else None."""
         outcome = self._outcome(check, gather)
+        outcome.findings = with_ids(check.name, outcome.findings)
         self.outcomes[check.name] = outcome
         if check.name in self.report_names:
             self.steps[check.name] = StepResult(
@@ -110,19 +132,17 @@ class _Run:
         return self.steps.get(check.name)
 
     def _outcome(self, check: Check, gather: Gather) -> StepOutcome:
-        where = f"host {self.host.name} step {check.name}"
+        where = f"host {self.name} step {check.name}"
         if gather.ssh_error is not None and check.ssh == "required":
             return StepOutcome("error", f"could not run: {gather.ssh_error}",
                                error=f"{where}: {gather.ssh_error}")
         needs = [c.name for c in self.checks if c.name in closure(self.checks, check.needs)]
-        inp = CheckInput(self.host.name, self.host.address, gather.results, gather.facts,
-                         addresses=dict(gather.addresses),
-                         probes=gather.probes() if check.uses_probes else None,
-                         ports=_ports(gather.base_ports(), [self.outcomes[n] for n in needs]),
-                         prior={n: self.outcomes[n] for n in needs},
-                         outbound_target=self.engine.outbound_target, sources=dict(gather.sources),
-                         ssh_error=gather.ssh_error if check.ssh != "none" else None)
+        inp = dataclasses.replace(
+            gather.input(check), ports=_ports(gather.base_ports(), [self.outcomes[n] for n in needs]),
+            prior={n: self.outcomes[n] for n in needs}, outbound_target=self.engine.outbound_target)
         try:
+            if (e := gather.lookup_error(check)) is not None:
+                raise e
             outcome = check.evaluate(inp)
         except Exception as e:  # noqa: BLE001 - one broken check must not hide the others
             msg = f"{where}: the check crashed ({type(e).__name__}: {e})"
@@ -138,7 +158,8 @@ class _Run:
         reported = [n for n in done if n in self.steps]
         r = self.report
         r.steps = [self.steps[n] for n in reported]
-        r.findings = [f for n in reported for f in self.outcomes[n].findings]
+        r.findings = correlate([f for n in reported for f in self.outcomes[n].findings])
+        r.causes = [f.id for f in verdict_causes(r.findings)]
         r.fixes = []
         for n in reported:
             r.fixes += [f for f in self.outcomes[n].fixes if f.id not in {x.id for x in r.fixes}]

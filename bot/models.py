@@ -7,12 +7,13 @@ contract documented in README.md.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 INBOUND_PORTS: tuple[int, ...] = (25, 465, 587, 143, 993)
 OUTBOUND_PORTS: tuple[int, ...] = (25, 465, 587)
@@ -23,6 +24,7 @@ Outside = Literal["open", "refused", "filtered", "error"]
 Listening = Literal["public", "loopback", "none", "unknown"]
 FirewallVerdict = Literal["allow", "block", "unknown"]
 Severity = Literal["info", "warning", "error", "critical"]
+Role = Literal["cause", "symptom", "note"]
 StepStatus = Literal["ok", "warn", "fail", "error", "skipped"]
 
 
@@ -144,12 +146,24 @@ class PortUpdate(BaseModel):
 
 
 class Finding(BaseModel):
+    """One thing a step found. `ports`: the mail ports it affects. `role`: a cause (a rule, a
+    daemon, the provider, a record...), a symptom (what is seen from outside: a port filtered),
+    or a note (neither); None: its code's role in the catalogue. `id` and `caused_by` (the ids
+    of the causes that explain a symptom) are filled in by bot.diagnosis."""
+
     code: str
     severity: Severity
     summary: str
     evidence: str = ""
     fixes: list[str] = Field(default_factory=list)
     step: str = ""
+    id: str = ""
+    role: Role | None = None
+    ports: list[PortKey] = Field(default_factory=list)
+    caused_by: list[str] = Field(default_factory=list)
+    # a change mailcheck does not make itself (DNS is usually not on the host):
+    records: list[str] = Field(default_factory=list)  # zone-file lines ready to paste
+    advice: str = ""  # who must make the change (DNS provider, address owner) and how
 
 
 class Precondition(BaseModel):
@@ -158,14 +172,78 @@ class Precondition(BaseModel):
     argv: list[str]
     description: str
     expect_exit: int | None = 0
+    expect_failure: bool = False  # the command must exit non-zero (a service still down)
     expect_sha256: str | None = None  # sha256 of the normalised stdout
     normalize: Literal["raw", "iptables-save", "nft"] = "raw"
+
+
+RulesetKind = Literal["iptables", "ip6tables", "iptables-legacy", "ip6tables-legacy",
+                      "iptables-nft", "ip6tables-nft", "nft"]
+
+
+class BackupSpec(BaseModel):
+    """What a fix's backup holds, declared by whoever builds the Fix.
+
+    bot/fixes/backup.py derives everything else from it and knows no backend by name:
+    the backup on the host, its test-load before the guard is armed, the restore, the
+    dead-man guard and the before/after dumps.
+
+    - `rulesets`: kernel rulesets saved, test-loaded and restored exactly. An iptables
+      kind K is `K-save` / `K-restore --test` / `K-restore` (e.g. "iptables",
+      "ip6tables-legacy"); "nft" is `nft list ruleset` after `flush ruleset` /
+      `nft -c -f` / `nft -f`.
+    - `compare`: rulesets only dumped before and after (for the report and rollback's
+      drift check), not restored: `reload` rebuilds them (firewalld).
+    - `paths`: absolute files or directories copied into the backup and put back
+      exactly (a directory's contents are replaced; a path that did not exist is removed).
+    - `reload`: commands run after the paths and rulesets are restored
+      (`firewall-cmd --reload`, `csf -r`, a config test and a restart).
+    - `undo`: the exact undo of the fix's commands alone (no persistence), in the order it
+      runs. When a ruleset backup would not load (nft with iptables-nft's xt rules), the
+      guard and the rollback use it instead; without it such a fix is refused.
+    - `guard`: the change can cut mailcheck's SSH: a dead-man job on the host restores
+      the backup unless mailcheck confirms over a fresh connection.
+
+    A Fix of kind "firewall" must declare one (None there is refused when applied);
+    `BackupSpec()` declares "nothing to save" (the restore is then `Fix.rollback`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rulesets: list[RulesetKind] = Field(default_factory=list)
+    compare: list[RulesetKind] = Field(default_factory=list)
+    paths: list[str] = Field(default_factory=list)
+    reload: list[list[str]] = Field(default_factory=list)
+    undo: list[list[str]] = Field(default_factory=list)
+    guard: bool = False
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, paths: list[str]) -> list[str]:
+        for p in paths:
+            parts = p.split("/")
+            if (not p.startswith("/") or len([x for x in parts if x]) < 2 or ".." in parts
+                    or "." in parts or "" in parts[1:] or any(c in p for c in "\0\n")):
+                raise ValueError(f"backup path {p!r}: an absolute, normalised path below a "
+                                 "top-level directory (e.g. /etc/ufw)")
+        return paths
+
+    @model_validator(mode="after")
+    def _guard_restores_something(self) -> BackupSpec:
+        if self.guard and not (self.rulesets or self.paths or self.undo):
+            raise ValueError("a guard needs something to restore (rulesets, paths or undo)")
+        return self
+
+    @property
+    def saves_anything(self) -> bool:
+        return bool(self.rulesets or self.paths)
 
 
 class Fix(BaseModel):
     id: str
     kind: Literal["firewall", "service", "tools", "persist"]
     summary: str
+    label: str = ""  # what it does, in a few words ("Delete INPUT rule 2"): its button's text
     commands: list[list[str]]
     rollback: list[list[str]] = Field(default_factory=list)
     persist: list[list[str]] = Field(default_factory=list)
@@ -173,6 +251,17 @@ class Fix(BaseModel):
     backend: str | None = None  # iptables, ip6tables, nft, ufw, firewalld, systemd, ...
     expected_allow: list[PortKey] = Field(default_factory=list)
     findings: list[str] = Field(default_factory=list)
+    backup: BackupSpec | None = None  # what to save and restore; required for kind "firewall"
+    timeout: float | None = Field(None, gt=0, le=3600)  # each command's budget (default: settings)
+    env: dict[str, str] = Field(default_factory=dict)  # e.g. DEBIAN_FRONTEND=noninteractive
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, env: dict[str, str]) -> dict[str, str]:
+        for k, v in env.items():
+            if not re.fullmatch(r"[A-Z][A-Z0-9_]{0,63}", k) or "\0" in v or "\n" in v:
+                raise ValueError(f"environment {k}={v!r}: upper-case names and one-line values only")
+        return env
 
     @property
     def shell_commands(self) -> list[str]:
@@ -197,6 +286,7 @@ class Report(BaseModel):
     ports: list[PortStatus] = Field(default_factory=list)
     findings: list[Finding] = Field(default_factory=list)
     fixes: list[Fix] = Field(default_factory=list)
+    causes: list[str] = Field(default_factory=list)  # the verdict: ids of the causes, worst first
 
     @property
     def verdict(self) -> Literal["ok", "broken", "error"]:

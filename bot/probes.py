@@ -36,6 +36,7 @@ class SmtpInfo:
     ehlo: tuple[str, ...] = ()
     starttls: bool = False
     error: str | None = None
+    tls: TlsInfo | None = None   # after STARTTLS: the certificate the port serves
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class TlsInfo:
     not_after: datetime | None = None
     self_signed: bool = False
     error: str | None = None
+    der: bytes | None = field(default=None, repr=False)   # the leaf certificate (DANE matches it)
 
     def expired(self, now: datetime) -> bool:
         return self.not_after is not None and self.not_after < now
@@ -145,12 +147,25 @@ class Prober:
                 return SmtpInfo(greeting="\n".join(greeting), error="no 220 greeting")
             writer.write(f"EHLO {self.ehlo_name}\r\n".encode())
             ehlo = await asyncio.wait_for(read_reply(reader), self.timeout)
-            writer.write(b"QUIT\r\n")
         except (TimeoutError, OSError, UnicodeError) as e:
             return SmtpInfo(error=f"SMTP dialog failed: {type(e).__name__} {e}".strip())
         starttls = any(line[4:].strip().upper().startswith("STARTTLS") for line in ehlo)
         err = None if ehlo and ehlo[-1].startswith("250") else "EHLO not accepted"
-        return SmtpInfo("\n".join(greeting), tuple(ehlo), starttls, err)
+        tls = await self._starttls(reader, writer) if starttls and not err else None
+        if tls is None:
+            writer.write(b"QUIT\r\n")
+        return SmtpInfo("\n".join(greeting), tuple(ehlo), starttls, err, tls)
+
+    async def _starttls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> TlsInfo:
+        """STARTTLS and the certificate served (DANE matches TLSA records against it)."""
+        try:
+            writer.write(b"STARTTLS\r\n")
+            reply = await asyncio.wait_for(read_reply(reader), self.timeout)
+        except (TimeoutError, OSError, UnicodeError) as e:
+            return TlsInfo(error=f"STARTTLS failed: {type(e).__name__} {e}".strip())
+        if not reply or not reply[-1].startswith("220"):
+            return TlsInfo(error=f"STARTTLS refused: {' '.join(reply)[:120]}")
+        return await self._tls(writer)
 
     async def _tls(self, writer: asyncio.StreamWriter) -> TlsInfo:
         ctx = ssl.create_default_context()
@@ -195,4 +210,4 @@ def describe_certificate(der: bytes | None, version: str = "") -> TlsInfo:
         names += [n for n in san.get_values_for_type(x509.DNSName) if n not in names]
     not_after = cert.not_valid_after_utc.astimezone(UTC)
     return TlsInfo(version, cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(),
-                   tuple(str(n) for n in names), not_after, cert.issuer == cert.subject)
+                   tuple(str(n) for n in names), not_after, cert.issuer == cert.subject, der=der)

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import AliasChoices, BaseModel, Field
 
-from bot.models import Fix, PortStatus
+from bot.models import Fix, PortStatus, Report
 from config.inventory import Host
 
 T = TypeVar("T")
@@ -77,6 +77,22 @@ class AuditEntry(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+class ReportRecord(BaseModel):
+    """A finished check, kept next to the plans: Details and the App Home read it after a
+    restart too. `channel`/`ts`: the Slack message it was posted as, when it was."""
+
+    id: str
+    report: Report
+    requested_by: str = ""
+    channel: str = ""
+    ts: str = ""
+    at: float = Field(default_factory=time.time)
+
+    @property
+    def host(self) -> str:
+        return self.report.host
+
+
 class LockHeld(BaseModel):
     host: str
     holder: str
@@ -108,6 +124,20 @@ class Store(Protocol):
         ...
     async def release_lock(self, host: str, holder: str) -> None: ...
 
+    async def add_report(self, record: ReportRecord) -> None:
+        """Keep a finished check (the newest REPORTS_PER_HOST per host are kept)."""
+        ...
+    async def get_report(self, report_id: str) -> ReportRecord | None: ...
+    async def latest_reports(self) -> list[ReportRecord]:
+        """The newest report of each host."""
+        ...
+    async def pending_plans(self, now: float) -> list[PlanRecord]:
+        """Plans still pending and not expired, newest first."""
+        ...
+    async def recent_changes(self, limit: int = 10) -> list[ChangeRecord]:
+        """Applied changes, newest first (rolled back ones included)."""
+        ...
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -123,10 +153,60 @@ CREATE TABLE IF NOT EXISTS changes (
     body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS locks (
     host TEXT PRIMARY KEY, holder TEXT NOT NULL, since REAL NOT NULL, until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS reports (
+    id TEXT PRIMARY KEY, host TEXT NOT NULL, at REAL NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS reports_host ON reports(host, at);
 """
+REPORTS_PER_HOST = 50
 
 
-class SQLiteStore:
+class _Reports:
+    """SQLiteStore's reports, pending-plan and change listings (App Home, Details)."""
+
+    async def add_report(self, record: ReportRecord) -> None:
+        def go(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR REPLACE INTO reports (id, host, at, body) VALUES (?,?,?,?)",
+                       (record.id, record.host, record.at, record.model_dump_json()))
+            db.execute("DELETE FROM reports WHERE host = ? AND id NOT IN (SELECT id FROM reports"
+                       " WHERE host = ? ORDER BY at DESC LIMIT ?)",
+                       (record.host, record.host, REPORTS_PER_HOST))
+
+        await self._do(go)
+
+    async def get_report(self, report_id: str) -> ReportRecord | None:
+        def go(db: sqlite3.Connection) -> ReportRecord | None:
+            row = db.execute("SELECT body FROM reports WHERE id = ?", (report_id,)).fetchone()
+            return ReportRecord.model_validate_json(row["body"]) if row else None
+
+        return await self._do(go)
+
+    async def latest_reports(self) -> list[ReportRecord]:
+        def go(db: sqlite3.Connection) -> list[ReportRecord]:
+            rows = db.execute("SELECT body FROM reports r WHERE at = (SELECT max(at) FROM reports"
+                              " WHERE host = r.host) ORDER BY host").fetchall()
+            return [ReportRecord.model_validate_json(r["body"]) for r in rows]
+
+        return await self._do(go)
+
+    async def pending_plans(self, now: float) -> list[PlanRecord]:
+        def go(db: sqlite3.Connection) -> list[PlanRecord]:
+            rows = db.execute("SELECT * FROM plans WHERE state = 'pending' AND expires_at > ?"
+                              " ORDER BY expires_at DESC", (now,)).fetchall()
+            return [PlanRecord.model_validate_json(r["body"]) for r in rows]
+
+        return await self._do(go)
+
+    async def recent_changes(self, limit: int = 10) -> list[ChangeRecord]:
+        def go(db: sqlite3.Connection) -> list[ChangeRecord]:
+            rows = db.execute("SELECT * FROM changes ORDER BY rowid DESC LIMIT ?", (int(limit),)).fetchall()
+            return [ChangeRecord.model_validate_json(r["body"]).model_copy(update={
+                "state": r["state"], "rolled_back_by": r["rolled_back_by"],
+                "rolled_back_at": r["rolled_back_at"]}) for r in rows]
+
+        return await self._do(go)
+
+
+class SQLiteStore(_Reports):
     """The default Store: one SQLite file (WAL), safe across threads and processes."""
 
     def __init__(self, path: Path | str) -> None:

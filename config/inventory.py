@@ -11,7 +11,14 @@ import tomllib
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bot.errors import ConfigError, TargetError
 
@@ -36,6 +43,16 @@ def valid_address(value: str) -> str:
     raise ValueError(f"not an IP address or host name: {value!r}")
 
 
+def valid_domain(value: str) -> str:
+    """A mail domain (a DNS name with at least one dot), lower-cased, no final dot.
+    TargetError otherwise."""
+    v = value.strip().lower().rstrip(".")
+    # a top-level domain is never all digits: that is an IPv4 address
+    if "." not in v or not _HOSTNAME.match(v) or v.startswith("-") or v.rsplit(".", 1)[1].isdigit():
+        raise TargetError(f"not a mail domain: {value[:80]!r} (a DNS name such as example.com)")
+    return v
+
+
 class Host(BaseModel):
     name: str
     address: str
@@ -48,6 +65,8 @@ class Host(BaseModel):
     jump: str | None = None  # another inventory name, or [user@]host[:port]
     approvers: list[str] = Field(default_factory=list)  # Slack user IDs
     approver_groups: list[str] = Field(default_factory=list)  # Slack user group IDs
+    # the mail domains this host serves (inventory `domain:`, one or a list); none: the MTA's
+    domains: list[str] = Field(default_factory=list, validation_alias=AliasChoices("domain", "domains"))
 
     @field_validator("name")
     @classmethod
@@ -70,6 +89,15 @@ class Host(BaseModel):
         if not _USER.match(v):
             raise ValueError(f"bad user name {v!r}")
         return v
+
+    @field_validator("domains", mode="before")
+    @classmethod
+    def _domains(cls, v) -> list[str]:
+        names = [v] if isinstance(v, str) else list(v or [])
+        try:
+            return list(dict.fromkeys(valid_domain(str(n)) for n in names))
+        except TargetError as e:
+            raise ValueError(str(e)) from None
 
     @property
     def use_sudo(self) -> bool:

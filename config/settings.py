@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     # host's deadline for its whole check (None: host_deadline_or_default())
     fleet_concurrency: int = Field(50, ge=1)
     host_deadline: float | None = Field(None, gt=0)
+    # DNS and reputation (bot/dns): the nameservers mailcheck asks ("ip[:port]" comma-separated;
+    # empty: the system's resolv.conf), one lifetime per lookup, the DNSBL zones, RDAP's base
+    # URL, and a CA bundle used *instead of* the system store for mailcheck's own HTTPS
+    # fetches (MTA-STS policies, RDAP): certificates are always verified.
+    resolvers: str = ""
+    dns_timeout: float = 5.0
+    dnsbl_zones: str = "zen.spamhaus.org,bl.spamcop.net,psbl.surriel.com,bl.mailspike.net"
+    rdap_url: str = "https://rdap.org/"
+    ca_file: Path | None = None
     # Slack
     slack_bot_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "MAILCHECK_SLACK_BOT_TOKEN")

@@ -7,6 +7,7 @@ mail ports dropped in INPUT and OUTPUT). Needs root.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -37,7 +38,10 @@ def main(argv: list[str]) -> int:
         cmd = [str(mailcheck) if mailcheck.exists() else "mailcheck", "check", f"root@{host.ip}",
                "-i", str(key), "--known-hosts", str(host.known_hosts), *argv]
         print("$ " + " ".join(cmd), file=sys.stderr)
-        return subprocess.run(cmd).returncode
+        # mailcheck's own DNS lookups go to the lab host's resolver (it knows only the lab's
+        # names and refuses the rest): nothing leaves this machine
+        env = {**os.environ, "MAILCHECK_RESOLVERS": host.outside_ip}
+        return subprocess.run(cmd, env=env).returncode
     finally:
         host.close()
 

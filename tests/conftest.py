@@ -2,6 +2,10 @@
 them (../shared/LAB.md: "Restore any root-namespace sysctl you change"). A changed one is
 restored, and the test errors at teardown naming it: net.ipv4.ip_forward=1, for one,
 routes whatever a lab host sends to a non-lab address off this machine.
+
+No test's DNS lookup leaves this machine either: mailcheck's own resolver
+(MAILCHECK_RESOLVERS) is, for the whole session, a responder on 127.0.0.1 that refuses
+every question (tests/labdns.py), unless a test names a lab resolver in its Settings.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import re
 from pathlib import Path
 
 import pytest
+
+from tests.labdns import LabResolver
 
 SYSCTL = Path("/proc/sys")
 # Per-link entries come and go with the lab's links (and a host's own link may be set on
@@ -66,3 +72,16 @@ def _root_sysctls_restored(request):
     if notes:
         pytest.fail("root-namespace sysctls changed during this test (by it, or by another "
                     "process on this machine); restored: " + "; ".join(notes), pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dns_stays_on_this_machine():
+    refuser = LabResolver("127.0.0.1", {}, port=0, zones=()).start()
+    before = os.environ.get("MAILCHECK_RESOLVERS")
+    os.environ["MAILCHECK_RESOLVERS"] = f"127.0.0.1:{refuser.port}"
+    yield refuser
+    if before is None:
+        os.environ.pop("MAILCHECK_RESOLVERS", None)
+    else:
+        os.environ["MAILCHECK_RESOLVERS"] = before
+    refuser.close()

@@ -49,8 +49,10 @@ def is_lab_address(address: str) -> bool:
 class LabResolver:
     """A UDP DNS responder on (address, 53), run in a thread of this process."""
 
-    def __init__(self, address: str, names: dict[str, list[str]], port: int = 53) -> None:
-        self.address, self.port = address, port
+    def __init__(self, address: str, names: dict[str, list[str]], port: int = 53,
+                 zones: tuple[dns.name.Name, ...] = LAB_ZONES) -> None:
+        """zones: those it answers for (the rest is REFUSED); () refuses every question."""
+        self.address, self.port, self.zones = address, port, zones
         self.queries: list[tuple[str, str]] = []  # (name, type) as asked, in order
         self._forward = {dns.name.from_text(n): addrs for n, addrs in names.items()}
         self._reverse = {dns.reversename.from_address(a): dns.name.from_text(n)
@@ -66,6 +68,7 @@ class LabResolver:
         except OSError:
             self._sock.close()
             raise
+        self.port = self._sock.getsockname()[1]  # the one the kernel chose, for port=0
         self._sock.setblocking(False)  # dnspython waits for it with the expiration we give
         self._thread.start()
         return self
@@ -96,7 +99,7 @@ class LabResolver:
         question = query.question[0]
         name, rdtype = question.name, question.rdtype
         self.queries.append((name.to_text(), dns.rdatatype.to_text(rdtype)))
-        if not any(name.is_subdomain(zone) for zone in LAB_ZONES):
+        if not any(name.is_subdomain(zone) for zone in self.zones):
             response.set_rcode(dns.rcode.REFUSED)
             return response
         response.flags |= dns.flags.AA

@@ -46,6 +46,8 @@ REQUIRED = (
     # what mailcheck runs on a lab host: the guide's tools, and the minimal PATH of
     # test_check_faults.test_missing_commands
     "dig", "lsof", "nc", "whois", "ps", "ls", "tail", "timeout", "mktemp", "rm", "setsid",
+    # the DNS lab (tests/dnslab.py)
+    "knotd", "knotc", "unbound", "unbound-control", "rbldnsd",
     # plumbing, and what tests/test_packages.py asks
     "sh", "env", "cat", "cp", "mkdir", "sleep", "dpkg", "dpkg-query",
     # issue 11's labs: containers, firewall managers, the Postfix rootfs, kernel paths
@@ -298,9 +300,28 @@ class LabHost:
         self.wait_listening({22})
 
     # --- mail services -------------------------------------------------------
-    def start_exim(self, listen: str = "public", ports: tuple[int, ...] = (25, 465, 587)) -> None:
-        """Exim as a daemon: 'public' on 0.0.0.0 (and ::), or Debian's default 'loopback'."""
+    def exim_tls_cert(self, name: str | None = None) -> Path:
+        """A fresh self-signed certificate for exim's STARTTLS (cert.pem, key.pem in a
+        directory the exim user can read); returns the directory."""
+        tls = self.workdir / "exim-tls"
+        tls.mkdir(exist_ok=True)
+        os.chmod(self.workdir, 0o711)
+        os.chmod(tls, 0o755)
+        _run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-days", "2", "-subj", f"/CN={name or f'mx{self.index}.lab.test'}",
+             "-keyout", str(tls / "key.pem"), "-out", str(tls / "cert.pem"))
+        for f in ("key.pem", "cert.pem"):
+            os.chmod(tls / f, 0o644)  # a throwaway lab key: the exim user must read it
+        return tls
+
+    def start_exim(self, listen: str = "public", ports: tuple[int, ...] = (25, 465, 587),
+                   tls: Path | None = None) -> None:
+        """Exim as a daemon: 'public' on 0.0.0.0 (and ::), or Debian's default 'loopback'.
+        tls: a directory from exim_tls_cert(): STARTTLS offered with that certificate."""
         argv = ["exim4", "-bd", "-oP", str(self.workdir / "exim.pid")]
+        if tls is not None:
+            argv += ["-DMAIN_TLS_ENABLE=yes", f"-DMAIN_TLS_CERTIFICATE={tls / 'cert.pem'}",
+                     f"-DMAIN_TLS_PRIVATEKEY={tls / 'key.pem'}"]
         if listen == "public":
             addrs = [f"0.0.0.0.{p}" for p in ports]
             if self.ipv6:

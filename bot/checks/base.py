@@ -6,15 +6,24 @@ A check is a class. It declares
   updates it reads (the engine runs those first: `dependency_order`, a topological
   sort as Ansible's fact collectors use);
 - `ssh`: "required" (its commands run over SSH and it cannot run without them: when
-  SSH fails its outcome is an error naming host and step), "optional" (it reads the
-  results of its commands and whether SSH worked, `inp.ssh_error`, when the engine
-  connects for another step, but never makes the engine connect) or "none";
+  SSH fails its outcome is an error naming host and step), "wanted" (the engine
+  connects for its commands, but it also runs when SSH fails: `inp.ssh_error` says
+  why), "optional" (it reads the results of its commands and whether SSH worked when
+  the engine connects for another step, but never makes the engine connect) or "none";
 - `uses_probes`: it reads the outside probes;
+- `domain_only`: it can also run for a domain alone, with no host (`mailcheck dns
+  DOMAIN`): no SSH, no probes, `inp.address` empty;
 
 and implements `commands(ctx)` (the read-only commands it needs, as data, for a
-context: the host's facts and the run's settings) and `evaluate(inp)`, a pure function
-from captured results to a StepOutcome. The engine runs each check as soon as the
-inputs it declared are in.
+context: the host's facts, the run's settings and what earlier rounds returned: a
+check may ask for more commands once it has read the first ones, and the engine runs
+another round while new ones are asked) and `evaluate(inp)`, a pure function from
+captured results to a StepOutcome. A check that does network work of its own (DNS
+lookups) returns a `Lookups` from `lookups(ctx)`: the engine starts it with the run,
+tells it of each input as it arrives (`update`) so the lookups those inputs allow
+start at once, concurrently with SSH and the probes, and when the check's other
+inputs are in, awaits `result(inp)` and hands it to `evaluate` as `inp.lookups`.
+The engine runs each check as soon as the inputs it declared are in.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Protocol
 
 from bot.checks.facts import HostFacts
 from bot.models import (
@@ -36,17 +45,23 @@ from bot.models import (
     StepStatus,
 )
 from bot.probes import ProbeReport
+from config.settings import Settings
 
 Results = Mapping[tuple[str, ...], CommandResult]
-SSHUse = Literal["required", "optional", "none"]
+SSHUse = Literal["required", "wanted", "optional", "none"]
 
 
 @dataclass(frozen=True)
 class CheckContext:
-    """What a check may base its commands on: the host's facts and the run's settings."""
+    """What a check may base its commands and lookups on: the host's facts, the results of
+    earlier rounds, and the run's settings."""
 
     facts: HostFacts = field(default_factory=HostFacts)
     outbound_target: str | None = None  # an outside address the host connects to (optional test)
+    results: Results = field(default_factory=dict)
+    domains: tuple[str, ...] = ()  # the mail domains named for this run (inventory, --domain)
+    domains_source: str = ""  # where they were named: "inventory", "--domain", "command"
+    settings: Settings | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,7 @@ class CheckInput:
     outbound_target: str | None = None
     sources: Mapping[str, str | None] = field(default_factory=dict)  # family -> prober's source
     ssh_error: str | None = None  # why SSH failed, when the engine connected and it did
+    lookups: object = None  # what the check's own Lookups.result() returned
 
 
 @dataclass
@@ -75,6 +91,19 @@ class StepOutcome:
     error: str | None = None
 
 
+class Lookups(Protocol):
+    """A check's own network work in one run (see the module docstring)."""
+
+    def update(self, inp: CheckInput) -> None:
+        """New inputs arrived: start the lookups they allow (at once, without waiting)."""
+
+    async def result(self, inp: CheckInput) -> object:
+        """The check's other inputs are in: the finished work, for `evaluate`."""
+
+    async def close(self) -> None:
+        """Cancel what still runs."""
+
+
 class Check:
     """One step of the guide. Subclasses set the class attributes and `evaluate`."""
 
@@ -82,10 +111,15 @@ class Check:
     needs: ClassVar[tuple[str, ...]] = ()
     ssh: ClassVar[SSHUse] = "none"
     uses_probes: ClassVar[bool] = False
+    domain_only: ClassVar[bool] = False
 
     def commands(self, ctx: CheckContext) -> list[Command]:
         """The read-only commands this step needs on the host (none by default)."""
         return []
+
+    def lookups(self, ctx: CheckContext) -> Lookups | None:
+        """This run's network work of the check's own (none by default)."""
+        return None
 
     def evaluate(self, inp: CheckInput) -> StepOutcome:
         raise NotImplementedError

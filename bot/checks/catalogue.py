@@ -8,20 +8,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.models import Finding, Severity
+from bot.models import Finding, PortKey, Role, Severity
 
 
 @dataclass(frozen=True)
 class Code:
+    """A finding code. `role`: what bot.diagnosis makes of it: a cause (the default), a
+    symptom (seen from outside; explained by the causes on its ports) or a note (neither)."""
+
     code: str
     step: str
     severity: Severity
     meaning: str
+    role: Role = "cause"
 
 
 CATALOGUE: dict[str, Code] = {c.code: c for c in (
     Code("tools.missing", "tools", "info",
-         "Diagnostic tools of the guide (dig, lsof, nc, whois) are missing; the fix installs them."),
+         "Diagnostic tools of the guide (dig, lsof, nc, whois) are missing; the fix installs them.", role="note"),
     Code("service.down", "services", "error",
          "A mail daemon is installed but not running (systemd unit inactive, or no process)."),
     Code("service.loopback_only", "services", "warning",
@@ -30,18 +34,18 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
     Code("service.not_listening", "services", "warning",
          "Nothing listens on the port at all (error for port 25, warning otherwise)."),
     Code("service.unknown", "services", "warning",
-         "Neither ss nor lsof gave a usable listing: who listens is unknown."),
+         "Neither ss nor lsof gave a usable listing: who listens is unknown.", role="note"),
     Code("port.filtered", "ports", "warning",
          "The outside probe got no answer (timeout): something drops the packets "
-         "(error for port 25)."),
+         "(error for port 25).", role="symptom"),
     Code("port.refused", "ports", "warning",
          "The outside probe was refused (RST): nothing listens, or a REJECT rule "
-         "(error for port 25)."),
+         "(error for port 25).", role="symptom"),
     Code("port.error", "ports", "warning",
-         "The outside probe failed otherwise (no route, ICMP unreachable, ...)."),
+         "The outside probe failed otherwise (no route, ICMP unreachable, ...).", role="symptom"),
     Code("port.outbound_failed", "ports", "warning",
          "The optional outbound test (`nc -vz` from the host to a configured outside address) "
-         "failed: filtered or refused (error for port 25)."),
+         "failed: filtered or refused (error for port 25).", role="symptom"),
     Code("smtp.no_starttls", "ports", "warning",
          "The SMTP server on 25/587 answers EHLO without offering STARTTLS."),
     Code("smtp.bad_greeting", "ports", "warning",
@@ -49,7 +53,7 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
     Code("tls.handshake_failed", "ports", "warning",
          "The port is open but the TLS handshake (465/993) failed."),
     Code("tls.self_signed", "ports", "info",
-         "The certificate on 465/993 is self-signed (reported, not failed)."),
+         "The certificate on 465/993 is self-signed (reported, not failed).", role="note"),
     Code("tls.expired", "ports", "warning", "The certificate on 465/993 has expired."),
     Code("firewall.inbound_blocked", "firewall", "error",
          "The host firewall blocks inbound mail ports (grouped by deciding rule)."),
@@ -60,12 +64,85 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
     Code("firewall.source_specific", "firewall", "warning",
          "The verdict for the prober differs from the one for a generic internet source."),
     Code("firewall.unknown", "firewall", "warning",
-         "The evaluator cannot tell what the firewall does to these ports."),
+         "The evaluator cannot tell what the firewall does to these ports.", role="note"),
     Code("firewall.fix_not_planned", "firewall", "info",
-         "A block has no automatic fix (a ban, a source-limited rule, a case the planner refuses)."),
+         "A block has no automatic fix (a ban, a source-limited rule, a case the planner refuses).", role="note"),
     Code("provider.port_blocked", "conclusion", "error",
          "Firewall allows, a daemon listens publicly, yet the outside probe is filtered: "
          "the provider's network blocks the port (guide step 5)."),
+    Code("dns.no_domain", "dns", "warning",
+         "No mail domain to check: none named (inventory `domain:`, `--domain`) and the MTA's "
+         "configuration names none (or could not be read).", role="note"),
+    Code("dns.lookup_failed", "dns", "warning",
+         "A DNS lookup failed (timeout, SERVFAIL, refused): that part cannot be told, and no "
+         "verdict rests on it.", role="note"),
+    Code("dns.mx_missing", "dns", "warning",
+         "The domain has no MX record (senders fall back to its A/AAAA); an error when the "
+         "domain does not exist."),
+    Code("dns.mx_invalid", "dns", "error",
+         "An MX target is an alias (CNAME), an IP address or has no address, or a null MX is "
+         "not alone (RFC 7505)."),
+    Code("dns.null_mx", "dns", "info", "The domain publishes a null MX (RFC 7505): it receives no mail.", role="note"),
+    Code("dns.mx_elsewhere", "dns", "info",
+         "No MX host of the domain has this host's address: another host receives its mail.", role="note"),
+    Code("dns.ptr_missing", "dns", "error", "A public address of the host has no PTR record."),
+    Code("dns.fcrdns_failed", "dns", "error",
+         "The PTR name does not resolve back to the address (forward-confirmed reverse DNS); "
+         "the owner of the address block (RDAP) must change it."),
+    Code("dns.ptr_mismatch", "dns", "warning",
+         "The SMTP banner name or the MTA's HELO name is not the address's PTR name."),
+    Code("dns.spf_missing", "dns", "warning", "The domain publishes no SPF record."),
+    Code("dns.spf_invalid", "dns", "error",
+         "More than one v=spf1 record, or a syntax error: receivers get permerror."),
+    Code("dns.spf_plus_all", "dns", "error", "SPF ends in +all: every host may send for the domain."),
+    Code("dns.spf_lookup_limit", "dns", "warning",
+         "Some path through the SPF record needs more than RFC 7208's 10 DNS lookups (worst case)."),
+    Code("dns.spf_split", "dns", "warning",
+         "The SPF record is split over TXT strings so that a space is lost: it says something else."),
+    Code("dns.spf_warning", "dns", "warning", "Another SPF problem (e.g. the ptr mechanism)."),
+    Code("dns.spf_permerror", "dns", "error",
+         "Evaluating SPF for this host's address ends in permerror (lookup or void-lookup limit "
+         "as the RFC counts them, a broken include)."),
+    Code("dns.spf_excludes_host", "dns", "error",
+         "SPF does not let this host's address send for the domain (fail; softfail and neutral "
+         "are warnings)."),
+    Code("dns.dkim_unsigned", "dns", "warning",
+         "No DKIM signer on the host (exim, opendkim, rspamd) signs mail from the domain."),
+    Code("dns.dkim_missing", "dns", "error", "The selector the host signs with has no DKIM record."),
+    Code("dns.dkim_invalid", "dns", "error",
+         "The DKIM record does not parse, is not alone, or its key is revoked (empty p=)."),
+    Code("dns.dkim_key_mismatch", "dns", "error",
+         "The DKIM record's key is not the public half of the key the host signs with "
+         "(fingerprints in evidence; the private key never leaves the host)."),
+    Code("dns.dkim_key_unreadable", "dns", "warning",
+         "The key file the signer names cannot be read on the host (missing, no openssl): "
+         "the key cannot be compared, and a missing key means mail leaves unsigned."),
+    Code("dns.dmarc_missing", "dns", "warning", "No DMARC record at the organisational domain."),
+    Code("dns.dmarc_invalid", "dns", "error", "The DMARC record does not parse."),
+    Code("dns.dmarc_rua_unauthorised", "dns", "warning",
+         "A DMARC report address is in another domain that does not accept the reports "
+         "(RFC 7489 7.1)."),
+    Code("dns.dmarc_fails", "dns", "error",
+         "Mail from the domain sent by this host fails DMARC (no aligned SPF or DKIM pass); "
+         "a warning under p=none."),
+    Code("dns.mta_sts_invalid", "dns", "error", "The MTA-STS TXT record or policy file is unusable."),
+    Code("dns.mta_sts_mx_mismatch", "dns", "error",
+         "An MX host matches no mx pattern of the MTA-STS policy (a warning in testing mode)."),
+    Code("dns.tlsrpt_invalid", "dns", "warning", "The TLS-RPT record (_smtp._tls) is unusable."),
+    Code("dns.dane_mismatch", "dns", "error",
+         "No DNSSEC-validated TLSA record at _25._tcp.MX matches the certificate the host serves "
+         "on port 25: DANE senders refuse to deliver."),
+    Code("dns.dane_unchecked", "dns", "warning",
+         "Validated TLSA records exist but no port-25 certificate was read to match them "
+         "(info for a domain checked alone).", role="note"),
+    Code("dns.dane_insecure", "dns", "warning",
+         "TLSA records exist but are not DNSSEC-validated (no AD bit): senders ignore them."),
+    Code("dnsbl.listed", "reputation", "error",
+         "A public address of the host is listed in a DNSBL (answer 127.0.0.2-127.0.0.11), with "
+         "its TXT reason."),
+    Code("dnsbl.cannot_check", "reputation", "warning",
+         "A DNSBL could not be asked (127.255.255.x: refused for this resolver; a resolver that "
+         "rewrites NXDOMAIN or a dead zone caught by the RFC 5782 test entries; a failed lookup).", role="note"),
     Code("check.step_failed", "", "error",
          "A step could not run (SSH failure, timeout, missing commands, crash); "
          "its message names host and step."),
@@ -73,16 +150,28 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
 
 
 def finding(code: str, summary: str, *, evidence: str = "", severity: Severity | None = None,
-            fixes: list[str] | None = None, step: str | None = None) -> Finding:
-    """A Finding whose code must be in the catalogue (KeyError otherwise)."""
+            fixes: list[str] | None = None, step: str | None = None,
+            ports: list[PortKey] | None = None, records: list[str] | None = None,
+            advice: str = "") -> Finding:
+    """A Finding whose code must be in the catalogue (KeyError otherwise), with its role;
+    `ports`: the mail ports it affects; `records`, `advice`: a change mailcheck does not
+    make itself (zone-file lines, who makes it and how)."""
     entry = CATALOGUE[code]
     return Finding(code=code, severity=severity or entry.severity, summary=summary,
-                   evidence=evidence, fixes=list(fixes or []), step=step or entry.step)
+                   evidence=evidence, fixes=list(fixes or []), step=step or entry.step,
+                   role=entry.role, ports=sorted(set(ports or [])), records=list(records or []),
+                   advice=advice)
+
+
+def role_of(code: str) -> Role:
+    """The catalogue's role for a code; a code it does not know is a cause."""
+    entry = CATALOGUE.get(code)
+    return entry.role if entry is not None else "cause"
 
 
 def catalogue_markdown() -> str:
     """The catalogue as a Markdown table (README.md embeds it)."""
-    rows = ["| code | step | severity | meaning |", "|---|---|---|---|"]
-    rows += [f"| `{c.code}` | {c.step or 'any'} | {c.severity} | {c.meaning} |"
+    rows = ["| code | step | severity | role | meaning |", "|---|---|---|---|---|"]
+    rows += [f"| `{c.code}` | {c.step or 'any'} | {c.severity} | {c.role} | {c.meaning} |"
              for c in CATALOGUE.values()]
     return "\n".join(rows)

@@ -46,6 +46,6 @@ class Conclusion(Check):
                 "provider.port_blocked",
                 f"The provider's network blocks port(s) {ports} ({family}) before they reach the host. "
                 + ASK.format(addr=addr, ports=ports),
-                evidence=evidence))
+                evidence=evidence, ports=[p.key for p in mine]))
         return StepOutcome("fail", f"blocked outside the host: {len(blocked)} port(s)",
                            "\n".join(f.evidence for f in findings), findings)

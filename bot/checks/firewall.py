@@ -45,14 +45,18 @@ def context(inp: CheckInput) -> firewall.AnalysisContext:
 
 
 def blocked_summary(decisions: Mapping[PortKey, firewall.PortVerdict]) -> str:
-    """'blocks inbound 25, 143; outbound 25' (ports of either family), or 'no mail port blocked'."""
+    """'2 rules block mail: inbound 25, 143; outbound 25' (ports of either family; a policy
+    counts as a rule), or 'no mail port blocked'."""
     parts = []
     for direction in ("inbound", "outbound"):
         ports = sorted({k.port for k, d in decisions.items()
                         if k.direction == direction and d.verdict == "block"})
         if ports:
             parts.append(f"{direction} {', '.join(map(str, ports))}")
-    return f"blocks {'; '.join(parts)}" if parts else "no mail port blocked"
+    if not parts:
+        return "no mail port blocked"
+    n = len({d.blocked_by for d in decisions.values() if d.verdict == "block"})
+    return f"{n} rule{'s block' if n != 1 else ' blocks'} mail: {'; '.join(parts)}"
 
 
 def evaluate(inp: CheckInput) -> StepOutcome:
@@ -60,9 +64,9 @@ def evaluate(inp: CheckInput) -> StepOutcome:
     ports = {key: PortUpdate(firewall=d.verdict, blocked_by=d.blocked_by)
              for key, d in analysis.decisions.items()}
     findings = [f.model_copy(update={"step": f.step or Firewall.name}) for f in analysis.findings]
-    summary = f"{analysis.backend}: " + blocked_summary(analysis.decisions)
+    summary = f"{analysis.backend}, " + blocked_summary(analysis.decisions)
     status = status_of(findings)
     if not analysis.decisions:
-        status, summary = "warn", f"{analysis.backend}: no verdicts ({'; '.join(analysis.errors)[:200]})"
+        status, summary = "warn", f"{analysis.backend}, no verdicts ({'; '.join(analysis.errors)[:200]})"
     evidence = analysis.evidence
     return StepOutcome(status, summary, evidence, findings, list(analysis.fixes), ports)

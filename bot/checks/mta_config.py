@@ -6,11 +6,15 @@ dns: which domains and HELO name) declare `commands()` (the engine runs each arg
 once, whoever asks) and read `read_mta_config(results)`. Pure and total: output
 that is missing or cannot be read gives None / empty values, never an exception.
 
-- exim: `exim4 -bP OPTION...` (`exim -bP` on RHEL), and Debian's
-  /etc/exim4/update-exim4.conf.conf (dc_local_interfaces & co.);
+- exim: `exim4 -bP OPTION...` (`exim -bP` on RHEL), `exim4 -bP transports` (each
+  transport's options with exim's macros already substituted: DKIM signing, helo_data),
+  and Debian's /etc/exim4/update-exim4.conf.conf (dc_local_interfaces & co.);
 - postfix: `postconf -x PARAM...` (values with $name expanded) and `postconf -M`
   (master.cf services with their -o overrides);
-- dovecot: `doveconf PARAM...`.
+- dovecot: `doveconf PARAM...`;
+- the files the domain lists name (exim `lsearch;FILE` / `dsearch;DIR`, postfix
+  `hash:FILE` & co.): `followup_commands(results)` asks for them once the first
+  round is back.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ EXIM_OPTIONS = ("primary_hostname", "qualify_domain", "local_interfaces", "daemo
                 "tls_on_connect_ports", "smtp_active_hostname", "log_file_path",
                 "+local_domains", "+relay_to_domains")
 EXIM = {binary: (binary, "-bP", *EXIM_OPTIONS) for binary in ("exim4", "exim")}
+EXIM_TRANSPORTS = {binary: (binary, "-bP", "transports") for binary in ("exim4", "exim")}
 DEBIAN_EXIM_CONF = "/etc/exim4/update-exim4.conf.conf"
 EXIM_DEBCONF = ("cat", DEBIAN_EXIM_CONF)
 POSTFIX_PARAMS = ("myhostname", "mydomain", "myorigin", "mydestination", "virtual_mailbox_domains",
@@ -44,7 +49,30 @@ def commands() -> list[Command]:
     """Read-only; each exits 127 where its daemon is not installed."""
     lang = (("LANG", "C"),)
     return [Command(argv, timeout=10, env=lang)
-            for argv in (*EXIM.values(), EXIM_DEBCONF, POSTCONF, POSTCONF_MASTER, DOVECONF)]
+            for argv in (*EXIM.values(), *EXIM_TRANSPORTS.values(), EXIM_DEBCONF, POSTCONF,
+                         POSTCONF_MASTER, DOVECONF)]
+
+
+def followup_commands(results: Results) -> list[Command]:
+    """Reading the lookup files the domain lists name (none until the first round is in)."""
+    cfg = read_mta_config(results)
+    files = [*(cfg.exim.domain_files if cfg.exim else []), *(cfg.postfix.domain_files if cfg.postfix else [])]
+    return [Command(argv, timeout=10) for argv in dict.fromkeys(table_argv(kind, path) for kind, path in files)]
+
+
+def table_argv(kind: str, path: str) -> tuple[str, ...]:
+    """The read-only command that lists a lookup table's keys."""
+    if kind == "dsearch":
+        return ("ls", "-1", path)
+    if kind in ("lsearch", "texthash"):
+        return ("cat", path)
+    return ("postmap", "-s", f"{kind}:{path}")
+
+
+def table_keys(text: str) -> list[str]:
+    """The keys of an lsearch / postmap -s / ls listing: each line's first word."""
+    return [line.split()[0].rstrip(":") for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
 
 
 def parse_settings(text: str) -> dict[str, str]:
@@ -124,9 +152,35 @@ def _any(addr: str) -> str:
 
 
 @dataclass(frozen=True)
+class Transport:
+    """One exim transport as `exim -bP transports` prints it (macros substituted)."""
+
+    name: str
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def driver(self) -> str:
+        return self.options.get("driver", "")
+
+
+def parse_transports(text: str) -> list[Transport]:
+    """'NAME transport:' blocks of 'option = value' lines (flags 'no_x' / 'x' skipped)."""
+    out: list[Transport] = []
+    for line in text.splitlines():
+        if line.endswith(" transport:") and " " not in line[:-len(" transport:")]:
+            out.append(Transport(line[:-len(" transport:")]))
+        elif out and "=" in line:
+            name, _, value = line.partition("=")
+            out[-1].options[name.strip()] = value.strip()
+    return out
+
+
+@dataclass(frozen=True)
 class EximConfig:
     options: dict[str, str]
     debconf: dict[str, str] | None = None  # Debian's dc_* settings, when the file exists
+    transports: tuple[Transport, ...] = ()
+    tables: dict[tuple[str, ...], str] = field(default_factory=dict)  # lookup file argv -> output
 
     @property
     def binary(self) -> str:
@@ -152,17 +206,44 @@ class EximConfig:
         return self.options.get("primary_hostname") or None
 
     @property
+    def smtp_transports(self) -> list[Transport]:
+        return [t for t in self.transports if t.driver == "smtp"]
+
+    @property
     def helo_name(self) -> str | None:
-        """The name exim says HELO with (smtp transport's helo_data defaults to it)."""
-        return self.primary_hostname
+        """The name exim says HELO with: the smtp transports' helo_data (default
+        $primary_hostname); None when it is computed at delivery time (e.g. from DNS)."""
+        data = {t.options.get("helo_data", "$primary_hostname") or "$primary_hostname"
+                for t in self.smtp_transports} or {"$primary_hostname"}
+        if data == {"$primary_hostname"}:
+            return self.primary_hostname
+        return data.pop() if len(data) == 1 and "$" not in next(iter(data)) else None
+
+    @property
+    def named_domains(self) -> list[tuple[str, str]]:
+        """(domain, the setting naming it): primary_hostname, qualify_domain, the literal
+        local domains ('@' and 'localhost' aside) and those of their lookup files."""
+        named = [(self.options.get("primary_hostname", ""), "exim primary_hostname"),
+                 (self.options.get("qualify_domain", ""), "exim qualify_domain")]
+        named += [(n, "exim local_domains") for n in exim_list(self.options.get("local_domains", ""))]
+        named += [(k, f"exim local_domains {kind};{path}") for kind, path in self.domain_files
+                  for k in table_keys(self.tables.get(table_argv(kind, path), ""))]
+        return _named(named)
+
+    @property
+    def domain_files(self) -> list[tuple[str, str]]:
+        """(lookup type, file) of the local_domains entries that are file lookups."""
+        out = []
+        for item in exim_list(self.options.get("local_domains", "")):
+            kind, sep, path = item.partition(";")
+            kind = kind.strip().removeprefix("partial-")
+            if sep and kind in ("lsearch", "dsearch") and path.strip().startswith("/"):
+                out.append((kind, path.strip()))
+        return out
 
     @property
     def domains(self) -> list[str]:
-        """qualify_domain and the local domains, without exim's '@' / 'localhost' entries."""
-        names = [self.options.get("qualify_domain", ""),
-                 *exim_list(self.options.get("local_domains", ""))]
-        return _dedupe(n for n in names if n and n not in ("@", "localhost", "@[]")
-                       and not n.startswith(("+", "/", "$", "!", "*")) and "." in n)
+        return [d for d, _ in self.named_domains]
 
 
 @dataclass(frozen=True)
@@ -198,10 +279,16 @@ def parse_master(text: str) -> list[MasterService]:
     return out
 
 
+POSTFIX_DOMAIN_PARAMS = ("myhostname", "mydomain", "mydestination", "virtual_mailbox_domains",
+                         "virtual_alias_domains")
+POSTFIX_FILE_MAPS = ("hash", "lmdb", "btree", "cdb", "dbm", "texthash")
+
+
 @dataclass(frozen=True)
 class PostfixConfig:
     params: dict[str, str]
     services: tuple[MasterService, ...] = ()
+    tables: dict[tuple[str, ...], str] = field(default_factory=dict)  # lookup file argv -> output
 
     @property
     def interfaces(self) -> list[Interface]:
@@ -221,13 +308,29 @@ class PostfixConfig:
     def helo_name(self) -> str | None:
         return self.params.get("smtp_helo_name") or self.params.get("myhostname") or None
 
+    def _items(self, param: str) -> list[str]:
+        return self.params.get(param, "").replace(",", " ").split()
+
+    @property
+    def named_domains(self) -> list[tuple[str, str]]:
+        """(domain, the parameter naming it), with the keys of the file maps they name."""
+        named = [(n, f"postfix {p}") for p in POSTFIX_DOMAIN_PARAMS for n in self._items(p)]
+        named += [(k, f"postfix {p} {kind}:{path}") for p in POSTFIX_DOMAIN_PARAMS
+                  for kind, path in self._files(p)
+                  for k in table_keys(self.tables.get(table_argv(kind, path), ""))]
+        return _named(named)
+
+    def _files(self, param: str) -> list[tuple[str, str]]:
+        return [(kind, path) for kind, _, path in (i.partition(":") for i in self._items(param))
+                if kind in POSTFIX_FILE_MAPS and path.startswith("/")]
+
+    @property
+    def domain_files(self) -> list[tuple[str, str]]:
+        return [f for p in POSTFIX_DOMAIN_PARAMS for f in self._files(p)]
+
     @property
     def domains(self) -> list[str]:
-        names = [self.params.get("mydomain", "")]
-        for p in ("mydestination", "virtual_mailbox_domains", "virtual_alias_domains"):
-            names += self.params.get(p, "").replace(",", " ").split()
-        return _dedupe(n for n in names if "." in n and not n.startswith(("$", "/"))
-                       and ":" not in n and not n.startswith("localhost"))
+        return [d for d, _ in self.named_domains]
 
 
 @dataclass(frozen=True)
@@ -259,9 +362,14 @@ class MtaConfig:
         return (self.postfix and self.postfix.helo_name) or (self.exim and self.exim.helo_name)
 
     @property
+    def named_domains(self) -> list[tuple[str, str]]:
+        """(domain, where the MTA names it), exim's first."""
+        return _named([*(self.exim.named_domains if self.exim else []),
+                       *(self.postfix.named_domains if self.postfix else [])])
+
+    @property
     def domains(self) -> list[str]:
-        return _dedupe([*(self.exim.domains if self.exim else []),
-                        *(self.postfix.domains if self.postfix else [])])
+        return [d for d, _ in self.named_domains]
 
 
 def _ok(results: Results, argv: tuple[str, ...]) -> str | None:
@@ -280,25 +388,30 @@ def _settings(results: Results, argv: tuple[str, ...]) -> dict[str, str] | None:
 
 
 def read_mta_config(results: Results) -> MtaConfig:
+    tables = {argv: r.stdout for argv, r in results.items() if _ok(results, argv) is not None}
     exim = None
     for binary, argv in EXIM.items():
         if (options := _settings(results, argv)) is not None:
             deb = _ok(results, EXIM_DEBCONF)
+            transports = parse_transports(_ok(results, EXIM_TRANSPORTS[binary]) or "")
             exim = EximConfig({**options, "_binary": binary},
-                              parse_debconf(deb) if deb is not None else None)
+                              parse_debconf(deb) if deb is not None else None, tuple(transports), tables)
             break
     postfix = None
     if (params := _settings(results, POSTCONF)) is not None:
         master = _ok(results, POSTCONF_MASTER)
-        postfix = PostfixConfig(params, tuple(parse_master(master or "")))
+        postfix = PostfixConfig(params, tuple(parse_master(master or "")), tables)
     dovecot = DovecotConfig(params) if (params := _settings(results, DOVECONF)) else None
     return MtaConfig(exim, postfix, dovecot)
 
 
-def _dedupe(names) -> list[str]:
-    out: list[str] = []
-    for n in names:
-        n = n.lower().rstrip(".")
-        if n and n not in out:
-            out.append(n)
-    return out
+def _named(pairs) -> list[tuple[str, str]]:
+    """Mail domains only (a dot, no lookup or expansion, not localhost), each once with
+    the first source naming it."""
+    out: dict[str, str] = {}
+    for name, source in pairs:
+        n = name.strip().lower().rstrip(".")
+        if ("." in n and n not in out and not n.startswith(("+", "/", "$", "!", "*", "localhost"))
+                and not any(c in n for c in ";:${}[] ")):
+            out[n] = source
+    return list(out.items())

@@ -85,9 +85,10 @@ def outbound(inp: CheckInput, target: str) -> tuple[dict, list[Finding], list[st
         ports[PortKey("outbound", family, port)] = PortUpdate(outside=verdict)
         lines.append(f"$ nc -vz -w 3 {target} {port}  -> {verdict}: {(r.stderr + r.stdout).strip()[:160]}")
         if verdict != "open":
+            key = PortKey("outbound", family, port)
             findings.append(finding(
-                "port.outbound_failed", f"Outbound {port}/{family} from the host to {target}: {verdict}",
-                evidence=lines[-1], severity="error" if port == 25 else None))
+                "port.outbound_failed", f"Outbound {key.label} from the host to {target}: {verdict}",
+                evidence=lines[-1], severity="error" if port == 25 else None, ports=[key]))
     return ports, findings, lines
 
 
@@ -110,19 +111,22 @@ def inbound(inp: CheckInput) -> StepOutcome:
 
 
 def port_findings(p: PortProbe, now: datetime) -> list[Finding]:
-    label = PortKey("inbound", p.family, p.port).label
+    key = PortKey("inbound", p.family, p.port)
+    label = key.label
     sev = "error" if p.port == 25 else None
     ev = f"TCP connect from {p.source or '?'} to {p.address}:{p.port}: {p.state}"
     if p.state == "filtered":
-        return [finding("port.filtered", f"Port {label} is filtered from outside (no answer)",
-                        evidence=f"{ev} ({p.error})", severity=sev)]
-    if p.state == "refused":
-        return [finding("port.refused", f"Port {label} refuses connections from outside",
-                        evidence=ev, severity=sev)]
-    if p.state == "error":
-        return [finding("port.error", f"Port {label} cannot be probed: {p.error}", evidence=ev,
-                        severity=sev)]
-    return _smtp_findings(p, label) + _tls_findings(p, label, now)
+        found = [finding("port.filtered", f"Port {label} is filtered from outside (no answer)",
+                         evidence=f"{ev} ({p.error})", severity=sev)]
+    elif p.state == "refused":
+        found = [finding("port.refused", f"Port {label} refuses connections from outside",
+                         evidence=ev, severity=sev)]
+    elif p.state == "error":
+        found = [finding("port.error", f"Port {label} cannot be probed: {p.error}", evidence=ev,
+                         severity=sev)]
+    else:
+        found = _smtp_findings(p, label) + _tls_findings(p, label, now)
+    return [f.model_copy(update={"ports": [key]}) for f in found]
 
 
 def _smtp_findings(p: PortProbe, label: str) -> list[Finding]:

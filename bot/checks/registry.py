@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from bot.checks.base import Check
 from bot.checks.conclusion import Conclusion
+from bot.checks.dns import Dns
 from bot.checks.firewall import Firewall
 from bot.checks.ports import Ports
+from bot.checks.reputation import Reputation
 from bot.checks.services import Services
 from bot.checks.tools import Tools
 
@@ -15,8 +17,11 @@ REGISTRY: tuple[type[Check], ...] = (
     Ports,  # 3. are the ports reachable from outside?
     Firewall,  # 4. which rule blocks which port?
     Conclusion,  # 5. the provider blocks it
+    Dns,  # Part 2: the mail domains and the host's names in DNS
+    Reputation,  # Part 2: the host's addresses in the DNS blocklists
 )
 STEPS: tuple[str, ...] = tuple(c.name for c in REGISTRY)
+DOMAIN_STEPS: tuple[str, ...] = tuple(c.name for c in REGISTRY if c.domain_only)  # `dns DOMAIN`
 
 
 def all_checks() -> list[Check]:

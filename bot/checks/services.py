@@ -117,6 +117,7 @@ def restart_fix(daemon: str, inp: CheckInput) -> Fix:
     else:
         cmd, backend = [f"/etc/init.d/{unit}", "restart"], "sysvinit"
     return Fix(id=f"service-restart-{unit}", kind="service", summary=f"Restart {unit}",
+               label=f"Restart {unit}",
                commands=[cmd], rollback=[], backend=backend, findings=["service.down"])
 
 
@@ -168,7 +169,7 @@ class Services(Check):
         if found is None:
             evidence.append(source)
             f = finding("service.unknown", f"Cannot tell who listens on the mail ports ({source})",
-                        evidence=source)
+                        evidence=source, ports=_keys(INBOUND_PORTS, _families(inp)))
             return StepOutcome("error", "neither ss nor lsof could list listeners",
                                "\n".join(evidence), findings + [f], fixes,
                                error=f"neither ss nor lsof could run: {source}")
@@ -179,7 +180,7 @@ class Services(Check):
                 ports[PortKey("inbound", family, port)] = PortUpdate(listening=listening,
                                                                      process=process)
                 listen[(family, port)] = listening
-        findings += _port_findings(listen, found, down_roles)
+        findings += _port_findings(listen, found, down_roles, _families(inp))
         evidence.append(f"$ {source}")
         evidence += [f"{x.process or '?'} {x.address}:{x.port}" for x in found
                      if x.port in INBOUND_PORTS]
@@ -189,6 +190,10 @@ class Services(Check):
 
 def _families(inp: CheckInput) -> list[str]:
     return ["ipv4"] + (["ipv6"] if any(k[1] == "ipv6" for k in inp.ports) else [])
+
+
+def _keys(ports, families) -> list[PortKey]:
+    return [PortKey("inbound", f, p) for f in families for p in ports]
 
 
 def _down_findings(inp: CheckInput, state: dict) -> tuple[list[Finding], list[Fix]]:
@@ -201,14 +206,18 @@ def _down_findings(inp: CheckInput, state: dict) -> tuple[list[Finding], list[Fi
         fix = restart_fix(d, inp)
         fixes.append(fix)
         role = "SMTP (25, 465, 587)" if d in MTA else "IMAP (143, 993)"
+        ports = [p for p, r in PORT_ROLE.items() if r == ("mta" if d in MTA else "imap")]
         findings.append(finding("service.down", f"{d} is installed but not running: no {role}",
-                                evidence=f"{line}\n{logs}", fixes=[fix.id]))
+                                evidence=f"{line}\n{logs}", fixes=[fix.id],
+                                ports=_keys(ports, _families(inp))))
     return findings, fixes
 
 
-def _port_findings(listen: dict, found: list[Listener], down_roles: set[str]) -> list[Finding]:
+def _port_findings(listen: dict, found: list[Listener], down_roles: set[str],
+                   families: list[str]) -> list[Finding]:
     out = []
     for port in INBOUND_PORTS:
+        keys = _keys([port], families)
         states = {listen[k] for k in listen if k[1] == port}
         lines = "\n".join(f"{x.process or '?'} {x.address}:{x.port}" for x in found if x.port == port)
         if "public" in states:
@@ -216,10 +225,12 @@ def _port_findings(listen: dict, found: list[Listener], down_roles: set[str]) ->
         if "loopback" in states:
             out.append(finding("service.loopback_only",
                                f"Port {port} listens on loopback only: nothing outside can connect",
-                               evidence=lines, severity="error" if port == 25 else "warning"))
+                               evidence=lines, severity="error" if port == 25 else "warning",
+                               ports=keys))
         elif PORT_ROLE[port] not in down_roles:
             out.append(finding("service.not_listening", f"Nothing listens on port {port}",
-                               evidence="(no listener)", severity="error" if port == 25 else None))
+                               evidence="(no listener)", severity="error" if port == 25 else None,
+                               ports=keys))
     return out
 
 

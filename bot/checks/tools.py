@@ -41,6 +41,7 @@ def install_fix(distro_family: str, distro_id: str, tools: list[str]) -> Fix | N
         return None
     commands = [["apt-get", "update"], argv] if distro_family == "debian" else [argv]
     return Fix(id="tools-install", kind="tools", summary=f"Install {', '.join(tools)}",
+               label=f"Install {', '.join(tools)}",
                commands=commands, rollback=[], backend=argv[0], findings=["tools.missing"])
 
 

@@ -139,24 +139,26 @@ def port_verdicts(ruleset: Ruleset, context: AnalysisContext) -> list[PortVerdic
 
 
 def findings_for(verdicts: list[PortVerdict], prober: dict[str, str | None]) -> list[Finding]:
-    """Group blocked ports by their deciding rule: one finding per rule and direction."""
+    """Group blocked ports by their deciding rule: one finding per rule and direction, naming
+    the rule, what it does and the ports it blocks (its `ports`)."""
     findings: list[Finding] = []
     blocked: dict[tuple[str, str], list[PortVerdict]] = defaultdict(list)
     for v in verdicts:
         if v.verdict == "block":
             blocked[(v.key.direction, v.blocked_by or "?")].append(v)
     for (direction, rule), vs in blocked.items():
-        ports = ", ".join(v.key.label for v in vs)
-        what = "replies to " if vs[0].reply_blocked else ""
+        ports = _ports_text(vs)
         banned = _is_ban(rule)
         code = "firewall.prober_banned" if banned and direction == "inbound" else f"firewall.{direction}_blocked"
         if banned and direction == "inbound":
-            summary = (f"The host's firewall blocks the prober's address ({prober.get(vs[0].key.family)}) — "
-                       f"a ban, not a port rule: {ports}")
+            summary = (f"{place_of(vs[0])} bans the prober's address ({prober.get(vs[0].key.family)}), "
+                       f"not the port: inbound {ports}")
         else:
-            summary = f"{direction.capitalize()} {what}mail ports {ports} are blocked by the host firewall"
+            what = "the replies of " if vs[0].reply_blocked else ""
+            summary = f"{place_of(vs[0])} {_verb(vs[0])} {what}{direction} {ports}"
         findings.append(Finding(code=code, severity="error", summary=summary, step="firewall",
-                                evidence=_evidence(vs[0].path, rule)))
+                                evidence=_rule_first(vs[0], _evidence(vs[0].path, rule)),
+                                ports=[v.key for v in vs]))
     findings += _source_specific(verdicts, prober)
     unknown = [v for v in verdicts if v.verdict == "unknown"]
     if unknown:
@@ -165,8 +167,37 @@ def findings_for(verdicts: list[PortVerdict], prober: dict[str, str | None]) -> 
             code="firewall.unknown", severity="warning", step="firewall",
             summary="Cannot tell what the firewall does to " + ", ".join(
                 f"{v.key.direction} {v.key.label}" for v in unknown),
-            evidence="\n".join(reasons)))
+            evidence="\n".join(reasons), ports=[v.key for v in unknown]))
     return findings
+
+
+def place_of(v: PortVerdict) -> str:
+    """Where the verdict is decided, short: 'iptables INPUT rule 2', 'ip6tables INPUT policy DROP',
+    'nft inet filter input handle 7'."""
+    d = v.deciding
+    if d is None or d.table is None or d.chain is None:
+        return "the host firewall"
+    t, chain = d.table, d.chain.name
+    policy = f"policy {(d.chain.policy or 'accept').upper()}"
+    if t.source == "nft":
+        where = f"nft {t.family} {t.name} {chain}"
+        return f"{where} handle {d.rule.handle}" if d.rule is not None else f"{where} {policy}"
+    tool = ("iptables" if t.family == "ip" else "ip6tables") + ("-legacy" if t.source == "iptables-legacy" else "")
+    table = "" if t.name == "filter" else f" -t {t.name}"
+    return f"{tool}{table} {chain} " + (f"rule {d.rule.position}" if d.rule is not None else policy)
+
+
+def _verb(v: PortVerdict) -> str:
+    if v.deciding is None or v.deciding.rule is None:
+        return "blocks"
+    return "rejects" if v.reject else "drops"
+
+
+def _ports_text(vs: list[PortVerdict]) -> str:
+    """'25,143,465 (IPv4)' or '25,465 (IPv4, IPv6)'."""
+    ports = ",".join(str(p) for p in sorted({v.key.port for v in vs}))
+    families = sorted({"IPv6" if v.key.family == "ipv6" else "IPv4" for v in vs})
+    return f"{ports} ({', '.join(families)})"
 
 
 def _is_ban(rule: str) -> bool:
@@ -190,8 +221,15 @@ def _source_specific(verdicts: list[PortVerdict], prober: dict[str, str | None])
                        f"other internet sources are allowed")
             evidence = _evidence(v.path, v.blocked_by or "")
         out.append(Finding(code="firewall.source_specific", severity="warning", summary=summary,
-                           evidence=evidence, step="firewall"))
+                           evidence=evidence, step="firewall", ports=[v.key]))
     return out
+
+
+def _rule_first(v: PortVerdict, evidence: str) -> str:
+    """The deciding rule as the firewall lists it, on the first line (where a reader looks
+    first), then where it sits and the path."""
+    d = v.deciding
+    return f"{d.rule.text}\n{evidence}" if d is not None and d.rule is not None else evidence
 
 
 def _evidence(path: tuple[str, ...], rule: str) -> str:

@@ -107,12 +107,11 @@ def plan_fixes(planners: list[Planner], ruleset: Ruleset, blocked: list[PortVerd
 
 
 def _link(findings: list[Finding], fixes: list[Fix]) -> None:
-    """A blocked-port finding lists the fixes that open ports in its direction."""
+    """A blocked-port finding lists the fixes that open one of its ports."""
     for finding in findings:
         if finding.code not in ("firewall.inbound_blocked", "firewall.outbound_blocked"):
             continue
-        direction = finding.code.split(".")[1].split("_")[0]
-        finding.fixes = [f.id for f in fixes if any(k[0] == direction for k in f.expected_allow)]
+        finding.fixes = [f.id for f in fixes if set(f.expected_allow) & set(finding.ports)]
 
 
 def _evidence(analysis: FirewallAnalysis, results: Results) -> str:

@@ -28,13 +28,7 @@ from typing import Literal
 from bot.errors import TransportError
 from bot.firewall.parse.iptables import normalize_iptables_save
 from bot.firewall.parse.nft import normalize_nft
-from bot.fixes.backup import (
-    Backup,
-    backend_of,
-    backup_for,
-    drop_new_filter_lines,
-    line_to_dict,
-)
+from bot.fixes.backup import Backup, backup_for, drop_new_filter_lines, line_to_dict
 from bot.models import Command, CommandResult, Precondition
 from bot.store import ChangeRecord, PlanRecord
 from bot.transport import Connect, Transport, detached_command, script_command
@@ -142,6 +136,10 @@ class Applier:
     async def _prepare(self, t: Transport, plan: PlanRecord, bp: Backup,
                        log: list[CommandLog]) -> tuple[str, Backup] | ApplyResult:
         """Preconditions, dump, backup, dead-man: (ruleset before, final backup) or why not."""
+        if plan.fix.kind == "firewall" and plan.fix.backup is None:
+            return ApplyResult("backup_failed", "this firewall fix does not declare its backup "
+                               "(Fix.backup): mailcheck does not change a firewall without a "
+                               "backup and a lock-out guard; nothing was applied")
         problems = await self.check_preconditions(t, plan.fix.preconditions)
         if problems:
             return ApplyResult("precondition_changed", "the host changed since the check; "
@@ -150,15 +148,35 @@ class Applier:
         dumps = await t.run(bp.dump, step="fix") if bp.dump else []
         before = "".join(r.stdout for r in dumps)
         bp = await self._exact_restore(t, bp, dumps)
-        backup = await self._run(t, script_command(bp.backup), log)
+        backup = await self._run(t, script_command(bp.take), log)
         if not backup.ok:
             return ApplyResult("backup_failed", f"could not back up to {bp.directory}; nothing "
                                f"was applied: {backup.stderr.strip()}", log=log)
-        if backend_of(plan.fix) is not None:
+        bp = await self._test_load(t, bp, log)
+        if isinstance(bp, ApplyResult):
+            return bp
+        if bp.guard:
             armed = await self._arm(t, bp, log)
             if armed is not None:
                 return ApplyResult("backup_failed", armed, log=log)
         return before, bp
+
+    async def _test_load(self, t: Transport, bp: Backup, log: list[CommandLog]) -> Backup | ApplyResult:
+        """Would every saved ruleset load? If not, the declared undo restores instead; without
+        one the fix is refused (a backup that cannot be loaded is no safety net)."""
+        if not bp.test:
+            return bp
+        results = [await self._run(t, script_command([line]), log) for line in bp.test]
+        failed = [f"`{line.line()}`: {r.stderr.strip() or f'exit {r.exit_status}'}"
+                  for line, r in zip(bp.test, results, strict=True) if not r.ok]
+        if not failed:
+            return bp
+        if bp.undo:
+            log.append(CommandLog("(the saved ruleset would not load: the fix's exact undo guards "
+                                  "and restores instead)", None, "", "\n".join(failed)))
+            return bp.undo_instead()
+        return ApplyResult("backup_failed", "the backup would not load, so it cannot guard this "
+                           "change; nothing was applied: " + "; ".join(failed), log=log)
 
     async def _exact_restore(self, t: Transport, bp: Backup,
                              dumps: list[CommandResult]) -> Backup:
@@ -174,7 +192,7 @@ class Applier:
 
     async def _change(self, t: Transport, plan: PlanRecord, bp: Backup, actor: str,
                       change_id: str, log: list[CommandLog]) -> ApplyResult:
-        guarded = backend_of(plan.fix) is not None
+        guarded = bp.guard
         armed_at = time.monotonic()
         outcome = await self._run_commands(t, plan, bp, log)
         if outcome is not None and (outcome.status == "command_failed" or not guarded):

@@ -1,46 +1,66 @@
-"""What to back up before a fix, how to restore it exactly, and how to compare.
+"""A fix's backup, derived from what the Fix declares (`Fix.backup`, a bot.models.BackupSpec).
 
-Everything here is pure: it returns `ScriptLine`s (argv + fixed redirections) that
-bot.transport turns into shell text with shlex. The backup lives on the
-host in a timestamped directory under settings.backup_dir.
+This module knows no backend by name: a new kind of fix (a firewall manager's
+config file, an MTA's configuration) gets a backup, a test-load, an exact
+restore and the dead-man guard by declaring them:
 
-- iptables / ip6tables: for each variant the fix's commands use (iptables,
-  ip6tables, iptables-legacy, ...), `<variant>-save` into rules.<variant>,
-  preceded by an empty `*filter` section, so that `<variant>-restore` also
-  empties a filter table that did not exist before the fix.
-- ufw: both of the above (ufw's runtime is iptables rules) plus copies of
-  /etc/ufw and /etc/default/ufw; restore copies the files back and restores
-  the kernel rules with iptables-restore (exact, even when ufw was enabled or
-  disabled by the fix).
-- nft: `flush ruleset` + `nft list ruleset`, restored atomically by `nft -f`.
-- firewalld: a copy of /etc/firewalld plus the nft ruleset; restore copies the
-  files back and reloads.
-- other kinds (service, tools): nothing to copy; restore runs fix.rollback.
+    Fix(..., backup=BackupSpec(rulesets=["iptables"], guard=True))            # iptables
+    Fix(..., backup=BackupSpec(paths=["/etc/csf/csf.conf"], reload=[["csf", "-r"]],
+                               rulesets=["iptables", "ip6tables"], guard=True))
+
+    backup_for(fix, base_dir, host, change_id) -> Backup
+        .take      lines that save everything into a fresh timestamped directory
+        .test      lines that each exit 0 only if a saved ruleset would load
+                   (`K-restore --test`, `nft -c -f`); run before the guard is armed
+        .restore   lines that put everything back: paths, then rulesets, then `reload`
+        .undo      the declared per-rule undo, for when a ruleset backup will not load
+        .dump      read-only commands that print the rulesets (before/after, drift)
+        .guard     arm the dead-man job
+
+Everything here is pure: it returns `ScriptLine`s (argv + fixed redirections)
+that bot.transport turns into shell text with shlex. A path is copied by a
+fixed `sh -c` text whose only variable words are positional arguments.
+
+- iptables kinds: `K-save` into rules.K, preceded by an empty `*filter` section,
+  so that `K-restore` also empties a filter table that did not exist before.
+- nft: `flush ruleset` + `nft list ruleset`, restored atomically by `nft -f`
+  (which fails, atomically, when iptables-nft's xt rules are in the ruleset:
+  the test-load says so before anything changes).
+- nothing saved (`BackupSpec()` or no declaration): the restore is Fix.rollback.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from bot.models import Command, Fix
+from bot.models import BackupSpec, Command, Fix, RulesetKind
 from bot.transport import ScriptLine
 
 EMPTY_FILTER = ("*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]",
                 ":OUTPUT ACCEPT [0:0]", "COMMIT")
-FIREWALL_BACKENDS = ("iptables", "ip6tables", "ufw", "nft", "nftables", "firewalld")
+
+# Fixed scripts for copying a declared path; $1 is the path, $2 its copy in the backup.
+_SAVE_PATH = ('mkdir -p "${2%/*}"; if [ -e "$1" ] || [ -L "$1" ]; then cp -a "$1" "$2"; '
+              'else : >"$2.absent"; fi')
+_RESTORE_PATH = ('if [ -e "$2.absent" ]; then rm -rf "$1"; '
+                 'elif [ -d "$2" ] && [ ! -L "$2" ]; then mkdir -p "$1" && '
+                 'find "$1" -mindepth 1 -maxdepth 1 -exec rm -rf {} + && cp -a "$2/." "$1/"; '
+                 'else cp -a "$2" "$1"; fi')
 
 
 @dataclass(frozen=True)
 class Backup:
-    """One change's backup: where it goes, the script lines that take and restore it, and
-    the commands that dump the ruleset (for before/after)."""
+    """One change's backup: where it goes and the script lines that take, test, restore it."""
 
     directory: str
-    backup: list[ScriptLine]
+    take: list[ScriptLine]
     restore: list[ScriptLine]
-    dump: list[Command] = field(default_factory=list)  # the ruleset, for before/after
+    test: list[ScriptLine] = field(default_factory=list)
+    undo: list[ScriptLine] = field(default_factory=list)
+    dump: list[Command] = field(default_factory=list)  # the rulesets, for before/after
+    guard: bool = False
 
     @property
     def armed(self) -> str:
@@ -50,74 +70,64 @@ class Backup:
     def log(self) -> str:
         return f"{self.directory}/deadman.log"
 
-
-def backend_of(fix: Fix) -> str | None:
-    backend = (fix.backend or "").lower()
-    if backend == "nftables":
-        return "nft"
-    return backend if backend in FIREWALL_BACKENDS else None
+    def undo_instead(self) -> Backup:
+        """This backup with the declared per-rule undo as its restore (a snapshot would not load)."""
+        return replace(self, restore=list(self.undo), test=[])
 
 
-_IPT = re.compile(r"^ip6?tables(-nft|-legacy)?$")
+def dump_command(kind: RulesetKind) -> Command:
+    return Command(("nft", "list", "ruleset") if kind == "nft" else (f"{kind}-save",))
 
 
-def _iptables(d: str, prog: str) -> tuple[list[ScriptLine], list[ScriptLine], Command]:
-    """Back up / restore the tables of one iptables variant (iptables, ip6tables-legacy, ...)."""
-    path = f"{d}/rules.{prog}"
-    backup = [ScriptLine(("printf", "%s\\n", *EMPTY_FILTER), stdout=path),
-              ScriptLine((f"{prog}-save",), stdout=path, append=True)]
-    return backup, [ScriptLine((f"{prog}-restore",), stdin=path)], Command((f"{prog}-save",))
+def _ruleset(d: str, kind: RulesetKind) -> tuple[list[ScriptLine], ScriptLine, ScriptLine]:
+    """(take, test, restore) of one ruleset."""
+    if kind == "nft":
+        path = f"{d}/ruleset.nft"
+        take = [ScriptLine(("printf", "flush ruleset\\n"), stdout=path),
+                ScriptLine(("nft", "list", "ruleset"), stdout=path, append=True)]
+        return take, ScriptLine(("nft", "-c", "-f", path)), ScriptLine(("nft", "-f", path))
+    path = f"{d}/rules.{kind}"
+    take = [ScriptLine(("printf", "%s\\n", *EMPTY_FILTER), stdout=path),
+            ScriptLine((f"{kind}-save",), stdout=path, append=True)]
+    return (take, ScriptLine((f"{kind}-restore", "--test"), stdin=path),
+            ScriptLine((f"{kind}-restore",), stdin=path))
 
 
-def iptables_variants(fix: Fix, backend: str | None) -> list[str]:
-    """The iptables programs whose tables the fix edits (ufw: both families)."""
-    if backend == "ufw":
-        return ["iptables", "ip6tables"]
-    if backend not in ("iptables", "ip6tables"):
-        return []
-    found = [argv[0] for argv in fix.commands if argv and _IPT.match(argv[0])]
-    return list(dict.fromkeys(found)) or [backend]
+def _path(d: str, path: str) -> tuple[ScriptLine, ScriptLine]:
+    """(take, restore) of one declared file or directory."""
+    saved = f"{d}/files{path}"
+    return (ScriptLine(("sh", "-c", _SAVE_PATH, "sh", path, saved)),
+            ScriptLine(("sh", "-c", _RESTORE_PATH, "sh", path, saved)))
 
 
-def _copy(src: str, dst: str) -> tuple[ScriptLine, ScriptLine]:
-    """Back up `src` to `dst`; restore it over the original (into it, for directories)."""
-    return ScriptLine(("cp", "-a", src, dst)), ScriptLine(("cp", "-a", dst, src))
-
-
-def _copy_dir(src: str, dst: str) -> tuple[ScriptLine, ScriptLine]:
-    return ScriptLine(("cp", "-a", src, dst)), ScriptLine(("cp", "-a", f"{dst}/.", f"{src}/"))
+def _lines(argvs: list[list[str]]) -> list[ScriptLine]:
+    return [ScriptLine(tuple(argv)) for argv in argvs]
 
 
 def backup_for(fix: Fix, base_dir: str, host: str, change_id: str,
-                now: float | None = None) -> Backup:
+               now: float | None = None) -> Backup:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time()))
     d = f"{base_dir.rstrip('/')}/{stamp}-{host}-{change_id}"
-    backup: list[ScriptLine] = [ScriptLine(("mkdir", "-p", "-m", "0700", d))]
+    spec = fix.backup or BackupSpec()
+    take = [ScriptLine(("mkdir", "-p", "-m", "0700", d))]
+    test: list[ScriptLine] = []
     restore: list[ScriptLine] = []
-    dump: list[Command] = []
-    backend = backend_of(fix)
-    for prog in iptables_variants(fix, backend):
-        b, r, c = _iptables(d, prog)
-        backup += b
-        restore += r
-        dump.append(c)
-    if backend == "ufw":
-        for b, r in (_copy_dir("/etc/ufw", f"{d}/ufw"), _copy("/etc/default/ufw", f"{d}/default-ufw")):
-            backup.append(b)
-            restore.insert(0, r)
-    if backend in ("nft", "firewalld"):
-        path = f"{d}/ruleset.nft"
-        backup += [ScriptLine(("printf", "flush ruleset\\n"), stdout=path),
-                   ScriptLine(("nft", "list", "ruleset"), stdout=path, append=True)]
-        dump.append(Command(("nft", "list", "ruleset")))
-        restore.append(ScriptLine(("nft", "-f", path)))
-    if backend == "firewalld":
-        b, r = _copy_dir("/etc/firewalld", f"{d}/firewalld")
-        backup.append(b)
-        restore = [r, ScriptLine(("firewall-cmd", "--reload"))]
-    if backend is None:
-        restore = [ScriptLine(tuple(argv)) for argv in fix.rollback]
-    return Backup(directory=d, backup=backup, restore=restore, dump=dump)
+    for path in spec.paths:
+        t, r = _path(d, path)
+        take.append(t)
+        restore.append(r)
+    for kind in spec.rulesets:
+        t, check, r = _ruleset(d, kind)
+        take += t
+        test.append(check)
+        restore.append(r)
+    if spec.saves_anything:
+        restore += _lines(spec.reload)
+    else:
+        restore = _lines(fix.rollback)
+    dump = [dump_command(k) for k in dict.fromkeys([*spec.rulesets, *spec.compare])]
+    return Backup(directory=d, take=take, restore=restore, test=test, undo=_lines(spec.undo),
+                  dump=dump, guard=spec.guard)
 
 
 _COUNTERS = re.compile(r"\[\d+:\d+\]")

@@ -1,4 +1,5 @@
-"""What FixService returns: everything a Slack message or the terminal needs."""
+"""What FixService returns: everything a Slack message or the terminal needs, as plain data
+(user ids, states, ports): how it is shown is the renderers' business (bot/render)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from bot.fixes.apply import CommandLog
+from bot.fixes.policy import Approvers
 from bot.fixes.verify import VerifyResult
 from bot.models import PortStatus
 
@@ -49,8 +51,9 @@ class ApplyOutcome:
     before: Snapshot = field(default_factory=Snapshot)
     after: Snapshot = field(default_factory=Snapshot)
     verify: VerifyResult | None = None
-    break_glass: bool = False
-    announce: str | None = None  # post this in the channel (break-glass)
+    break_glass: bool = False  # applied on a typed reason, without an approver: announce it
+    break_glass_reason: str | None = None
+    approvers: Approvers | None = None  # who may approve, when the actor may not
     offer_rollback: bool = False
     offer_recheck: bool = False
     at: float = field(default_factory=time.time)
@@ -71,6 +74,7 @@ class RollbackOutcome:
     change_id: str
     host: str = ""
     actor: str = ""
+    approvers: Approvers | None = None  # who may, when the actor may not
     exact: bool | None = None
     log: list[CommandLog] = field(default_factory=list)
     before: Snapshot = field(default_factory=Snapshot)

@@ -32,6 +32,9 @@ def plan_digest(host: Host, fix: Fix) -> str:
         "preconditions": [p.model_dump(mode="json") for p in fix.preconditions],
         "expected_allow": [list(e) for e in fix.expected_allow],
         "findings": fix.findings,
+        "backup": fix.backup.model_dump(mode="json") if fix.backup is not None else None,
+        "timeout": fix.timeout,
+        "env": fix.env,
     }
     blob = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()

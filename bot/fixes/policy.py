@@ -32,23 +32,25 @@ MIN_REASON = 10
 
 @dataclass(frozen=True)
 class Approvers:
+    """Who may approve: Slack user ids and user group ids (plain data; a renderer names them)."""
+
     users: frozenset[str]
     usergroups: frozenset[str]
 
-    def describe(self) -> str:
-        names = [f"<@{u}>" for u in sorted(self.users)]
-        names += [f"<!subteam^{g}>" for g in sorted(self.usergroups)]
-        return ", ".join(names) or "nobody (no approvers configured for this host)"
+    def __bool__(self) -> bool:
+        return bool(self.users or self.usergroups)
 
 
 @dataclass(frozen=True)
 class Permission:
-    """May this actor apply (or roll back) a fix, and why (not)."""
+    """May this actor apply (or roll back) a fix, and why (not). `approvers`: who may, when
+    the actor may not (not_approver)."""
 
     allowed: bool
     reason: str
     break_glass: bool = False
     code: str = ""  # read_only, four_eyes, not_approver, break_glass_reason, ...
+    approvers: Approvers | None = None
 
 
 async def _no_groups(_group: str) -> list[str]:
@@ -105,8 +107,10 @@ class Policy:
         elif await self.is_approver(host, actor, actor_groups):
             return Permission(True, "approver for this host", code="approver")
         else:
-            refusal = Permission(False, f"you may not approve fixes on {host.name}; approvers: "
-                               f"{self.approvers_for(host).describe()}", code="not_approver")
+            who = self.approvers_for(host)
+            refusal = Permission(False, f"you may not approve fixes on {host.name}" + (
+                "" if who else " (no approvers are configured for this host)"),
+                code="not_approver", approvers=who)
         if break_glass_reason is not None:
             return self._break_glass(break_glass_reason)
         return refusal

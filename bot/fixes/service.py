@@ -141,12 +141,10 @@ class FixService:
             current or plan.host, actor, Actor.parse(plan.requested_by),
             actor_groups=actor_groups, break_glass_reason=reason)
         if not permission.allowed:
-            out.message = permission.reason
+            out.message, out.approvers = permission.reason, permission.approvers
             return await self._refuse(out, code=permission.code)
         if permission.break_glass:
-            out.break_glass = True
-            out.announce = f":rotating_light: BREAK-GLASS by <@{actor.id}> on {plan.host.name}: " \
-                f"{plan.fix.summary}. Reason: {reason.strip() if reason else ''}"
+            out.break_glass, out.break_glass_reason = True, (reason or "").strip()
         return None
 
     async def _duplicate(self, out: ApplyOutcome, plan: PlanRecord | None = None) -> ApplyOutcome:
@@ -236,7 +234,7 @@ class FixService:
         out = RollbackOutcome("refused", "", change_id, host=change.host.name, actor=str(actor))
         permission = await self.policy.decide(change.host, actor, None, actor_groups=actor_groups)
         if not permission.allowed:
-            out.message = permission.reason
+            out.message, out.approvers = permission.reason, permission.approvers
             return await self._refuse_rollback(out)
         holder = f"{actor} (rollback {change_id})"
         held = await self._lock(change.host.name, holder)
@@ -277,8 +275,11 @@ class FixService:
 
     async def _refuse(self, out: ApplyOutcome, code: str = "", event: str = "refusal"
                       ) -> ApplyOutcome:
+        detail: dict = {"code": code}
+        if out.approvers is not None:
+            detail["approvers"] = sorted(out.approvers.users) + sorted(out.approvers.usergroups)
         await self._audit(event, out.actor, out.host, plan_id=out.plan_id, commands=out.commands,
-                          result=out.status, output=out.message, detail={"code": code})
+                          result=out.status, output=out.message, detail=detail)
         return out
 
     async def _refuse_rollback(self, out: RollbackOutcome) -> RollbackOutcome:

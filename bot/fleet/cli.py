@@ -26,6 +26,9 @@ async def cmd_check_fleet(args: argparse.Namespace, console: Console) -> int:
     if args.local or args.identity or args.known_hosts:
         raise TargetError(f"{args.target!r} selects inventory hosts, which bring their own SSH "
                           "settings: -i, --known-hosts and --local are for one ad-hoc host")
+    if getattr(args, "domain", None):
+        raise TargetError(f"{args.target!r} selects inventory hosts, each checked for its own "
+                          "mail domains (the inventory's domain:): --domain is for one host")
     wiring = console.wiring
     hosts = select_hosts(args.target, wiring.inventory)
     engine = wiring.engine(outbound_target=args.outbound_test)

@@ -1,5 +1,6 @@
-"""The Bolt app: build_app() wires settings, inventory, engine and fixes, and registers the
-listeners of handlers/ (the app's root registers them, as in Slack's starter template)."""
+"""The Bolt app: build_app() wires settings, inventory, engine, fixes and store into one
+MailcheckBot (one poster, one task set, one FixButtons) and registers the listeners of
+handlers/ (the app's root registers them, as in Slack's starter template)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.engine import Checker
 from bot.errors import ConfigError
 from bot.slack.bot import MailcheckBot
-from bot.slack.contracts import FixService
+from bot.slack.contracts import Fixes
+from bot.slack.fix_buttons import FixButtons
 from bot.slack.poster import SlackPoster
-from bot.slack.runner import CheckRunner, DetailsCache
+from bot.slack.runner import CheckRunner
 from bot.slack.tasks import TaskSet
+from bot.store import Store
 from config.inventory import Inventory
 from config.settings import Settings
 from handlers import register_all
@@ -38,8 +41,8 @@ async def skip_retries(req, resp, next) -> BoltResponse:
     return await next()
 
 
-def build_app(settings: Settings, inventory: Inventory, engine: Checker, fixes: FixService,
-              client: AsyncWebClient | None = None, *, update_interval: float = 1.0,
+def build_app(settings: Settings, inventory: Inventory, engine: Checker, fixes: Fixes,
+              client: AsyncWebClient | None = None, *, store: Store, update_interval: float = 1.0,
               check_timeout: float = 300.0) -> AsyncApp:
     """An AsyncApp with every mailcheck listener registered.
 
@@ -58,9 +61,9 @@ def build_app(settings: Settings, inventory: Inventory, engine: Checker, fixes: 
     app.middleware(skip_retries)
     poster = SlackPoster(client, interval=update_interval)
     tasks = TaskSet(timeout=check_timeout + 60)
-    runner = CheckRunner(poster, engine, fixes, DetailsCache(), timeout=check_timeout)
-    bot = MailcheckBot(inventory=inventory, runner=runner, fixes=fixes, poster=poster,
-                       tasks=tasks, client=client)
+    runner = CheckRunner(poster, engine, fixes, store, timeout=check_timeout)
+    bot = MailcheckBot(inventory=inventory, runner=runner, buttons=FixButtons(fixes, poster),
+                       poster=poster, tasks=tasks, store=store)
     register_all(app, bot)
     _BOTS[app] = bot
     return app

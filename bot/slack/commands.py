@@ -10,13 +10,16 @@ import re
 from dataclasses import dataclass
 
 from bot.checks.registry import REGISTRY, STEPS
-from config.inventory import Host, Inventory
+from bot.errors import TargetError
+from config.inventory import Host, Inventory, valid_domain
 
 SINGLE_STEPS = tuple(c.name for c in REGISTRY if not c.needs)  # a step that reads no other
 USAGE = (
     "*Usage*\n"
     f"• `/mailcheck HOST`: the full check of an inventory host ({', '.join(STEPS)})\n"
     "• `/mailcheck HOST STEP`: one step only, STEP one of " + ", ".join(SINGLE_STEPS) + "\n"
+    "• `/mailcheck dns DOMAIN`: a mail domain's DNS records alone (MX, SPF, DMARC, MTA-STS, "
+    "DANE); no host is touched\n"
     "• `/mailcheck hosts`: the hosts you can check\n"
     "• `/mailcheck help`: this text\n"
     "Results appear in this channel and update as steps finish. Fixes need an approver's click."
@@ -37,7 +40,14 @@ class CheckCommand:
     steps: tuple[str, ...] | None = None
 
 
-Parsed = Reply | CheckCommand
+@dataclass(frozen=True)
+class DomainCommand:
+    """The DNS checks of a mail domain alone: lookups only, nothing connects to a host."""
+
+    domain: str
+
+
+Parsed = Reply | CheckCommand | DomainCommand
 
 
 def _quote(text: str) -> str:
@@ -69,12 +79,25 @@ def _unknown(word: str, inventory: Inventory) -> Reply:
     )
 
 
+def domain_command(words: list[str]) -> Parsed:
+    """`/mailcheck dns DOMAIN`'s words after `dns`."""
+    if len(words) != 1:
+        return Reply("Usage: `/mailcheck dns DOMAIN`, e.g. `/mailcheck dns example.com`.", refused=True)
+    try:
+        return DomainCommand(valid_domain(words[0]))
+    except TargetError:
+        return Reply(f"`{_quote(words[0])}` is not a mail domain (a DNS name such as example.com).",
+                     refused=True)
+
+
 def parse(text: str, inventory: Inventory) -> Parsed:
     words = (text or "").split()
     if not words or words[0].lower() in ("help", "-h", "--help", "?"):
         return Reply(USAGE)
     if words[0].lower() == "hosts" and len(words) == 1 and "hosts" not in inventory.hosts:
         return Reply(hosts_text(inventory))
+    if words[0].lower() == "dns" and "dns" not in inventory.hosts:
+        return domain_command(words[1:])
     host = inventory.hosts.get(words[0])
     if host is None:
         return _unknown(words[0], inventory)

@@ -53,9 +53,13 @@ class SlackPoster:
             finally:
                 self._next[channel] = time.monotonic() + self.interval
 
-    async def post(self, channel: str, blocks: list[dict], text: str) -> str:
-        resp = await self.paced(channel, "chat_postMessage", blocks=blocks, text=text)
-        return resp["ts"]
+    async def post(self, channel: str, blocks: list[dict], text: str,
+                   thread_ts: str | None = None) -> tuple[str, str]:
+        """(channel, ts) of the new message: a user id as `channel` posts in the app's direct
+        message with them, and Slack answers with that conversation's id (D…)."""
+        kw = {"thread_ts": thread_ts} if thread_ts else {}
+        resp = await self.paced(channel, "chat_postMessage", blocks=blocks, text=text, **kw)
+        return resp.get("channel") or channel, resp["ts"]
 
     async def update(self, channel: str, ts: str, blocks: list[dict], text: str) -> None:
         await self.paced(channel, "chat_update", ts=ts, blocks=blocks, text=text)

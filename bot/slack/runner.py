@@ -12,19 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 
 from slack_sdk.errors import SlackApiError
 
-from bot.checks.registry import STEPS
-from bot.engine import Checker
+from bot.checks.registry import DOMAIN_STEPS, STEPS
+from bot.engine import Checker, Progress
 from bot.errors import MailcheckError, TransportError
-from bot.models import Report, StepResult
-from bot.render import blockkit
-from bot.slack.contracts import FixService
+from bot.models import Actor, Report, StepResult
+from bot.render import report as render
+from bot.render.mrkdwn import esc, md, trim
+from bot.slack.contracts import Fixes
 from bot.slack.poster import NOT_IN_CHANNEL, LiveMessage, ResponseUrlMessage, SlackPoster
+from bot.store import ReportRecord, Store
 from config.inventory import Host
 
 log = logging.getLogger(__name__)
@@ -39,52 +40,59 @@ INVITE_HINT = (
 
 @dataclass(frozen=True)
 class CheckRequest:
-    host: Host
+    """Check `host` for `user_id` and post in `channel_id` (a user id: in their direct message
+    with the app), in the thread `thread_ts` when given. `host` None: the mail domain `domain`
+    alone (`/mailcheck dns DOMAIN`)."""
+
+    host: Host | None
     user_id: str
     channel_id: str
     response_url: str = ""
     steps: tuple[str, ...] | None = None
+    thread_ts: str = ""
+    domain: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The host's inventory name, or 'dns DOMAIN' (no inventory name has a space: the
+        Re-check button of a domain's report carries this, and runs the domain again)."""
+        return self.host.name if self.host is not None else f"dns {self.domain}"
+
+    def run(self, engine: Checker, progress: Progress) -> Coroutine:
+        if self.host is None:
+            return engine.check_domain(self.domain, progress=progress)
+        return engine.check(self.host, steps=self.steps, progress=progress)
 
 
-class DetailsCache:
-    """Finished reports by opaque id, for the "Show details" modal (bounded)."""
-
-    def __init__(self, size: int = 200) -> None:
-        self.size = size
-        self._reports: OrderedDict[str, Report] = OrderedDict()
-
-    def put(self, report: Report) -> str:
-        key = "d_" + secrets.token_urlsafe(9)
-        self._reports[key] = report
-        while len(self._reports) > self.size:
-            self._reports.popitem(last=False)
-        return key
-
-    def get(self, key: str) -> Report | None:
-        return self._reports.get(key)
+def with_changes_in_evidence(report: Report) -> Report:
+    """The findings' zone lines and advice appended to their evidence, which the Slack
+    report's Details show (until its rendering shows Finding.records and .advice itself)."""
+    findings = [f.model_copy(update={"evidence": "\n".join(x for x in (f.evidence, *f.records, f.advice) if x)})
+                if f.records or f.advice else f for f in report.findings]
+    return report.model_copy(update={"findings": findings})
 
 
 class CheckRunner:
-    def __init__(self, poster: SlackPoster, engine: Checker, fixes: FixService,
-                 details: DetailsCache, timeout: float = 300.0) -> None:
+    def __init__(self, poster: SlackPoster, engine: Checker, fixes: Fixes,
+                 store: Store, timeout: float = 300.0) -> None:
         self.poster, self.engine, self.fixes = poster, engine, fixes
-        self.details, self.timeout = details, timeout
+        self.store, self.timeout = store, timeout
 
     async def run(self, req: CheckRequest) -> None:
-        steps = req.steps or STEPS
-        partial = Report(host=req.host.name, address=req.host.address)
-        msg = await self._open(req, blockkit.progress_blocks(partial, steps))
+        steps = req.steps or (STEPS if req.host is not None else DOMAIN_STEPS)
+        partial = Report(host=req.name, address=req.host.address if req.host else "")
+        msg = await self._open(req, render.progress_blocks(partial, steps))
         if msg is None:
             return
         done: list[str] = []
 
         async def progress(step: StepResult, report: Report) -> None:
             done.append(step.name)
-            msg.show(blockkit.progress_blocks(report, steps), f"{req.host.name}: {step.name} done")
+            msg.show(render.progress_blocks(report, steps), esc(f"{req.name}: {step.name} done"))
 
         try:
             report = await asyncio.wait_for(
-                self.engine.check(req.host, steps=req.steps, progress=progress), self.timeout)
+                req.run(self.engine, progress), self.timeout)
         except asyncio.CancelledError:
             await self._fail(msg, req, "the check was stopped before it finished (mailcheck "
                              "is shutting down, or the check ran over its time limit); "
@@ -98,26 +106,26 @@ class CheckRunner:
         except MailcheckError as e:
             await self._fail(msg, req, str(e), steps, done)
         except Exception as e:
-            log.exception("check of %s crashed", req.host.name)
+            log.exception("check of %s crashed", req.name)
             await self._fail(msg, req, f"internal error ({type(e).__name__}: {e}); "
                              "the bot's log has the traceback", steps, done)
         else:
             try:
                 await self._finish(msg, req, report)
             except Exception as e:  # the report could not be rendered or posted
-                log.exception("posting the report of %s failed", req.host.name)
+                log.exception("posting the report of %s failed", req.name)
                 await self._fail(msg, req, f"the report could not be posted ({type(e).__name__}: "
                                  f"{e})", steps, done, "conclusion")
 
     async def _open(self, req: CheckRequest, blocks: list[dict]):
-        text = f"{req.host.name}: checking…"
+        text = render.fallback_text(None, req.name, running=True)
         try:
-            ts = await self.poster.post(req.channel_id, blocks, text)
-            return LiveMessage(self.poster, req.channel_id, ts)
+            channel, ts = await self.poster.post(req.channel_id, blocks, text, req.thread_ts or None)
+            return LiveMessage(self.poster, channel, ts)
         except SlackApiError as e:
             error = e.response.get("error", "")
             if error not in NOT_IN_CHANNEL or not req.response_url:
-                log.error("cannot post the check of %s: %s", req.host.name, error)
+                log.error("cannot post the check of %s: %s", req.name, error)
                 if req.response_url:
                     await self.poster.respond(req.response_url, {
                         "response_type": "ephemeral",
@@ -128,24 +136,42 @@ class CheckRunner:
         return ResponseUrlMessage(self.poster, req.response_url)
 
     async def _finish(self, msg, req: CheckRequest, report: Report) -> None:
+        if req.host is None:
+            report = report.model_copy(update={"host": req.name})
+        report = with_changes_in_evidence(report)
         plan_ids: dict[str, str] = {}
         note = None
-        if report.fixes:
-            try:
-                plan_ids = await self.fixes.register(report, req.user_id, req.channel_id)
-            except Exception as e:
-                log.exception("registering the fixes of %s failed", req.host.name)
-                note = f":warning: The proposed fixes have no Apply button: storing their plans " \
-                       f"failed ({type(e).__name__}: {e}). Press Re-check to try again."
-        details_id = self.details.put(report)
-        blocks = blockkit.report_blocks(report, plan_ids, details_id, note)
-        await msg.finish(blocks, blockkit.fallback_text(report, req.host.name))
+        actor = Actor("slack", req.user_id)
+        try:
+            await self.fixes.record_check(report, actor, req.channel_id)  # every check is audited
+            if report.fixes:
+                plan_ids = await self.fixes.register(report, actor, req.channel_id)
+        except Exception as e:
+            log.exception("recording the check of %s or its fixes failed", req.name)
+            note = md(":warning: The proposed fixes have no Apply button: storing the check and its "
+                      "plans failed ({}: {}). Press Re-check to try again.", type(e).__name__, str(e))
+        details_id = await self._keep(report, req, msg)
+        blocks = render.report_blocks(report, plan_ids, details_id, note)
+        await msg.finish(blocks, render.fallback_text(report, req.name))
+
+    async def _keep(self, report: Report, req: CheckRequest, msg) -> str | None:
+        """Store the report next to the plans (Details and App Home read it, after a restart
+        too); its id, or None (no Details button) when the store fails."""
+        record = ReportRecord(id="r_" + secrets.token_urlsafe(9), report=report,
+                              requested_by=req.user_id, channel=getattr(msg, "channel", req.channel_id),
+                              ts=getattr(msg, "ts", ""))
+        try:
+            await self.store.add_report(record)
+        except Exception:
+            log.exception("storing the report of %s failed", req.name)
+            return None
+        return record.id
 
     async def _fail(self, msg, req: CheckRequest, why: str, steps: Sequence[str],
                     done: list[str], step: str | None = None) -> None:
         step = step or next((s for s in steps if s not in done), None)
-        blocks = blockkit.error_blocks(req.host.name, why, step)
+        blocks = render.error_blocks(req.name, why, step)
         try:
-            await msg.finish(blocks, f"{req.host.name}: the check failed: {why}"[:3000])
+            await msg.finish(blocks, trim(esc(f"{req.name}: the check failed: {why}"), 3000))
         except Exception:
-            log.exception("could not end the message of the check of %s", req.host.name)
+            log.exception("could not end the message of the check of %s", req.name)

@@ -28,8 +28,7 @@ from bot.engine import Checker
 from bot.errors import ConfigError
 from bot.fixes.policy import slack_group_members
 from bot.slack.app import bot_of, build_app, make_client
-from bot.slack.contracts import FixService
-from bot.slack.service_fixes import ServiceFixes
+from bot.slack.contracts import Fixes
 from bot.wiring import Wiring
 from config.inventory import Inventory
 from config.settings import Settings
@@ -130,17 +129,17 @@ async def _run_app(app: AsyncApp, settings: Settings, stop: asyncio.Event,
 
 
 async def serve(settings: Settings, *, inventory: Inventory | None = None,
-                engine: Checker | None = None, fixes: FixService | None = None,
+                engine: Checker | None = None, fixes: Fixes | None = None,
                 wiring: Wiring | None = None) -> None:
     """The `mailcheck serve` entry point: runs until SIGINT/SIGTERM. The engine and the fix
     service come from `wiring` (default: Wiring(settings, inventory)) unless given:
-    bot.fixes.FixService behind ServiceFixes, approver user groups resolved through Slack."""
+    bot.fixes.FixService from the wiring, approver user groups resolved through Slack."""
     wiring = wiring or Wiring(settings, inventory)
     client = make_client(settings)
     engine = engine or wiring.engine()
     if fixes is None:
-        fixes = ServiceFixes(wiring.fix_service(group_members=slack_group_members(client)))
-    app = build_app(settings, wiring.inventory, engine, fixes, client)
+        fixes = wiring.fix_service(group_members=slack_group_members(client))
+    app = build_app(settings, wiring.inventory, engine, fixes, client, store=wiring.store)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

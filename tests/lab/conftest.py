@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from tests import dnslab as dnslab_mod
 from tests.labhost import LabHost, make_client_key, make_host, missing_prerequisites
 
 pytestmark = pytest.mark.lab
 
 
-def _require_lab() -> None:
-    missing = missing_prerequisites()
+def _require_lab(missing: list[str] | None = None) -> None:
+    missing = missing_prerequisites() if missing is None else missing
     if missing:
         msg = "lab needs: " + ", ".join(missing) + " (see README: Lab tests)"
         if os.environ.get("MAILCHECK_LAB") == "required":
@@ -49,3 +50,29 @@ def lab(client_key):
 @pytest.fixture
 def labhost(lab) -> LabHost:
     return lab()
+
+
+@pytest.fixture(scope="session")
+def dnslab_session():
+    """One DNS lab (knot, unbound, rbldnsd, rewriter, HTTPS) for the whole session."""
+    _require_lab(dnslab_mod.missing_prerequisites())
+    lab = dnslab_mod.DnsLab().start()
+    yield lab
+    lab.close()
+
+
+@pytest.fixture
+def dnslab(dnslab_session):
+    """The session's DNS lab with an empty world; the test loads the world it needs."""
+    dnslab_session.load([])
+    yield dnslab_session
+
+
+@pytest.fixture
+def dnshost(lab, dnslab):
+    """A factory: lab hosts whose resolv.conf names the DNS lab's resolver, linked to it."""
+    def factory(**kw) -> LabHost:
+        host = lab(resolver=dnslab.resolver, **kw)
+        dnslab.attach(host)
+        return host
+    return factory

@@ -187,9 +187,12 @@ async def test_ssh_steps_report_while_a_filtered_port_still_times_out(labhost):
         at[step.name] = time.monotonic() - t0
 
     report = await Engine(settings, Inventory()).check(host_of(labhost), progress=progress)
-    assert list(at) == ["tools", "services", "firewall", "ports", "conclusion"]
-    assert max(at["tools"], at["services"], at["firewall"]) < timeout <= at["ports"]
-    assert [s.name for s in report.steps] == ["tools", "services", "ports", "firewall", "conclusion"]
+    ssh_first = [n for n in at if n != "reputation"]  # reputation needs neither SSH nor probes
+    assert ssh_first == ["tools", "services", "firewall", "ports", "conclusion", "dns"]
+    assert max(at["tools"], at["services"], at["firewall"], at["reputation"]) < timeout
+    assert timeout <= min(at["ports"], at["dns"])  # dns reads the port-25 probe (banner, certificate)
+    assert [s.name for s in report.steps] == ["tools", "services", "ports", "firewall", "conclusion",
+                                              "dns", "reputation"]
     assert firewall(report)[("inbound", "ipv4", 25)] == ("allow", None)
     assert inbound(report)[25] == ("filtered", "public")
     assert "provider.port_blocked" in codes(report)
@@ -227,7 +230,8 @@ def test_cli_json_per_port_verdicts(labhost):
         assert set(p) >= {"port", "direction", "family", "outside", "listening", "process",
                           "firewall", "blocked_by"}
     assert data["verdict"] == "broken" and data["exit_code"] == 1
-    assert [s["name"] for s in data["steps"]] == ["tools", "services", "ports", "firewall", "conclusion"]
+    assert [s["name"] for s in data["steps"]] == ["tools", "services", "ports", "firewall", "conclusion",
+                                                  "dns", "reputation"]
     assert "[warn] services: " in r.stderr and "] conclusion: " in r.stderr  # progress lines
 
 
@@ -264,4 +268,4 @@ async def test_optional_outbound_test_sees_an_output_drop(labhost):
                    ("ipv6", 25): None, ("ipv6", 465): None, ("ipv6", 587): None}
     failed = [f for f in report.findings if f.code == "port.outbound_failed"]
     assert [(f.summary, f.severity) for f in failed] == [
-        (f"Outbound 25/ipv4 from the host to {labhost.outside_ip}: filtered", "error")]
+        (f"Outbound 25/IPv4 from the host to {labhost.outside_ip}: filtered", "error")]

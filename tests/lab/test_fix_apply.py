@@ -19,7 +19,7 @@ from bot.firewall.parse.iptables import normalize_iptables_save
 from bot.fixes import FixService
 from bot.fixes.apply import fingerprint
 from bot.fixes.backup import normalize_ruleset
-from bot.models import Actor, Command, Fix, PortStatus, Precondition, Report
+from bot.models import Actor, BackupSpec, Command, Fix, PortStatus, Precondition, Report
 from bot.store import SQLiteStore
 from bot.transport import SSHTransport
 from config.inventory import Host, Inventory
@@ -29,6 +29,7 @@ pytestmark = pytest.mark.lab
 
 MAIL_IN = (25, 465, 587, 143, 993)
 MAIL_OUT = (25, 465, 587)
+IPT = BackupSpec(rulesets=["iptables"], guard=True)  # what the iptables planner declares
 RULE_CASE1 = ["-p", "tcp", "-m", "multiport", "--dports", "25,143,993,587,465", "-j", "DROP"]
 
 
@@ -113,7 +114,7 @@ def case1(lh) -> None:
 def case1_fix(lh) -> Fix:
     out_rule = ["-p", "tcp", "-m", "multiport", "--dports", "25,143,993,587,465", "-j", "DROP"]
     return Fix(
-        id="iptables-case1", kind="firewall", backend="iptables",
+        id="iptables-case1", kind="firewall", backend="iptables", backup=IPT,
         summary="delete the rules that drop the mail ports (INPUT and OUTPUT)",
         commands=[["iptables", "-D", "INPUT", *RULE_CASE1], ["iptables", "-D", "OUTPUT", *out_rule]],
         persist=[["iptables-save", "-f", "/etc/iptables/rules.v4"]],
@@ -185,7 +186,7 @@ async def test_case2_policy_drop_insert_accept(lab, tmp_path):
     assert lh.probe(25) == "filtered"
     acc_in = ["-p", "tcp", "-m", "multiport", "--dports", "25,465,587,143,993", "-j", "ACCEPT"]
     acc_out = ["-p", "tcp", "-m", "multiport", "--dports", "25,465,587", "-j", "ACCEPT"]
-    fix = Fix(id="iptables-case2", kind="firewall", backend="iptables",
+    fix = Fix(id="iptables-case2", kind="firewall", backend="iptables", backup=IPT,
               summary="accept the mail ports before the DROP policy",
               commands=[["iptables", "-I", "INPUT", "3", *acc_in],
                         ["iptables", "-I", "OUTPUT", "2", *acc_out]],
@@ -225,7 +226,9 @@ async def test_ufw_allow_then_exact_rollback_of_rules_and_files(lab, tmp_path):
     status_before = lh.sh("ufw", "status", "verbose").stdout
     user_rules = (lh.etc / "ufw" / "user.rules").read_text()
     assert lh.probe(25) == "filtered"
-    fix = Fix(id="ufw-mail", kind="firewall", backend="ufw", summary="ufw allow the mail ports",
+    fix = Fix(id="ufw-mail", kind="firewall", backend="ufw",
+              backup=BackupSpec(rulesets=["iptables", "ip6tables"], paths=["/etc/ufw", "/etc/default/ufw"],
+                                guard=True), summary="ufw allow the mail ports",
               commands=[["ufw", "allow", f"{p}/tcp"] for p in MAIL_IN],
               preconditions=[Precondition(argv=["ufw", "status", "verbose"], normalize="raw",
                                           expect_sha256=fingerprint(status_before),
@@ -274,7 +277,7 @@ async def test_a_fix_that_cuts_ssh_is_rolled_back_by_the_host(lab, tmp_path, cut
     case1(lh)
     before = rules(lh)
     state = ["-m", "conntrack", "--ctstate", "NEW"] if cut == "new" else []
-    bad = Fix(id="cuts-ssh", kind="firewall", backend="iptables", summary="a bad plan",
+    bad = Fix(id="cuts-ssh", kind="firewall", backend="iptables", backup=IPT, summary="a bad plan",
               commands=[["iptables", "-D", "INPUT", *RULE_CASE1],
                         ["iptables", "-I", "INPUT", "1", "-p", "tcp", "--dport", "22", *state,
                          "-j", "DROP"]],
@@ -306,7 +309,7 @@ async def test_engine_verifies_and_a_fix_without_effect_offers_rollback(lab, tmp
     before = rules(lh)
     svc, host = service(tmp_path, lh)
     svc.verifier = engine_verifier(Engine(svc.settings, svc.inventory))
-    useless = Fix(id="useless", kind="firewall", backend="iptables", summary="deletes the wrong rule",
+    useless = Fix(id="useless", kind="firewall", backend="iptables", backup=IPT, summary="deletes the wrong rule",
                   commands=[["iptables", "-D", "INPUT", "-p", "tcp", "--dport", "2222", "-j", "DROP"]],
                   preconditions=[table_precondition(lh)],
                   expected_allow=[("inbound", "ipv4", 25)])
@@ -347,7 +350,8 @@ async def test_nft_insert_then_exact_restore(lab, tmp_path):
     lh.sh("nft", "-f", str(conf))
     nft_before = lh.sh("nft", "list", "ruleset").stdout
     assert lh.probe(25) == "filtered"
-    fix = Fix(id="nft-mail", kind="firewall", backend="nft", summary="nft: accept the mail ports",
+    fix = Fix(id="nft-mail", kind="firewall", backend="nft",
+              backup=BackupSpec(rulesets=["nft"], guard=True), summary="nft: accept the mail ports",
               commands=[["nft", "insert", "rule", "inet", "mailfw", "input", "tcp", "dport",
                          "{ 25, 465, 587, 143, 993 }", "accept"]],
               preconditions=[Precondition(argv=["nft", "list", "table", "inet", "mailfw"],

@@ -21,14 +21,14 @@ import pytest
 
 from bot.engine import Engine
 from bot.fixes import FixService
-from bot.render import blockkit
+from bot.models import Actor
+from bot.render import report as render
 from bot.slack.app import bot_of, build_app
 from bot.slack.server import run_app
-from bot.slack.service_fixes import ServiceFixes
 from bot.store import SQLiteStore
 from bot.transport import SSHTransport
 from config.inventory import Inventory
-from tests.slack.conftest import action_payload, form_payload, make_settings, post_signed
+from tests.slack.conftest import action_payload, buttons, form_payload, make_settings, post_signed
 from tests.slack.fake_slack import MAX_BLOCKS, FakeSlack, check_blocks
 
 pytestmark = pytest.mark.lab
@@ -61,16 +61,15 @@ async def scenario(tmp_path, lab, client_key, clicks, **settings_kw):
     from bot.fixes.verify import engine_verifier
     service = FixService(settings=settings, inventory=inventory, store=store,
                          connect=lambda h: SSHTransport(h, settings), verifier=engine_verifier(engine))
-    fixes = ServiceFixes(service)
+    fixes = service
     report = await engine.check(inventory.hosts["mx-lab"])
     fix = port25_fix(report)
-    plan_ids = await fixes.register(report, "U0ALICE", "C0MAIL")
-    blocks = blockkit.report_blocks(report, plan_ids)
+    plan_ids = await fixes.register(report, Actor("slack", "U0ALICE"), "C0MAIL")
+    blocks = render.report_blocks(report, plan_ids)
     fake.messages[("C0MAIL", TS)] = {"channel": "C0MAIL", "blocks": blocks, "text": "report"}
-    button = next(e for b in blocks if b["type"] == "actions" for e in b["elements"]
-                  if e.get("value") == plan_ids[fix.id])
+    button = next(e for e in buttons(blocks) if e.get("value") == plan_ids[fix.id])
     rules_before = host.sh("iptables-save", "-t", "filter").stdout
-    app = build_app(settings, inventory, engine, fixes)
+    app = build_app(settings, inventory, engine, fixes, store=store)
     stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run_app(app, settings, stop, on_ready=ready.set_result))
     url = f"http://127.0.0.1:{await ready}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class FakeSlack:
     calls: list[Call] = field(default_factory=list)
     responses: list[dict] = field(default_factory=list)  # what was POSTed to response_urls
     messages: dict[tuple[str, str], dict] = field(default_factory=dict)  # (channel, ts) -> last
+    homes: dict[str, dict] = field(default_factory=dict)  # user id -> published Home view
     acks: dict[str, dict] = field(default_factory=dict)  # socket mode envelope id -> ack
     url: str = ""
     _rate_limits: dict[str, list[float]] = field(default_factory=dict)
@@ -127,6 +129,8 @@ class FakeSlack:
         problem = check_blocks(args.get("blocks"), MAX_BLOCKS)
         if problem:
             return problem
+        if channel.startswith(("U", "W")):  # a user: the app's direct message with them
+            channel = "D" + channel[1:]
         ts = f"{int(time.time())}.{next(self._ts):06d}"
         self.messages[(channel, ts)] = args
         return {"channel": channel, "ts": ts, "message": {"text": args.get("text")}}
@@ -144,13 +148,24 @@ class FakeSlack:
     def _m_chat_postEphemeral(self, args: dict) -> dict:
         return check_blocks(args.get("blocks"), MAX_BLOCKS) or {"message_ts": "1.0"}
 
-    def _m_views_open(self, args: dict) -> dict:
+    @staticmethod
+    def _view(args: dict, needs: str, kind: str) -> tuple[dict, dict]:
+        """(the view, {} or the error Slack gives): `needs` an argument, a view of `kind`."""
         view = args.get("view")
-        if isinstance(view, str):
-            view = json.loads(view)
-        if not view or not args.get("trigger_id"):
-            return {"error": "invalid_arguments"}
-        return check_blocks(view.get("blocks"), MAX_MODAL_BLOCKS, total=None) or {"view": view}
+        view = json.loads(view) if isinstance(view, str) else view
+        if not view or not args.get(needs) or view.get("type") != kind:
+            return view or {}, {"error": "invalid_arguments"}
+        return view, check_blocks(view.get("blocks"), MAX_MODAL_BLOCKS, total=None)
+
+    def _m_views_open(self, args: dict) -> dict:
+        view, problem = self._view(args, "trigger_id", "modal")
+        return problem or {"view": view}
+
+    def _m_views_publish(self, args: dict) -> dict:
+        view, problem = self._view(args, "user_id", "home")
+        if not problem:
+            self.homes[args["user_id"]] = view
+        return problem or {"view": {**view, "id": "V0HOME"}}
 
     def _m_apps_connections_open(self, _args: dict) -> dict:
         return {"url": self.url.replace("http://", "ws://") + "/socket"}
@@ -228,16 +243,21 @@ def _token(request: web.Request, args: dict) -> str | None:
 LIMITS = {"header": 150, "section": 3000, "context": 3000}
 
 
-def _texts(obj: Any) -> list[str]:
+def _collect(obj: Any, keep) -> list[str]:
+    """The `text` strings of every dict inside obj that `keep` accepts."""
     if isinstance(obj, dict):
-        out = [obj["text"]] if isinstance(obj.get("text"), str) else []
+        out = [obj["text"]] if isinstance(obj.get("text"), str) and keep(obj) else []
         for v in obj.values():
             if isinstance(v, dict | list):
-                out += _texts(v)
+                out += _collect(v, keep)
         return out
     if isinstance(obj, list):
-        return [t for item in obj for t in _texts(item)]
+        return [t for item in obj for t in _collect(item, keep)]
     return []
+
+
+def _texts(obj: Any) -> list[str]:
+    return _collect(obj, lambda _d: True)
 
 
 def _block_problem(block: dict) -> str | None:
@@ -247,6 +267,11 @@ def _block_problem(block: dict) -> str | None:
         return f"{kind} text longer than {LIMITS[kind]}"
     if kind == "section" and not text and not block.get("fields"):
         return "section without text"
+    fields = block.get("fields") or []
+    if len(fields) > 10 or any(len(f.get("text", "")) > 2000 for f in fields):
+        return "more than 10 fields, or a field longer than 2000"
+    if (block.get("accessory") or {}).get("type") == "button":
+        return _button_problem(block["accessory"])
     if kind == "actions":
         elements = block.get("elements", [])
         if not 0 < len(elements) <= 25:
@@ -267,6 +292,21 @@ def _button_problem(el: dict) -> str | None:
     if confirm and len(confirm.get("text", {}).get("text", "")) > 300:
         return "confirm text longer than 300"
     return None
+
+
+CONTROL = re.compile(r"<[^<>\n]*>")
+
+
+def mrkdwn_texts(obj: Any) -> list[str]:
+    """Every text Slack reads as mrkdwn: mrkdwn text objects (not plain_text), and a message's
+    top-level `text` (a dict without a type: chat.* arguments, response_url payloads)."""
+    return _collect(obj, lambda d: d.get("type", "mrkdwn") == "mrkdwn")
+
+
+def live_markup(obj: Any) -> list[str]:
+    """What Slack would turn into a mention, a channel-wide notification or a link: each
+    `<...>` control sequence in mrkdwn (escaped text, `&lt;...&gt;`, is shown as it is)."""
+    return [m for t in mrkdwn_texts(obj) for m in CONTROL.findall(t)]
 
 
 def check_blocks(blocks: Any, max_blocks: int, total: int | None = MAX_TOTAL_TEXT) -> dict:

@@ -9,16 +9,18 @@ import asyncio
 import json
 
 from bot.fixes import FixService
-from bot.models import Fix, PortStatus, Report
-from bot.render import blockkit
+from bot.fixes.outcomes import ApplyOutcome, Snapshot
+from bot.models import Actor, Fix, PortStatus, Report
+from bot.render import outcomes
+from bot.render import report as render
 from bot.slack.app import bot_of, build_app
 from bot.slack.server import run_app
-from bot.slack.service_fixes import ServiceFixes
 from bot.store import SQLiteStore
 from config.inventory import Inventory
 from tests.slack.conftest import (
     ScriptedEngine,
     action_payload,
+    buttons,
     form_payload,
     make_settings,
     post_signed,
@@ -42,11 +44,10 @@ async def test_expired_plan_is_refused_with_recheck_and_nothing_attempted(fake, 
 
     store = SQLiteStore(settings.db_path)
     service = FixService(settings=settings, inventory=inventory, store=store, connect=connect)
-    fixes = ServiceFixes(service)
-    plan_id = (await fixes.register(Report(host="mx1", address="198.18.255.254", fixes=[FIX]),
-                                    "U0ALICE", "C0MAIL"))[FIX.id]
+    plan_id = (await service.register(Report(host="mx1", address="198.18.255.254", fixes=[FIX]),
+                                      Actor("slack", "U0ALICE"), "C0MAIL"))[FIX.id]
     await asyncio.sleep(1.6)
-    app = build_app(settings, inventory, ScriptedEngine(), fixes)
+    app = build_app(settings, inventory, ScriptedEngine(), service, store=store)
     stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run_app(app, settings, stop, on_ready=ready.set_result))
     url = f"http://127.0.0.1:{await ready}"
@@ -68,16 +69,15 @@ async def test_expired_plan_is_refused_with_recheck_and_nothing_attempted(fake, 
 
 
 def test_not_achieved_offers_rollback_with_the_change_id_only():
-    report_blocks = blockkit.report_blocks(
+    report_blocks = render.report_blocks(
         Report(host="mx1", address="198.18.0.9", fixes=[FIX]), {FIX.id: "p_1"})
     before = [PortStatus(port=25, direction="inbound", outside="filtered", firewall="block")]
-    blocks = blockkit.applied_blocks(
-        report_blocks, "mailcheck_apply_0", "p_1", actor="U0BOB", at=0, summary=FIX.summary,
-        status="not_achieved", message="25 still filtered from outside", before=before,
-        after=before, change_id="c_9", offer_rollback=True)
+    out = ApplyOutcome("not_achieved", "25 still filtered from outside", "p_1", host="mx1",
+                       summary=FIX.summary, actor="U0BOB", change_id="c_9", at=0,
+                       before=Snapshot(ports=before), after=Snapshot(ports=before))
+    blocks = outcomes.applied_blocks(report_blocks, "mailcheck_apply_0", "p_1", out, "U0BOB")
     assert check_blocks(blocks, MAX_BLOCKS) == {}
     text = json.dumps(blocks)
     assert "Applied by <@U0BOB> at 00:00 UTC: Allow inbound SMTP" in text
     assert "did not have its expected effect" in text and '"p_1"' not in text
-    buttons = [e for b in blocks if b["type"] == "actions" for e in b["elements"]]
-    assert ("mailcheck_rollback", "c_9") in [(e["action_id"], e["value"]) for e in buttons]
+    assert ("mailcheck_rollback", "c_9") in [(e["action_id"], e["value"]) for e in buttons(blocks)]

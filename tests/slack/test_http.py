@@ -12,12 +12,15 @@ import aiohttp
 import pytest
 
 from bot.errors import ConfigError, UnreachableError
+from bot.models import Actor
 from bot.slack.app import build_app
-from bot.slack.contracts import InMemoryFixService
 from bot.slack.server import run_app
+from bot.store import SQLiteStore
 from tests.slack.conftest import (
+    RecordingFixes,
     ScriptedEngine,
     action_payload,
+    buttons,
     form_payload,
     make_inventory,
     make_settings,
@@ -31,10 +34,6 @@ from tests.slack.fake_slack import MAX_BLOCKS, check_blocks
 
 def texts(blocks: list[dict]) -> str:
     return json.dumps(blocks, ensure_ascii=False)
-
-
-def buttons(blocks: list[dict]) -> list[dict]:
-    return [e for b in blocks if b["type"] == "actions" for e in b["elements"]]
 
 
 def final_message(fake) -> dict:
@@ -106,12 +105,12 @@ async def test_check_posts_once_updates_in_place_and_ends_as_the_report(served, 
     assert {u.args["ts"] for u in updates} == {ts}
     assert "checking" in texts(fake.of("chat.postMessage")[0].args["blocks"])
     final = final_message(fake)["blocks"]
-    assert final[0]["type"] == "header" and "mx1: broken" in final[0]["text"]["text"]
+    assert final[0]["type"] == "header" and "mx1: mail cannot flow" in final[0]["text"]["text"]
     assert "dropped by -A INPUT -p tcp --dport 25 -j DROP" in texts(final)
     (plan_id,) = served.fixes.plans
     apply = [b for b in buttons(final) if b["action_id"].startswith("mailcheck_apply")]
     assert [b["value"] for b in apply] == [plan_id]
-    assert apply[0]["text"]["text"] == "Apply: Allow inbound SMTP (25/tcp)"
+    assert apply[0]["text"]["text"] == "Allow inbound SMTP (25/tcp)"
     assert "iptables -I INPUT 1 -p tcp --dport 25 -j ACCEPT" in apply[0]["confirm"]["text"]["text"]
     assert {b["action_id"] for b in buttons(final)} >= {"mailcheck_recheck", "mailcheck_details"}
     assert check_blocks(final, MAX_BLOCKS) == {}
@@ -146,7 +145,7 @@ async def test_rate_limited_update_is_retried_after_retry_after(served, fake):
     assert len(limited) == 1
     after = [c for c in fake.of("chat.update") if c.at > limited[0].at]
     assert after and after[0].at - limited[0].at >= 0.95
-    assert "mx1: broken" in final_message(fake)["blocks"][0]["text"]["text"]
+    assert "mx1: mail cannot flow" in final_message(fake)["blocks"][0]["text"]["text"]
 
 
 async def test_not_in_channel_falls_back_to_response_url_with_invite_hint(served, fake):
@@ -157,7 +156,7 @@ async def test_not_in_channel_falls_back_to_response_url_with_invite_hint(served
     assert not fake.of("chat.update")
     hint, report = fake.responses
     assert hint["response_type"] == "ephemeral" and "/invite @mailcheck" in hint["text"]
-    assert report["response_type"] == "in_channel" and "mx1: broken" in texts(report["blocks"])
+    assert report["response_type"] == "in_channel" and "mx1: mail cannot flow" in texts(report["blocks"])
     assert served.engine.calls == [("mx1", None)]
 
 
@@ -229,7 +228,7 @@ async def test_fix_service_failure_still_ends_as_the_report_without_apply_button
     await post_signed(served.url, slash_body("mx1", fake.response_url()))
     await served.settle()
     final = final_message(fake)["blocks"]
-    assert "mx1: broken" in final[0]["text"]["text"]
+    assert "mx1: mail cannot flow" in final[0]["text"]["text"]
     assert [b["action_id"] for b in buttons(final)] == ["mailcheck_recheck", "mailcheck_details"]
     assert "have no Apply button" in texts(final) and "store is down" in texts(final)
 
@@ -262,9 +261,10 @@ async def test_shutdown_cancels_checks_and_ends_their_messages(fake):
     assert "mailcheck is shutting down" in texts(final_message(fake)["blocks"])
 
 
-async def test_bad_bot_token_fails_at_start_with_a_clear_error(fake):
+async def test_bad_bot_token_fails_at_start_with_a_clear_error(fake, tmp_path):
     settings = make_settings(fake, token="xoxb-wrong")
-    app = build_app(settings, make_inventory(), ScriptedEngine(), InMemoryFixService())
+    app = build_app(settings, make_inventory(), ScriptedEngine(), RecordingFixes(),
+                    store=SQLiteStore(tmp_path / "mc.db"))
     with pytest.raises(ConfigError, match="invalid_auth"):
         await run_app(app, settings, asyncio.Event())
     assert fake.of("auth.test")[0].error == "invalid_auth"
@@ -293,8 +293,9 @@ async def test_apply_click_routes_only_the_plan_id_once(served, fake):
     assert (status, retry[0], twice[0]) == (200, 200, 200) and elapsed < 1.0
     await served.settle()
     (call,) = served.fixes.calls
-    assert (call.kind, call.value, call.user_id, call.channel_id) == ("apply", plan_id, "U0BOB", "C0MAIL")
-    assert call.message_ts == payload["container"]["message_ts"] and call.client is not None
+    assert (call.kind, call.value, call.actor) == ("apply", plan_id, Actor("slack", "U0BOB"))
+    (refusal,) = fake.responses  # the outcome, to the clicker only, through the app's poster
+    assert refusal["response_type"] == "ephemeral" and "*refused*. recorded only" in refusal["text"]
 
 
 async def test_rollback_click_routes_the_change_id(served, fake):
@@ -330,12 +331,14 @@ async def test_show_details_opens_a_modal_with_the_full_output(served, fake):
     assert "Re-check" in texts(expired.args["view"]["blocks"])
 
 
-async def test_view_submission_goes_to_the_fix_service(served, fake):
+async def test_view_submission_is_acked_and_applies_nothing(served, fake, caplog):
+    """The break-glass modal is not built yet (bot/slack/fix_buttons.py): a submission is
+    acked, logged, and changes nothing."""
+    caplog.set_level("INFO", logger="bot.slack.fix_buttons")
     values = {"reason": {"text": {"type": "plain_text_input", "value": "no approver reachable"}}}
     status, body, _ = await post_signed(served.url, form_payload(
         view_payload("mailcheck_break_glass", "p_plan1", values)))
     await served.settle()
     assert status == 200 and body == ""
-    (call,) = served.fixes.calls
-    assert (call.kind, call.callback_id, call.value) == ("view", "mailcheck_break_glass", "p_plan1")
-    assert call.values == values
+    assert served.fixes.calls == []
+    assert "view mailcheck_break_glass submitted by U0BOB: not handled" in caplog.text

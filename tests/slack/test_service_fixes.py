@@ -1,15 +1,17 @@
-"""ServiceFixes: the Slack face of bot.fixes.FixService. An applied fix is
-announced in the report's thread; a refusal goes only to the clicker."""
+"""bot/slack/fix_buttons.py: a click through the real app to the fix service and back. An
+applied fix is said in the report's thread (no message to update here), a refusal goes
+only to the clicker, names the approvers as mentions, and every post uses the app's poster."""
 
 from __future__ import annotations
 
 import asyncio
 
 from bot.fixes.outcomes import ApplyOutcome, RollbackOutcome
+from bot.fixes.policy import Approvers
 from bot.models import Actor
 from bot.slack.app import bot_of, build_app
 from bot.slack.server import run_app
-from bot.slack.service_fixes import ServiceFixes
+from bot.store import SQLiteStore
 from tests.slack.conftest import (
     ScriptedEngine,
     action_payload,
@@ -21,7 +23,7 @@ from tests.slack.conftest import (
 
 
 class RecordingService:
-    """The methods of bot.fixes.FixService that ServiceFixes calls."""
+    """The methods of bot.fixes.FixService the Slack side calls."""
 
     def __init__(self) -> None:
         self.applied: list[tuple[str, str]] = []
@@ -38,18 +40,20 @@ class RecordingService:
         if actor == Actor("slack", "U0BOB"):
             return ApplyOutcome("applied", "port 25 open from outside", plan_id, host="mx1",
                                 summary="Allow inbound SMTP", actor=str(actor), change_id="c_1")
-        return ApplyOutcome("refused", "you are not an approver of mx1", plan_id, host="mx1",
-                            actor=str(actor))
+        return ApplyOutcome("refused", "you may not approve fixes on mx1", plan_id, host="mx1",
+                            actor=str(actor), approvers=Approvers(frozenset({"U0BOB"}),
+                                                                  frozenset({"S0OPS"})))
 
     async def rollback(self, change_id, actor, **_kw):
         return RollbackOutcome("rolled_back", "restored exactly", change_id, host="mx1",
                                actor=str(actor))
 
 
-async def test_applied_goes_to_the_thread_refused_only_to_the_clicker(fake):
+async def test_applied_goes_to_the_thread_refused_only_to_the_clicker(fake, tmp_path):
     settings = make_settings(fake)
     service = RecordingService()
-    app = build_app(settings, make_inventory(), ScriptedEngine(), ServiceFixes(service))
+    app = build_app(settings, make_inventory(), ScriptedEngine(), service,
+                    store=SQLiteStore(tmp_path / "mc.db"))
     stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run_app(app, settings, stop, on_ready=ready.set_result))
     url = f"http://127.0.0.1:{await ready}"
@@ -68,4 +72,8 @@ async def test_applied_goes_to_the_thread_refused_only_to_the_clicker(fake):
     assert [p["thread_ts"] for p in posted] == [ok["container"]["message_ts"]] * 2
     assert "*applied*" in posted[0]["text"] and "*rolled_back*" in posted[1]["text"]
     (refusal,) = fake.responses
-    assert refusal["response_type"] == "ephemeral" and "not an approver" in refusal["text"]
+    assert refusal["response_type"] == "ephemeral" and "may not approve" in refusal["text"]
+    assert "approvers: <@U0BOB>, <!subteam^S0OPS>" in refusal["text"]
+    assert all(c.method in ("auth.test", "chat.postMessage") for c in fake.calls)
+    first, second = (c.at for c in fake.of("chat.postMessage", ok=True))
+    assert second - first >= 0.95  # the app's poster paces each channel (1 s by default)

@@ -56,7 +56,7 @@ async def test_slash_command_envelope_is_acked_over_the_socket_and_runs(socket_s
     await socket_served.settle()
     assert socket_served.engine.calls == [("mx1", None)]
     (message,) = fake.messages.values()
-    assert "mx1: broken" in message["blocks"][0]["text"]["text"]
+    assert "mx1: mail cannot flow" in message["blocks"][0]["text"]["text"]
 
 
 async def test_refusal_and_help_come_back_in_the_ack(socket_served, fake):
@@ -86,3 +86,4 @@ async def test_block_actions_envelope_is_acked_and_routed(socket_served, fake):
     assert ack["envelope_id"]
     await socket_served.settle()
     assert [(c.kind, c.value) for c in socket_served.fixes.calls] == [("apply", plan_id)]
+    assert socket_served.fixes.checks == [("mx1", "U0ALICE", "C0MAIL")]  # the check was audited

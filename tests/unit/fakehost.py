@@ -24,6 +24,7 @@ class FakeHost:
     delay: float = 0.0
     answers: dict[tuple[str, ...], tuple[int, str]] = field(default_factory=dict)
     fail: set[tuple[str, ...]] = field(default_factory=set)
+    fail_if: list[str] = field(default_factory=list)  # a command whose words contain one fails
     journal: list[tuple[float, float, int, tuple[str, ...]]] = field(default_factory=list)
     connections: int = 0
     unreachable: bool = False  # every run raises UnreachableError (host down)
@@ -48,7 +49,7 @@ class FakeTransport:
             start = time.monotonic()
             await asyncio.sleep(self.host.delay)
             rc, stdout = self.host.answers.get(cmd.argv, (0, ""))
-            if cmd.argv in self.host.fail:
+            if cmd.argv in self.host.fail or any(w in a for w in self.host.fail_if for a in cmd.argv):
                 rc, stdout = 1, ""
             self.host.journal.append((start, time.monotonic(), self.id, cmd.argv))
             out.append(CommandResult(cmd, rc, stdout, "boom" if rc else ""))

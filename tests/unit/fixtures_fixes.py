@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from bot.fixes.apply import fingerprint
-from bot.models import Fix, PortStatus, Precondition, Report
+from bot.models import BackupSpec, Fix, PortStatus, Precondition, Report
 from config.inventory import Inventory
 from config.settings import Settings
 
+IPTABLES_GUARDED = BackupSpec(rulesets=["iptables"], guard=True)
 RULES = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp -m multiport --dports 25 -j DROP\nCOMMIT\n"
 
 
@@ -45,6 +46,7 @@ def fix(marker: str = "a", pre_out: str = RULES) -> Fix:
                                     normalize="iptables-save",
                                     expect_sha256=fingerprint(pre_out, "iptables-save"))],
         expected_allow=[("inbound", "ipv4", 25)],
+        backup=IPTABLES_GUARDED,
     )
 
 

@@ -61,7 +61,8 @@ async def test_one_facts_batch_then_one_deduplicated_batch_and_probes_for_both_f
     assert len(t.batches) == 2 and t.closed
     assert len(t.batches[1]) == len(set(t.batches[1]))
     assert not set(t.batches[0]) & set(t.batches[1])
-    assert seen == ["tools", "services", "ports", "firewall", "conclusion"]
+    assert seen[:5] == ["tools", "services", "ports", "firewall", "conclusion"]
+    assert sorted(seen[5:]) == ["dns", "reputation"]  # after the probes: their lookups wait on them
     assert sorted(prober.calls) == [("ipv4", "198.18.2.2"), ("ipv6", "2001:2:0:2::2")]
     keys = {(p.direction, p.family, p.port) for p in report.ports}
     assert len(keys) == len(report.ports) == 16
@@ -123,7 +124,7 @@ async def test_unknown_step_is_a_clear_error():
     from bot.errors import TargetError
 
     with pytest.raises(TargetError, match="unknown step"):
-        await engine(FakeTransport()).check(HOST, steps=["dns"])
+        await engine(FakeTransport()).check(HOST, steps=["nosuch"])
 
 
 def test_step_outcome_default_is_not_shared():
@@ -182,11 +183,12 @@ async def test_ssh_steps_are_reported_before_a_slow_prober_finishes():
 
     report = await engine(FakeTransport(), SlowProber("filtered")).check(HOST, progress=progress)
     at = {name: t for name, t, _ in seen}
-    assert [name for name, _, _ in seen] == ["tools", "services", "firewall", "ports", "conclusion"]
-    assert max(at["tools"], at["services"], at["firewall"]) < 0.5
-    assert min(at["ports"], at["conclusion"]) >= 1.0
+    assert [name for name, _, _ in seen][:3] == ["tools", "services", "firewall"]
+    assert max(at["tools"], at["services"], at["firewall"], at["reputation"]) < 0.5
+    assert min(at["ports"], at["conclusion"], at["dns"]) >= 1.0  # dns reads the port-25 probe
     assert seen[2][2] == ["tools", "services", "firewall"]  # the report so far, in guide order
-    assert [s.name for s in report.steps] == ["tools", "services", "ports", "firewall", "conclusion"]
+    assert [s.name for s in report.steps] == ["tools", "services", "ports", "firewall", "conclusion",
+                                              "dns", "reputation"]
     by = {s.name: s for s in report.steps}
     assert by["firewall"].duration < 0.5 <= 1.0 <= by["ports"].duration
 
@@ -202,7 +204,7 @@ async def test_a_new_step_is_one_class_and_a_registry_line(monkeypatch):
     dig = ("dig", "+short", "MX", "example.org")
 
     class Dns(Check):
-        name = "dns"
+        name = "mxcheck"
         ssh = "required"
 
         def commands(self, ctx):
@@ -211,15 +213,15 @@ async def test_a_new_step_is_one_class_and_a_registry_line(monkeypatch):
         def evaluate(self, inp):
             assert inp.results[dig].ok and inp.probes is None  # it did not ask for the probes
             return StepOutcome("warn", "no MX record", findings=[
-                Finding(code="dns.no_mx", severity="warning", summary="no MX", step="dns")],
+                Finding(code="mxcheck.no_mx", severity="warning", summary="no MX", step="mxcheck")],
                 ports={PortKey("inbound", "ipv4", 25): PortUpdate(detail="no MX record")})
 
     class MxReader(Check):
         name = "mx_reader"
-        needs = ("dns",)
+        needs = ("mxcheck",)
 
         def evaluate(self, inp):
-            return StepOutcome("ok", f"{inp.prior['dns'].summary}; "
+            return StepOutcome("ok", f"{inp.prior['mxcheck'].summary}; "
                                f"{inp.ports[('inbound', 'ipv4', 25)].detail}")
 
     monkeypatch.setattr(registry, "REGISTRY", (*registry.REGISTRY, MxReader, Dns))
@@ -228,10 +230,10 @@ async def test_a_new_step_is_one_class_and_a_registry_line(monkeypatch):
     assert len(t.batches) == 2 and dig in t.batches[1]
     names = [s.name for s in report.steps]
     assert names[:5] == ["tools", "services", "ports", "firewall", "conclusion"]
-    assert names[5:] == ["dns", "mx_reader"]  # what a step needs runs first
+    assert names[7:] == ["mxcheck", "mx_reader"]  # what a step needs runs first
     by = {s.name: s for s in report.steps}
     assert by["mx_reader"].summary == "no MX record; no MX record"
-    assert "dns.no_mx" in {f.code for f in report.findings}
+    assert "mxcheck.no_mx" in {f.code for f in report.findings}
     assert next(p for p in report.ports if p.key == ("inbound", "ipv4", 25)).detail == "no MX record"
 
     t = FakeTransport()
@@ -240,7 +242,7 @@ async def test_a_new_step_is_one_class_and_a_registry_line(monkeypatch):
 
     t = FakeTransport(fail_on=1, error=AuthError("root@198.18.2.2 refused our key", host="mx1"))
     by = {s.name: s for s in (await engine(t).check(HOST)).steps}
-    assert by["dns"].error.startswith("host mx1 step dns: AuthError")
+    assert by["mxcheck"].error.startswith("host mx1 step mxcheck: AuthError")
 
 
 def test_needs_are_ordered_and_checked():
@@ -272,3 +274,125 @@ def test_a_port_update_is_typed():
     port = PortStatus(port=25, direction="inbound", process="exim4", firewall="block")
     after = PortUpdate(listening="public", process=None).apply(port)
     assert (after.listening, after.process, after.firewall) == ("public", None, "block")
+
+
+# --- a check's own lookups: started with the run, told of each input, awaited last ---------
+
+class Recorder:
+    """A Lookups that records what it was told and when (the run's clock)."""
+
+    def __init__(self, t0: float, fail: bool = False) -> None:
+        self.t0, self.fail, self.updates, self.closed = t0, fail, [], False
+
+    def update(self, inp):
+        import time
+
+        self.updates.append((time.monotonic() - self.t0, dict(inp.addresses), len(inp.results)))
+
+    async def result(self, inp):
+        if self.fail:
+            raise OSError("resolver exploded")
+        return {"results": len(inp.results), "probes": inp.probes is not None}
+
+    async def close(self):
+        self.closed = True
+
+
+def lookup_check(recorder, ssh="wanted", **attrs):
+    from bot.checks.base import Check
+    from bot.models import Command
+
+    def commands(self, ctx):
+        first = [Command(("cat", "/etc/signer.conf"))]
+        if ("cat", "/etc/signer.conf") in ctx.results:  # a command it could not know before
+            first.append(Command(("cat", "/etc/key.pub")))
+        return first
+
+    def evaluate(self, inp):
+        return StepOutcome("ok", f"looked up: {inp.lookups}; ssh_error={inp.ssh_error}")
+
+    return type("Looker", (Check,), {"name": "looker", "ssh": ssh, "uses_probes": True,
+                                     "commands": commands, "evaluate": evaluate,
+                                     "lookups": lambda self, ctx: recorder, **attrs})()
+
+
+class GatedTransport(FakeTransport):
+    """Its main batch waits 0.5 s: what starts before SSH returns can be seen."""
+
+    async def run(self, commands, *, step=""):
+        import asyncio
+
+        if len(self.batches) == 1:
+            await asyncio.sleep(0.5)
+        return await super().run(commands, step=step)
+
+
+async def test_lookups_start_before_ssh_returns_and_their_result_reaches_evaluate():
+    import time
+
+    rec = Recorder(time.monotonic())
+    t = GatedTransport()
+    report = await engine(t, checks=[lookup_check(rec), *all_checks()]).check(HOST)
+    first_at, addresses, _ = rec.updates[0]
+    assert first_at < 0.1 and addresses == {"ipv4": "198.18.2.2"}  # at once, the probed address
+    assert any(a.get("ipv6") for at, a, _n in rec.updates if at < 0.5)  # the facts' IPv6, before the batch
+    by = {s.name: s for s in report.steps}
+    assert by["looker"].summary.startswith("looked up: {'results': ")
+    assert "'probes': True" in by["looker"].summary and rec.closed
+    # a follow-up round for the command it could only ask for once the first was back
+    assert len(t.batches) == 3 and t.batches[2] == [("cat", "/etc/key.pub")]
+
+
+async def test_steps_whose_commands_are_in_do_not_wait_for_a_follow_up_round():
+    import asyncio
+    import time
+
+    class SlowThird(FakeTransport):
+        async def run(self, commands, *, step=""):
+            if len(self.batches) == 2:
+                await asyncio.sleep(0.5)
+            return await super().run(commands, step=step)
+
+    t0 = time.monotonic()
+    at = {}
+
+    async def progress(step, report):
+        at[step.name] = time.monotonic() - t0
+
+    await engine(SlowThird(), checks=[lookup_check(Recorder(t0)), *all_checks()]).check(HOST, progress=progress)
+    assert at["services"] < 0.3 <= 0.5 <= at["looker"]
+
+
+async def test_a_crashing_lookup_is_its_steps_error_and_a_wanted_step_runs_without_ssh():
+    import time
+
+    t = FakeTransport(fail_on=1, error=AuthError("root@198.18.2.2 refused our key", host="mx1"))
+    ok = await engine(t, checks=[lookup_check(Recorder(time.monotonic()))]).check(HOST)
+    (step,) = ok.steps
+    assert step.status == "ok" and "ssh_error=AuthError: root@198.18.2.2 refused our key" in step.summary
+
+    rec = Recorder(time.monotonic(), fail=True)
+    report = await engine(FakeTransport(), checks=[lookup_check(rec), *all_checks()]).check(HOST)
+    by = {s.name: s for s in report.steps}
+    assert by["looker"].status == "error"
+    assert by["looker"].error == "host mx1 step looker: the check crashed (OSError: resolver exploded)"
+    assert by["services"].status != "error" and rec.closed
+
+
+async def test_a_domain_alone_runs_only_domain_checks_with_no_ssh_and_no_probe():
+    import time
+
+    import pytest
+
+    from bot.errors import TargetError
+
+    t, prober = FakeTransport(), FakeProber()
+    rec = Recorder(time.monotonic())
+    report = await engine(t, prober, checks=[lookup_check(rec, domain_only=True), *all_checks()]
+                          ).check_domain("Example.ORG.")
+    assert [s.name for s in report.steps] == ["looker", "dns"] and report.host == "example.org"
+    assert t.batches == [] and prober.calls == [] and report.ports == []
+    assert "'probes': False" in report.steps[0].summary
+    assert report.steps[1].summary.startswith("example.org: ")  # the real dns step, as `mailcheck dns`
+    with pytest.raises(TargetError, match="not a mail domain"):
+        await engine(t, prober).check_domain("not a domain; rm -rf /")

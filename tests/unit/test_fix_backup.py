@@ -6,40 +6,94 @@ import asyncio
 import time
 from pathlib import Path
 
-from bot.fixes.backup import (
-    backup_for,
-    iptables_variants,
-    line_from_dict,
-    line_to_dict,
-    normalize_ruleset,
-)
-from bot.models import Command, Fix
+import pytest
+from pydantic import ValidationError
+
+from bot.firewall.plan.iptables import IptablesPlanner
+from bot.fixes.backup import backup_for, line_from_dict, line_to_dict, normalize_ruleset
+from bot.models import BackupSpec, Command, Fix
 from bot.transport import LocalTransport, ScriptLine, detached_command, script_command
 
 
-def fw(backend: str, *commands: list[str]) -> Fix:
-    return Fix(id="f", kind="firewall", backend=backend, summary="s", commands=list(commands))
+def fw(spec: BackupSpec | None, *commands: list[str], rollback=()) -> Fix:
+    return Fix(id="f", kind="firewall", backend="x", summary="s", commands=list(commands),
+               rollback=list(rollback), backup=spec)
 
 
-def test_backup_covers_each_iptables_variant_the_commands_use():
-    f = fw("iptables", ["iptables-legacy", "-D", "INPUT", "1"], ["iptables", "-I", "INPUT", "1"])
-    assert iptables_variants(f, "iptables") == ["iptables-legacy", "iptables"]
-    assert iptables_variants(fw("ufw", ["ufw", "allow", "25/tcp"]), "ufw") == ["iptables", "ip6tables"]
-    bp = backup_for(f, "/var/backups/mailcheck", "mx1", "c_1", now=0)
-    assert bp.directory == "/var/backups/mailcheck/19700101T000000Z-mx1-c_1"
-    assert [s.argv for s in bp.restore] == [("iptables-legacy-restore",), ("iptables-restore",)]
+def test_rulesets_are_saved_tested_and_restored_as_declared():
+    spec = BackupSpec(rulesets=["iptables-legacy", "iptables"], guard=True)
+    bp = backup_for(fw(spec, ["iptables-legacy", "-D", "INPUT", "1"]), "/var/backups/mailcheck",
+                    "mx1", "c_1", now=0)
+    d = "/var/backups/mailcheck/19700101T000000Z-mx1-c_1"
+    assert bp.directory == d and bp.guard
+    assert [(s.argv, s.stdin) for s in bp.restore] == [
+        (("iptables-legacy-restore",), f"{d}/rules.iptables-legacy"),
+        (("iptables-restore",), f"{d}/rules.iptables")]
+    assert [(s.argv, s.stdin) for s in bp.test] == [
+        (("iptables-legacy-restore", "--test"), f"{d}/rules.iptables-legacy"),
+        (("iptables-restore", "--test"), f"{d}/rules.iptables")]
     assert [c.argv for c in bp.dump] == [("iptables-legacy-save",), ("iptables-save",)]
 
 
-def test_ufw_restores_files_and_kernel_rules_nft_restores_atomically():
-    ufw = backup_for(fw("ufw", ["ufw", "allow", "25/tcp"]), "/b", "h", "c")
-    argvs = [s.argv for s in ufw.restore]
-    assert argvs[0][:2] == ("cp", "-a") and ("iptables-restore",) in argvs and ("ip6tables-restore",) in argvs
-    nft = backup_for(fw("nftables", ["nft", "add", "rule", "inet", "f", "input", "accept"]), "/b", "h", "c")
-    assert [s.argv for s in nft.restore] == [("nft", "-f", f"{nft.directory}/ruleset.nft")]
+def test_nft_is_restored_atomically_and_test_loaded_with_nft_c():
+    spec = BackupSpec(rulesets=["nft"], undo=[["nft", "delete", "rule", "inet", "f", "input",
+                                               "handle", "9"]], guard=True)
+    bp = backup_for(fw(spec, ["nft", "add", "rule", "inet", "f", "input", "accept"]), "/b", "h", "c")
+    assert [s.argv for s in bp.restore] == [("nft", "-f", f"{bp.directory}/ruleset.nft")]
+    assert [s.argv for s in bp.test] == [("nft", "-c", "-f", f"{bp.directory}/ruleset.nft")]
+    instead = bp.undo_instead()
+    assert [s.argv for s in instead.restore] == [tuple(spec.undo[0])] and not instead.test
+
+
+def test_paths_come_back_first_and_reload_runs_last():
+    spec = BackupSpec(compare=["nft"], paths=["/etc/firewalld"],
+                      reload=[["firewall-cmd", "--reload"]], guard=True)
+    bp = backup_for(fw(spec, ["firewall-cmd", "--add-service", "smtp"]), "/b", "h", "c")
+    assert [s.argv[-2:] for s in bp.restore[:1]] == [("/etc/firewalld", f"{bp.directory}/files/etc/firewalld")]
+    assert bp.restore[-1].argv == ("firewall-cmd", "--reload")
+    assert [c.argv for c in bp.dump] == [("nft", "list", "ruleset")] and not bp.test  # compared only
+
+
+def test_nothing_saved_means_the_fix_rollback_restores():
     svc = Fix(id="s", kind="service", summary="s", commands=[["systemctl", "start", "exim4"]],
               rollback=[["systemctl", "stop", "exim4"]])
-    assert [s.argv for s in backup_for(svc, "/b", "h", "c").restore] == [("systemctl", "stop", "exim4")]
+    bp = backup_for(svc, "/b", "h", "c")
+    assert [s.argv for s in bp.restore] == [("systemctl", "stop", "exim4")] and not bp.guard
+
+
+def test_a_spec_refuses_bad_paths_and_a_guard_with_nothing_to_restore():
+    for bad in ("etc/ufw", "/etc", "/etc/../root", "/etc//ufw", "/etc/ufw\n"):
+        with pytest.raises(ValidationError):
+            BackupSpec(paths=[bad])
+    with pytest.raises(ValidationError):
+        BackupSpec(guard=True)
+
+
+def test_the_iptables_planner_declares_the_variants_its_commands_use():
+    from bot.firewall.plan.iptables import IptablesChange
+    changes = [IptablesChange("ip", "filter", "iptables-legacy", "INPUT", "delete", 1, ["-j", "DROP"], "r"),
+               IptablesChange("ip", "filter", "iptables-nft", "INPUT", "insert", 1, ["-j", "ACCEPT"], "r")]
+    spec = IptablesPlanner(default_source="iptables-nft").backup(changes)
+    assert spec.rulesets == ["iptables-legacy", "iptables"] and spec.guard
+
+
+async def test_a_declared_path_comes_back_exactly_and_an_absent_one_is_removed(tmp_path):
+    conf, new = tmp_path / "etc" / "app", tmp_path / "etc" / "created.conf"
+    (conf / "sub").mkdir(parents=True)
+    (conf / "a.conf").write_text("a=1\n")
+    (conf / "sub" / "b").write_text("b\n")
+    fix = fw(BackupSpec(paths=[str(conf), str(new)]), ["true"])
+    bp = backup_for(fix, str(tmp_path / "bk"), "h", "c")
+    t = LocalTransport()
+    assert (await t.run([script_command(bp.take)]))[0].ok
+    (conf / "a.conf").write_text("a=2\n")
+    (conf / "added").write_text("x")
+    (conf / "sub" / "b").unlink()
+    new.write_text("made by the fix")
+    [r] = await t.run([script_command(bp.restore)])
+    assert r.ok, r.stderr
+    assert sorted(str(p.relative_to(conf)) for p in conf.rglob("*")) == ["a.conf", "sub", "sub/b"]
+    assert (conf / "a.conf").read_text() == "a=1\n" and not new.exists()
 
 
 def test_normalize_ignores_counters_comments_and_an_empty_filter_table():

@@ -12,7 +12,7 @@ from bot.fixes import FixService
 from bot.models import Actor, Fix, Precondition
 from bot.store import SQLiteStore
 from tests.unit.fakehost import FakeHost
-from tests.unit.fixtures_fixes import inventory, report, settings
+from tests.unit.fixtures_fixes import IPTABLES_GUARDED, inventory, report, settings
 
 
 def marked_fix(marker: str) -> Fix:
@@ -20,7 +20,8 @@ def marked_fix(marker: str) -> Fix:
                commands=[["iptables", "-A", "INPUT", "-m", "comment", "--comment", marker,
                           "-j", "ACCEPT"], ["iptables", "-L", marker]],
                persist=[["save-rules", marker]],
-               preconditions=[Precondition(argv=["cat", f"/state/{marker}"], description=marker)])
+               preconditions=[Precondition(argv=["cat", f"/state/{marker}"], description=marker)],
+               backup=IPTABLES_GUARDED)
 
 
 def services(tmp_path, host: FakeHost, n: int = 2, **kw) -> list[FixService]:

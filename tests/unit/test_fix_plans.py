@@ -88,11 +88,12 @@ async def test_non_approver_refused_and_recorded_plan_stays_pending(tmp_path, ho
     svc = service(tmp_path, host, four_eyes=True)
     plan_id = (await svc.register(report(), Actor("slack", "UHOST")))["fw-a"]
     out = await svc.apply(plan_id, Actor("slack", "UINTRUDER"))
-    assert out.status == "refused" and "approvers" in out.message
+    assert out.status == "refused" and "may not approve" in out.message and "UHOST" in out.approvers.users
     assert (await svc.apply(plan_id, Actor("slack", "UHOST"))).status == "refused"  # four eyes
     assert (await svc.plan(plan_id)).state == "pending"
     refusals = [e for e in await svc.audit("mx1") if e.event == "refusal"]
     assert {e.actor for e in refusals} == {"UINTRUDER", "UHOST"}
+    assert "UHOST" in next(e for e in refusals if e.actor == "UINTRUDER").detail["approvers"]
     assert (await svc.apply(plan_id, Actor("slack", "UGROUP"))).status == "applied"
 
 
@@ -119,7 +120,7 @@ async def test_break_glass_is_announced_and_audited(tmp_path, host):
     plan_id = (await svc.register(report(), Actor("slack", "UREQ")))["fw-a"]
     out = await svc.apply(plan_id, Actor("slack", "UX"), break_glass_reason="mail down, approvers unreachable")
     assert out.status == "applied" and out.break_glass
-    assert "BREAK-GLASS" in out.announce and "approvers unreachable" in out.announce
+    assert out.break_glass_reason == "mail down, approvers unreachable"  # the renderer announces it
     [bg] = [e for e in await svc.audit("mx1") if e.event == "break_glass"]
     assert bg.actor == "UX" and bg.detail["reason"] == "mail down, approvers unreachable"
 
@@ -212,5 +213,5 @@ async def test_rollback_refuses_to_clobber_later_changes_unless_forced(tmp_path,
     host.answers[("iptables-save",)] = (0, RULES + "-A INPUT -p tcp --dport 8080 -j ACCEPT\n")
     rb = await svc.rollback(out.change_id, Actor("slack", "UHOST"))
     assert rb.status == "drift" and "--force" in rb.message
-    assert not [j for j in host.journal if "iptables-restore" in " ".join(j[3]) and j[3][0] == "sh"]
+    assert not [j for j in host.journal if "iptables-restore <" in " ".join(j[3]) and j[3][0] == "sh"]
     assert (await svc.rollback(out.change_id, Actor("slack", "UHOST"), force=True)).status == "rolled_back"

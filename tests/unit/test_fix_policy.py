@@ -43,7 +43,10 @@ async def test_usergroup_membership_is_resolved_by_the_injected_callable(tmp_pat
     assert not (await p.decide(mx2, Actor("slack", "UOPS1"), Actor("slack", "UREQ"))).allowed  # mx2 is not prod
     # groups the caller already knows (e.g. from the Slack payload) count too
     assert (await p.decide(mx1, Actor("slack", "UX"), Actor("slack", "UREQ"), actor_groups=["SPRODOPS"])).allowed
-    assert "<!subteam^SPRODOPS>" in p.approvers_for(mx1).describe()
+    assert "SPRODOPS" in p.approvers_for(mx1).usergroups
+    refused = await p.decide(mx2, Actor("slack", "UOPS1"), Actor("slack", "UREQ"))
+    assert refused.code == "not_approver" and refused.approvers == p.approvers_for(mx2)
+    assert "<" not in refused.reason  # plain data: no Slack markup from the policy
 
 
 async def test_four_eyes_refuses_the_requester_only(tmp_path):

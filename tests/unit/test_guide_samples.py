@@ -115,14 +115,14 @@ def _firewall_summary(ufw_result):
 def test_ufw_status_verbose_sample_means_ufw_is_used():
     """Guide step 4: output starting with 'Status: active' means UFW is in charge."""
     argv = ("ufw", "status", "verbose")
-    assert _firewall_summary(result(argv, guide("ufw_status_verbose.txt"))).startswith("ufw:")
+    assert _firewall_summary(result(argv, guide("ufw_status_verbose.txt"))).startswith("ufw,")
 
 
 def test_ufw_command_not_found_means_iptables_is_used():
     argv = ("ufw", "status", "verbose")
     missing = result(argv, "", 127, "-bash: ufw: command not found")
     assert _firewall_summary(missing) == (
-        "iptables: blocks inbound 25, 143, 465, 587, 993; outbound 25, 465, 587")
+        "iptables, 2 rules block mail: inbound 25, 143, 465, 587, 993; outbound 25, 465, 587")
 
 
 @pytest.mark.parametrize("comm,args,daemon", [

@@ -85,3 +85,31 @@ async def test_mark_change_once(tmp_path):
     results = await asyncio.gather(*[s.mark_change("c", "rolled_back", f"U{i}") for i in range(10)])
     assert sum(results) == 1
     assert (await s.get_change("c")).state == "rolled_back"
+
+
+async def test_reports_are_kept_per_host_and_listed_for_details_and_the_home_tab(tmp_path):
+    from bot.models import Report
+    from bot.store import REPORTS_PER_HOST, ReportRecord
+
+    db = tmp_path / "mc.db"
+    s1 = SQLiteStore(db)
+    for i in range(REPORTS_PER_HOST + 3):
+        await s1.add_report(ReportRecord(id=f"r{i}", report=Report(host="mx1", address="a"),
+                                         requested_by="U1", channel="C1", ts=f"{i}.0", at=1000.0 + i))
+    await s1.add_report(ReportRecord(id="x", report=Report(host="mx2", address="b"), at=5.0))
+    s2 = SQLiteStore(db)  # "the bot restarted"
+    assert (await s2.get_report("r52")).ts == "52.0"
+    assert await s2.get_report("r0") is None  # the oldest beyond the newest 50 are gone
+    assert [(r.host, r.id) for r in await s2.latest_reports()] == [("mx1", "r52"), ("mx2", "x")]
+    await s2.add_plan(plan("p_live"))
+    await s2.add_plan(plan("p_old", ttl=-1))
+    await s2.add_plan(plan("p_taken"))
+    await s2.claim_plan("p_taken", "U2", time.time())
+    assert [p.id for p in await s2.pending_plans(time.time())] == ["p_live"]
+    for cid in ("c1", "c2"):
+        await s2.add_change(ChangeRecord(id=cid, plan_id="p", host=inventory().get("mx1"), fix=fix(),
+                                         applied_by="U2", applied_at=time.time(), backup_dir="/b"))
+    await s2.mark_change("c1", "rolled_back", "U3")
+    changes = await s2.recent_changes()
+    assert [(c.id, c.state, c.rolled_back_by) for c in changes] == [
+        ("c2", "applied", None), ("c1", "rolled_back", "U3")]

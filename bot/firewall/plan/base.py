@@ -32,7 +32,7 @@ from bot.firewall.analysis import AnalysisContext, Endpoints, PortVerdict, port_
 from bot.firewall.evaluate import Outcome
 from bot.firewall.model import Addr, Rule, Ruleset, Table
 from bot.firewall.parse import Results
-from bot.models import Command, Fix, PortKey, Precondition
+from bot.models import BackupSpec, Command, Fix, PortKey, Precondition
 
 MAIL_PORTS = frozenset({25, 465, 587, 143, 993})
 SSH_PORT = 22
@@ -74,6 +74,24 @@ def ports_text(ports: Iterable[int]) -> str:
 def labels(keys: Iterable[PortKey]) -> str:
     """'inbound 25/IPv4, inbound 465/IPv4'."""
     return ", ".join(f"{k.direction} {k.label}" for k in keys)
+
+
+def button_label(changes: list[Change], opened: Iterable[PortKey]) -> str:
+    """What the fix does, in a few words: the changes' own labels when each has one
+    ('Delete INPUT rule 2 + OUTPUT rule 1'), else the ports it opens
+    ('Open 25,143 in + 25,465,587 out (IPv4)')."""
+    own = [getattr(c, "label", None) for c in changes]
+    if own and all(own):
+        words = [own[0]]
+        for prev, this in zip(own, own[1:], strict=False):
+            verb = prev.split(" ", 1)[0]
+            words.append(this[len(verb) + 1:] if this.startswith(verb + " ") else this)
+        return " + ".join(words)
+    keys = sorted(set(opened))
+    parts = [f"{ports_text(sorted({k.port for k in keys if k.direction == d}))} {arrow}"
+             for d, arrow in (("inbound", "in"), ("outbound", "out")) if any(k.direction == d for k in keys)]
+    families = sorted({"IPv6" if k.family == "ipv6" else "IPv4" for k in keys})
+    return f"Open {' + '.join(parts)} ({', '.join(families)})"
 
 
 def decided_at(pv: PortVerdict) -> Outcome | None:
@@ -149,6 +167,11 @@ class Planner(ABC):
                     ) -> tuple[list[Argv], list[Argv]]:
         """(commands that make the change survive a reboot, their undo at the end of the rollback)."""
         return [], []
+
+    def backup(self, changes: list[Change]) -> BackupSpec | None:
+        """What the fix's backup holds (bot.models.BackupSpec; `undo` is filled in by the
+        base from `commands`). None: not declared, and mailcheck refuses to apply the fix."""
+        return None
 
     def keeps(self, table: Table) -> bool:
         """A front-end: does it keep this table's rules in its own configuration (so no other
@@ -278,11 +301,14 @@ class Planner(ABC):
         persist, undo_persist = self.persistence(ruleset, changes, notes)
         steps = [self.commands(c) for c in changes]
         commands = [argv for do, _ in steps for argv in do]
-        rollback = [argv for _, undo in reversed(steps) for argv in undo] + undo_persist
+        undo = [argv for _, u in reversed(steps) for argv in u]
+        spec = self.backup(changes)
         return Fix(
             id=f"{backend}-{digest(commands)}", kind="firewall", backend=backend,
             summary=f"{backend}: open {labels(opened)}: " + "; ".join(c.reason for c in changes),
-            commands=commands, rollback=rollback, persist=persist, preconditions=pre,
+            label=button_label(changes, opened),
+            commands=commands, rollback=undo + undo_persist, persist=persist, preconditions=pre,
+            backup=spec.model_copy(update={"undo": undo}) if spec is not None else None,
             expected_allow=opened,
             findings=sorted({before[k].blocked_by or "" for k in opened} - {""}),
         )

@@ -48,7 +48,7 @@ from bot.firewall.parse.firewalld import (
 from bot.firewall.parse.nft import rules_of
 from bot.firewall.parse.nft_expr import Sets
 from bot.firewall.plan.base import Argv, FrontEnd, PlannedFixes, ports_text
-from bot.models import Command, Precondition
+from bot.models import BackupSpec, Command, Precondition
 
 _ZONE_CHAIN = re.compile(r"^filter_IN_(.+?)(_pre|_log|_deny|_allow|_post)?$")
 
@@ -144,6 +144,12 @@ class FirewalldPlanner(FrontEnd):
                     ) -> tuple[list[Argv], list[Argv]]:
         return ([a for c in changes for a in c.argv("--permanent", "--add-service")],
                 [a for c in reversed(changes) for a in c.argv("--permanent", "--remove-service", undo=True)])
+
+    def backup(self, changes: list[FirewalldChange]) -> BackupSpec:
+        """Its configuration, put back and reloaded (the reload rebuilds its nft table, which
+        is only compared), guarded."""
+        return BackupSpec(compare=["nft"], paths=["/etc/firewalld"],
+                          reload=[["firewall-cmd", "--reload"]], guard=True)
 
     def preconditions(self, ruleset: Ruleset, changes: list[FirewalldChange], notes: list[str]
                       ) -> list[Precondition]:

@@ -49,7 +49,7 @@ from bot.firewall.plan.base import (
     ports_text,
 )
 from bot.firewall.plan.ufw import UfwPlanner
-from bot.models import Precondition
+from bot.models import BackupSpec, Precondition
 
 COMMENT = "mailcheck"
 PERSIST_FILES = {
@@ -74,6 +74,16 @@ class IptablesChange:
     @property
     def text(self) -> str:
         return shlex.join(["-A", self.chain, *self.spec])
+
+    @property
+    def label(self) -> str | None:
+        """'Delete INPUT rule 2' (a button's words); None for an added accept (the base says
+        which ports it opens)."""
+        if self.action != "delete":
+            return None
+        tool = "" if self.family == "ip" else "ip6tables "
+        table = "" if self.table == "filter" else f" (table {self.table})"
+        return f"Delete {tool}{self.chain} rule {self.position}{table}"
 
 
 def mail_only(rule: Rule) -> bool:
@@ -190,6 +200,11 @@ class IptablesPlanner(Planner):
         if c.action == "append":
             return [[*head, "-A", c.chain, *c.spec]], [[*head, "-D", c.chain, *c.spec]]
         return [[*head, "-I", c.chain, str(c.position), *c.spec]], [[*head, "-D", c.chain, *c.spec]]
+
+    def backup(self, changes: list[IptablesChange]) -> BackupSpec:
+        """The tables of each iptables variant the commands use, guarded."""
+        kinds = dict.fromkeys(tools(c.family, c.source, self.default_source)[0] for c in changes)
+        return BackupSpec(rulesets=list(kinds), guard=True)
 
     def preconditions(self, ruleset: Ruleset, changes: list[IptablesChange], notes: list[str]
                       ) -> list[Precondition]:

@@ -58,7 +58,7 @@ from bot.firewall.plan.base import (
     ports_text,
 )
 from bot.firewall.plan.firewalld import FirewalldPlanner
-from bot.models import Precondition
+from bot.models import BackupSpec, Precondition
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
 PERSIST_FILES = {"debian": "/etc/nftables.conf", "rhel": "/etc/sysconfig/nftables.conf"}
@@ -174,6 +174,11 @@ class NftPlanner(Planner):
 
     def commands(self, change: NftChange) -> tuple[list[Argv], list[Argv]]:
         return [change.command()], [change.rollback()]
+
+    def backup(self, changes: list[NftChange]) -> BackupSpec:
+        """The whole nft ruleset, guarded; where it would not load (xt rules), the exact
+        per-rule undo guards instead."""
+        return BackupSpec(rulesets=["nft"], guard=True)
 
     def preconditions(self, ruleset: Ruleset, changes: list[NftChange], notes: list[str]
                       ) -> list[Precondition] | None:

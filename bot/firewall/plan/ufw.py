@@ -30,7 +30,7 @@ from bot.firewall.parse import LANG_C
 from bot.firewall.parse.iptables import parse_rule, port_ranges
 from bot.firewall.parse.ufw import UFW_STATUS, UfwRule, UfwStatus, status_from_results
 from bot.firewall.plan.base import MAIL_PORTS, Argv, FrontEnd, PlannedFixes, flat_matches
-from bot.models import Command, Direction, Precondition
+from bot.models import BackupSpec, Command, Direction, Precondition
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,11 @@ class UfwPlanner(FrontEnd):
     def commands(self, change: UfwChange) -> tuple[list[Argv], list[Argv]]:
         return ([change.argv("allow", spec=s) for s in change.specs],
                 [change.argv(*change.undo, spec=s) for s in reversed(change.specs)])
+
+    def backup(self, changes: list[UfwChange]) -> BackupSpec:
+        """ufw's files and its runtime (iptables rules of both families), guarded."""
+        return BackupSpec(rulesets=["iptables", "ip6tables"], paths=["/etc/ufw", "/etc/default/ufw"],
+                          guard=True)
 
     def preconditions(self, ruleset: Ruleset, changes: list[UfwChange], notes: list[str]) -> list[Precondition]:
         return [Precondition(argv=list(UFW_STATUS), normalize="raw",

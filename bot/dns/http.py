@@ -1,0 +1,89 @@
+"""HTTPS fetches for the DNS checks (MTA-STS policies, RDAP), through mailcheck's resolver.
+
+Host names resolve through our `Resolver` (MAILCHECK_RESOLVERS), never the
+system's, so the same nameservers answer every question of a check.
+
+Certificates are always verified, host name included. The trust store is the
+system's, or the CA bundle in MAILCHECK_CA_FILE *instead* of it (a private CA:
+a staging network, the test lab). There is no switch that turns verification
+off: an MTA-STS policy behind a certificate that does not verify is exactly
+what senders ignore, so it must be reported, not fetched anyway.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from bot.dns.resolver import Resolver
+
+MAX_BYTES = 64 * 1024
+
+
+class _ViaResolver(AbstractResolver):
+    def __init__(self, resolver: Resolver) -> None:
+        self.resolver = resolver
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        a, aaaa = await self.resolver.addresses(host)
+        if a.failed and aaaa.failed:
+            raise OSError(f"cannot resolve {host}: {a.describe()}")
+        out = [ResolveResult(hostname=host, host=r.address, port=port,
+                             family=socket.AF_INET6 if ":" in r.address else socket.AF_INET,
+                             proto=0, flags=socket.AI_NUMERICHOST)
+               for lk in (a, aaaa) if lk.ok for r in lk.rrset]
+        if not out:
+            raise OSError(f"{host} has no address")
+        return out
+
+    async def close(self) -> None:
+        return None
+
+
+def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
+    """Verifying context: the system trust store, or ca_file in its place."""
+    return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+
+
+@dataclass(frozen=True)
+class Https:
+    """How mailcheck's own HTTPS fetches trust and wait: MAILCHECK_CA_FILE, the DNS timeout."""
+
+    ca_file: Path | None = None
+    seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class Fetched:
+    url: str
+    status: int | None = None
+    text: str = ""
+    content_type: str = ""
+    error: str = ""
+    location: str = ""
+
+
+async def fetch(resolver: Resolver, url: str, https: Https, follow_redirects: bool = False) -> Fetched:
+    """GET url (at most MAX_BYTES). Failures are data: error says what went wrong."""
+    connector = aiohttp.TCPConnector(resolver=_ViaResolver(resolver), ssl=ssl_context(https.ca_file),
+                                     use_dns_cache=False)
+    try:
+        async with aiohttp.ClientSession(connector=connector,
+                                         timeout=aiohttp.ClientTimeout(total=https.seconds)) as session:
+            async with session.get(url, allow_redirects=follow_redirects) as resp:
+                body = await resp.content.read(MAX_BYTES)
+                return Fetched(url, resp.status, body.decode("utf-8", "replace"),
+                               resp.headers.get("Content-Type", ""),
+                               location=resp.headers.get("Location", ""))
+    except aiohttp.ClientConnectorCertificateError as e:
+        return Fetched(url, error=f"certificate not trusted: {e.certificate_error}")
+    except TimeoutError:
+        return Fetched(url, error=f"no answer within {https.seconds:g}s")
+    except (aiohttp.ClientError, OSError, ssl.SSLError, ValueError) as e:
+        return Fetched(url, error=f"{type(e).__name__}: {e}")
