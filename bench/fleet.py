@@ -2,7 +2,8 @@
 
 Builds a fleet (tests/fleetlab.py: namespaces with sshd, Exim/Dovecot on some, firewalls
 open, guide case 1/2, ufw, nft; a dead host, a slow one whose iptables-save sleeps
---slow s), then per run:
+--slow s) and a DNS lab serving its names (tests/dnslab.py; mailcheck's DNS and reputation
+steps ask it, MAILCHECK_RESOLVERS...), then per run:
 
   singles    each host checked alone, one after another (mailcheck's Engine in a child
              process): the slowest single check S, and the CPU one check costs, on this
@@ -34,12 +35,20 @@ from pathlib import Path
 
 from bench import ansible_fleet
 from bench.procwatch import Watch
-from tests.fleetlab import fleet_of, large_fleet
+from tests.dnslab import DnsLab
+from tests.fleetlab import dns_world, fleet_of, large_fleet
 from tests.labhost import make_client_key, make_host, missing_prerequisites
 
 ROOT = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
+LAB_ENV: dict[str, str] = {}  # MAILCHECK_* settings pointing mailcheck at the DNS lab
+
+
+def mailcheck_env(inventory: Path) -> dict[str, str]:
+    """This environment without its MAILCHECK_* settings, plus the lab's and the inventory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCHECK_")}
+    return {**env, **LAB_ENV, "MAILCHECK_INVENTORY": str(inventory)}
 
 
 def namespace_cpu(fleet) -> float:
@@ -78,7 +87,7 @@ def singles(fleet, inventory: Path) -> dict:
     host_cpu = namespace_cpu(fleet)
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "bench.fleet", "--singles", str(inventory)],
-                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=mailcheck_env(inventory), stdout=subprocess.PIPE, text=True)
     child = json.loads(proc.stdout.read())
     proc.wait()
     hosts, client_cpu = child["hosts"], child["cpu"]
@@ -91,8 +100,7 @@ def singles(fleet, inventory: Path) -> dict:
 
 
 def mailcheck_fleet(fleet, inventory: Path, workdir: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCHECK_")}
-    env["MAILCHECK_INVENTORY"] = str(inventory)
+    env = mailcheck_env(inventory)
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     host_cpu = namespace_cpu(fleet)
     out, err = workdir / "mailcheck.jsonl", workdir / "mailcheck.err"
@@ -115,8 +123,7 @@ def mailcheck_fleet(fleet, inventory: Path, workdir: Path) -> dict:
 
 def single_process_rss(inventory: Path, name: str) -> int:
     """Peak RSS of `mailcheck check NAME` (one host): the fleet's baseline."""
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MAILCHECK_")},
-           "MAILCHECK_INVENTORY": str(inventory)}
+    env = mailcheck_env(inventory)
     proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "check", name, "--json"], cwd=ROOT,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return os.wait4(proc.pid, 0)[2].ru_maxrss * 1024
@@ -207,26 +214,36 @@ def bench(args: argparse.Namespace, workdir: Path) -> int:
     playbook_bin = None if args.no_ansible else ansible_fleet.ensure_ansible()
     alone = [build_one_alone(key) for _ in range(3)]
     result: dict = {"machine": {"cores": CORES, "python": sys.version.split()[0]}, "runs": []}
-    with fleet_of(key, large_fleet(args.hosts, args.slow)) as fleet:
-        result["lab"] = lab_costs(fleet, alone)
-        inventory = fleet.inventory(workdir / "inventory.yaml")
-        ansible = None
-        if playbook_bin is not None:
-            hosts = {fleet.name(lab): lab.ip for lab, _ in fleet.hosts}
-            inv, play = ansible_fleet.write_files(workdir, hosts, key, fleet.known_hosts(
-                workdir / "known_hosts"), declared_commands(fleet))
-            ansible = (playbook_bin, inv, play)
-            result["ansible_version"] = ansible_fleet.version(playbook_bin)
-            result["commands"] = len(declared_commands(fleet))
-        result["single_rss"] = single_process_rss(inventory, fleet.name(fleet.hosts[0][0]))
-        for i in range(args.runs):
-            run = one_run(fleet, inventory, workdir, ansible)
-            result["runs"].append(run)
-            args.out.write_text(json.dumps(result, indent=1))
-            print(summary_line(i + 1, run), flush=True)
+    dnslab = DnsLab().start()
+    try:
+        with fleet_of(key, large_fleet(args.hosts, args.slow)) as fleet:
+            LAB_ENV.update(dns_world(fleet, dnslab))
+            runs(args, fleet, key, workdir, playbook_bin, alone, result)
+    finally:
+        dnslab.close()
     print(medians(result))
     print(f"results: {args.out}")
     return 0
+
+
+def runs(args, fleet, key: Path, workdir: Path, playbook_bin, alone: list[float], result: dict) -> None:
+    """The lab's costs, Ansible's files, then each run (results written after each)."""
+    result["lab"] = lab_costs(fleet, alone)
+    inventory = fleet.inventory(workdir / "inventory.yaml")
+    ansible = None
+    if playbook_bin is not None:
+        hosts = {fleet.name(lab): lab.ip for lab, _ in fleet.hosts}
+        inv, play = ansible_fleet.write_files(workdir, hosts, key, fleet.known_hosts(
+            workdir / "known_hosts"), declared_commands(fleet))
+        ansible = (playbook_bin, inv, play)
+        result["ansible_version"] = ansible_fleet.version(playbook_bin)
+        result["commands"] = len(declared_commands(fleet))
+    result["single_rss"] = single_process_rss(inventory, fleet.name(fleet.hosts[0][0]))
+    for i in range(args.runs):
+        run = one_run(fleet, inventory, workdir, ansible)
+        result["runs"].append(run)
+        args.out.write_text(json.dumps(result, indent=1))
+        print(summary_line(i + 1, run), flush=True)
 
 
 def summary_line(n: int, run: dict) -> str:

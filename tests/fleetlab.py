@@ -6,8 +6,11 @@ its firewall open, the guide's case 1 (DROP rules) or case 2 (policy DROP, only 
 (deny incoming, SSH allowed) or nftables (an inet table dropping the mail ports); Exim
 public (and Dovecot), Exim on loopback only, or no mail daemon; a dead host (its sshd
 stopped: SSH is refused); a slow host (its firewall listing, iptables-save, takes
-`slow` seconds, or what set_slow() says later: a wrapper earlier on sshd's PATH). `Fleet.inventory(path)` writes the
-inventory mailcheck reads (group `fleet`, a tag per state), `Fleet.close()` removes all.
+`slow` seconds, or what set_slow() says later: a wrapper earlier on sshd's PATH).
+`Fleet.inventory(path)` writes the inventory mailcheck reads (group `fleet`, a tag per
+state), `Fleet.close()` removes all. `dns_world(fleet, dnslab)` serves the fleet's names in
+a DNS lab (tests/dnslab.py) and gives the MAILCHECK_* settings that point mailcheck at it,
+so that the DNS step's answers come from the lab, the same on every run.
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dns.reversename
 import yaml
 
+from tests.dnslab import DnsLab, Zone, standard_dnsbl
+from tests.lab.dnsworld import world
 from tests.labhost import SBIN_PATH, LabHost, make_host
 
 MAIL_PORTS = "25,465,587,143,993"
@@ -167,6 +173,26 @@ def firewall(lab: LabHost, state: str) -> None:
         lab.sh("nft", f"add rule inet mail input tcp dport {{ {MAIL_PORTS} }} drop")
     elif state != "open":
         raise ValueError(f"unknown firewall state {state!r}")
+
+
+def dns_world(fleet: Fleet, dnslab: DnsLab) -> dict[str, str]:
+    """Serve in `dnslab`: fleet.test (mxN A and AAAA), every host address's PTR (mxN.fleet.test,
+    so forward-confirmed), a DNSBL listing none of them; return the settings (environment)
+    that make mailcheck ask that lab: its resolver, DNSBL zone, RDAP server and CA."""
+    def ptr(address: str) -> str:
+        return f"{dns.reversename.from_address(address)} PTR {fleet.name(lab)}.fleet.test."
+
+    names, v4, v6 = [], [], []
+    for lab, _ in fleet.hosts:
+        names += [f"{fleet.name(lab)} A {lab.ip}", f"{fleet.name(lab)} AAAA {lab.ip6}"]
+        v4.append(ptr(lab.ip))
+        v6.append(ptr(lab.ip6))
+    world(dnslab, Zone("fleet.test", "\n".join(names), signed=False),
+          Zone("18.198.in-addr.arpa", "\n".join(v4), signed=False),  # 198.18.0.0/16
+          Zone("2.0.0.0.1.0.0.2.ip6.arpa", "\n".join(v6), signed=False),  # 2001:2::/32
+          dnsbl=standard_dnsbl())
+    return {"MAILCHECK_RESOLVERS": dnslab.resolver, "MAILCHECK_DNSBL_ZONES": "bl.test",
+            "MAILCHECK_RDAP_URL": "https://rdap.lab.test/", "MAILCHECK_CA_FILE": str(dnslab.ca_file)}
 
 
 @contextlib.contextmanager
