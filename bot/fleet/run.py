@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from bot.checks.registry import STEPS
+from bot.diagnosis import answer
 from bot.engine import Checker
 from bot.errors import MailcheckError
 from bot.models import Report, StepResult
@@ -25,7 +26,6 @@ from config.inventory import Host
 
 Verdict = Literal["ok", "broken", "error"]
 EXIT = {"ok": 0, "broken": 1, "error": 2}
-RANK = {"critical": 0, "error": 1, "warning": 2}
 GRACE = 5.0  # seconds a cancelled check may take to close its connection and probes
 
 
@@ -58,15 +58,14 @@ class HostResult:
 
 
 def top_cause(report: Report) -> str:
-    """The worst finding's summary (errors before warnings; among equals, what the host
-    shows before what the outside probes saw, as the ports step reports symptoms);
-    for a report that could not conclude, the first step's error; else ""."""
+    """The first cause the host's own report lists (bot.diagnosis.answer: the verdict's
+    causes worst first, a symptom only when no cause explains it); for a report that could
+    not conclude, the first step's error; else ""."""
     if report.verdict == "error":
         step = next(s for s in report.steps if s.status == "error")
         return step.error or step.summary
-    worst = min((f for f in report.findings if f.severity in RANK),
-                key=lambda f: (RANK[f.severity], f.step == "ports"), default=None)
-    return worst.summary if worst is not None else ""
+    causes = answer(report).causes
+    return causes[0].summary if causes else ""
 
 
 @dataclass

@@ -19,10 +19,11 @@ import pytest
 
 from bot.checks.registry import STEPS
 from bot.console import Console
+from bot.diagnosis import answer
 from bot.errors import TargetError, UnreachableError
 from bot.fleet import FleetSummary, HostResult, check_fleet, run_fleet, top_cause
 from bot.fleet.cli import cmd_check_fleet
-from bot.models import Finding, Report, StepResult
+from bot.models import Finding, PortKey, Report, StepResult
 from bot.wiring import Wiring
 from config.inventory import Host, Inventory
 from config.settings import Settings
@@ -31,8 +32,8 @@ from config.settings import Settings
 # rule out (sequential, blocked by a slow host), so a loaded 2-core machine does not fail them.
 
 
-def finding(code: str, severity: str, step: str, summary: str) -> Finding:
-    return Finding(code=code, severity=severity, step=step, summary=summary)
+def finding(code: str, severity: str, step: str, summary: str, ports=()) -> Finding:
+    return Finding(code=code, severity=severity, step=step, summary=summary, ports=list(ports))
 
 
 @dataclass
@@ -197,13 +198,17 @@ def test_exit_status_summarises_the_fleet():
     assert summary() == 0
 
 
-def test_top_cause_prefers_what_the_host_shows_over_the_outside_symptom():
+def test_top_cause_is_the_first_cause_of_the_hosts_own_report():
+    """bot.diagnosis.answer's first cause: a symptom its cause explains (the same port) is
+    not it; worst first; a warning on a host whose mail flows; a note never."""
+    port25 = [PortKey("inbound", "ipv4", 25)]
     r = Report(host="h", address="a", steps=[StepResult(name="ports", status="fail", summary="")],
-               findings=[finding("port.filtered", "error", "ports", "25/IPv4 filtered"),
+               findings=[finding("port.filtered", "error", "ports", "25/IPv4 filtered", port25),
                          finding("tools.missing", "info", "tools", "whois missing"),
-                         finding("firewall.inbound_blocked", "error", "firewall", "INPUT rule 2 drops 25"),
+                         finding("firewall.inbound_blocked", "error", "firewall", "INPUT rule 2 drops 25",
+                                 port25),
                          finding("provider.port_blocked", "critical", "conclusion", "provider blocks 25")])
-    assert top_cause(r) == "provider blocks 25"
+    assert top_cause(r) == "provider blocks 25" == answer(r).causes[0].summary
     r.findings.pop()
     assert top_cause(r) == "INPUT rule 2 drops 25"
     r.findings = [finding("smtp.no_starttls", "warning", "ports", "no STARTTLS on 587"),
