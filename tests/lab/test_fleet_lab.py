@@ -19,9 +19,20 @@ from pathlib import Path
 import pytest
 
 from bot.engine import Engine
+from bot.render.blockkit import ACTION_DETAILS
+from bot.store import SQLiteStore
 from config.inventory import load_inventory
 from config.settings import Settings
 from tests.fleetlab import dns_world, fleet_of, set_slow, small_fleet
+from tests.slack.conftest import (
+    action_payload,
+    buttons,
+    form_payload,
+    post_signed,
+    slash_body,
+    start_served,
+)
+from tests.slack.fake_slack import MAX_BLOCKS, FakeSlack, check_blocks
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).parents[2]
@@ -62,10 +73,15 @@ def stream(fleet, *args: str, **env: str) -> tuple[int, list[tuple[float, dict]]
     return proc.wait(timeout=60), lines, err, wall
 
 
+def fleet_settings(fleet) -> Settings:
+    """The settings of fleet.env (probe and connect timeouts, the DNS lab)."""
+    return Settings(_env_file=None, **{k.removeprefix("MAILCHECK_").lower(): v
+                                       for k, v in fleet.env.items()})
+
+
 def single_checks(fleet) -> dict[str, tuple[float, str, list[str]]]:
     """Each host checked alone, one after another: (duration, verdict, finding codes)."""
-    settings = Settings(_env_file=None, **{k.removeprefix("MAILCHECK_").lower(): v
-                                           for k, v in fleet.env.items()})
+    settings = fleet_settings(fleet)
     inventory = load_inventory(fleet.inventory_file)
     engine = Engine(settings, inventory)
     out = {}
@@ -137,3 +153,40 @@ def test_a_tag_selects_its_hosts_and_the_table_streams(fleet):
     assert row.split()[:2] == [name, "BROKEN"] and "blocks inbound 25" in row
     assert summary.startswith("1 hosts in ") and summary.endswith(f"0 ok; 1 broken ({name})")
     assert "mailcheck fix HOST" in hint and r.returncode == 1
+
+
+async def test_slack_group_message_on_the_lab_fleet(fleet, tmp_path):
+    """`/mailcheck group:fleet` through the real Bolt app and HTTP server, the real Engine on
+    the six hosts, the fake Web API: one message, a row per host in the group's order with
+    the verdict its state gives, a Report button per host that opens its Details, no Apply."""
+    inventory = load_inventory(fleet.inventory_file)
+    fake = await FakeSlack().start()
+    served = await start_served(fake, Engine(fleet_settings(fleet), inventory), inventory=inventory,
+                                interval=0.2, check_timeout=120, store=SQLiteStore(tmp_path / "mc.db"))
+    try:
+        status, body, _ = await post_signed(served.url, slash_body("group:fleet", fake.response_url()))
+        assert status == 200 and "Checking `group:fleet` (6 hosts" in json.loads(body)["text"]
+        await served.settle()
+        ((_, message),) = fake.messages.items()
+        rows = [b for b in message["blocks"] if (b.get("accessory") or {}).get("action_id") == ACTION_DETAILS]
+        got = {r["text"]["text"].split("*")[1]: r for r in rows}
+        ufw = by_tag(fleet, "ufw")
+        await post_signed(served.url, form_payload(action_payload(
+            ACTION_DETAILS, got[ufw]["accessory"]["value"], fake.response_url())))
+        await served.settle()
+    finally:
+        served.stop.set()
+        await asyncio.wait_for(served.task, 15)
+        await fake.stop()
+    assert not [c for c in fake.calls if c.error] and len(fake.of("chat.postMessage")) == 1
+    assert check_blocks(message["blocks"], MAX_BLOCKS) == {}
+    assert list(got) == [fleet.name(lab) for lab, _ in fleet.hosts]  # the group's order
+    words = {"broken": "mail cannot flow", "error": "could not be checked", "ok": "mail can flow"}
+    for tag, verdict in (("guide1", "broken"), ("ufw", "broken"), ("nft", "broken"), ("dead", "error"),
+                         ("slow", "ok")):
+        assert words[verdict] in got[by_tag(fleet, tag)]["text"]["text"], tag
+    assert "blocks inbound 25" in got[ufw]["text"]["text"]
+    assert {b["action_id"] for b in buttons(message["blocks"])} == {ACTION_DETAILS}  # no Apply
+    (opened,) = fake.of("views.open", ok=True)
+    assert opened.args["view"]["title"]["text"] == f"Details: {ufw}"
+    assert "firewall.inbound_blocked" in json.dumps(opened.args["view"]["blocks"])
