@@ -45,7 +45,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.reversename
 
-from tests.labhost import SBIN_PATH, LabHost, _allocate, _run, require_declared
+from tests.labhost import SBIN_PATH, LabHost, _allocate, _run, no_forwarding, require_declared
 
 PROGRAMS = ("ip", "knotd", "knotc", "unbound", "unbound-control", "rbldnsd")  # all in labhost.REQUIRED
 HERE = Path(__file__).parent
@@ -138,6 +138,7 @@ class DnsLab:
         _run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", self.ns)
         _run("ip", "addr", "add", f"{self.ip(1)}/30", "dev", veth)
         _run("ip", "link", "set", veth, "up")
+        no_forwarding(veth)
         self._sh("ip", "addr", "add", f"{self.ip(2)}/30", "dev", "eth0")
         for last in (53, 54, 55, 80):
             self._sh("ip", "addr", "add", f"{self.ip(last)}/32", "dev", "lo")

@@ -99,6 +99,17 @@ def _run(*argv: str, check: bool = True, timeout: float = 30, **kw) -> subproces
     return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=timeout, **kw)
 
 
+def no_forwarding(link: str) -> None:
+    """This machine never routes what arrives on a lab link onwards, whatever ip_forward says.
+
+    IPv4 decides forwarding by the receiving link's own knob, so a machine left with
+    net.ipv4.ip_forward=1 (by a container engine, or a run killed before its sysctl guard
+    restored it) still keeps every lab packet here. IPv6 has no such per-link knob:
+    test_lab_isolation checks the machine's own.
+    """
+    Path(f"/proc/sys/net/ipv4/conf/{link}/forwarding").write_text("0")
+
+
 def probe(address: str, port: int, timeout: float = 1.5) -> str:
     """A TCP connect from here: 'open', 'refused' or 'filtered' (as `nc -vz`)."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -240,6 +251,7 @@ class LabHost:
         _run("ip", "link", "add", self.veth, "type", "veth", "peer", "name", "eth0", "netns", self.ns)
         _run("ip", "addr", "add", f"{self.outside_ip}/30", "dev", self.veth)
         _run("ip", "link", "set", self.veth, "up")
+        no_forwarding(self.veth)
         self.sh("ip", "addr", "add", f"{self.ip}/30", "dev", "eth0")
         if self.ipv6:
             _run("ip", "-6", "addr", "add", f"{self.outside_ip6}/64", "dev", self.veth, "nodad")

@@ -84,7 +84,9 @@ def test_exim_reverse_lookup_is_answered_in_the_lab(labhost):
     t0 = time.monotonic()
     with socket.create_connection((labhost.ip, 25), timeout=10) as s:
         greeting = s.recv(512)
-    assert greeting.startswith(b"220 ") and time.monotonic() - t0 < 2, greeting
+    # Unanswered, the PTR would hold the greeting for resolv.conf's timeout (5 s by default,
+    # twice over): well under that, even on a loaded machine (4.6 s seen at load 25).
+    assert greeting.startswith(b"220 ") and time.monotonic() - t0 < 5, greeting
     ptr = dns.reversename.from_address(labhost.outside_ip).to_text()
     assert (ptr, "PTR") in labhost.dns.queries
 
