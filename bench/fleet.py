@@ -16,6 +16,7 @@ steps ask it, MAILCHECK_RESOLVERS...), then per run:
              (bench/ansible_fleet.py): wall time, peak RSS and PSS of its process tree
 
 Usage (root): python -m bench.fleet [--hosts 50] [--runs 3] [--slow 6] [--no-ansible]
+              [--concurrency N]
 """
 
 from __future__ import annotations
@@ -193,6 +194,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--slow", type=float, default=6.0, help="seconds the slow host's iptables-save takes")
     ap.add_argument("--no-ansible", action="store_true")
+    ap.add_argument("--concurrency", type=int, help="MAILCHECK_FLEET_CONCURRENCY for the fleet run "
+                    "(default: mailcheck's, 50); the lab's hosts share this machine's CPU")
     ap.add_argument("--out", type=Path, default=Path("/tmp/mailcheck-bench-fleet.json"))
     ap.add_argument("--singles", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -218,6 +221,8 @@ def bench(args: argparse.Namespace, workdir: Path) -> int:
     try:
         with fleet_of(key, large_fleet(args.hosts, args.slow)) as fleet:
             LAB_ENV.update(dns_world(fleet, dnslab))
+            if args.concurrency:
+                LAB_ENV["MAILCHECK_FLEET_CONCURRENCY"] = str(args.concurrency)
             runs(args, fleet, key, workdir, playbook_bin, alone, result)
     finally:
         dnslab.close()
