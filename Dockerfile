@@ -35,7 +35,9 @@ ENV PATH=/opt/mailcheck/bin:$PATH \
     MAILCHECK_DB_PATH=/var/lib/mailcheck/mailcheck.db \
     MAILCHECK_HTTP_PORT=3000
 VOLUME ["/etc/mailcheck", "/var/lib/mailcheck"]
-WORKDIR /var/lib/mailcheck
+# mailcheck reads a .env from its working directory: the read-only configuration, never the
+# writable data volume (where a planted .env could change its settings).
+WORKDIR /etc/mailcheck
 USER mailcheck
 EXPOSE 3000
 HEALTHCHECK --interval=30s --timeout=5s CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('MAILCHECK_HTTP_PORT', '3000'), timeout=4)"]

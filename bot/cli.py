@@ -34,7 +34,7 @@ from bot.render import terminal
 from bot.slack.cli import add_serve, cmd_serve
 from bot.wiring import Wiring
 from config.inventory import is_selector, resolve_target, valid_domain
-from config.settings import Settings
+from config.settings import load_settings
 
 DESCRIPTION = """\
 Find out why a Linux mail server cannot send or receive mail, and fix it with a
@@ -75,8 +75,9 @@ def add_check(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("-i", dest="identity", type=Path, help="SSH identity (private key) file")
     p.add_argument("--known-hosts", type=Path, help="known_hosts file holding the host's key")
     p.add_argument("--local", action="store_true", help="run the commands on this machine, no SSH")
-    p.add_argument("--outbound-test", metavar="IP",
-                   help="also test outbound 25/465/587 from the host (nc -vz) to this outside IP")
+    p.add_argument("--outbound-targets", metavar="TARGETS",
+                   help="the servers the host connects to on 25/465/587 (nc -vz): host:port, ... "
+                        "or `off` (default: MAILCHECK_OUTBOUND_TARGETS, a few large providers')")
     p.add_argument("--step", action="append", choices=STEPS,
                    help="only this step (and what it needs); repeatable")
     p.add_argument("--domain", action="append", metavar="DOMAIN",
@@ -111,7 +112,7 @@ async def cmd_check(args: argparse.Namespace, console: Console) -> int:
     wiring = console.wiring
     host = resolve_target(args.target, wiring.inventory, args.identity, args.known_hosts)
     domains = [valid_domain(d) for d in getattr(args, "domain", None) or []]
-    engine = wiring.engine(local=args.local, outbound_target=args.outbound_test)
+    engine = wiring.engine(local=args.local, outbound_targets=args.outbound_targets)
     print(f"checking {host.name} ({host.user}@{host.address}:{host.port}) ...", file=sys.stderr)
     return await _report(args, lambda progress: engine.check(
         host, steps=args.step, progress=progress, domains=domains or None))
@@ -159,7 +160,7 @@ async def run(args: argparse.Namespace, console: Console) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        console = Console(Wiring(Settings()))
+        console = Console(Wiring(load_settings()))
         return asyncio.run(run(args, console))
     except MailcheckError as e:
         print(f"mailcheck: {e}", file=sys.stderr)

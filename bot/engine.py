@@ -2,9 +2,10 @@
 
 The engine knows no step by name. It orders the checks by what they need
 (bot.checks.base.dependency_order), gathers their inputs (bot/gather.py: SSH, the
-outside probes and the checks' own DNS lookups, concurrently) and evaluates each check
-as soon as the inputs it declared are in, so progress reports arrive as the steps finish: the SSH steps when
-the batch is back, even while the probes still wait on a filtered port. The report
+outside probes, the outbound targets' addresses, who holds the host's address and the
+checks' own DNS lookups, concurrently) and evaluates each check as soon as the inputs it
+declared are in, so progress reports arrive as the steps finish: the SSH steps when
+their batch is back, even while the probes still wait on a filtered port. The report
 itself lists the steps in the guide's order. A transport failure or a crashing check
 becomes that step's error (naming host and step); the other steps still report.
 """
@@ -12,7 +13,6 @@ becomes that step's error (naming host and step); the other steps still report.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
@@ -23,6 +23,8 @@ from bot.diagnosis import correlate, verdict_causes, with_ids
 from bot.errors import TargetError
 from bot.gather import Gather
 from bot.models import PortStatus, Report, StepResult
+from bot.outbound import Lookup, Target, parse_targets, resolver_lookup
+from bot.owner import OwnerLookup
 from bot.probes import Prober
 from bot.transport import Connect, ssh_connect
 from config.inventory import Host, Inventory, valid_domain
@@ -44,16 +46,23 @@ class Engine:
     def __init__(self, settings: Settings, inventory: Inventory, *,
                  transport_factory: Connect | None = None, prober: Prober | None = None,
                  checks: Sequence[Check] | None = None,
-                 outbound_target: str | None = None) -> None:
+                 outbound_targets: str | None = None, lookup: Lookup | None = None,
+                 owners: OwnerLookup | None = None) -> None:
         """`transport_factory`: connect(host) (bot.wiring gives the jump-aware SSH one).
-        `checks`: the steps (default: the registry). `outbound_target`: an outside IP
-        address the host may connect to on 25/465/587 (`nc -vz`) to test outbound mail
-        for real; None (the default) skips the test."""
+        `checks`: the steps (default: the registry). `outbound_targets`: the servers the
+        host connects to on 25/465/587 (`nc -vz`), as MAILCHECK_OUTBOUND_TARGETS says them
+        (default: that setting; `off` skips the test); `lookup` resolves their names from
+        here (default: mailcheck's resolver, MAILCHECK_RESOLVERS, new for each check). `owners`: how to ask who holds the host's address (default: the RDAP and whois
+        settings). A bad target list is a TargetError."""
         self.settings = settings
-        self.outbound_target = _outbound(outbound_target)
+        self.outbound = _outbound(settings.outbound_targets if outbound_targets is None
+                                  else outbound_targets)
+        self.lookup = lookup
+        self.owners = owners or OwnerLookup(settings.rdap_url, settings.whois_server,
+                                            settings.owner_timeout, settings.resolvers, settings.ca_file)
         self.inventory = inventory
         self.transport_factory = transport_factory or ssh_connect(settings, inventory)
-        self.prober = prober or Prober(settings.probe_timeout)
+        self.prober = prober or Prober(settings.probe_timeout, settings.greeting_timeout)
         self.checks = dependency_order(list(checks) if checks is not None else all_checks())
 
     def select(self, steps: Sequence[str] | None) -> tuple[list[Check], set[str]]:
@@ -72,7 +81,7 @@ class Engine:
         checks, report_names = self.select(steps)
         named = tuple(domains or host.domains)
         source = "--domain" if domains else "inventory" if host.domains else ""
-        ctx = CheckContext(outbound_target=self.outbound_target, domains=named,
+        ctx = CheckContext(domains=named,
                            domains_source=source, settings=self.settings)
         return await self._run(host, checks, report_names, ctx, progress)
 
@@ -87,7 +96,11 @@ class Engine:
     async def _run(self, host: Host | None, checks: list[Check], report_names: set[str],
                    ctx: CheckContext, progress: Progress | None) -> Report:
         gather = Gather(host, checks, connect=self.transport_factory, prober=self.prober,
-                        command_timeout=self.settings.command_timeout, context=ctx)
+                        command_timeout=self.settings.command_timeout, context=ctx,
+                        outbound=self.outbound if host is not None else None,
+                        lookup=self.lookup or resolver_lookup(self.settings.resolvers,
+                                                              self.settings.dns_timeout),
+                        owners=self.owners)
         run = _Run(self, gather.input(), checks, report_names)
         try:
             await gather.start()
@@ -139,7 +152,7 @@ class _Run:
         needs = [c.name for c in self.checks if c.name in closure(self.checks, check.needs)]
         inp = dataclasses.replace(
             gather.input(check), ports=_ports(gather.base_ports(), [self.outcomes[n] for n in needs]),
-            prior={n: self.outcomes[n] for n in needs}, outbound_target=self.engine.outbound_target)
+            prior={n: self.outcomes[n] for n in needs})
         try:
             if (e := gather.lookup_error(check)) is not None:
                 raise e
@@ -176,10 +189,8 @@ def _ports(base: list[PortStatus], outcomes: list[StepOutcome]) -> dict:
     return ports
 
 
-def _outbound(target: str | None) -> str | None:
-    if target is None:
-        return None
+def _outbound(spec: str) -> tuple[Target, ...] | None:
     try:
-        return str(ipaddress.ip_address(target))
+        return parse_targets(spec)
     except ValueError as e:
-        raise TargetError(f"outbound test target must be an IP address, not {target!r}") from e
+        raise TargetError(str(e)) from e

@@ -20,12 +20,14 @@ OUTBOUND_PORTS: tuple[int, ...] = (25, 465, 587)
 
 Direction = Literal["inbound", "outbound"]
 Family = Literal["ipv4", "ipv6"]
-Outside = Literal["open", "refused", "filtered", "error"]
+Outside = Literal["open", "refused", "rejected", "filtered", "error"]
 Listening = Literal["public", "loopback", "none", "unknown"]
 FirewallVerdict = Literal["allow", "block", "unknown"]
 Severity = Literal["info", "warning", "error", "critical"]
 Role = Literal["cause", "symptom", "note"]
 StepStatus = Literal["ok", "warn", "fail", "error", "skipped"]
+# a slow greeting: postscreen's 220- pre-greeting, lines trickling in (a tarpit), silence first
+GreetingWait = Literal["pregreet", "trickle", "silence"]
 
 
 class PortKey(NamedTuple):
@@ -108,6 +110,16 @@ class CommandResult:
         return self.exit_status == 127
 
 
+class IcmpAnswer(BaseModel):
+    """The ICMP error that answered the outside probe (an `outside: rejected` port, mostly)."""
+
+    type: int
+    code: int
+    name: str  # as iptables' --reject-with / nft's `reject with` say it: host-prohibited, ...
+    sender: str | None  # who sent it (the offender address the kernel reported)
+    by: Literal["host", "path", "prober", "unknown"]  # the host itself, a router, mailcheck's side
+
+
 class PortStatus(BaseModel):
     port: int
     direction: Direction
@@ -117,7 +129,12 @@ class PortStatus(BaseModel):
     process: str | None = None
     firewall: FirewallVerdict = "unknown"
     blocked_by: str | None = None
+    dnat: str | None = None  # a published port: "198.19.8.2:25 (<the nat rule>)", where it really goes
     detail: str | None = None  # what the outside probe saw: SMTP banner / STARTTLS, TLS certificate
+    icmp: IcmpAnswer | None = None  # the ICMP answer to the outside probe, and who sent it
+    greeting_time: float | None = None  # s from connect to the SMTP greeting (25/587) / TLS answer
+    greeting_wait: GreetingWait | None = None  # the shape of a slow greeting's wait
+    plaintext: str | None = None  # the plain-text line sent where TLS was expected (465/993)
 
     @property
     def key(self) -> PortKey:
@@ -138,7 +155,12 @@ class PortUpdate(BaseModel):
     process: str | None = None
     firewall: FirewallVerdict = "unknown"
     blocked_by: str | None = None
+    dnat: str | None = None
     detail: str | None = None
+    icmp: IcmpAnswer | None = None
+    greeting_time: float | None = None
+    greeting_wait: GreetingWait | None = None
+    plaintext: str | None = None
 
     def apply(self, port: PortStatus) -> PortStatus:
         """`port` with the fields this update set (explicitly, None included) replaced."""
@@ -192,6 +214,10 @@ class BackupSpec(BaseModel):
       kind K is `K-save` / `K-restore --test` / `K-restore` (e.g. "iptables",
       "ip6tables-legacy"); "nft" is `nft list ruleset` after `flush ruleset` /
       `nft -c -f` / `nft -f`.
+    - `nft_tables`: native nft tables ("inet mailfw") saved, test-loaded and restored each
+      on its own (`table F T; delete table F T; <nft list table F T>`, atomic per table; a
+      table that did not exist is removed): exact, and it leaves the other tables alone
+      (iptables-nft's, whose xt rules `nft -f` cannot load, fail2ban's bans).
     - `compare`: rulesets only dumped before and after (for the report and rollback's
       drift check), not restored: `reload` rebuilds them (firewalld).
     - `paths`: absolute files or directories copied into the backup and put back
@@ -211,6 +237,7 @@ class BackupSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     rulesets: list[RulesetKind] = Field(default_factory=list)
+    nft_tables: list[str] = Field(default_factory=list)
     compare: list[RulesetKind] = Field(default_factory=list)
     paths: list[str] = Field(default_factory=list)
     reload: list[list[str]] = Field(default_factory=list)
@@ -228,15 +255,23 @@ class BackupSpec(BaseModel):
                                  "top-level directory (e.g. /etc/ufw)")
         return paths
 
+    @field_validator("nft_tables")
+    @classmethod
+    def _tables(cls, tables: list[str]) -> list[str]:
+        for t in tables:
+            if not re.fullmatch(r"(ip|ip6|inet|arp|bridge|netdev) [A-Za-z_][A-Za-z0-9_.\-]{0,63}", t):
+                raise ValueError(f"nft table {t!r}: 'FAMILY NAME', e.g. 'inet mailfw'")
+        return tables
+
     @model_validator(mode="after")
     def _guard_restores_something(self) -> BackupSpec:
-        if self.guard and not (self.rulesets or self.paths or self.undo):
-            raise ValueError("a guard needs something to restore (rulesets, paths or undo)")
+        if self.guard and not (self.rulesets or self.nft_tables or self.paths or self.undo):
+            raise ValueError("a guard needs something to restore (rulesets, nft_tables, paths or undo)")
         return self
 
     @property
     def saves_anything(self) -> bool:
-        return bool(self.rulesets or self.paths)
+        return bool(self.rulesets or self.nft_tables or self.paths)
 
 
 class Fix(BaseModel):

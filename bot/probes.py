@@ -2,9 +2,16 @@
 
 Every probe of a host runs at once (asyncio), so a host with every port
 filtered costs about one probe timeout, not one per port. Per port: a TCP
-connect (open / refused / filtered / error), then on 25/587 the SMTP greeting
-and EHLO (is STARTTLS offered?), on 465/993 a TLS handshake and the
-certificate (names, expiry; a self-signed one is reported, not failed).
+connect, classified by what the kernel was told (bot.icmp): `open`;
+`refused` (a TCP RST); `rejected` (an ICMP destination-unreachable, kept
+with its type, code and sender); `filtered` (nothing within the probe
+timeout); `error` (anything else, e.g. no route here, or our own kernel
+reporting an unanswered neighbour). Then, only on ports that connected and
+within the separate greeting budget: on 25/587 the SMTP greeting (each
+line's arrival time is kept) and EHLO (is STARTTLS offered?), on 465/993 a
+TLS handshake and the certificate (names, expiry; a self-signed one is
+reported, not failed), or the plain-text line a server sent where a TLS
+ServerHello was expected.
 
 Each probe records the local source address it used (getsockname): the
 firewall verdict is computed for that source. For a port that never
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
 import ssl
@@ -24,10 +32,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from bot import icmp
+from bot.icmp import IcmpError
 from bot.models import Family, Outside
 
 SMTP_PORTS = (25, 587)
 TLS_PORTS = (465, 993)
+TLS_RECORD_TYPES = frozenset(range(0x14, 0x19))  # the first byte of any TLS record
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,8 @@ class SmtpInfo:
     ehlo: tuple[str, ...] = ()
     starttls: bool = False
     error: str | None = None
+    line_times: tuple[float, ...] = ()  # when each greeting line arrived, s after the connect
+    greeting_time: float | None = None  # s from the connect to the greeting's last line, if it came
     tls: TlsInfo | None = None   # after STARTTLS: the certificate the port serves
 
 
@@ -48,6 +61,8 @@ class TlsInfo:
     not_after: datetime | None = None
     self_signed: bool = False
     error: str | None = None
+    handshake_time: float | None = None  # s from the connect to the server's first answer
+    plaintext: str | None = None  # the line a server sent where a TLS ServerHello was expected
     der: bytes | None = field(default=None, repr=False)   # the leaf certificate (DANE matches it)
 
     def expired(self, now: datetime) -> bool:
@@ -65,6 +80,7 @@ class PortProbe:
     error: str | None = None
     smtp: SmtpInfo | None = None
     tls: TlsInfo | None = None
+    icmp: IcmpError | None = None  # the ICMP error that ended the connect, if one did
 
 
 @dataclass
@@ -90,11 +106,30 @@ def route_source(address: str) -> str | None:
         return None
 
 
-class Prober:
-    """Probes a host's ports from here. `timeout` bounds each connect and each dialog."""
+def classify_failure(err: OSError, answer: IcmpError | None, source: str | None) -> tuple[Outside, str]:
+    """A failed connect -> (state, why), from the errno and the ICMP error queued for it (pure)."""
+    if answer is None:
+        why = os.strerror(err.errno) if err.errno else str(err)
+        return ("refused" if isinstance(err, ConnectionRefusedError) else "error"), why
+    if answer.sender is not None and answer.sender == source:
+        return "error", (f"this machine's own kernel answered {answer.describe()}: no neighbour "
+                         "(ARP/NDP) answer on the way, or a firewall where mailcheck runs")
+    if answer.unreachable:
+        return "rejected", answer.describe()
+    return "error", answer.describe()
 
-    def __init__(self, timeout: float = 4.0, ehlo_name: str = "mailcheck.invalid") -> None:
+
+class Prober:
+    """Probes a host's ports from here.
+
+    `timeout` bounds each TCP connect; `greeting_timeout` bounds, on ports that connected,
+    each step of the dialog (the SMTP greeting, the EHLO answer, the TLS handshake).
+    """
+
+    def __init__(self, timeout: float = 4.0, greeting_timeout: float = 30.0,
+                 ehlo_name: str = "mailcheck.invalid") -> None:
         self.timeout = timeout
+        self.greeting_timeout = greeting_timeout
         self.ehlo_name = ehlo_name
 
     async def probe(self, family: Family, address: str, ports: Sequence[int]) -> ProbeReport:
@@ -113,26 +148,23 @@ class Prober:
 
     async def probe_port(self, family: Family, address: str, port: int) -> PortProbe:
         start = time.monotonic()
+        sock = socket.socket(socket.AF_INET6 if family == "ipv6" else socket.AF_INET, socket.SOCK_STREAM)
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port), self.timeout)
-        except ConnectionRefusedError:
-            return PortProbe(family, address, port, "refused", route_source(address),
-                             time.monotonic() - start)
-        except TimeoutError:
-            return PortProbe(family, address, port, "filtered", route_source(address),
-                             time.monotonic() - start, f"no answer within {self.timeout:g}s")
-        except OSError as e:
-            why = os.strerror(e.errno) if e.errno else str(e)
-            return PortProbe(family, address, port, "error", route_source(address),
-                             time.monotonic() - start, why)
-        sock = writer.get_extra_info("sockname")
-        source = sock[0] if sock else None
+            failed = await self._connect(sock, family, address, port, start)
+            if failed is not None:
+                return failed
+            source = sock.getsockname()[0]
+            reader, writer = await asyncio.open_connection(sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        connected = time.monotonic()
         smtp = tls = None
         try:
             if port in SMTP_PORTS:
-                smtp = await self._smtp(reader, writer)
+                smtp = await self._smtp(reader, writer, connected)
             elif port in TLS_PORTS:
-                tls = await self._tls(writer)
+                tls = await self._tls(reader, writer, connected)
         finally:
             writer.close()
             with contextlib.suppress(Exception):
@@ -140,53 +172,135 @@ class Prober:
         return PortProbe(family, address, port, "open", source, time.monotonic() - start,
                          smtp=smtp, tls=tls)
 
-    async def _smtp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> SmtpInfo:
+    async def _connect(self, sock: socket.socket, family: Family, address: str, port: int,
+                       start: float) -> PortProbe | None:
+        """Connect within the probe timeout; None when connected, else the failed probe."""
+        sock.setblocking(False)
+        icmp.enable(sock)
         try:
-            greeting = await asyncio.wait_for(read_reply(reader), self.timeout)
-            if not greeting or not greeting[-1].startswith("220"):
-                return SmtpInfo(greeting="\n".join(greeting), error="no 220 greeting")
+            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (address, port)),
+                                   self.timeout)
+            return None
+        except TimeoutError:
+            return PortProbe(family, address, port, "filtered", route_source(address),
+                             time.monotonic() - start, f"no answer within {self.timeout:g}s")
+        except OSError as e:
+            answer = icmp.read_error_queue(sock)
+            source = route_source(address)
+            state, why = classify_failure(e, answer, source)
+            return PortProbe(family, address, port, state, source, time.monotonic() - start, why,
+                             icmp=answer)
+
+    async def _smtp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    connected: float) -> SmtpInfo:
+        lines: list[str] = []
+        times: list[float] = []
+        budget = self.greeting_timeout
+        try:
+            await asyncio.wait_for(read_reply(reader, into=lines, times=times, since=connected), budget)
+        except TimeoutError:
+            return SmtpInfo("\n".join(lines), error=f"no complete greeting within {budget:g}s "
+                            "(MAILCHECK_GREETING_TIMEOUT)", line_times=tuple(times))
+        except (OSError, UnicodeError) as e:
+            return SmtpInfo("\n".join(lines), error=f"SMTP dialog failed: {type(e).__name__} {e}".strip(),
+                            line_times=tuple(times))
+        greeting, took = "\n".join(lines), (times[-1] if times else None)
+        if not lines or not lines[-1].startswith("220"):
+            return SmtpInfo(greeting, error="no 220 greeting", line_times=tuple(times), greeting_time=took)
+        try:
             writer.write(f"EHLO {self.ehlo_name}\r\n".encode())
-            ehlo = await asyncio.wait_for(read_reply(reader), self.timeout)
+            ehlo = await asyncio.wait_for(read_reply(reader), budget)
         except (TimeoutError, OSError, UnicodeError) as e:
-            return SmtpInfo(error=f"SMTP dialog failed: {type(e).__name__} {e}".strip())
+            why = f"no EHLO answer within {budget:g}s" if isinstance(e, TimeoutError) else \
+                f"{type(e).__name__} {e}".strip()
+            return SmtpInfo(greeting, error=f"SMTP dialog failed after the greeting: {why}",
+                            line_times=tuple(times), greeting_time=took)
         starttls = any(line[4:].strip().upper().startswith("STARTTLS") for line in ehlo)
         err = None if ehlo and ehlo[-1].startswith("250") else "EHLO not accepted"
-        tls = await self._starttls(reader, writer) if starttls and not err else None
+        tls = await self._starttls(reader, writer, connected) if starttls and not err else None
         if tls is None:
             writer.write(b"QUIT\r\n")
-        return SmtpInfo("\n".join(greeting), tuple(ehlo), starttls, err, tls)
+        return SmtpInfo(greeting, tuple(ehlo), starttls, err, line_times=tuple(times),
+                        greeting_time=took, tls=tls)
 
-    async def _starttls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> TlsInfo:
+    async def _starttls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        connected: float) -> TlsInfo:
         """STARTTLS and the certificate served (DANE matches TLSA records against it)."""
         try:
             writer.write(b"STARTTLS\r\n")
-            reply = await asyncio.wait_for(read_reply(reader), self.timeout)
+            reply = await asyncio.wait_for(read_reply(reader), self.greeting_timeout)
         except (TimeoutError, OSError, UnicodeError) as e:
             return TlsInfo(error=f"STARTTLS failed: {type(e).__name__} {e}".strip())
         if not reply or not reply[-1].startswith("220"):
             return TlsInfo(error=f"STARTTLS refused: {' '.join(reply)[:120]}")
-        return await self._tls(writer)
+        return await self._tls(reader, writer, connected)
 
-    async def _tls(self, writer: asyncio.StreamWriter) -> TlsInfo:
+    async def _tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   connected: float) -> TlsInfo:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE  # we report on the certificate, we do not trust it
+        budget = self.greeting_timeout
         try:
-            await asyncio.wait_for(writer.start_tls(ctx), self.timeout)
-        except (TimeoutError, OSError, ssl.SSLError) as e:
-            return TlsInfo(error=f"TLS handshake failed: {type(e).__name__} {e}".strip())
-        obj = writer.get_extra_info("ssl_object")
-        der = obj.getpeercert(binary_form=True) if obj else None
-        return describe_certificate(der, obj.version() if obj else "")
+            return await asyncio.wait_for(tls_handshake(ctx, reader, writer, connected), budget)
+        except TimeoutError:
+            return TlsInfo(error=f"TLS handshake: no answer within {budget:g}s (MAILCHECK_GREETING_TIMEOUT)")
+        except (OSError, ssl.SSLError) as e:
+            return TlsInfo(error=f"TLS handshake failed: {type(e).__name__} {e}".strip(),
+                           handshake_time=time.monotonic() - connected)
 
 
-async def read_reply(reader: asyncio.StreamReader, limit: int = 50) -> list[str]:
-    """One SMTP reply: lines until one whose 4th character is a space."""
-    lines: list[str] = []
+async def tls_handshake(ctx: ssl.SSLContext, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter, connected: float) -> TlsInfo:
+    """A client handshake over the stream, looking at the server's first bytes.
+
+    Done by hand (ssl.MemoryBIO) rather than with start_tls, so that a server speaking
+    plain text (e.g. `220 ...` on 465) is seen for what it is, not as WRONG_VERSION_NUMBER.
+    """
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing)
+    first: float | None = None
+    while True:
+        try:
+            tls.do_handshake()
+            done = True
+        except ssl.SSLWantReadError:
+            done = False
+        if outgoing.pending:
+            writer.write(outgoing.read())
+            await writer.drain()
+        if done:
+            break
+        chunk = await reader.read(16384)
+        if not chunk:
+            raise ConnectionResetError("the server closed the connection during the TLS handshake")
+        if first is None:
+            first = time.monotonic() - connected
+            if chunk[0] not in TLS_RECORD_TYPES:
+                if b"\n" not in chunk:
+                    chunk += await reader.readline()
+                line = chunk.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")[:200]
+                return TlsInfo(error=f"plain text where a TLS handshake was expected: {line!r}",
+                               handshake_time=first, plaintext=line)
+        incoming.write(chunk)
+    info = describe_certificate(tls.getpeercert(binary_form=True), tls.version() or "")
+    return dataclasses.replace(info, handshake_time=first)
+
+
+async def read_reply(reader: asyncio.StreamReader, limit: int = 50, *, into: list[str] | None = None,
+                     times: list[float] | None = None, since: float = 0.0) -> list[str]:
+    """One SMTP reply: lines until one whose 4th character is a space.
+
+    Lines go into `into` as they arrive (so a caller that times out keeps the partial reply),
+    and their arrival times (monotonic, minus `since`) into `times`.
+    """
+    lines = into if into is not None else []
     while len(lines) < limit:
         raw = await reader.readline()
         if not raw:
             break
+        if times is not None:
+            times.append(time.monotonic() - since)
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
         lines.append(line)
         if len(line) < 4 or line[3] != "-":

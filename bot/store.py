@@ -25,7 +25,17 @@ from config.inventory import Host
 T = TypeVar("T")
 
 PlanState = Literal["pending", "claimed", "applied", "failed", "refused"]
-ChangeState = Literal["applied", "rolled_back", "restored_by_host", "failed"]
+ChangeState = Literal[
+    "started",  # written before the first command that writes on the host
+    "applied",  # confirmed (and persisted, unless the audit says otherwise)
+    "rolled_back",
+    "restored",  # a step failed and mailcheck restored the backup (checked)
+    "restored_by_host",  # the host's guard restored it (its .restored marker)
+    "not_restored",  # a restore failed: the host may be half-changed
+    "unreachable",  # what the host did is unknown
+    "not_applied",  # stopped before any fix command ran (backup, guard, refusal)
+    "failed",  # older rows
+]
 
 
 class PlanRecord(BaseModel):
@@ -118,11 +128,22 @@ class Store(Protocol):
     async def mark_change(self, change_id: str, state: ChangeState, actor: str | None) -> bool:
         """applied -> `state`; True for exactly one caller."""
         ...
+    async def update_change(self, change: ChangeRecord) -> None:
+        """Replace a change's row (its state and body), e.g. started -> applied."""
+        ...
+    async def plans_in_state(self, state: PlanState) -> list[PlanRecord]: ...
+    async def changes_of_plan(self, plan_id: str) -> list[ChangeRecord]: ...
+    async def requesters(self, digest: str) -> set[str]:
+        """Everyone who requested a plan with this digest (ran the check, or pressed Re-check)."""
+        ...
 
     async def acquire_lock(self, host: str, holder: str, ttl: float) -> LockHeld | None:
         """Take the host's lock: None when taken, else who holds it."""
         ...
     async def release_lock(self, host: str, holder: str) -> None: ...
+    async def get_lock(self, host: str) -> LockHeld | None:
+        """Who holds the host's lock now (None: nobody, or it expired)."""
+        ...
 
     async def add_report(self, record: ReportRecord) -> None:
         """Keep a finished check (the newest REPORTS_PER_HOST per host are kept)."""
@@ -272,15 +293,18 @@ class SQLiteStore(_Reports):
     async def get_plan(self, plan_id: str) -> PlanRecord | None:
         def go(db: sqlite3.Connection) -> PlanRecord | None:
             row = db.execute("SELECT * FROM plans WHERE id = ?", (plan_id,)).fetchone()
-            if row is None:
-                return None
-            plan = PlanRecord.model_validate_json(row["body"])
-            return plan.model_copy(update={
-                "state": row["state"], "claimed_by": row["claimed_by"],
-                "claimed_at": row["claimed_at"],
-            })
+            return None if row is None else _plan_row(row)
 
         return await self._do(go)
+
+    async def plans_in_state(self, state: PlanState) -> list[PlanRecord]:
+        return await self._do(lambda db: [_plan_row(r) for r in db.execute(
+            "SELECT * FROM plans WHERE state = ? ORDER BY claimed_at", (state,)).fetchall()])
+
+    async def requesters(self, digest: str) -> set[str]:
+        return await self._do(lambda db: {r[0] for r in db.execute(
+            "SELECT json_extract(body, '$.requested_by') FROM plans"
+            " WHERE json_extract(body, '$.digest') = ?", (digest,)).fetchall()})
 
     async def claim_plan(self, plan_id: str, actor: str, now: float) -> bool:
         return await self._do(lambda db: db.execute(
@@ -308,15 +332,18 @@ class SQLiteStore(_Reports):
     async def get_change(self, change_id: str) -> ChangeRecord | None:
         def go(db: sqlite3.Connection) -> ChangeRecord | None:
             row = db.execute("SELECT * FROM changes WHERE id = ?", (change_id,)).fetchone()
-            if row is None:
-                return None
-            change = ChangeRecord.model_validate_json(row["body"])
-            return change.model_copy(update={
-                "state": row["state"], "rolled_back_by": row["rolled_back_by"],
-                "rolled_back_at": row["rolled_back_at"],
-            })
+            return None if row is None else _change_row(row)
 
         return await self._do(go)
+
+    async def update_change(self, change: ChangeRecord) -> None:
+        await self._do(lambda db: db.execute(
+            "UPDATE changes SET state = ?, body = ? WHERE id = ?",
+            (change.state, change.model_dump_json(), change.id)))
+
+    async def changes_of_plan(self, plan_id: str) -> list[ChangeRecord]:
+        return await self._do(lambda db: [_change_row(r) for r in db.execute(
+            "SELECT * FROM changes WHERE json_extract(body, '$.plan_id') = ?", (plan_id,)).fetchall()])
 
     async def mark_change(self, change_id: str, state: ChangeState, actor: str | None) -> bool:
         return await self._do(lambda db: db.execute(
@@ -342,6 +369,26 @@ class SQLiteStore(_Reports):
     async def release_lock(self, host: str, holder: str) -> None:
         await self._do(lambda db: db.execute(
             "DELETE FROM locks WHERE host = ? AND holder = ?", (host, holder)))
+
+    async def get_lock(self, host: str) -> LockHeld | None:
+        def go(db: sqlite3.Connection) -> LockHeld | None:
+            row = db.execute("SELECT * FROM locks WHERE host = ? AND until > ?",
+                             (host, time.time())).fetchone()
+            return None if row is None else LockHeld(host=host, holder=row["holder"], since=row["since"])
+
+        return await self._do(go)
+
+
+def _plan_row(row: sqlite3.Row) -> PlanRecord:
+    plan = PlanRecord.model_validate_json(row["body"])
+    return plan.model_copy(update={"state": row["state"], "claimed_by": row["claimed_by"],
+                                   "claimed_at": row["claimed_at"]})
+
+
+def _change_row(row: sqlite3.Row) -> ChangeRecord:
+    change = ChangeRecord.model_validate_json(row["body"])
+    return change.model_copy(update={"state": row["state"], "rolled_back_by": row["rolled_back_by"],
+                                     "rolled_back_at": row["rolled_back_at"]})
 
 
 def _audit_row(r: sqlite3.Row) -> AuditEntry:

@@ -235,6 +235,11 @@ class SSHTransport:
         return opts
 
     async def _connect_one(self, host: Host, tunnel=None) -> asyncssh.SSHClientConnection:
+        key = host.identity_file
+        if key is not None and not os.access(key, os.R_OK):
+            why = "does not exist" if not Path(key).exists() else "cannot be read by this user"
+            raise AuthError(f"the identity file {key} {why} (identity_file of {host.name} in the "
+                            "inventory, or -i)", host=host.name, step="connect")
         opts = self._options(host)
         if not Path(opts["known_hosts"]).is_file():
             raise HostKeyError(
@@ -265,7 +270,8 @@ class SSHTransport:
             raise TransportError(f"SSH failed: {e.reason}", host=host.name, step="connect") from e
         except OSError as e:
             raise UnreachableError(
-                f"cannot reach {host.address}:{host.port}: {e.strerror or e}",
+                f"cannot reach {host.address}:{host.port}: "
+                f"{os.strerror(e.errno) if e.errno else e.strerror or e}",
                 host=host.name, step="connect",
             ) from e
 
@@ -353,29 +359,56 @@ class ScriptLine:
         return text if self.check else f"{text} || :"
 
 
-def script_command(lines: Sequence[ScriptLine], *, timeout: float = 30.0) -> Command:
-    """A Command running `lines` in order under `sh -e` (the first failure stops it)."""
-    body = "set -e\n" + "\n".join(s.line() for s in lines) + "\n"
+def script_command(lines: Sequence[ScriptLine], *, timeout: float = 30.0,
+                   keep_going: bool = False) -> Command:
+    """A Command running `lines` in order under `sh -e` (the first failure stops it).
+
+    keep_going (restores): every line is tried, and the script exits 1 if any failed.
+    """
+    if keep_going:
+        body = "rc=0\n" + "".join(f"{s.line()} || rc=1\n" for s in lines) + 'exit "$rc"\n'
+    else:
+        body = "set -e\n" + "\n".join(s.line() for s in lines) + "\n"
     return Command(("sh", "-c", body), timeout=timeout)
 
 
-def detached_command(
-    lines: Sequence[ScriptLine], *, delay: int, armed: str, log: str
-) -> Command:
-    """Start, detached from the SSH session, a job that runs `lines` after `delay` s.
+GUARD_MARKERS = ("fired", "restored", "restore-failed", "cancelled")
 
-    The job runs only if it can atomically rename the file `armed` (to
-    `armed`.fired); whoever renames it first wins, so renaming it away
-    (`mv armed armed.cancelled`) cancels the job. All lines are tried even
-    if one fails. `setsid -f` returns at once; the job outlives the session.
+
+def guard_job(lines: Sequence[ScriptLine], *, armed: str, log: str) -> str:
+    """The dead-man job's script: restore unless `armed` was renamed away first.
+
+    It runs only if it can atomically rename `armed` to `armed`.fired (whoever renames it
+    first wins: `mv armed armed.cancelled` disarms it). Every line is tried; only when all
+    succeeded does it create `armed`.restored, otherwise `armed`.restore-failed: mailcheck
+    reports exactly the marker it finds.
     """
     q = shlex.quote
-    body = "\n".join([
+    return "\n".join([
         f"exec </dev/null >>{q(log)} 2>&1",
-        f"sleep {int(delay)}",
         f"mv {q(armed)} {q(armed + '.fired')} 2>/dev/null || exit 0",
-        "date -u",
-        *(s.line() for s in lines),
-        "echo restored",
+        "date -u", "rc=0",
+        *(f"{s.line()} || rc=1" for s in lines),
+        f'if [ "$rc" = 0 ]; then : >{q(armed + ".restored")}; echo restored; '
+        f'else : >{q(armed + ".restore-failed")}; echo "restore FAILED"; fi',
     ]) + "\n"
-    return Command(("setsid", "-f", "sh", "-c", body), timeout=10)
+
+
+def detached_command(lines: Sequence[ScriptLine], *, delay: int, armed: str, log: str,
+                     systemd: bool = False, unit: str = "mailcheck-guard") -> Command:
+    """Start the dead-man job (guard_job) on the host, to run `delay` s from now, outside
+    the SSH session.
+
+    systemd: `systemd-run --on-active=DELAY` makes it a transient timer and service of the
+    system manager, so it survives the session's cgroup (logind's KillUserProcesses=yes
+    kills a `setsid` job with the session). Otherwise `setsid -f`, which returns at once.
+    """
+    body = guard_job(lines, armed=armed, log=log)
+    if systemd:
+        argv = ("systemd-run", "--quiet", "--collect", f"--unit={unit}",
+                f"--on-active={int(delay)}", "--timer-property=AccuracySec=1s",
+                f"--description=mailcheck lock-out guard ({armed})", "/bin/sh", "-c", body)
+    else:
+        first, rest = body.split("\n", 1)
+        argv = ("setsid", "-f", "sh", "-c", f"{first}\nsleep {int(delay)}\n{rest}")
+    return Command(argv, timeout=10)

@@ -36,15 +36,15 @@ class Wiring:
         """A transport to `host`: SSH, through its jump host when the inventory names one."""
         return self._connect(host)
 
-    def engine(self, *, local: bool = False, outbound_target: str | None = None) -> Checker:
+    def engine(self, *, local: bool = False, outbound_targets: str | None = None) -> Checker:
         """The check engine; `local`: run the commands on this machine (`check --local`);
-        `outbound_target`: the optional outbound test's address."""
-        if local or outbound_target is not None:
+        `outbound_targets`: the outbound test's targets instead of the setting (`off` skips)."""
+        if local or outbound_targets is not None:
             connect = (lambda h: LocalTransport(h.name, max_output=self.settings.max_output,
                                                 max_host_output=self.settings.max_host_output)
                        ) if local else self.connect
             return Engine(self.settings, self.inventory, transport_factory=connect,
-                          outbound_target=outbound_target)
+                          outbound_targets=outbound_targets)
         return self._default_engine
 
     @cached_property

@@ -22,23 +22,24 @@ from pydantic import (
 
 from bot.errors import ConfigError, TargetError
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
+# Always fullmatch: `$` also matches before a final newline, and "root\n" must not be a user.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
 _HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
 )
-_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+_USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 
 
 def valid_address(value: str) -> str:
     """An IP address or a DNS host name; nothing else (no spaces, no shell syntax)."""
-    v = value.strip()
+    v = value
     if v.startswith("[") and v.endswith("]"):
         v = v[1:-1]
     try:
         return str(ipaddress.ip_address(v))
     except ValueError:
         pass
-    if _HOSTNAME.match(v) and not v.startswith("-"):
+    if _HOSTNAME.fullmatch(v) and not v.startswith("-"):
         return v
     raise ValueError(f"not an IP address or host name: {value!r}")
 
@@ -48,7 +49,7 @@ def valid_domain(value: str) -> str:
     TargetError otherwise."""
     v = value.strip().lower().rstrip(".")
     # a top-level domain is never all digits: that is an IPv4 address
-    if "." not in v or not _HOSTNAME.match(v) or v.startswith("-") or v.rsplit(".", 1)[1].isdigit():
+    if "." not in v or not _HOSTNAME.fullmatch(v) or v.startswith("-") or v.rsplit(".", 1)[1].isdigit():
         raise TargetError(f"not a mail domain: {value[:80]!r} (a DNS name such as example.com)")
     return v
 
@@ -71,7 +72,7 @@ class Host(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
+        if not _NAME.fullmatch(v):
             raise ValueError(f"bad host name {v!r}: letters, digits, '.', '_' and '-' only")
         if is_selector(v):
             raise ValueError(f"host name {v!r} reads as a selection of hosts ('all', 'group:NAME', "
@@ -86,7 +87,7 @@ class Host(BaseModel):
     @field_validator("user")
     @classmethod
     def _user(cls, v: str) -> str:
-        if not _USER.match(v):
+        if not _USER.fullmatch(v):
             raise ValueError(f"bad user name {v!r}")
         return v
 
@@ -126,8 +127,14 @@ class Inventory(BaseModel):
             raise ValueError("the inventory must be a mapping with a 'hosts' key")
         defaults = data.get("defaults") or {}
         hosts = data.get("hosts") or {}
+        if not isinstance(defaults, dict):
+            raise ValueError("'defaults' must be a mapping of host settings")
         if not isinstance(hosts, dict):
             raise ValueError("'hosts' must be a mapping of name -> host")
+        for name, spec in hosts.items():
+            if not isinstance(name, str) or not isinstance(spec, dict | None):
+                raise ValueError(f"host {name!r}: expected a mapping of its settings (address, "
+                                 f"port, ...), got {type(spec).__name__}")
         data = {k: v for k, v in data.items() if k != "defaults"}
         data["hosts"] = {
             name: {**defaults, **(spec or {}), "name": name} for name, spec in hosts.items()
@@ -140,6 +147,9 @@ class Inventory(BaseModel):
             for m in members:
                 if m not in self.hosts:
                     raise ValueError(f"group {group!r} names unknown host {m!r}")
+        for host in self.hosts.values():
+            if host.jump is not None:
+                _check_jump(host, self)
         return self
 
     def get(self, name: str) -> Host:
@@ -187,6 +197,31 @@ def select_hosts(selector: str, inventory: Inventory) -> list[Host]:
     return hosts
 
 
+def _check_jump(host: Host, inventory: Inventory) -> None:
+    """A jump host is another inventory host without a jump of its own (one hop), or
+    [user@]host[:port]."""
+    jump = host.jump or ""
+    if jump == host.name:
+        raise ValueError(f"host {host.name!r}: jump names the host itself")
+    if jump in inventory.hosts:
+        if inventory.hosts[jump].jump:
+            raise ValueError(f"host {host.name!r}: jump host {jump!r} has a jump of its own; "
+                             "mailcheck goes through one jump host")
+        return
+    m = _TARGET.fullmatch(jump)
+    if not m:
+        raise ValueError(f"host {host.name!r}: jump {jump!r} is neither an inventory host nor "
+                         "[user@]host[:port]")
+    try:
+        valid_address(m["host"])
+        if m["user"] and not _USER.fullmatch(m["user"]):
+            raise ValueError(f"bad user name {m['user']!r}")
+        if m["port"] and not 1 <= int(m["port"]) <= 65535:
+            raise ValueError(f"bad port {m['port']}")
+    except ValueError as e:
+        raise ValueError(f"host {host.name!r}: jump {jump!r}: {e}") from None
+
+
 def load_inventory(path: Path | None) -> Inventory:
     """Read the inventory file. No file configured means an empty inventory."""
     if path is None:
@@ -206,9 +241,11 @@ def load_inventory(path: Path | None) -> Inventory:
         return Inventory.model_validate(data)
     except ValidationError as e:
         raise ConfigError(f"inventory {path} is invalid:\n{e}") from e
+    except (TypeError, ValueError) as e:  # anything pydantic did not wrap is still bad input
+        raise ConfigError(f"inventory {path} is invalid: {e}") from e
 
 
-_TARGET = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]\s]+\]|[^:\s\[\]@]+)(?::(?P<port>\d{1,5}))?$")
+_TARGET = re.compile(r"(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]\s]+\]|[^:\s\[\]@]+)(?::(?P<port>\d{1,5}))?")
 
 
 def parse_target(
@@ -220,7 +257,7 @@ def parse_target(
     """An inventory name, or for ad-hoc use `[user@]host[:port]`."""
     if target in inventory.hosts:
         return inventory.hosts[target]
-    m = _TARGET.match(target or "")
+    m = _TARGET.fullmatch(target or "")
     if not m:
         raise TargetError(f"malformed target {target!r}: expected an inventory name or [user@]host[:port]")
     port = int(m["port"]) if m["port"] else 22

@@ -2,7 +2,9 @@
 
 The host is a network namespace on this machine (see tests/labhost.py): real
 sshd, Exim and Dovecot, and the guide's first firewall case (policy ACCEPT,
-mail ports dropped in INPUT and OUTPUT). Needs root.
+mail ports dropped in INPUT and OUTPUT). The outbound test's targets are lab mail
+servers (listeners on the outside end of the host's link); RDAP and whois are off,
+so the demo asks nothing of the internet. Needs root.
 """
 
 from __future__ import annotations
@@ -37,11 +39,18 @@ def main(argv: list[str]) -> int:
         mailcheck = Path(sys.executable).with_name("mailcheck")  # .venv/bin/mailcheck
         cmd = [str(mailcheck) if mailcheck.exists() else "mailcheck", "check", f"root@{host.ip}",
                "-i", str(key), "--known-hosts", str(host.known_hosts), *argv]
-        print("$ " + " ".join(cmd), file=sys.stderr)
+        # Lab targets only: the outbound test connects to mail servers on this machine (the
+        # outside end of the host's link), and the address's owner is not asked of the internet;
         # mailcheck's own DNS lookups go to the lab host's resolver (it knows only the lab's
         # names and refuses the rest): nothing leaves this machine
-        env = {**os.environ, "MAILCHECK_RESOLVERS": host.outside_ip}
-        return subprocess.run(cmd, env=env).returncode
+        o = host.outside_ip
+        env = {**os.environ, "MAILCHECK_OUTBOUND_TARGETS": f"{o}:25, {o}:465, {o}:587",
+               "MAILCHECK_RDAP_URL": "off", "MAILCHECK_WHOIS_SERVER": "off", "MAILCHECK_RESOLVERS": o}
+        print("$ " + " ".join(f"{k}='{env[k]}'" for k in ("MAILCHECK_OUTBOUND_TARGETS", "MAILCHECK_RDAP_URL",
+                                                        "MAILCHECK_WHOIS_SERVER", "MAILCHECK_RESOLVERS"))
+              + " " + " ".join(cmd), file=sys.stderr)
+        with host.outside_listener((25, 465, 587)):
+            return subprocess.run(cmd, env=env).returncode
     finally:
         host.close()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.guard import no_internet  # noqa: F401 - autouse: no test asks the internet
 from tests.labdns import LabResolver
 
 SYSCTL = Path("/proc/sys")

@@ -81,6 +81,22 @@ def unmount_under(path: Path) -> None:
         _run("umount", "-l", target, check=False)
 
 
+def podman_state(d: Path, netavark: bool = False) -> dict[str, str]:
+    """Podman's storage and engine settings of its own under `d` (cgroupfs and runc, as these
+    machines need; netavark's networks under d/net); returns the environment naming them."""
+    for sub in ("root", "run", "tmp", "net"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    (d / "storage.conf").write_text(
+        f'[storage]\ndriver = "overlay"\ngraphroot = "{d}/root"\nrunroot = "{d}/run"\n')
+    network = f'[network]\nnetwork_backend = "netavark"\nnetwork_config_dir = "{d}/net"\n'
+    (d / "containers.conf").write_text(
+        f'[engine]\ncgroup_manager = "cgroupfs"\nruntime = "runc"\ntmp_dir = "{d}/tmp"\n'
+        f'events_logger = "file"\nevents_logfile_path = "{d}/events.log"\nstatic_dir = "{d}/root/libpod"\n'
+        f'volume_path = "{d}/root/volumes"\n' + (network if netavark else ""))
+    return {"CONTAINERS_CONF": str(d / "containers.conf"),
+            "CONTAINERS_STORAGE_CONF": str(d / "storage.conf")}
+
+
 def wait_for(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -209,18 +225,7 @@ class Podman(_Engine):
         return Net(self.host.index)
 
     def start(self) -> Podman:
-        d = self.dir
-        for sub in ("root", "run", "tmp", "net"):
-            (d / sub).mkdir(parents=True, exist_ok=True)
-        (d / "storage.conf").write_text(
-            f'[storage]\ndriver = "overlay"\ngraphroot = "{d}/root"\nrunroot = "{d}/run"\n')
-        (d / "containers.conf").write_text(
-            f'[engine]\ncgroup_manager = "cgroupfs"\nruntime = "runc"\ntmp_dir = "{d}/tmp"\n'
-            f'events_logger = "file"\nevents_logfile_path = "{d}/events.log"\nstatic_dir = "{d}/root/libpod"\n'
-            f'volume_path = "{d}/root/volumes"\n[network]\nnetwork_backend = "netavark"\n'
-            f'network_config_dir = "{d}/net"\n')
-        self.env = {"CONTAINERS_CONF": str(d / "containers.conf"),
-                    "CONTAINERS_STORAGE_CONF": str(d / "storage.conf")}
+        self.env = podman_state(self.dir, netavark=True)
         self.host.cleanups.append(self.stop)
         self.cli("network", "create", "--subnet", self.net.subnet, "--gateway", self.net.gateway, "labnet")
         self.host.set_ssh_env(**self.env)

@@ -22,7 +22,6 @@ import contextlib
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 DEFAULT_SNAPSHOT = Path("/var/cache/mailcheck-lab/csf-9f3e24d")
@@ -125,9 +124,7 @@ class Csf:
 
     def cli(self, *args: str, check: bool = True, timeout: float = 120):
         """csf ARGS in the host, as its SSH sessions run it (in the sshd's mount namespace)."""
-        pid = (self.host.workdir / "sshd.pid").read_text().strip()
-        r = subprocess.run(["nsenter", "-t", pid, "-m", "-n", "csf", *args], capture_output=True,
-                           text=True, timeout=timeout)
+        r = self.host.session("csf", *args, check=False, timeout=timeout)
         if check and r.returncode != 0:
             raise RuntimeError(f"csf {' '.join(args)} exited {r.returncode}: {r.stderr.strip()}")
         return r

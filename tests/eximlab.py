@@ -66,9 +66,7 @@ class EximHost:
 
     def sh(self, *argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         """argv in the host's namespaces as its SSH sessions see them (the sshd's mount namespace)."""
-        pid = (self.host.workdir / "sshd.pid").read_text().strip()
-        r = subprocess.run(["nsenter", "-t", pid, "-m", "-n", *argv], capture_output=True, text=True,
-                           timeout=timeout)
+        r = self.host.session(*argv, check=False, timeout=timeout)
         if check and r.returncode != 0:
             raise RuntimeError(f"{argv} exited {r.returncode}: {r.stderr.strip()}")
         return r

@@ -4,7 +4,7 @@ Layout, one directory per case:
 
     tests/data/firewall/<name>/case.yaml
         description: what the ruleset is and why it matters
-        backend: iptables | ufw | nft | firewalld      (optional, default iptables)
+        backend: iptables | ufw | nft | firewalld | csf | fail2ban | docker | podman (default iptables)
         setup:                                          argv lists run inside the host
           - [iptables, -A, INPUT, -s, "{prober}/32", -j, DROP]
           - [nft, -f, "{dir}/ruleset.nft"]
@@ -20,6 +20,8 @@ Layout, one directory per case:
           banaction: iptables-multiport                 (or nftables-multiport, ...)
           ban: ["{prober}"]                             fail2ban-client set JAIL banip ADDR
         files_from: ../../csf/NAME                      (optional) more files for {dir}
+        csf: NAME                                       (optional) real CSF installed with that
+                                                        recording's csf.conf (tests/csflab.py)
         expect:                                         (optional)
           unknown: ["inbound/*/25"]    keys (fnmatch globs) where the model may say "unknown"
           notes: free text
@@ -43,6 +45,7 @@ List:                         python -m tests.firewall_corpus list
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import re
@@ -80,7 +83,6 @@ CONTAINER_COMMANDS = (
     Command(("sysctl", "net.ipv4.ip_forward")),
     Command(("ip", "-4", "route")),
 )
-MODEL_GAP_NAT = "issue 11: nat/FORWARD not modelled"
 
 
 def fail2ban_commands(host) -> tuple[Command, ...]:
@@ -109,6 +111,7 @@ class Case:
     container: dict = field(default_factory=dict)
     fail2ban: dict = field(default_factory=dict)
     files_from: str = ""
+    csf: str = ""  # real CSF's recording (tests/csflab.py RECORDINGS) whose csf.conf the host gets
 
     @property
     def published(self) -> tuple[int, ...]:
@@ -153,6 +156,7 @@ def load_case(path: Path) -> Case:
         notes=str(expect.get("notes", "")), model_gap=str(expect.get("model_gap", "")),
         no_fix=str(expect.get("no_fix", "")), container=dict(data.get("container") or {}),
         fail2ban=dict(data.get("fail2ban") or {}), files_from=str(data.get("files_from", "")),
+        csf=str(data.get("csf", "")),
     )
 
 
@@ -202,25 +206,18 @@ def parse_results(results):
     return parse_all(results)
 
 
-def model_verdicts(ruleset, addresses: dict) -> dict[str, object]:
-    """Per key, the analysis' PortVerdict for the same packets the lab sent."""
-    from bot.firewall.analysis import Endpoints, port_verdict
+def model_verdicts(results, addresses: dict) -> dict[str, object]:
+    """Per key, the analysis' PortVerdict for the same packets the lab sent (from the captured output)."""
+    from bot.firewall.analysis import port_verdict
 
-    local = frozenset({addresses["host"], addresses["host6"], "127.0.0.1", "::1"})
-    out = {}
-    for k in all_keys():
-        direction, family, port = split_key(k)
-        six = family == "ipv6"
-        ends = Endpoints(addresses["host6" if six else "host"], addresses["prober6" if six else "prober"],
-                         addresses.get("iface", "eth0"), local)
-        out[k] = port_verdict(ruleset, (direction, family, port), ends)
-    return out
+    ruleset, ends = parse_results(results), endpoints(addresses, results)
+    return {k: port_verdict(ruleset, split_key(k), ends[split_key(k)[1]]) for k in all_keys()}
 
 
-def mismatches(case: Case, kernel: dict[str, str], ruleset, addresses: dict) -> list[str]:
+def mismatches(case: Case, kernel: dict[str, str], results, addresses: dict) -> list[str]:
     """Where the model disagrees with the kernel (unknown counts unless the case allows it)."""
     problems = []
-    verdicts = model_verdicts(ruleset, addresses)
+    verdicts = model_verdicts(results, addresses)
     for k, want in sorted(kernel.items()):
         got = verdicts[k].verdict
         if got == want or (got == "unknown" and case.may_be_unknown(k)):
@@ -346,7 +343,7 @@ def collect(host) -> list[CommandResult]:
     for cmd in commands:
         # the engine's socket/config, as the host's SSH sessions get it (LabHost.set_ssh_env)
         env = [f"{k}={v}" for k, v in (*host.ssh_env.items(), *cmd.env)]
-        r = host.sh("env", *env, *cmd.argv, check=False, timeout=cmd.timeout + 15)
+        r = host.session("env", *env, *cmd.argv, check=False, timeout=cmd.timeout + 15)
         out.append(CommandResult(cmd, r.returncode, r.stdout, r.stderr))
     return out
 
@@ -366,9 +363,26 @@ def run_case(host, case: Case) -> tuple[dict[str, str], list[CommandResult]]:
         start_listeners(host)
     if case.fail2ban:
         start_case_fail2ban(host, case)
+    if case.csf:
+        install_case_csf(host, case)
     apply_setup(host, case)
     outcomes = kernel_outcomes(host)
     return outcomes, collect(host)
+
+
+def install_case_csf(host, case: Case) -> None:
+    """Real CSF's configuration and program in the host, as in the recording the case replays
+    (tests/data/csf/NAME): `csf -v` and csf.conf answer as on that host; the rules come from the
+    recording (setup: iptables-restore), not from `csf -s`."""
+    from tests.csflab import RECORDINGS, Csf, snapshot
+
+    if snapshot() is None:
+        raise MissingLab(f"{case.name}: needs a CSF snapshot (tests/csflab.py)")
+    Csf(host, snapshot()).install(**RECORDINGS[case.csf][0])
+
+
+class MissingLab(RuntimeError):
+    """The case needs lab software this machine lacks (the live tests skip it, saying so)."""
 
 
 def kernel_paths(host, case: Case) -> dict[str, dict]:
@@ -381,6 +395,7 @@ def kernel_paths(host, case: Case) -> dict[str, dict]:
 # labhost.close() deletes the namespace before its /etc/netns files and veth: a host made
 # meanwhile in another thread could get the same index. Serialize making and closing.
 _LIFECYCLE = threading.Lock()
+_CSF = threading.Lock()  # one CSF host at a time: another's close may remove /etc/csf under it
 
 
 def record_case(case: Case, client_key: Path) -> dict:
@@ -389,7 +404,8 @@ def record_case(case: Case, client_key: Path) -> dict:
     with _LIFECYCLE:
         host = make_host(client_key)
     try:
-        outcomes, results = run_case(host, case)
+        with _CSF if case.csf else contextlib.nullcontext():  # CSF's mount points are the machine's
+            outcomes, results = run_case(host, case)
         expected = {
             "addresses": addresses_of(host),
             "kernel": {k: outcome_verdict(o) for k, o in outcomes.items()},
@@ -446,12 +462,16 @@ if __name__ == "__main__":
 
 # --- fix plans on a case (unit and lab tests share this) ----------------------------------------
 
-def endpoints(addresses: dict) -> dict:
+def endpoints(addresses: dict, results=None) -> dict:
+    """Per family, the Endpoints the analysis builds for the lab's addresses (and, given the
+    captured output, the host's routes and forwarding)."""
     from bot.firewall.analysis import Endpoints
+    from bot.firewall.parse.routes import routes_from
 
     local = frozenset({addresses["host"], addresses["host6"], "127.0.0.1", "::1"})
-    return {"ipv4": Endpoints(addresses["host"], addresses["prober"], addresses.get("iface", "eth0"), local),
-            "ipv6": Endpoints(addresses["host6"], addresses["prober6"], addresses.get("iface", "eth0"), local)}
+    iface = addresses.get("iface", "eth0")
+    return {f: Endpoints(addresses[h], addresses[p], iface, local, routes_from(results or {}, f))
+            for f, h, p in (("ipv4", "host", "prober"), ("ipv6", "host6", "prober6"))}
 
 
 def mail_keys() -> list[tuple[str, str, int]]:
@@ -469,7 +489,7 @@ def plan_fixes(results, addresses: dict):
     ruleset = parse_results(results)
     ufw_result = results.get(("ufw", "status", "verbose"))
     status = parse_ufw_status(ufw_result.stdout if ufw_result else "", ufw_result.exit_status if ufw_result else 127)
-    ends = endpoints(addresses)
+    ends = endpoints(addresses, results)
     keys = mail_keys()
     plan = PlannedFixes()
     version = results[("iptables", "-V")].stdout if ("iptables", "-V") in results else ""

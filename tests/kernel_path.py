@@ -40,17 +40,28 @@ def base_chains(nft_json: str) -> dict[tuple[str, str, str], tuple[str, str]]:
 
 
 def first_trace(lines: list[str]) -> list[str]:
-    """The lines of the first traced packet (the SYN). Later packets of the connection may
-    carry the same trace id, so a packet starts at each line of our own trace table."""
+    """The lines of the probe's SYN: from our own trace table's line for a packet with the SYN
+    flag, the lines with its trace id, up to the next packet of ours with that id (later packets
+    of the connection may carry the same id). Lines of other packets are left out: a stray
+    packet of an earlier connection (a FIN or RST that conntrack no longer knows skips nat and
+    goes to INPUT) may be traced before the SYN or between its lines."""
     out: list[str] = []
+    syn_id = None
     for line in lines:
         m = _TRACE.match(line)
         if not m:
             continue
-        if m.group(2, 3, 5) == ("inet", TRACE_TABLE, "packet") and out:
+        ours_packet = m.group(2, 3, 5) == ("inet", TRACE_TABLE, "packet")
+        if syn_id is None:
+            if ours_packet and re.search(r"tcp flags == syn\b", m.group(6)):
+                syn_id = m.group(1)
+                out.append(line)
+            continue
+        if m.group(1) != syn_id:
+            continue
+        if ours_packet:
             break
-        if out or m.group(2, 3) == ("inet", TRACE_TABLE):
-            out.append(line)
+        out.append(line)
     return out
 
 
@@ -101,8 +112,18 @@ def counters(host) -> dict[str, int]:
     return out
 
 
-def trace_probe(host, port: int, probe_fn, timeout: float = 1.5) -> dict:
-    """Probe host.ip:port from outside once, with the kernel's own account of the path."""
+def trace_probe(host, port: int, probe_fn, timeout: float = 1.5, attempts: int = 3) -> dict:
+    """Probe host.ip:port from outside, with the kernel's own account of the path. `nft monitor
+    trace` gives no sign that it has subscribed: a probe whose SYN it missed (a loaded machine)
+    is sent again, waiting longer, up to `attempts` times."""
+    for attempt in range(1, attempts + 1):
+        result = _trace_once(host, port, probe_fn, timeout, settle=0.4 * attempt)
+        if result["trace"] or attempt == attempts:
+            return result
+    raise AssertionError("unreachable")
+
+
+def _trace_once(host, port: int, probe_fn, timeout: float, settle: float) -> dict:
     host.sh("conntrack", "-F", check=False)
     host.sh("nft", f"add table inet {TRACE_TABLE}; add chain inet {TRACE_TABLE} pre "
                    "{ type filter hook prerouting priority -350; }; "
@@ -111,7 +132,7 @@ def trace_probe(host, port: int, probe_fn, timeout: float = 1.5) -> dict:
     mon = subprocess.Popen(["ip", "netns", "exec", host.ns, "nft", "monitor", "trace"],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        time.sleep(0.4)  # the monitor must be subscribed before the SYN
+        time.sleep(settle)  # the monitor must be subscribed before the SYN
         outcome = probe_fn(port, timeout=timeout)
         time.sleep(0.3)
     finally:

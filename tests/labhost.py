@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -46,7 +47,10 @@ REQUIRED = (
     # what mailcheck runs on a lab host: the guide's tools, and the minimal PATH of
     # test_check_faults.test_missing_commands
     "dig", "lsof", "nc", "whois", "ps", "ls", "tail", "timeout", "mktemp", "rm", "setsid",
-    # the DNS lab (tests/dnslab.py)
+    "uname", "curl",  # the resolver step's host name; the provider step's cloud metadata
+    # a router namespace between the prober and a host (tests/labrouter.py) forwards (sysctl,
+    # below); a resolver namespace runs unbound (tests/labresolver.py), as the DNS lab
+    # (tests/dnslab.py) does
     "knotd", "knotc", "unbound", "unbound-control", "rbldnsd",
     # plumbing, and what tests/test_packages.py asks
     "sh", "env", "cat", "cp", "mkdir", "sleep", "dpkg", "dpkg-query",
@@ -54,6 +58,9 @@ REQUIRED = (
     "dockerd", "docker-proxy", "podman", "conntrack", "fail2ban-client", "debootstrap", "nsenter",
     "update-exim4.conf", "sysctl", "umount", "chown", "kill", "docker",
 )
+# What mailcheck asks a host that no Debian package provides: it runs (exit 127) where a test
+# did not install it. csf: real CSF from a public snapshot (tests/csflab.py).
+OUTSIDE_DEBIAN = ("csf",)
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -88,7 +95,7 @@ def programs_run(argv: tuple[str, ...] | list[str]) -> list[str]:
 
 def require_declared(argv: tuple[str, ...] | list[str]) -> None:
     for name in programs_run(argv):
-        if name not in REQUIRED:
+        if name not in REQUIRED and name not in OUTSIDE_DEBIAN:
             raise UndeclaredProgram(
                 f"the lab ran {name!r} ({' '.join(argv)[:120]}), which tests/labhost.py REQUIRED "
                 "does not declare: add it there, and its Debian package to scripts/apt-packages.txt")
@@ -186,6 +193,14 @@ class LabHost:
         """The host's own D-Bus system bus (tests/lab_firewalld.sh starts it, with firewalld)."""
         return self.workdir / "dbus" / "bus"
 
+    def session(self, *argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+        """Run argv as the host's SSH sessions see it: in sshd's own mount namespace when sshd runs
+        under a wrapper that made one (sshd_prefix: tests/eximlab.py, tests/csflab.py), else as sh()."""
+        if not self.sshd_prefix:
+            return self.sh(*argv, check=check, timeout=timeout)
+        pid = (self.workdir / "sshd.pid").read_text().strip()
+        return _run("nsenter", "-t", pid, "-m", "-n", *argv, check=check, timeout=timeout)
+
     def nsenter(self, *argv: str, check: bool = True, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
         """Run argv in the host's network namespace only: unlike `ip netns exec`, /sys (with the
         cgroup mounts dockerd and podman need) and /etc are the machine's own."""
@@ -232,6 +247,20 @@ class LabHost:
 
     def iptables_save(self, six: bool = False) -> str:
         return self.sh("ip6tables-save" if six else "iptables-save").stdout
+
+    def rules(self, save: str = "iptables-save") -> str:
+        """`save`'s output without its "# Generated/Completed ... <time>" lines and with the
+        packet counters zeroed: equal exactly when the rules are (for byte comparisons)."""
+        out = self.sh(save).stdout
+        lines = [re.sub(r"\[\d+:\d+\]", "[0:0]", ln) for ln in out.splitlines()
+                 if not ln.startswith("#")]
+        return "\n".join(lines) + "\n"
+
+    def sshd_sessions(self) -> list[int]:
+        """The per-connection sshd processes (not the listener)."""
+        listener = int((self.workdir / "sshd.pid").read_text().split()[0]) \
+            if (self.workdir / "sshd.pid").exists() else None
+        return [p for p in self.pids() if self._comm(p) == "sshd" and p != listener]
 
     def listening(self) -> set[int]:
         out = self.sh("ss", "-Hltn").stdout

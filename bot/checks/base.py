@@ -10,20 +10,24 @@ A check is a class. It declares
   connects for its commands, but it also runs when SSH fails: `inp.ssh_error` says
   why), "optional" (it reads the results of its commands and whether SSH worked when
   the engine connects for another step, but never makes the engine connect) or "none";
-- `uses_probes`: it reads the outside probes;
+- `uses_probes`: it reads the outside probes; `uses_owner`: it reads who holds the
+  host's address (RDAP/whois, asked from where mailcheck runs);
+- `own_batch`: its commands wait on the network (a filtered port, a silent server), so
+  they run in a batch of their own and hold back no other step;
 - `domain_only`: it can also run for a domain alone, with no host (`mailcheck dns
   DOMAIN`): no SSH, no probes, `inp.address` empty;
 
 and implements `commands(ctx)` (the read-only commands it needs, as data, for a
-context: the host's facts, the run's settings and what earlier rounds returned: a
-check may ask for more commands once it has read the first ones, and the engine runs
-another round while new ones are asked) and `evaluate(inp)`, a pure function from
-captured results to a StepOutcome. A check that does network work of its own (DNS
-lookups) returns a `Lookups` from `lookups(ctx)`: the engine starts it with the run,
-tells it of each input as it arrives (`update`) so the lookups those inputs allow
-start at once, concurrently with SSH and the probes, and when the check's other
-inputs are in, awaits `result(inp)` and hands it to `evaluate` as `inp.lookups`.
-The engine runs each check as soon as the inputs it declared are in.
+context: the host's facts, what the facts round trip and earlier rounds returned, the
+outbound targets, the prober's source addresses and the run's settings: a check may ask
+for more commands once it has read the first ones, and the engine runs another round
+while new ones are asked) and `evaluate(inp)`, a pure function from captured results to
+a StepOutcome. A check that does network work of its own (DNS lookups) returns a
+`Lookups` from `lookups(ctx)`: the engine starts it with the run, tells it of each input
+as it arrives (`update`) so the lookups those inputs allow start at once, concurrently
+with SSH and the probes, and when the check's other inputs are in, awaits `result(inp)`
+and hands it to `evaluate` as `inp.lookups`. The engine runs each check as soon as the
+inputs it declared are in.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ from bot.models import (
     PortUpdate,
     StepStatus,
 )
+from bot.outbound import Target
+from bot.owner import Owner
 from bot.probes import ProbeReport
 from config.settings import Settings
 
@@ -57,8 +63,9 @@ class CheckContext:
     earlier rounds, and the run's settings."""
 
     facts: HostFacts = field(default_factory=HostFacts)
-    outbound_target: str | None = None  # an outside address the host connects to (optional test)
-    results: Results = field(default_factory=dict)
+    outbound: tuple[Target, ...] | None = None  # resolved outbound targets; None: the test is off
+    sources: Mapping[str, str | None] = field(default_factory=dict)  # family -> prober's source
+    results: Results = field(default_factory=dict)  # the facts round trip's and earlier rounds'
     domains: tuple[str, ...] = ()  # the mail domains named for this run (inventory, --domain)
     domains_source: str = ""  # where they were named: "inventory", "--domain", "command"
     settings: Settings | None = None
@@ -74,9 +81,10 @@ class CheckInput:
     probes: ProbeReport | None = None  # only for a check that uses_probes
     ports: Mapping[PortKey, PortStatus] = field(default_factory=dict)  # with its needs' updates
     prior: Mapping[str, StepOutcome] = field(default_factory=dict)  # the outcomes of its needs
-    outbound_target: str | None = None
+    outbound: tuple[Target, ...] | None = None  # resolved outbound targets; None: the test is off
     sources: Mapping[str, str | None] = field(default_factory=dict)  # family -> prober's source
     ssh_error: str | None = None  # why SSH failed, when the engine connected and it did
+    owner: Owner | None = None  # who holds the host's address (only for a check that uses_owner)
     lookups: object = None  # what the check's own Lookups.result() returned
 
 
@@ -111,6 +119,8 @@ class Check:
     needs: ClassVar[tuple[str, ...]] = ()
     ssh: ClassVar[SSHUse] = "none"
     uses_probes: ClassVar[bool] = False
+    uses_owner: ClassVar[bool] = False
+    own_batch: ClassVar[bool] = False
     domain_only: ClassVar[bool] = False
 
     def commands(self, ctx: CheckContext) -> list[Command]:

@@ -39,22 +39,81 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
          "The outside probe got no answer (timeout): something drops the packets "
          "(error for port 25).", role="symptom"),
     Code("port.refused", "ports", "warning",
-         "The outside probe was refused (RST): nothing listens, or a REJECT rule "
+         "The outside probe was refused (TCP RST): nothing listens, or a REJECT rule with "
+         "tcp-reset (error for port 25).", role="symptom"),
+    Code("port.rejected", "ports", "warning",
+         "The outside probe was answered with an ICMP destination-unreachable (e.g. "
+         "host-prohibited, admin-prohibited, port-unreachable): the summary says who sent it, the "
+         "host itself (its firewall) or a router on the path (a block outside the host) "
          "(error for port 25).", role="symptom"),
     Code("port.error", "ports", "warning",
-         "The outside probe failed otherwise (no route, ICMP unreachable, ...).", role="symptom"),
-    Code("port.outbound_failed", "ports", "warning",
-         "The optional outbound test (`nc -vz` from the host to a configured outside address) "
-         "failed: filtered or refused (error for port 25).", role="symptom"),
+         "The outside probe failed otherwise (no route from here, no neighbour answer, a "
+         "firewall where mailcheck runs, an ICMP time-exceeded, ...).", role="symptom"),
     Code("smtp.no_starttls", "ports", "warning",
          "The SMTP server on 25/587 answers EHLO without offering STARTTLS."),
     Code("smtp.bad_greeting", "ports", "warning",
-         "The port is open but no SMTP 220 greeting / EHLO answer came back."),
+         "The port is open but no SMTP 220 greeting / EHLO answer came back within "
+         "MAILCHECK_GREETING_TIMEOUT."),
+    Code("port.slow_greeting", "ports", "warning",
+         "The greeting came within MAILCHECK_GREETING_TIMEOUT but took 3 s or more (the SMTP 220 on "
+         "25/587, the first TLS answer on 465/993): its duration and likely cause (a reverse DNS "
+         "lookup on a silent resolver, a tarpit; info for postscreen's `220-` pre-greeting).", role="symptom"),
     Code("tls.handshake_failed", "ports", "warning",
          "The port is open but the TLS handshake (465/993) failed."),
+    Code("tls.plaintext", "ports", "warning",
+         "A server answered in plain text where a TLS ServerHello was expected, e.g. `220 ...` on "
+         "465: clients expect implicit TLS there (RFC 8314); the summary names the MTA setting "
+         "(exim tls_on_connect_ports, postfix smtps with smtpd_tls_wrappermode=yes)."),
     Code("tls.self_signed", "ports", "info",
          "The certificate on 465/993 is self-signed (reported, not failed).", role="note"),
     Code("tls.expired", "ports", "warning", "The certificate on 465/993 has expired."),
+    Code("outbound.filtered", "outbound", "warning",
+         "Connections from the host to every outbound target on the port time out (`nc -vz`): "
+         "something drops them; the conclusion says whether the host firewall or something outside "
+         "the host (error for port 25).", role="symptom"),
+    Code("outbound.rejected", "outbound", "warning",
+         "Connections from the host to every outbound target on the port got an ICMP reject "
+         "(`No route to host` / `Network is unreachable` although the host has a route): the host's "
+         "own firewall or a router on the way (error for port 25).", role="symptom"),
+    Code("outbound.refused", "outbound", "warning",
+         "Connections from the host to every outbound target on the port were refused (TCP RST): "
+         "the targets, or something on the way, answered; not a drop.", role="symptom"),
+    Code("outbound.no_route", "outbound", "warning",
+         "The host has no route to the outbound targets (`ip route get`): its own network "
+         "configuration, not a block (error for port 25)."),
+    Code("outbound.unresolved", "outbound", "warning",
+         "An outbound target (MAILCHECK_OUTBOUND_TARGETS) could not be resolved from where "
+         "mailcheck runs: it was not tested.", role="note"),
+    Code("outbound.untested", "outbound", "warning",
+         "Outbound mail could not be tested: nc is missing on the host.", role="note"),
+    Code("dns.resolver_silent", "resolver", "warning",
+         "A nameserver of the host does not answer within 2 s: lookups wait on it (resolv.conf's "
+         "timeout x attempts); with none answering, outbound mail cannot find MX hosts and each "
+         "inbound greeting waits on the client's reverse lookup (error when none answers)."),
+    Code("dns.resolver_refusing", "resolver", "warning",
+         "A nameserver of the host answers REFUSED: outbound mail cannot find MX hosts through it "
+         "(error when none answers)."),
+    Code("dns.resolver_failing", "resolver", "warning",
+         "A nameserver of the host answers SERVFAIL: it cannot resolve (error when none answers)."),
+    Code("dns.resolver_unreachable", "resolver", "warning",
+         "Nothing answers DNS at a nameserver of the host (connection refused, no route): lookups "
+         "through it fail at once (error when none answers)."),
+    Code("dns.resolver_slow", "resolver", "warning",
+         "A nameserver of the host answers after 1 s or more, or not to every question (e.g. the "
+         "prober's PTR): each such lookup, and greeting, waits for it."),
+    Code("dns.resolver_not_recursive", "resolver", "warning",
+         "A nameserver of the host answers without recursion (no `ra` flag): it cannot look up "
+         "other domains' MX hosts."),
+    Code("dns.resolver_none", "resolver", "warning",
+         "/etc/resolv.conf names no nameserver: the resolver library asks 127.0.0.1."),
+    Code("dns.resolver_unknown", "resolver", "warning",
+         "The host's resolver could not be tested (resolv.conf unreadable, dig missing).", role="note"),
+    Code("dns.resolver_delays_greeting", "resolver", "warning",
+         "A slow SMTP greeting (port.slow_greeting, silence first) is the host's resolver: it "
+         "does not answer (or answers slowly) the reverse lookup of the prober's address."),
+    Code("dns.resolver_not_greeting_cause", "resolver", "info",
+         "The host's resolver answers the prober's reverse lookup at once: a slow greeting is not "
+         "that lookup (a tarpit is more likely).", role="note"),
     Code("firewall.inbound_blocked", "firewall", "error",
          "The host firewall blocks inbound mail ports (grouped by deciding rule)."),
     Code("firewall.outbound_blocked", "firewall", "error",
@@ -67,9 +126,31 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
          "The evaluator cannot tell what the firewall does to these ports.", role="note"),
     Code("firewall.fix_not_planned", "firewall", "info",
          "A block has no automatic fix (a ban, a source-limited rule, a case the planner refuses).", role="note"),
+    Code("firewall.input_bypassed", "firewall", "warning",
+         "A port published by a container (DNAT, decided in FORWARD) has INPUT rules (ufw's, raw "
+         "iptables) meant to block it: they do not apply to it.", role="note"),
+    Code("firewall.manager", "firewall", "info",
+         "A firewall manager (CSF) builds the rules from its configuration: its settings decide the "
+         "ports, and a raw rule is undone at its next restart (warning in CSF's TESTING mode).", role="note"),
+    Code("firewall.ipv6_unfiltered", "firewall", "warning",
+         "The firewall manager leaves IPv6 unfiltered (CSF's IPV6 = \"0\").", role="note"),
+    Code("firewall.engine_rules_flushed", "firewall", "warning",
+         "A restart of the firewall manager (csf -r) flushes the container engine's chains: published "
+         "ports are no longer forwarded to the containers until the engine restarts.", role="note"),
     Code("provider.port_blocked", "conclusion", "error",
-         "Firewall allows, a daemon listens publicly, yet the outside probe is filtered: "
-         "the provider's network blocks the port (guide step 5)."),
+         "Firewall allows, a daemon listens publicly, yet the outside probe is filtered; or a "
+         "router on the path (not the host) rejected the probe: the provider's network blocks "
+         "the port (guide step 5)."),
+    Code("provider.outbound_blocked", "conclusion", "error",
+         "The host firewall allows an outbound mail port, yet connections to every target time out "
+         "or are rejected on the way: blocked outside the host (guide step 5), with the provider's "
+         "documented policy when the provider is known (error for 25, warning for 465/587)."),
+    Code("provider.identified", "provider", "info",
+         "Who hosts the server (cloud metadata from the host, the address's owner by RDAP/whois), "
+         "and that provider's documented port-25/465 policy and how to lift it, with its source.", role="note"),
+    Code("provider.unknown", "provider", "info",
+         "No cloud metadata answered and the address's owner is unknown or not a provider "
+         "mailcheck knows.", role="note"),
     Code("dns.no_domain", "dns", "warning",
          "No mail domain to check: none named (inventory `domain:`, `--domain`) and the MTA's "
          "configuration names none (or could not be read).", role="note"),

@@ -1,7 +1,9 @@
 """Host facts every step reads: distro family, addresses, whether systemd runs.
 
 Read in the engine's first (tiny) batch, so the IPv6 probes can start while
-the rest of the commands run.
+the rest of the commands run. The same round trip reads the host's resolver
+configuration and node name, so the resolver step can ask each nameserver in the
+main round trip instead of a third one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from bot.models import Command, CommandResult
 OS_RELEASE = ("cat", "/etc/os-release")
 IP_ADDR = ("ip", "-o", "addr", "show")
 PID1 = ("cat", "/proc/1/comm")
+RESOLV = ("cat", "/etc/resolv.conf")
+RESOLVED = ("cat", "/run/systemd/resolve/resolv.conf")  # systemd-resolved's upstreams
+UNAME = ("uname", "-n")
 
 DEBIAN_IDS = {"debian", "ubuntu", "raspbian", "linuxmint", "devuan"}
 RHEL_IDS = {"rhel", "centos", "rocky", "almalinux", "fedora", "ol", "cloudlinux", "amzn"}
@@ -55,7 +60,7 @@ class HostFacts:
 
 
 def commands() -> list[Command]:
-    return [Command(OS_RELEASE, timeout=5), Command(IP_ADDR, timeout=5), Command(PID1, timeout=5)]
+    return [Command(argv, timeout=5) for argv in (OS_RELEASE, IP_ADDR, PID1, RESOLV, RESOLVED, UNAME)]
 
 
 def parse_os_release(text: str) -> dict[str, str]:

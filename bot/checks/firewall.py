@@ -59,9 +59,16 @@ def blocked_summary(decisions: Mapping[PortKey, firewall.PortVerdict]) -> str:
     return f"{n} rule{'s block' if n != 1 else ' blocks'} mail: {'; '.join(parts)}"
 
 
+def published(d: firewall.PortVerdict) -> str | None:
+    """'198.19.8.2:25 (iptables -t nat chain DOCKER rule 3: ...)' for a port nat PREROUTING translates."""
+    if d.dnat_to is None or d.delivered is None:
+        return None
+    return f"{d.dnat_to} ({d.delivered.nat_by})"
+
+
 def evaluate(inp: CheckInput) -> StepOutcome:
     analysis = firewall.analyze(inp.results, context=context(inp))
-    ports = {key: PortUpdate(firewall=d.verdict, blocked_by=d.blocked_by)
+    ports = {key: PortUpdate(firewall=d.verdict, blocked_by=d.blocked_by, dnat=published(d))
              for key, d in analysis.decisions.items()}
     findings = [f.model_copy(update={"step": f.step or Firewall.name}) for f in analysis.findings]
     summary = f"{analysis.backend}, " + blocked_summary(analysis.decisions)

@@ -1,13 +1,12 @@
 """Guide step 3: can the mail ports be reached from outside?
 
 Turns the outside probes (bot.probes) into each inbound port's `outside`
-verdict and findings; reads the SMTP and TLS details too. `read_nc_output`
-reads the guide's `nc -vz IP PORT` text (Debian's netcat-openbsd and Rocky's
-ncat) into the same verdicts.
+verdict and findings; reads the SMTP and TLS details too (bot.checks.answers:
+who rejected, slow greetings, plain text on 465). Outbound is its own step
+(bot/checks/outbound.py).
 
-SSH is optional here: the optional outbound test (`nc -vz` from the host) runs in the
-engine's batch when it connects anyway, and when SSH failed, a filtered port cannot be
-explained (no firewall, no listeners), so its failing findings become warnings.
+SSH is optional here: when SSH failed, a filtered port cannot be explained (no
+firewall, no listeners), so its failing findings become warnings.
 """
 
 from __future__ import annotations
@@ -15,9 +14,10 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 
-from bot.checks.base import Check, CheckContext, CheckInput, StepOutcome, status_of
+from bot.checks import answers
+from bot.checks.base import Check, CheckInput, StepOutcome, status_of
 from bot.checks.catalogue import finding
-from bot.models import OUTBOUND_PORTS, Command, Finding, PortKey, PortUpdate
+from bot.models import Finding, IcmpAnswer, PortKey, PortStatus, PortUpdate
 from bot.probes import PortProbe
 
 
@@ -26,18 +26,8 @@ class Ports(Check):
     ssh = "optional"
     uses_probes = True
 
-    def commands(self, ctx: CheckContext) -> list[Command]:
-        return outbound_commands(ctx.outbound_target) if ctx.outbound_target else []
-
     def evaluate(self, inp: CheckInput) -> StepOutcome:
         out = inbound(inp)
-        if inp.outbound_target:
-            ports, findings, lines = outbound(inp, inp.outbound_target)
-            out.ports.update(ports)
-            out.findings += findings
-            out.evidence = "\n".join(x for x in (out.evidence, *lines) if x)
-            if out.status != "skipped":
-                out.status = status_of(out.findings)
         return out if inp.ssh_error is None else unexplained(out)
 
 
@@ -50,59 +40,25 @@ def unexplained(outcome: StepOutcome) -> StepOutcome:
                                status="warn" if outcome.status == "fail" else outcome.status)
 
 
-def outbound_commands(target: str) -> list[Command]:
-    """The optional outbound test: `nc -vz -w 3 TARGET PORT` on the host, per SMTP port."""
-    return [Command(outbound_argv(target, p), timeout=6) for p in OUTBOUND_PORTS]
-
-
-def outbound_argv(target: str, port: int) -> tuple[str, ...]:
-    return ("nc", "-vz", "-w", "3", target, str(port))
-
-
-def read_nc_output(text: str, exit_status: int | None = None) -> str:
-    """open | refused | filtered | error from `nc -vz` output (either netcat)."""
-    low = text.lower()
-    if "succeeded!" in low or "ncat: connected to" in low or " open" in low.split("\n")[0]:
-        return "open"
-    if "connection refused" in low:
-        return "refused"
-    if "timed out" in low or "timeout" in low or "operation now in progress" in low:
-        return "filtered"
-    if exit_status == 0:
-        return "open"
-    return "error"
-
-
-def outbound(inp: CheckInput, target: str) -> tuple[dict, list[Finding], list[str]]:
-    family = "ipv6" if ":" in target else "ipv4"
-    ports, findings, lines = {}, [], []
-    for port in OUTBOUND_PORTS:
-        r = inp.results.get(outbound_argv(target, port))
-        if r is None or r.missing:
-            lines.append(f"outbound {port}: not tested (nc {'missing' if r else 'not run'} on the host)")
-            continue
-        verdict = "filtered" if r.timed_out else read_nc_output(r.stderr + r.stdout, r.exit_status)
-        ports[PortKey("outbound", family, port)] = PortUpdate(outside=verdict)
-        lines.append(f"$ nc -vz -w 3 {target} {port}  -> {verdict}: {(r.stderr + r.stdout).strip()[:160]}")
-        if verdict != "open":
-            key = PortKey("outbound", family, port)
-            findings.append(finding(
-                "port.outbound_failed", f"Outbound {key.label} from the host to {target}: {verdict}",
-                evidence=lines[-1], severity="error" if port == 25 else None, ports=[key]))
-    return ports, findings, lines
-
-
 def inbound(inp: CheckInput) -> StepOutcome:
     if inp.probes is None:
         return StepOutcome("skipped", "outside probes were not run")
     now = datetime.now(UTC)
     findings: list[Finding] = []
     ports, lines = {}, []
+    host_addresses = [a.address for a in inp.facts.addresses]
     for p in sorted(inp.probes.probes, key=lambda p: (p.family, p.port)):
-        ports[PortKey("inbound", p.family, p.port)] = PortUpdate(outside=p.state, detail=detail(p))
+        answer = answers.attribute(p, host_addresses)
+        seen = detail(p, answer)
+        slow = answers.slow_greeting(p)
+        ports[answers.key(p)] = PortUpdate(
+            outside=p.state, detail=seen, icmp=answer, greeting_time=greeting_time(p),
+            greeting_wait=slow.kind if slow else None,
+            plaintext=p.tls.plaintext if p.tls is not None else None)
         lines.append(f"{p.family} {p.address}:{p.port} {p.state}"
-                     f" ({p.elapsed:.2f}s, from {p.source or '?'}){' — ' + detail(p) if detail(p) else ''}")
-        findings += port_findings(p, now)
+                     f" ({p.elapsed:.2f}s, from {p.source or '?'}){' — ' + seen if seen else ''}")
+        findings += port_findings(p, now, answer)
+        findings += answer_findings(p, inp.ports.get(answers.key(p)))
     counts = {}
     for p in inp.probes.probes:
         counts[p.state] = counts.get(p.state, 0) + 1
@@ -110,7 +66,21 @@ def inbound(inp: CheckInput) -> StepOutcome:
     return StepOutcome(status_of(findings), summary, "\n".join(lines), findings, ports=ports)
 
 
-def port_findings(p: PortProbe, now: datetime) -> list[Finding]:
+def answer_findings(p: PortProbe, status: PortStatus | None) -> list[Finding]:
+    """A slow greeting, plain text on 465/993 (bot.checks.answers). Later steps read them from
+    the port's typed fields (greeting_time, greeting_wait, plaintext)."""
+    key = answers.key(p)
+    return [f.model_copy(update={"ports": [key]})
+            for f in (answers.greeting_finding(p, key.label), answers.plaintext_finding(p, key.label, status))
+            if f is not None]
+
+
+def greeting_time(p: PortProbe) -> float | None:
+    t = p.smtp.greeting_time if p.smtp else p.tls.handshake_time if p.tls else None
+    return round(t, 3) if t is not None else None
+
+
+def port_findings(p: PortProbe, now: datetime, answer: IcmpAnswer | None = None) -> list[Finding]:
     key = PortKey("inbound", p.family, p.port)
     label = key.label
     sev = "error" if p.port == 25 else None
@@ -118,6 +88,8 @@ def port_findings(p: PortProbe, now: datetime) -> list[Finding]:
     if p.state == "filtered":
         found = [finding("port.filtered", f"Port {label} is filtered from outside (no answer)",
                          evidence=f"{ev} ({p.error})", severity=sev)]
+    elif p.state == "rejected" and answer is not None:
+        found = [answers.reject_finding(p, answer, label)]
     elif p.state == "refused":
         found = [finding("port.refused", f"Port {label} refuses connections from outside",
                          evidence=ev, severity=sev)]
@@ -144,7 +116,7 @@ def _smtp_findings(p: PortProbe, label: str) -> list[Finding]:
 
 def _tls_findings(p: PortProbe, label: str, now: datetime) -> list[Finding]:
     t = p.tls
-    if t is None:
+    if t is None or t.plaintext is not None:  # plain text: answers.plaintext_finding
         return []
     if t.error:
         return [finding("tls.handshake_failed", f"Port {label}: {t.error}", evidence=t.error)]
@@ -159,7 +131,9 @@ def _tls_findings(p: PortProbe, label: str, now: datetime) -> list[Finding]:
     return out
 
 
-def detail(p: PortProbe) -> str | None:
+def detail(p: PortProbe, answer: IcmpAnswer | None = None) -> str | None:
+    if answer is not None:
+        return f"ICMP {answer.name} from {answer.sender or '?'} ({answer.by})"
     if p.smtp is not None:
         if p.smtp.error:
             return p.smtp.error

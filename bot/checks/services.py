@@ -20,7 +20,16 @@ from bot.checks.parse import (
     parse_ss,
     parse_systemctl_status,
 )
-from bot.models import INBOUND_PORTS, Command, Finding, Fix, PortKey, PortUpdate
+from bot.models import (
+    INBOUND_PORTS,
+    BackupSpec,
+    Command,
+    Finding,
+    Fix,
+    PortKey,
+    PortUpdate,
+    Precondition,
+)
 
 SS = ("ss", "-Hltnp")
 LSOF = ("lsof", "-nP", "-iTCP", "-sTCP:LISTEN")
@@ -114,11 +123,16 @@ def restart_fix(daemon: str, inp: CheckInput) -> Fix:
     unit = unit_name(daemon, inp.facts.distro_family)
     if inp.facts.systemd:
         cmd, backend = ["systemctl", "restart", unit], "systemd"
+        down = ["systemctl", "is-active", "--quiet", f"{unit}.service"]
     else:
         cmd, backend = [f"/etc/init.d/{unit}", "restart"], "sysvinit"
+        down = [f"/etc/init.d/{unit}", "status"]
+    still_down = Precondition(argv=down, expect_exit=None, expect_failure=True,
+                              description=f"{unit} is still down (nobody restarted it meanwhile)")
     return Fix(id=f"service-restart-{unit}", kind="service", summary=f"Restart {unit}",
                label=f"Restart {unit}",
-               commands=[cmd], rollback=[], backend=backend, findings=["service.down"])
+               commands=[cmd], rollback=[], backend=backend, findings=["service.down"],
+               preconditions=[still_down], backup=BackupSpec())
 
 
 def log_tail(results: Results, systemd: bool | None) -> str:

@@ -35,14 +35,20 @@ def install_argv(distro_family: str, distro_id: str, tools: list[str]) -> list[s
     return [tool, "install", "-y", *pkgs]
 
 
+INSTALL_TIMEOUT = 900.0  # seconds for each package-manager command
+
+
 def install_fix(distro_family: str, distro_id: str, tools: list[str]) -> Fix | None:
     argv = install_argv(distro_family, distro_id, tools)
     if argv is None:
         return None
-    commands = [["apt-get", "update"], argv] if distro_family == "debian" else [argv]
+    debian = distro_family == "debian"
+    commands = [["apt-get", "update"], argv] if debian else [argv]
+    # a package manager killed halfway leaves dpkg/rpm broken: a budget of its own, no prompts
     return Fix(id="tools-install", kind="tools", summary=f"Install {', '.join(tools)}",
                label=f"Install {', '.join(tools)}",
-               commands=commands, rollback=[], backend=argv[0], findings=["tools.missing"])
+               commands=commands, rollback=[], backend=argv[0], findings=["tools.missing"],
+               timeout=INSTALL_TIMEOUT, env={"DEBIAN_FRONTEND": "noninteractive"} if debian else {})
 
 
 class Tools(Check):

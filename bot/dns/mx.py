@@ -16,6 +16,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from bot.dns.resolver import Lookup, Resolver
+from bot.outbound import is_ip
 
 
 @dataclass(frozen=True)
@@ -48,16 +49,8 @@ class MxReport:
         return bool(self.hosts) and not self.ours
 
 
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        return False
-
-
 async def _host(resolver: Resolver, name: str, pref: int) -> MxHost:
-    if _is_ip(name):
+    if is_ip(name):
         return MxHost(name, pref, is_ip=True)
     a, aaaa = await resolver.addresses(name)
     failed = next((lk for lk in (a, aaaa) if lk.failed), None)

@@ -49,6 +49,8 @@ async def dns_provider(resolver: Resolver, domain: str) -> Controller:
 
 
 async def address_owner(resolver: Resolver, address: str, rdap_url: str, https: Https) -> Controller:
+    if rdap_url.lower() == "off":
+        return Controller("address-owner", "unknown (RDAP not asked: MAILCHECK_RDAP_URL=off)", address)
     url = rdap_url.rstrip("/") + f"/ip/{address}"
     got = await fetch(resolver, url, https, follow_redirects=True)
     if got.error or got.status != 200:
@@ -64,7 +66,7 @@ def parse_rdap(doc: dict, address: str) -> Controller:
     """An RDAP ip network object -> its registrant (or its name) and abuse contact."""
     who, contact = "", ""
     for ent in doc.get("entities", []):
-        fn, email = _vcard(ent.get("vcardArray"))
+        fn, email = vcard(ent.get("vcardArray"))
         roles = ent.get("roles", [])
         if "registrant" in roles and fn and not who:
             who = fn
@@ -77,12 +79,15 @@ def parse_rdap(doc: dict, address: str) -> Controller:
                       contact)
 
 
-def _vcard(card) -> tuple[str, str]:
+def vcard(card) -> tuple[str, str]:
+    """(fn, email) of an RDAP entity's jCard (RFC 7095); empty when absent."""
     fn = email = ""
-    if isinstance(card, list) and len(card) == 2:
+    if isinstance(card, list) and len(card) == 2 and isinstance(card[1], list):
         for prop in card[1]:
+            if not (isinstance(prop, list) and len(prop) > 3 and isinstance(prop[3], str)):
+                continue  # a registry's malformed property is skipped, not a crash
             if prop[0] == "fn":
-                fn = prop[3]
+                fn = prop[3].strip()
             elif prop[0] == "email":
                 email = prop[3]
     return fn, email

@@ -2,15 +2,20 @@
 
 Read it in this order; each layer uses only the ones above it:
 
-    model.py      Tables of Chains of Rules (Matches and a Verdict), and a Packet
+    model.py      Tables of Chains of Rules (Matches and a Verdict), a Packet, Routes
     parse/        collected output -> one Ruleset: iptables-save (iptables-nft and
-                  legacy), `nft -j list ruleset`; ufw's and firewalld's own state
-    evaluate.py   what the kernel does with one packet -> PacketVerdict
+                  legacy), `nft -j list ruleset`; the routes and forwarding sysctls
+                  (routes.py); the managers' own state: ufw, firewalld, CSF, fail2ban
+    evaluate.py   what the kernel does with one packet -> PacketVerdict: prerouting
+                  (nat DNAT/REDIRECT), then input, or forward + postrouting for a
+                  packet translated to another host (a published container port)
     analysis.py   per mail port (first packet and replies) -> PortVerdict, keyed by
                   bot.models.PortKey; the findings; AnalysisContext
     plan/         fixes: base.py is the one planner algorithm (the search on a copy
                   of the model, the SSH guard, the Fix); one class per backend
-                  (iptables.py, nft.py, ufw.py, firewalld.py); the registry PLANNERS
+                  (iptables.py, nft.py, ufw.py, firewalld.py, csf.py, fail2ban.py);
+                  the registry PLANNERS. A container engine's own chains and tables
+                  (Docker's DOCKER*, docker-bridges; netavark's) are never edited.
     api.py        collect_commands() and analyze(): what the engine calls
 
 collect_commands() -> list[Command]: the read-only commands whose output the
@@ -28,12 +33,12 @@ iptables / nft planners', and it is reported as in charge); `owns(place)`, the
 tables, chains or policies it edits; `keeps(table)`, the tables whose rules it
 rebuilds from its own configuration (the iptables and nft planners then do not
 persist them); `change_for` (the edit that opens some ports at a place),
-`apply` (that edit on the model), `commands` (and their undo), `preconditions`
-and `persistence`. Then add the class to PLANNERS in plan/__init__.py. The
+`apply` (that edit on the model), `commands` (and their undo), `preconditions`,
+`persistence` and `backup` (what its fixes' backup holds); optionally `assemble`
+(one reload for all changes), `setting` (its words for what decides a port) and
+`findings`. Then add the class to PLANNERS in plan/__init__.py. The
 search, the SSH guard, the Fix, collection, ownership and the report need no
 edit; tests/unit/test_firewall_registry.py adds such a backend in the test itself.
-(Outside this package, bot/fixes/backup.py snapshots known backends by name;
-another one is restored by its fix's rollback until it gets an entry there.)
 """
 
 from bot.firewall.api import (

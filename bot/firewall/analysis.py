@@ -11,10 +11,11 @@ finding of its own.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 from bot.firewall.evaluate import Outcome, PacketVerdict, evaluate
-from bot.firewall.model import Packet, Ruleset
+from bot.firewall.model import Packet, Routes, Ruleset
 from bot.models import Direction, Family, Finding, FirewallVerdict, PortKey
 
 # Stand-ins for "somewhere on the internet" (documentation ranges): only ever
@@ -29,6 +30,7 @@ class Endpoints:
     peer: str  # the prober (inbound) or a remote mail server (outbound)
     iface: str | None
     local_addrs: frozenset[str]
+    routes: Routes | None = None  # where a translated packet goes (None: not known)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class AnalysisContext:
     families: tuple[Family, ...] = ("ipv4",)
     distro_family: str = "debian"  # debian | rhel | unknown (where rules persist)
     host_addrs: tuple[str, ...] = ()  # every address of the host (addrtype LOCAL)
+    routes_v4: Routes | None = None  # the host's routes and forwarding (analyze() reads them)
+    routes_v6: Routes | None = None
 
     def endpoints(self, family: Family) -> Endpoints | None:
         """The host and the prober in this family (a generic internet peer when not probed)."""
@@ -53,7 +57,8 @@ class AnalysisContext:
             return None
         prober = self.prober_v4 if family == "ipv4" else self.prober_v6
         local = frozenset({host, *self.host_addrs, "127.0.0.1", "::1"})
-        return Endpoints(host, prober or GENERIC_PEER[family], self.inbound_iface, local)
+        routes = self.routes_v4 if family == "ipv4" else self.routes_v6
+        return Endpoints(host, prober or GENERIC_PEER[family], self.inbound_iface, local, routes)
 
     def all_endpoints(self) -> dict[str, Endpoints]:
         return {f: e for f in self.families if (e := self.endpoints(f)) is not None}
@@ -74,6 +79,20 @@ class PortVerdict:
     reasons: tuple[str, ...] = ()  # why the verdict is unknown
     reply_blocked: bool = False  # the first packet passes, the replies do not
     generic: PacketVerdict | None = None  # a generic internet source's verdict (inbound, peer = prober)
+    delivered: Packet | None = None  # the first packet where it was decided (translated? forwarded?)
+
+    @property
+    def dnat_to(self) -> str | None:
+        """'198.19.8.2:25' when nat PREROUTING translated the connection (a published port)."""
+        p = self.delivered
+        if p is None or not p.dnat:
+            return None
+        return f"[{p.daddr}]:{p.dport}" if ":" in p.daddr else f"{p.daddr}:{p.dport}"
+
+    @property
+    def forwarded(self) -> bool:
+        """The connection goes through this host to another (FORWARD decides, not INPUT)."""
+        return bool(self.delivered and self.delivered.forwarded)
 
     @property
     def reject(self) -> bool:
@@ -93,54 +112,85 @@ class PortVerdict:
 
 
 def packets(direction: Direction, family: Family, port: int, ends: Endpoints) -> tuple[Packet, Packet]:
-    """The first packet of the connection and the first reply."""
+    """The first packet of the connection and the first reply (as if nothing translated it)."""
+    common = {"local_addrs": ends.local_addrs, "routes": ends.routes}
     if direction == "inbound":
-        first = Packet("inbound", family, port, ends.peer, ends.host, sport=EPHEMERAL, iif=ends.iface,
-                       local_addrs=ends.local_addrs)
+        first = Packet("inbound", family, port, ends.peer, ends.host, sport=EPHEMERAL, iif=ends.iface, **common)
         reply = Packet("outbound", family, EPHEMERAL, ends.host, ends.peer, sport=port, oif=ends.iface,
-                       ctstate="established", local_addrs=ends.local_addrs)
+                       ctstate="established", reply=True, **common)
     else:
-        first = Packet("outbound", family, port, ends.host, ends.peer, sport=EPHEMERAL, oif=ends.iface,
-                       local_addrs=ends.local_addrs)
+        first = Packet("outbound", family, port, ends.host, ends.peer, sport=EPHEMERAL, oif=ends.iface, **common)
         reply = Packet("inbound", family, EPHEMERAL, ends.peer, ends.host, sport=port, iif=ends.iface,
-                       ctstate="established", local_addrs=ends.local_addrs)
+                       ctstate="established", reply=True, **common)
     return first, reply
 
 
-def connection_verdict(ruleset: Ruleset, first: Packet, reply: Packet) -> tuple[PacketVerdict, bool]:
-    """Combine the first packet's and the reply's verdicts. Returns (verdict, reply_blocked)."""
+def reply_to(first: Packet, delivered: Packet, reply: Packet) -> Packet:
+    """The reply as the kernel sees it, from where the first packet was delivered: a DNAT to
+    another host makes it a forwarded packet from there (in by the device the first left by)."""
+    if not delivered.forwarded:
+        return replace(reply, dnat=delivered.dnat, orig_daddr=first.daddr, orig_dport=first.dport)
+    toward_peer = (first.routes.device(first.saddr) if first.routes else None) or first.iif
+    return replace(reply, direction="inbound", saddr=delivered.daddr, sport=delivered.dport, iif=delivered.oif,
+                   oif=toward_peer, forwarded=True, dnat=delivered.dnat, orig_daddr=first.daddr,
+                   orig_dport=first.dport)
+
+
+def connection_verdict(ruleset: Ruleset, first: Packet, reply: Packet) -> tuple[PacketVerdict, bool, PacketVerdict]:
+    """Combine the first packet's and the reply's verdicts: (verdict, reply_blocked, the first's).
+
+    The reply is evaluated for every way the first packet may have been delivered (a match not
+    understood may leave two); they must agree.
+    """
     d1 = evaluate(ruleset, first)
     if d1.verdict != "allow":
-        return d1, False
-    d2 = evaluate(ruleset, reply)
-    if d2.verdict == "allow":
-        return d1, False
-    return d2, d2.verdict == "block"
+        return d1, False, d1
+    replies = [evaluate(ruleset, reply_to(first, p, reply)) for p in d1.delivered or (first,)]
+    verdicts = {d.verdict for d in replies}
+    if verdicts == {"allow"}:
+        return d1, False, d1
+    if verdicts == {"block"}:
+        return replies[0], True, d1
+    unknown = next((d for d in replies if d.verdict == "unknown"), None)
+    reasons = unknown.reasons if unknown else ("the replies' verdict depends on how the first packet went",)
+    return PacketVerdict("unknown", reasons=reasons), False, d1
 
 
 def port_verdict(ruleset: Ruleset, key: tuple[Direction, Family, int], ends: Endpoints) -> PortVerdict:
     key = PortKey(*key)
-    d, reply_blocked = connection_verdict(ruleset, *packets(*key, ends))
+    d, reply_blocked, first = connection_verdict(ruleset, *packets(*key, ends))
     generic = None
     if key.direction == "inbound" and ends.peer != GENERIC_PEER[key.family]:
-        generic_ends = Endpoints(ends.host, GENERIC_PEER[key.family], ends.iface, ends.local_addrs)
-        generic, _ = connection_verdict(ruleset, *packets(*key, generic_ends))
-    return PortVerdict(key, d.verdict, d.blocked_by, d.deciding, d.path, d.reasons, reply_blocked, generic)
+        generic_ends = replace(ends, peer=GENERIC_PEER[key.family])
+        generic = connection_verdict(ruleset, *packets(*key, generic_ends))[0]
+    ways = first.delivered or ((first.deciding.packet,) if first.deciding and first.deciding.packet else ())
+    delivered = ways[0] if len(ways) == 1 else None
+    return PortVerdict(key, d.verdict, d.blocked_by, d.deciding, d.path, d.reasons, reply_blocked, generic,
+                       delivered)
+
+
+def ends_for(key: tuple[Direction, Family, int], ends: Endpoints) -> Endpoints:
+    """The endpoints the analysis evaluates a port with: inbound from the prober, outbound to a
+    generic mail server (never to the prober: a ban of the prober says nothing of mail out)."""
+    return replace(ends, peer=GENERIC_PEER[key[1]]) if key[0] == "outbound" else ends
 
 
 def port_verdicts(ruleset: Ruleset, context: AnalysisContext) -> list[PortVerdict]:
     """Every mail port of the context, inbound from the prober, outbound to a generic mail server."""
     out = []
     for family, ends in context.all_endpoints().items():
-        outbound = Endpoints(ends.host, GENERIC_PEER[family], ends.iface, ends.local_addrs)
-        out += [port_verdict(ruleset, ("inbound", family, p), ends) for p in context.inbound_ports]
-        out += [port_verdict(ruleset, ("outbound", family, p), outbound) for p in context.outbound_ports]
+        keys = [("inbound", family, p) for p in context.inbound_ports]
+        keys += [("outbound", family, p) for p in context.outbound_ports]
+        out += [port_verdict(ruleset, k, ends_for(k, ends)) for k in keys]
     return out
 
 
-def findings_for(verdicts: list[PortVerdict], prober: dict[str, str | None]) -> list[Finding]:
+def findings_for(verdicts: list[PortVerdict], prober: dict[str, str | None],
+                 settings: Mapping[PortKey, str] | None = None) -> list[Finding]:
     """Group blocked ports by their deciding rule: one finding per rule and direction, naming
-    the rule, what it does and the ports it blocks (its `ports`)."""
+    the rule, what it does and the ports it blocks (its `ports`). `settings`: per port, the
+    setting of the manager in charge of that rule (CSF's TCP_IN, a fail2ban jail)."""
+    settings = settings or {}
     findings: list[Finding] = []
     blocked: dict[tuple[str, str], list[PortVerdict]] = defaultdict(list)
     for v in verdicts:
@@ -156,8 +206,13 @@ def findings_for(verdicts: list[PortVerdict], prober: dict[str, str | None]) -> 
         else:
             what = "the replies of " if vs[0].reply_blocked else ""
             summary = f"{place_of(vs[0])} {_verb(vs[0])} {what}{direction} {ports}"
+        managed = list(dict.fromkeys(settings[v.key] for v in vs if v.key in settings))
+        published = [f"{v.key.label} is published: DNAT to {v.dnat_to} by {v.delivered.nat_by}; FORWARD decides, "
+                     "not INPUT" for v in vs if v.forwarded and v.delivered]
+        summary += "".join(f" ({m})" for m in managed)
         findings.append(Finding(code=code, severity="error", summary=summary, step="firewall",
-                                evidence=_rule_first(vs[0], _evidence(vs[0].path, rule)),
+                                evidence="\n".join([_rule_first(vs[0], _evidence(vs[0].path, rule)),
+                                                    *managed, *published]),
                                 ports=[v.key for v in vs]))
     findings += _source_specific(verdicts, prober)
     unknown = [v for v in verdicts if v.verdict == "unknown"]
@@ -202,7 +257,30 @@ def _ports_text(vs: list[PortVerdict]) -> str:
 
 def _is_ban(rule: str) -> bool:
     low = rule.lower()
-    return "f2b-" in low or "fail2ban" in low or "sshguard" in low or "crowdsec" in low
+    csf_deny = " chain DENYIN " in rule and " -s " in rule
+    return "f2b-" in low or "fail2ban" in low or "sshguard" in low or "crowdsec" in low or csf_deny
+
+
+def input_bypassed(ruleset: Ruleset, verdicts: list[PortVerdict]) -> list[Finding]:
+    """Published ports (DNATed to a container, decided in FORWARD) that rules in INPUT would block:
+    those rules do not apply to them (ufw's and raw INPUT rules do not protect Docker's ports)."""
+    out = []
+    for v in verdicts:
+        p = v.delivered
+        if not (v.forwarded and p and v.key.direction == "inbound"):
+            continue
+        as_if_local = replace(p, daddr=p.orig_daddr or p.daddr, dport=p.orig_dport or p.dport, forwarded=False,
+                              oif=None, orig_daddr=None, orig_dport=None)  # dnat kept: no nat chain runs again
+        local = evaluate(ruleset, as_if_local)
+        if local.verdict == "block" and local.blocked_by:
+            out.append(Finding(
+                code="firewall.input_bypassed", severity="warning", step="firewall",
+                summary=f"{v.key.label} is published by a container (DNAT to {v.dnat_to}): `{local.blocked_by}` "
+                        "does not apply to it — INPUT rules (and ufw's) never see published ports; filter them "
+                        "in DOCKER-USER (or the forward hook)",
+                evidence=_evidence(local.path, local.blocked_by) + f"\npublished by: {p.nat_by}",
+                ports=[v.key]))
+    return out
 
 
 def _source_specific(verdicts: list[PortVerdict], prober: dict[str, str | None]) -> list[Finding]:

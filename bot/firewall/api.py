@@ -11,9 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from bot.firewall.analysis import AnalysisContext, PortVerdict, findings_for, port_verdicts
+from bot.firewall.analysis import (
+    AnalysisContext,
+    PortVerdict,
+    findings_for,
+    input_bypassed,
+    port_verdicts,
+)
 from bot.firewall.model import Ruleset
-from bot.firewall.parse import RULESET_COMMANDS, Results, ok_output, parse_all, ufw
+from bot.firewall.parse import RULESET_COMMANDS, Results, ok_output, parse_all, routes, ufw
 from bot.firewall.plan import Planner, owner_of, planners_for, reads
 from bot.firewall.plan.base import decided_at, labels, place
 from bot.models import Command, Finding, Fix, PortKey
@@ -33,14 +39,15 @@ class FirewallAnalysis:
 
 
 def collect_commands() -> list[Command]:
-    """The ruleset's commands, then what each planner of the registry reads."""
-    commands = [Command(a) for a in RULESET_COMMANDS]
+    """The ruleset's commands, the routes (where a DNAT sends a packet), then what each
+    planner of the registry reads."""
+    commands = [Command(a) for a in (*RULESET_COMMANDS, *routes.COMMANDS)]
     return commands + [c for c in reads() if c not in commands]
 
 
 def backend_in_charge(planners: list[Planner], ruleset: Ruleset) -> str:
     """The active front-end (ufw, firewalld); else which of iptables / nftables holds rules."""
-    frontends = sorted(p.name for p in planners if p.frontend and p.active)
+    frontends = sorted(p.name for p in planners if p.frontend and p.active and getattr(p, "in_charge", True))
     if frontends:
         return "+".join(frontends)
     kinds = []
@@ -54,6 +61,8 @@ def backend_in_charge(planners: list[Planner], ruleset: Ruleset) -> str:
 
 def analyze(results: Results, *, context: AnalysisContext) -> FirewallAnalysis:
     ruleset = parse_all(results)
+    context = replace(context, routes_v4=routes.routes_from(results, "ipv4"),
+                      routes_v6=routes.routes_from(results, "ipv6"))
     planners = planners_for(results, context)
     analysis = FirewallAnalysis(backend=backend_in_charge(planners, ruleset), ruleset=ruleset)
     analysis.errors = list(ruleset.problems)
@@ -61,7 +70,9 @@ def analyze(results: Results, *, context: AnalysisContext) -> FirewallAnalysis:
     ufw_status = ufw.status_from_results(results)
     analysis.decisions = {v.key: replace(v, blocked_by=_as_ufw_says(v.blocked_by, ufw_status)) for v in verdicts}
     prober = {"ipv4": context.prober_v4, "ipv6": context.prober_v6}
-    analysis.findings = findings_for(verdicts, prober)
+    analysis.findings = findings_for(verdicts, prober, settings(planners, verdicts, context))
+    analysis.findings += input_bypassed(ruleset, verdicts)
+    analysis.findings += [f for p in planners if p.active for f in p.findings(ruleset)]
     blocked = [v for v in verdicts if v.verdict == "block"]
     if blocked and not ruleset.problems:
         fixes, notes = plan_fixes(planners, ruleset, blocked, context)
@@ -106,10 +117,22 @@ def plan_fixes(planners: list[Planner], ruleset: Ruleset, blocked: list[PortVerd
     return [f for p in plans for f in p.fixes], notes + [n for p in plans for n in p.notes]
 
 
+def settings(planners: list[Planner], verdicts: list[PortVerdict], context: AnalysisContext) -> dict[PortKey, str]:
+    """Per blocked port, the setting of the manager that owns the deciding place, in its words."""
+    ends = context.all_endpoints()
+    out = {}
+    for v in verdicts:
+        at = decided_at(v) if v.verdict == "block" else None
+        owner = owner_of(planners, at) if at is not None else None
+        if owner is not None and (text := owner.setting(v, ends[v.key.family])):
+            out[v.key] = text
+    return out
+
+
 def _link(findings: list[Finding], fixes: list[Fix]) -> None:
-    """A blocked-port finding lists the fixes that open one of its ports."""
+    """A blocked-port (or banned-prober) finding lists the fixes that open one of its ports."""
     for finding in findings:
-        if finding.code not in ("firewall.inbound_blocked", "firewall.outbound_blocked"):
+        if finding.code not in ("firewall.inbound_blocked", "firewall.outbound_blocked", "firewall.prober_banned"):
             continue
         finding.fixes = [f.id for f in fixes if set(f.expected_allow) & set(finding.ports)]
 
@@ -124,6 +147,9 @@ def _evidence(analysis: FirewallAnalysis, results: Results) -> str:
                     f"{c.name}({len(c.rules)} rules{', policy ' + c.policy.upper() if c.policy else ''})"
                     for c in chains))
     lines += [f"problem: {p}" for p in analysis.errors]
+    lines += [f"published: {k.direction} {k.label} -> DNAT to {v.dnat_to} ({v.delivered.nat_by}); "
+              f"{'forwarded (FORWARD decides)' if v.forwarded else 'delivered to this host'}"
+              for k, v in analysis.decisions.items() if v.dnat_to and v.delivered]
     if (text := ok_output(results, ufw.UFW_STATUS)) and text.startswith("Status: active"):
         lines.append(text.strip())
     return "\n".join(lines)

@@ -1,9 +1,18 @@
-"""What would the kernel do with the first packet of a TCP connection?
+"""What would the kernel do with a packet of a TCP connection?
 
 Walks every base chain on the packet's hooks, in priority order, as netfilter
 does: an accept ends only its own base chain, a drop or reject ends
 everything; jump pushes, goto replaces, return (or a user chain's end) pops,
 a base chain's end applies its policy.
+
+The path: a packet this host sends meets output, then postrouting. A packet
+that arrives meets prerouting, where nat chains (the connection's first packet
+only) may DNAT or REDIRECT it; the first translation ends the nat chains of
+that hook. Then the routing decision: a packet for this host (not translated,
+or translated to one of its addresses) meets input; a translated packet for
+another host is forwarded when the host forwards (forward, then postrouting,
+leaving by its route's device), dropped when it does not. A reply of a
+forwarded connection is forwarded too.
 
 A match the model does not understand (None) forks the walk: one branch as
 if it matched, one as if not. The verdict is certain only when every branch
@@ -13,13 +22,14 @@ Never a guess.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
 from bot.firewall.model import Chain, Packet, Rule, Ruleset, Table
 from bot.models import FirewallVerdict
 
-HOOK_ORDER = {"inbound": ("prerouting", "input"), "outbound": ("output", "postrouting")}
+DNAT_HOOKS = ("prerouting", "output")  # where nat chains translate the destination
 MAX_BRANCHES = 256
 MAX_DEPTH = 64
 
@@ -33,7 +43,7 @@ class Outcome:
     reject: bool = False
     path: tuple[str, ...] = ()
     reason: str = ""
-    packet: Packet | None = None  # as it leaves the chain (conntrack state may change)
+    packet: Packet | None = None  # as it left the chain or was decided (conntrack state, a DNAT)
 
     @property
     def by_policy(self) -> bool:
@@ -48,6 +58,7 @@ class PacketVerdict:
     deciding: Outcome | None = None
     path: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()  # why the verdict is unknown
+    delivered: tuple[Packet, ...] = ()  # allow: the packet as delivered (translated?), each way it may go
 
     @property
     def reject(self) -> bool:
@@ -57,8 +68,10 @@ class PacketVerdict:
     def blocked_by(self) -> str | None:
         """The deciding rule or policy, as the firewall shows it."""
         d = self.deciding
-        if self.verdict != "block" or d is None or d.chain is None or d.table is None:
+        if self.verdict != "block" or d is None:
             return None
+        if d.chain is None or d.table is None:  # not a rule: e.g. the host does not forward
+            return d.reason or None
         return describe(d.table, d.chain, d.rule)
 
 
@@ -125,7 +138,7 @@ def _apply(table, base, stack, path, p, budget, chain, rule) -> list[Outcome]:
     if v.kind == "accept":
         return [Outcome("accept", table, chain, rule, path=path, packet=p)]
     if v.kind in ("drop", "reject"):
-        return [Outcome("block", table, chain, rule, reject=v.kind == "reject", path=path)]
+        return [Outcome("block", table, chain, rule, reject=v.kind == "reject", path=path, packet=p)]
     if v.kind == "continue":
         if v.set_ctstate:
             p = replace(p, ctstate=v.set_ctstate)
@@ -139,23 +152,31 @@ def _apply(table, base, stack, path, p, budget, chain, rule) -> list[Outcome]:
         return _walk(table, base, (*stack, (target, 0)), path, p, budget)
     if v.kind == "return":
         return _walk(table, base, stack[:-1], path, p, budget)
+    if v.kind == "dnat" and base.type == "nat" and base.hook == "prerouting":  # (nat OUTPUT's: unknown)
+        return [Outcome("accept", table, chain, rule, path=path, packet=_translated(p, table, chain, rule))]
     return [Outcome("unknown", table, chain, rule, path=path,
                     reason=f"{_step_label(table, chain, rule)} `{rule.text}`: verdict not understood")]
 
 
-def base_chains(ruleset: Ruleset, p: Packet) -> list[tuple[Table, Chain]]:
-    """Every base chain the packet meets, in the order the kernel runs them.
+def _translated(p: Packet, table: Table, chain: Chain, rule: Rule) -> Packet:
+    """p after the rule's DNAT (to_addr None: this host, as REDIRECT; to_port None: unchanged)."""
+    v = rule.verdict
+    return replace(p, daddr=v.to_addr or p.daddr, dport=v.to_port or p.dport, dnat=True,
+                   orig_daddr=p.daddr, orig_dport=p.dport, nat_by=describe(table, chain, rule))
+
+
+def base_chains(ruleset: Ruleset, p: Packet, hooks: tuple[str, ...]) -> list[tuple[Table, Chain]]:
+    """Every base chain of these hooks the packet meets, in the order the kernel runs them.
 
     nat chains see only the first packet of a connection (conntrack NEW; not
-    replies, not untracked packets): a DNAT/REDIRECT there changes where it goes.
+    replies, not untracked packets), and none after a translation.
     """
-    hooks = HOOK_ORDER[p.direction]
     found = [
         (hooks.index(c.hook), c.priority, n, t, c)
         for n, t in enumerate(ruleset.tables)
         if t.applies_to(p.family)
         for c in t.chains.values()
-        if c.hook in hooks and (c.type != "nat" or p.ctstate == "new")
+        if c.hook in hooks and (c.type != "nat" or (p.ctstate == "new" and not p.reply))
     ]
     found.sort(key=lambda x: (x[0], x[1], x[2]))
     return [(t, c) for *_, t, c in found]
@@ -166,26 +187,78 @@ def evaluate(ruleset: Ruleset, p: Packet) -> PacketVerdict:
     if ruleset.problems:
         return PacketVerdict("unknown", reasons=tuple(ruleset.problems))
     budget = _Budget()
-    outcomes = _chain_from(ruleset, base_chains(ruleset, p), 0, p, (), budget)
+    if p.direction == "outbound":
+        outcomes = _hooks(ruleset, ("output", "postrouting"), p, (), budget)
+    elif p.forwarded:  # a reply of a forwarded connection: the caller knows where it goes
+        outcomes = _hooks(ruleset, ("prerouting",), p, (), budget, _forward)
+    else:
+        outcomes = _hooks(ruleset, ("prerouting",), p, (), budget, _route)
     kinds = {o.kind for o in outcomes}
     if kinds == {"block"}:
         first = outcomes[0]
         return PacketVerdict("block", first, first.path)
     if kinds == {"accept"}:
-        return PacketVerdict("allow", outcomes[0], outcomes[0].path)
+        delivered = tuple(dict.fromkeys(o.packet or p for o in outcomes))
+        return PacketVerdict("allow", outcomes[0], outcomes[0].path, delivered=delivered)
     reasons = [o.reason for o in outcomes if o.reason] or ["the verdict depends on matches not understood"]
     return PacketVerdict("unknown", next((o for o in outcomes if o.kind == "unknown"), None), (), tuple(reasons))
 
 
-def _chain_from(ruleset, chains, i, p, path, budget) -> list[Outcome]:
+Then = Callable[[Ruleset, Packet, tuple[str, ...], _Budget], list[Outcome]]
+
+
+def _hooks(ruleset, hooks, p, path, budget, then: Then | None = None) -> list[Outcome]:
+    return _chain_from(ruleset, base_chains(ruleset, p, hooks), 0, p, path, budget, then)
+
+
+def _chain_from(ruleset, chains, i, p, path, budget, then, last: Outcome | None = None) -> list[Outcome]:
+    """The base chains from the i-th on. An allow names the last filter accept on input or
+    forward (`last`), as the kernel's trace shows its deciding verdict."""
     if i >= len(chains):
-        return [Outcome("accept", path=path)]
+        if then:
+            return then(ruleset, p, path, budget)
+        return [replace(last, path=path, packet=p) if last else Outcome("accept", path=path, packet=p)]
     table, chain = chains[i]
+    if chain.type == "nat" and p.dnat and chain.hook in DNAT_HOOKS:  # translated: no more DNAT here
+        return _chain_from(ruleset, chains, i + 1, p, path, budget, then, last)
     results: list[Outcome] = []
     for out in run_chain(table, chain, p, budget):
         out = replace(out, path=(*path, *out.path))
         if out.kind == "accept":
-            results += _chain_from(ruleset, chains, i + 1, out.packet or p, out.path, budget)
+            deciding = out if chain.type == "filter" and chain.hook in ("input", "forward") else last
+            results += _chain_from(ruleset, chains, i + 1, out.packet or p, out.path, budget, then, deciding)
         else:
             results.append(out)
     return results
+
+
+def _route(ruleset, p, path, budget) -> list[Outcome]:
+    """The routing decision after prerouting: this host (input), or another (forward)."""
+    if not p.dnat or p.daddr in p.local_addrs:
+        original = p.original()
+        if p.dnat and p.dport != original[3]:
+            return [Outcome("unknown", path=path, reason=(
+                f"{p.nat_by}: translated to this host's port {p.dport}: the connection is answered by "
+                f"whatever listens on {p.dport}, not on {original[3]}"))]
+        return _hooks(ruleset, ("input",), p, path, budget)
+    routes, sysctl = p.routes, FORWARDING[p.family]
+    if routes is None or routes.forwarding is None:
+        return [Outcome("unknown", path=path, reason=(
+            f"{p.nat_by}: translated to {p.daddr}, another host: whether this host forwards "
+            f"({sysctl}) and by which route is not known"))]
+    if not routes.forwarding:
+        return [Outcome("block", path=(*path, f"{sysctl} = 0"), reason=(
+            f"{p.nat_by}: translated to {p.daddr}, another host, and this host does not forward "
+            f"({sysctl} = 0)"))]
+    oif = routes.device(p.daddr)
+    if oif is None:
+        return [Outcome("unknown", path=path, reason=(
+            f"{p.nat_by}: translated to {p.daddr}: no plain route to it in the main table"))]
+    return _forward(ruleset, replace(p, forwarded=True, oif=oif), path, budget)
+
+
+def _forward(ruleset, p, path, budget) -> list[Outcome]:
+    return _hooks(ruleset, ("forward", "postrouting"), p, path, budget)
+
+
+FORWARDING = {"ipv4": "net.ipv4.ip_forward", "ipv6": "net.ipv6.conf.all.forwarding"}

@@ -20,8 +20,38 @@ Source = Literal["iptables-nft", "iptables-legacy", "nft"]
 
 
 @dataclass(frozen=True)
+class Routes:
+    """The host's main routing table for one family, and whether it forwards packets.
+
+    From `ip -4 route` / `ip -6 route` and the forwarding sysctl. Only what the evaluator
+    needs to follow a translated packet: which device it leaves by (`device`), and
+    whether the kernel forwards at all. Policy routing (`ip rule`) is not read.
+    """
+
+    entries: tuple[tuple[str, str | None], ...] = ()  # (network, device; None: no device, e.g. blackhole)
+    forwarding: bool | None = None  # net.ipv4.ip_forward / net.ipv6.conf.all.forwarding; None: not known
+
+    def device(self, address: str) -> str | None:
+        """The device of the longest prefix holding address (None: no route, or not a plain one)."""
+        ip = ipaddress.ip_address(address)
+        best: tuple[int, str | None] | None = None
+        for network, dev in self.entries:
+            net = ipaddress.ip_network(network, strict=False)
+            if net.version == ip.version and ip in net and (best is None or net.prefixlen > best[0]):
+                best = (net.prefixlen, dev)
+        return best[1] if best else None
+
+
+@dataclass(frozen=True)
 class Packet:
-    """The first packet (conntrack NEW) of a TCP connection, as the kernel sees it."""
+    """A packet of a TCP connection as the kernel sees it: the first (conntrack NEW) or a reply.
+
+    direction "inbound": it arrives on an interface (prerouting first); "outbound": this
+    host sends it (output first). A DNAT changes daddr/dport and keeps the connection's
+    original destination (orig_daddr, orig_dport: conntrack's original tuple, which
+    --ctorigdst / `ct original` match); a translated packet to another host is forwarded
+    (forward and postrouting hooks, with the device its route leaves by as oif).
+    """
 
     direction: Literal["inbound", "outbound"]
     family: Literal["ipv4", "ipv6"]
@@ -29,11 +59,30 @@ class Packet:
     saddr: str
     daddr: str
     sport: int = 40000
-    iif: str | None = None  # inbound only
-    oif: str | None = None  # outbound only
+    iif: str | None = None  # arrived on (inbound)
+    oif: str | None = None  # leaves by (outbound, and forwarded packets)
     ctstate: str = "new"  # new | established | related | invalid | untracked
     proto: str = "tcp"
     local_addrs: frozenset[str] = frozenset()  # the host's own addresses (addrtype LOCAL)
+    routes: Routes | None = None  # this family's routes (None: not known)
+    forwarded: bool = False  # routed through this host (forward hook), not to or from it
+    reply: bool = False  # in the connection's reply direction (conntrack)
+    dnat: bool = False  # the connection's destination was translated (ct status dnat)
+    orig_daddr: str | None = None  # conntrack's original destination, when not daddr
+    orig_dport: int | None = None
+    nat_by: str | None = None  # the rule that translated it, as the firewall shows it
+
+    def original(self) -> tuple[str, str, int, int]:
+        """conntrack's original tuple (saddr, daddr, sport, dport) of this packet's connection."""
+        if self.reply:  # the reply goes back to the original source; SNAT is not modelled
+            return self.daddr, self.orig_daddr or self.saddr, self.dport, self.orig_dport or self.sport
+        return self.saddr, self.orig_daddr or self.daddr, self.sport, self.orig_dport or self.dport
+
+    def reply_tuple(self) -> tuple[str, str, int, int]:
+        """conntrack's reply tuple: from where the connection really went, back to its source."""
+        if self.reply:
+            return self.saddr, self.daddr, self.sport, self.dport
+        return self.daddr, self.saddr, self.dport, self.sport
 
 
 Tri = bool | None
@@ -101,17 +150,20 @@ class Addr(Match):
     text: str = ""
 
     def test(self, p: Packet) -> Tri:
-        addr = ipaddress.ip_address(p.saddr if self.field == "saddr" else p.daddr)
-        hit = False
-        for net in self.networks:
-            try:
-                n = ipaddress.ip_network(net, strict=False)
-            except ValueError:
-                return None
-            if n.version == addr.version and addr in n:
-                hit = True
-                break
-        return _neg(hit, self.negate)
+        return _neg(in_networks(p.saddr if self.field == "saddr" else p.daddr, self.networks), self.negate)
+
+
+def in_networks(address: str, networks: tuple[str, ...]) -> Tri:
+    """Is address in one of the networks? None when a network cannot be read."""
+    addr = ipaddress.ip_address(address)
+    for net in networks:
+        try:
+            n = ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            return None
+        if n.version == addr.version and addr in n:
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -127,7 +179,7 @@ class Iface(Match):
         actual = p.iif if self.field == "iif" else p.oif
         if self.field == "iif" and p.direction == "outbound":
             return _neg(False, self.negate) if actual is None else None
-        if self.field == "oif" and p.direction == "inbound":
+        if self.field == "oif" and p.direction == "inbound" and not p.forwarded:
             return _neg(False, self.negate) if actual is None else None
         if actual is None:
             return None
@@ -145,6 +197,51 @@ class CtState(Match):
 
     def test(self, p: Packet) -> Tri:
         return _neg(p.ctstate in self.states, self.negate)
+
+
+@dataclass(frozen=True)
+class CtTuple(Match):
+    """conntrack's original or reply tuple: --ctorigdst, --ctorigdstport, `ct original ip daddr`..."""
+
+    tuple_dir: Literal["original", "reply"]
+    field: Literal["saddr", "daddr", "sport", "dport"]
+    networks: tuple[str, ...] = ()  # for addresses
+    ranges: tuple[tuple[int, int], ...] = ()  # for ports
+    negate: bool = False
+    family: str | None = None  # nft's `ct original ip daddr`: the family it reads (another: unknown)
+    text: str = ""
+
+    def test(self, p: Packet) -> Tri:
+        if self.family is not None and self.family != p.family:
+            return None
+        values = p.original() if self.tuple_dir == "original" else p.reply_tuple()
+        value = values[("saddr", "daddr", "sport", "dport").index(self.field)]
+        if self.field in ("sport", "dport"):
+            return _neg(any(lo <= value <= hi for lo, hi in self.ranges), self.negate)
+        return _neg(in_networks(value, self.networks), self.negate)
+
+
+@dataclass(frozen=True)
+class CtStatus(Match):
+    """--ctstatus DNAT / `ct status dnat`: was the connection's destination translated?"""
+
+    negate: bool = False
+    text: str = ""
+
+    def test(self, p: Packet) -> Tri:
+        return _neg(p.dnat, self.negate)
+
+
+@dataclass(frozen=True)
+class CtDirection(Match):
+    """--ctdir ORIGINAL|REPLY / `ct direction original|reply`."""
+
+    reply: bool
+    negate: bool = False
+    text: str = ""
+
+    def test(self, p: Packet) -> Tri:
+        return _neg(p.reply == self.reply, self.negate)
 
 
 @dataclass(frozen=True)
@@ -196,16 +293,23 @@ class Unknown(Match):
         return None
 
 
-VerdictKind = Literal["accept", "drop", "reject", "jump", "goto", "return", "continue", "unknown"]
+VerdictKind = Literal["accept", "drop", "reject", "jump", "goto", "return", "continue", "dnat", "unknown"]
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """What a matching rule does. `continue` = non-terminating (LOG, counter, MARK)."""
+    """What a matching rule does. `continue` = non-terminating (LOG, counter, MARK).
+
+    `dnat` (iptables DNAT / REDIRECT, nft dnat / redirect, in a nat chain): the connection's
+    destination becomes to_addr:to_port (None: unchanged; REDIRECT: this host, to_addr None),
+    and the nat chains of this hook end there.
+    """
 
     kind: VerdictKind
     chain: str | None = None  # for jump / goto
     set_ctstate: str | None = None  # with continue: e.g. "untracked" (raw CT --notrack)
+    to_addr: str | None = None  # dnat: the new destination address (None: unchanged)
+    to_port: int | None = None  # dnat: the new destination port (None: unchanged)
 
     @property
     def terminal(self) -> bool:

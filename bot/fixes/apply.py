@@ -1,108 +1,136 @@
-"""Applying one plan on its host, as iptables-apply would.
+"""Applying one plan on its host, as iptables-apply would, and saying exactly what happened.
 
-1. re-run the plan's preconditions; anything different -> refuse (re-check);
-2. dump the ruleset (for before/after) and back it up to a timestamped
-   directory on the host;
-3. firewall fixes: arm a dead-man job on the host (detached, `setsid -f`)
-   that restores the backup after settings.lockout_deadline seconds;
-4. run exactly fix.commands, one at a time, in order; a failing command
-   stops the run and the backup is restored at once;
-5. over a FRESH SSH connection, disarm the job (an atomic `mv` of its
-   arming file: whoever renames it first wins). If the host cannot be
-   reached, wait for the deadline and check that the host restored itself;
-6. only then run fix.persist (so a lock-out never reaches the saved rules),
-   and dump the ruleset again.
+1. refuse a firewall fix that declares no backup; the guard's deadline is
+   settings.lockout_deadline, or longer when the commands may take longer
+   (their budgets one after the other, plus a fresh connection to confirm):
+   it never fires in the middle of an apply;
+2. take the lock ON THE HOST (bot/fixes/hostlock.py), waiting up to
+   settings.lock_wait: another mailcheck, whatever its database, is named;
+3. re-run the plan's preconditions; anything different -> refuse (re-check);
+4. dump the rulesets (before), report the change as started (the caller writes
+   its row), back up, test-load every saved ruleset (or guard with the
+   declared undo, or refuse), arm the dead-man job (bot/fixes/guard.py);
+5. run exactly fix.commands, one at a time; a failing command stops the run
+   and the backup is restored at once: restore first, check its result and
+   the rulesets, disarm only after a restore that succeeded. A restore that
+   failed is reported as NOT restored, with what is left on the host, and the
+   guard stays armed to try again;
+6. over a FRESH connection (the same `connect`, so through the jump host),
+   disarm the job. If the host cannot be reached, wait for the deadline and
+   report exactly the marker the job left (`.restored`, `.restore-failed`);
+7. only then run fix.persist, and dump the rulesets again.
 
-The caller holds the host lock and has claimed the plan.
+The caller holds the store's lock and has claimed the plan.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from bot.errors import TransportError
-from bot.firewall.parse.iptables import normalize_iptables_save
-from bot.firewall.parse.nft import normalize_nft
-from bot.fixes.backup import Backup, backup_for, drop_new_filter_lines, line_to_dict
-from bot.models import Command, CommandResult, Precondition
+from bot.fixes import guard, hostlock
+from bot.fixes.backup import (
+    Backup,
+    backup_for,
+    drop_new_filter_lines,
+    line_from_dict,
+    line_to_dict,
+)
+from bot.fixes.evidence import (
+    CommandLog,
+    fingerprint,
+    left_on_host,
+    precondition_problem,
+    same_ruleset,
+)
+from bot.models import Command, CommandResult, Fix, Precondition
 from bot.store import ChangeRecord, PlanRecord
-from bot.transport import Connect, Transport, detached_command, script_command
+from bot.transport import Connect, Transport, script_command
 from config.inventory import Host
 from config.settings import Settings
 
-ApplierStatus = Literal["applied", "not_started", "precondition_changed", "backup_failed",
-                      "command_failed", "restored_by_host", "connection_lost", "unreachable"]
+__all__ = ["Applier", "ApplyResult", "CommandLog", "fingerprint", "precondition_problem",
+           "command_budget"]
+
+ApplierStatus = Literal[
+    "applied",
+    "refused",  # mailcheck will not apply this (undeclared backup, unloadable backup, deadline)
+    "busy",  # another mailcheck holds the host's lock
+    "not_started",  # the host could not be talked to before anything changed
+    "precondition_changed",
+    "backup_failed",
+    "command_failed",  # a command failed; the backup was restored (and checked)
+    "connection_lost",  # SSH dropped mid-apply; restored over a fresh connection
+    "restored_by_host",  # the host's guard restored the backup (its .restored marker)
+    "not_restored",  # a restore failed, or the guard's did: the host may be half-changed
+    "unreachable",  # SSH lost and what the host did is unknown
+    # only from settle() (reconcile after a restart):
+    "unchanged",  # no guard files and the rulesets equal those before: nothing is in effect
+    "unknown",  # no guard files and the rulesets differ (or none saved): look at the host
+]
 GRACE = 3.0  # seconds after the deadline before looking whether the host restored itself
-
-
-@dataclass(frozen=True)
-class CommandLog:
-    command: str
-    exit_status: int | None
-    stdout: str
-    stderr: str
-
-    @classmethod
-    def of(cls, r: CommandResult) -> CommandLog:
-        return cls(r.command.display, r.exit_status, r.stdout[-4000:], r.stderr[-4000:])
+KILL_AFTER = 2  # `timeout -k 2`: a command's budget is its timeout plus this
+MARGIN = 2.0  # arming, round trips: the guard's deadline must exceed the budget by more
+Started = Callable[[ChangeRecord], Awaitable[None]]
 
 
 @dataclass
 class ApplyResult:
     status: ApplierStatus
     message: str
-    change: ChangeRecord | None = None
+    change: ChangeRecord | None = None  # set from the moment the change was started
     log: list[CommandLog] = field(default_factory=list)
     ruleset_before: str = ""
     ruleset_after: str = ""
+    left: str = ""  # what is left on the host when it was not restored
 
 
-def fingerprint(stdout: str, normalize: str = "raw") -> str:
-    """sha256 of a precondition's normalised stdout, as the planners compute it.
+@dataclass
+class _Run:
+    """One apply in progress."""
 
-    "iptables-save" uses the firewall package's normalize_iptables_save (the
-    planner hashes with it); "nft" uses nft.normalize_nft (likewise).
-    """
-    if normalize == "iptables-save":
-        text = normalize_iptables_save(stdout)
-    elif normalize == "nft":
-        text = normalize_nft(stdout)
-    else:
-        text = stdout
-    return hashlib.sha256(text.encode()).hexdigest()
+    plan: PlanRecord
+    host: Host
+    bp: Backup
+    change: ChangeRecord
+    log: list[CommandLog] = field(default_factory=list)
+    before: str = ""
+    armed_at: float | None = None
+
+    def result(self, status: ApplierStatus, message: str, **kw) -> ApplyResult:
+        return ApplyResult(status, message, change=self.change, log=self.log,
+                           ruleset_before=self.before, **kw)
 
 
-def precondition_problem(pre: Precondition, result: CommandResult) -> str | None:
-    if pre.expect_exit is not None and result.exit_status != pre.expect_exit:
-        return f"{pre.description}: `{result.command.display}` exited {result.exit_status}, " \
-               f"expected {pre.expect_exit}"
-    if pre.expect_sha256 and fingerprint(result.stdout, pre.normalize) != pre.expect_sha256:
-        return f"{pre.description}: `{result.command.display}` shows something different now"
-    return None
+def command_budget(fix: Fix, settings: Settings) -> float:
+    """The longest the fix's commands may take, one after the other."""
+    each = max(1, round(fix.timeout or settings.command_timeout)) + KILL_AFTER  # as `timeout -k`
+    return float(each * len(fix.commands))
 
 
 class Applier:
     def __init__(self, settings: Settings, connect: Connect) -> None:
         self.settings = settings
         self.connect = connect
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests pass a fake clock
 
-    def _cmd(self, argv: Sequence[str]) -> Command:
-        return Command(tuple(argv), timeout=self.settings.command_timeout)
+    def _cmd(self, argv: Sequence[str], fix: Fix | None = None) -> Command:
+        timeout = (fix.timeout if fix else None) or self.settings.command_timeout
+        env = tuple(sorted(fix.env.items())) if fix else ()
+        return Command(tuple(argv), timeout=timeout, env=env)
 
     async def _run(self, t: Transport, cmd: Command, log: list[CommandLog]) -> CommandResult:
         result = (await t.run([cmd], step="fix"))[0]
         log.append(CommandLog.of(result))
         return result
 
-    async def _dump(self, t: Transport, backup: Backup) -> str:
-        if not backup.dump:
-            return ""
-        results = await t.run(backup.dump, step="fix")
+    async def _dump(self, t: Transport, bp: Backup) -> str:
+        results = await t.run(bp.dump, step="fix") if bp.dump else []
         return "".join(r.stdout for r in results)
 
     async def check_preconditions(self, t: Transport, pres: Sequence[Precondition]) -> list[str]:
@@ -112,56 +140,104 @@ class Applier:
         return [msg for p, r in zip(pres, results, strict=True)
                 if (msg := precondition_problem(p, r))]
 
-    async def apply(self, plan: PlanRecord, actor: str, change_id: str) -> ApplyResult:
-        bp = backup_for(plan.fix, str(self.settings.backup_dir), plan.host.name, change_id)
-        log: list[CommandLog] = []
-        t = self.connect(plan.host)
+    def refusal(self, fix: Fix, bp: Backup) -> str | None:
+        """Why this fix cannot be applied safely at all (before touching the host)."""
+        if fix.kind == "firewall" and fix.backup is None:
+            return ("this firewall fix does not declare its backup (Fix.backup): mailcheck does "
+                    "not change a firewall without a backup and a lock-out guard")
+        return None
+
+    def deadline(self, fix: Fix) -> int:
+        """When the guard fires, in seconds after arming: settings.lockout_deadline, or longer
+        when the fix's commands (their budgets, one after the other) and the confirming
+        connection may take longer, so that it never fires in the middle of an apply."""
+        need = command_budget(fix, self.settings) + self.settings.connect_timeout + MARGIN
+        return max(self.settings.lockout_deadline, math.ceil(need) + 1)
+
+    # --- the whole apply ------------------------------------------------------------------
+    async def apply(self, plan: PlanRecord, host: Host, actor: str, change_id: str,
+                    started: Started) -> ApplyResult:
+        """Apply `plan` on `host` (today's inventory entry). `started(change)` is awaited
+        once, before the first command that writes on the host."""
+        bp = backup_for(plan.fix, str(self.settings.backup_dir), host.name, change_id)
+        change = ChangeRecord(
+            id=change_id, plan_id=plan.id, host=host, fix=plan.fix, applied_by=actor,
+            applied_at=time.time(), backup_dir=bp.directory, state="started",
+            restore_lines=[line_to_dict(s) for s in bp.restore])
+        run = _Run(plan, host, bp, change)
+        why = self.refusal(plan.fix, bp)
+        if why:
+            return ApplyResult("refused", f"{why}; nothing was applied")
+        lock = hostlock.HostLock.for_change(
+            str(self.settings.backup_dir), change_id, f"{actor}, fix {plan.fix.id}",
+            str(self.settings.db_path), self._lock_ttl(plan.fix))
+        t = self.connect(host)
         try:
             try:
-                ready = await self._prepare(t, plan, bp, log)
+                held = await hostlock.acquire(t, lock, self.settings.lock_wait)
             except TransportError as e:
-                await self._disarm_quietly(plan.host, bp)
-                return ApplyResult("not_started", f"nothing was applied: {e}", log=log)
-            if isinstance(ready, ApplyResult):
-                return ready
-            ready, bp = ready
-            result = await self._change(t, plan, bp, actor, change_id, log)
-            result.ruleset_before = ready
-            if result.change is not None:
-                result.change.ruleset_before = ready
+                return ApplyResult("not_started", f"nothing was applied: {e}")
+            if held is not None:
+                return ApplyResult("busy", f"another mailcheck is changing {host.name}: {held}")
+            try:
+                return await self._locked(t, run, started)
+            finally:
+                await self._release(t, host, lock)
         finally:
             await t.close()
-        return result
 
-    async def _prepare(self, t: Transport, plan: PlanRecord, bp: Backup,
-                       log: list[CommandLog]) -> tuple[str, Backup] | ApplyResult:
-        """Preconditions, dump, backup, dead-man: (ruleset before, final backup) or why not."""
-        if plan.fix.kind == "firewall" and plan.fix.backup is None:
-            return ApplyResult("backup_failed", "this firewall fix does not declare its backup "
-                               "(Fix.backup): mailcheck does not change a firewall without a "
-                               "backup and a lock-out guard; nothing was applied")
-        problems = await self.check_preconditions(t, plan.fix.preconditions)
+    def _lock_ttl(self, fix: Fix) -> float:
+        return self.deadline(fix) + command_budget(fix, self.settings) + 600
+
+    async def _release(self, t: Transport, host: Host, lock: hostlock.HostLock) -> None:
+        for conn in (t, None):
+            fresh = conn or self.connect(host)
+            try:
+                await hostlock.release(fresh, lock)
+                return
+            except TransportError:
+                continue
+            finally:
+                if conn is None:
+                    await fresh.close()
+
+    async def _locked(self, t: Transport, run: _Run, started: Started) -> ApplyResult:
+        try:
+            early = await self._prepare(t, run, started)
+        except TransportError as e:
+            note = ""
+            if run.armed_at is not None and not await self._disarm_quietly(run):
+                note = (f"; the guard armed on the host could not be disarmed and will restore "
+                        f"the backup {run.bp.directory} (taken just before) by itself")
+            return run.result("not_started", f"nothing was applied: {e}{note}")
+        return early or await self._change(t, run)
+
+    async def _prepare(self, t: Transport, run: _Run, started: Started) -> ApplyResult | None:
+        """Preconditions, dump, started, backup, test-load, guard. None: go on."""
+        problems = await self.check_preconditions(t, run.plan.fix.preconditions)
         if problems:
             return ApplyResult("precondition_changed", "the host changed since the check; "
                                "nothing was applied, run the check again:\n- "
                                + "\n- ".join(problems))
-        dumps = await t.run(bp.dump, step="fix") if bp.dump else []
-        before = "".join(r.stdout for r in dumps)
-        bp = await self._exact_restore(t, bp, dumps)
-        backup = await self._run(t, script_command(bp.take), log)
-        if not backup.ok:
-            return ApplyResult("backup_failed", f"could not back up to {bp.directory}; nothing "
-                               f"was applied: {backup.stderr.strip()}", log=log)
-        bp = await self._test_load(t, bp, log)
-        if isinstance(bp, ApplyResult):
-            return bp
+        dumps = await t.run(run.bp.dump, step="fix") if run.bp.dump else []
+        run.before = run.change.ruleset_before = "".join(r.stdout for r in dumps)
+        run.bp = await self._exact_restore(t, run.bp, dumps)
+        run.change.restore_lines = [line_to_dict(s) for s in run.bp.restore]
+        await started(run.change)
+        take = await self._run(t, script_command(run.bp.take), run.log)
+        if not take.ok:
+            return run.result("backup_failed", f"could not back up to {run.bp.directory}; "
+                              f"nothing was applied: {take.stderr.strip()}")
+        bp = await self._test_load(t, run.bp, run.log)
+        if isinstance(bp, str):
+            return run.result("refused", bp)
+        run.bp = bp
+        run.change.restore_lines = [line_to_dict(s) for s in bp.restore]
         if bp.guard:
-            armed = await self._arm(t, bp, log)
-            if armed is not None:
-                return ApplyResult("backup_failed", armed, log=log)
-        return before, bp
+            return await self._arm(t, run)
+        return None
 
-    async def _test_load(self, t: Transport, bp: Backup, log: list[CommandLog]) -> Backup | ApplyResult:
+    async def _test_load(self, t: Transport, bp: Backup, log: list[CommandLog]) -> Backup | str:
         """Would every saved ruleset load? If not, the declared undo restores instead; without
         one the fix is refused (a backup that cannot be loaded is no safety net)."""
         if not bp.test:
@@ -172,11 +248,11 @@ class Applier:
         if not failed:
             return bp
         if bp.undo:
-            log.append(CommandLog("(the saved ruleset would not load: the fix's exact undo guards "
-                                  "and restores instead)", None, "", "\n".join(failed)))
+            log.append(CommandLog.note("the saved ruleset would not load: the fix's exact undo "
+                                       "guards and restores instead", "\n".join(failed)))
             return bp.undo_instead()
-        return ApplyResult("backup_failed", "the backup would not load, so it cannot guard this "
-                           "change; nothing was applied: " + "; ".join(failed), log=log)
+        return ("the backup would not load, so it cannot guard this change; nothing was "
+                "applied: " + "; ".join(failed))
 
     async def _exact_restore(self, t: Transport, bp: Backup,
                              dumps: list[CommandResult]) -> Backup:
@@ -190,115 +266,219 @@ class Applier:
         extra = drop_new_filter_lines(saves, nft_based)
         return replace(bp, restore=[*bp.restore, *extra]) if extra else bp
 
-    async def _change(self, t: Transport, plan: PlanRecord, bp: Backup, actor: str,
-                      change_id: str, log: list[CommandLog]) -> ApplyResult:
-        guarded = bp.guard
-        armed_at = time.monotonic()
-        outcome = await self._run_commands(t, plan, bp, log)
-        if outcome is not None and (outcome.status == "command_failed" or not guarded):
-            return outcome
-        if guarded:
-            gone = await self._confirm(plan.host, bp, armed_at, outcome is not None, log)
-            if gone is not None:
-                return gone
-        return await self._persist(plan, bp, actor, change_id, log)
-
-    async def _disarm_quietly(self, host: Host, bp: Backup) -> None:
-        """Best effort after a failure before any change: no stale job may fire later."""
-        fresh = self.connect(host)
-        try:
-            await fresh.run([self._cmd(("mv", bp.armed, bp.armed + ".cancelled"))], step="fix")
-        except TransportError:
-            pass
-        finally:
-            await fresh.close()
-
-    async def _arm(self, t: Transport, bp: Backup, log: list[CommandLog]) -> str | None:
-        touch = await self._run(t, self._cmd(("touch", bp.armed)), log)
-        job = await self._run(t, detached_command(
-            bp.restore, delay=self.settings.lockout_deadline, armed=bp.armed, log=bp.log), log)
+    async def _arm(self, t: Transport, run: _Run) -> ApplyResult | None:
+        systemd = await guard.uses_systemd(t)
+        unit = f"mailcheck-guard-{run.change.id}"
+        job, touch = [await self._run(t, c, run.log) for c in
+                      guard.arm_commands(run.bp, self.deadline(run.plan.fix), systemd, unit)]
+        run.armed_at = time.monotonic()
         if touch.ok and job.ok:
             return None
-        return "could not start the lock-out guard on the host (setsid -f); nothing was applied"
+        how = "systemd-run" if systemd else "setsid -f"
+        await self._disarm_quietly(run)
+        return run.result("backup_failed", f"could not start the lock-out guard on the host "
+                          f"({how}: {job.stderr.strip() or touch.stderr.strip()}); nothing was applied")
 
-    async def _run_commands(self, t: Transport, plan: PlanRecord, bp: Backup,
-                            log: list[CommandLog]) -> ApplyResult | None:
-        """None when every command succeeded; connection_lost / command_failed otherwise."""
-        for argv in plan.fix.commands:
+    async def _disarm_quietly(self, run: _Run) -> bool:
+        """Best effort after a failure before any change: no stale job may fire later."""
+        fresh = self.connect(run.host)
+        try:
+            return (await fresh.run([guard.disarm_command(run.bp)], step="fix"))[0].ok
+        except TransportError:
+            return False
+        finally:
+            await fresh.close()
+
+    # --- commands, restore, confirm, persist -------------------------------------------------
+    async def _change(self, t: Transport, run: _Run) -> ApplyResult:
+        failed = await self._run_commands(t, run)
+        if isinstance(failed, CommandResult):
+            return await self._after_failure(t, run, failed)
+        if failed is not None and not run.bp.guard:
+            return await self._lost_unguarded(run, failed)
+        if run.bp.guard:
+            gone = await self._confirm(run, lost=failed)
+            if gone is not None:
+                return gone
+        return await self._persist(run)
+
+    async def _run_commands(self, t: Transport, run: _Run) -> CommandResult | str | None:
+        """None: every command succeeded; a failed result; or why the connection was lost."""
+        fix = run.plan.fix
+        for argv in fix.commands:
+            cmd = self._cmd(argv, fix)
+            if run.armed_at is not None and self._too_late(run, cmd):
+                run.log.append(CommandLog.note("stopped before the guard's deadline", cmd.display))
+                return CommandResult(cmd, None, "", "not run: too close to the lock-out deadline")
             try:
-                r = await self._run(t, self._cmd(argv), log)
+                r = await self._run(t, cmd, run.log)
             except TransportError as e:
-                return ApplyResult("connection_lost", str(e), log=log)
+                return f"{type(e).__name__} during `{cmd.display}`: {e}"
             if not r.ok:
-                await self._restore_now(t, bp, log)
-                return ApplyResult("command_failed", f"`{r.command.display}` failed (exit "
-                                   f"{r.exit_status}): {r.stderr.strip()}; the backup was "
-                                   "restored", log=log)
+                return r
         return None
 
-    async def _restore_now(self, t: Transport, bp: Backup, log: list[CommandLog]) -> bool:
-        await self._run(t, self._cmd(("mv", bp.armed, bp.armed + ".cancelled")), log)
-        return (await self._run(t, script_command(bp.restore), log)).ok
+    def _too_late(self, run: _Run, cmd: Command) -> bool:
+        spent = time.monotonic() - (run.armed_at or 0.0)
+        return spent + cmd.timeout + KILL_AFTER + self.settings.connect_timeout \
+            >= self.deadline(run.plan.fix)
 
-    async def _confirm(self, host: Host, bp: Backup, armed_at: float, lost: bool,
-                       log: list[CommandLog]) -> ApplyResult | None:
-        """Disarm over a fresh connection. None: reachable and disarmed."""
-        fresh = self.connect(host)
+    async def _after_failure(self, t: Transport, run: _Run, r: CommandResult) -> ApplyResult:
+        what = f"`{r.command.display}` failed (exit {r.exit_status}): {r.stderr.strip()}"
         try:
-            r = await self._run(fresh, self._cmd(("mv", bp.armed, bp.armed + ".cancelled")), log)
-            if not r.ok:
-                return ApplyResult("restored_by_host", "the lock-out deadline passed before "
-                                   "mailcheck could confirm; the host restored the backup", log=log)
-            if lost:
-                await self._run(fresh, script_command(bp.restore), log)
-                return ApplyResult("connection_lost", "the SSH connection dropped while applying; "
-                                   "the backup was restored", log=log)
-            return None
+            ok, text, left = await self._restore_now(t, run)
         except TransportError as e:
-            log.append(CommandLog(f"fresh SSH connection to {host.name}", None, "", str(e)))
+            lost = f"{what}; then {type(e).__name__}: {e}"
+            if not run.bp.guard:
+                return await self._lost_unguarded(run, lost)
+            return await self._confirm(run, lost=lost)  # never None when lost
+        return run.result("command_failed" if ok else "not_restored", f"{what}; {text}", left=left)
+
+    async def _lost_unguarded(self, run: _Run, why: str) -> ApplyResult:
+        fresh = self.connect(run.host)
+        try:
+            ok, text, left = await self._restore_now(fresh, run)
+        except TransportError as e:
+            return run.result("unreachable", f"the connection was lost ({why}) and the host "
+                              f"cannot be reached again ({e}): look at it by hand")
         finally:
             await fresh.close()
-        return await self._await_host_restore(host, bp, armed_at, log)
+        return run.result("connection_lost" if ok else "not_restored",
+                          f"the connection was lost ({why}); over a fresh connection {text}",
+                          left=left)
 
-    async def _await_host_restore(self, host: Host, bp: Backup, armed_at: float,
-                                  log: list[CommandLog]) -> ApplyResult:
-        wait = armed_at + self.settings.lockout_deadline + GRACE - time.monotonic()
-        await asyncio.sleep(max(0.0, wait))
-        fresh = self.connect(host)
+    async def _restore_now(self, t: Transport, run: _Run) -> tuple[bool, str, str]:
+        """Restore, check, and only then disarm: (restored, what to say, what is left)."""
+        bp = run.bp
+        if not bp.restore:
+            after = await self._dump(t, bp)
+            return False, "this fix has no undo: NOT restored", left_on_host(run.before, after)
+        budget = max(self.settings.command_timeout, 10.0) * max(1, len(bp.restore))
+        r = await self._run(t, script_command(bp.restore, timeout=budget, keep_going=True), run.log)
+        after = await self._dump(t, bp)
+        if not r.ok:
+            again = " The guard on the host stays armed and tries once more at its deadline." \
+                if bp.guard else ""
+            return False, (f"restoring the backup {bp.directory} FAILED ({r.stderr.strip()[-500:]}):"
+                           f" NOT restored.{again}"), left_on_host(run.before, after)
+        note = ""
+        if bp.guard and not (await self._run(t, guard.disarm_command(bp), run.log)).ok:
+            note = " (the host's guard had fired too)"
+        exact = " and the rulesets equal those before" if bp.dump and same_ruleset(run.before, after) \
+            else ("; the rulesets now differ from before:\n" + left_on_host(run.before, after)
+                  if bp.dump else "")
+        return True, f"the backup was restored{exact}{note}", ""
+
+    async def _confirm(self, run: _Run, lost: str | None) -> ApplyResult | None:
+        """Over a fresh connection: restore (if the old one was lost) or disarm.
+        None: reachable and disarmed, the change stands."""
+        fresh = self.connect(run.host)
         try:
-            r = await self._run(fresh, self._cmd(("test", "-e", bp.armed + ".fired")), log)
+            if lost is not None:
+                ok, text, left = await self._restore_now(fresh, run)
+                return run.result("connection_lost" if ok else "not_restored",
+                                  f"the SSH connection was lost while applying ({lost}); over a "
+                                  f"fresh connection {text}", left=left)
+            if (await self._run(fresh, guard.disarm_command(run.bp), run.log)).ok:
+                return None
+            return await self._guard_result(fresh, run, "the lock-out deadline passed before "
+                                            "mailcheck could confirm")
         except TransportError as e:
-            return ApplyResult("unreachable", f"mailcheck lost SSH access after the change and "
-                               f"still cannot reach {host.name} after the deadline: {e}", log=log)
+            run.log.append(CommandLog.note(f"fresh SSH connection to {run.host.name} failed", str(e)))
         finally:
             await fresh.close()
-        if r.ok:
-            return ApplyResult("restored_by_host", "the change cut mailcheck's SSH access; the "
-                               "host restored the backup by itself after "
-                               f"{self.settings.lockout_deadline}s", log=log)
-        return ApplyResult("unreachable", "SSH access was lost and the host did not report a "
-                           "restore; check it by hand", log=log)
+        return await self._await_host_restore(run, lost)
 
-    async def _persist(self, plan: PlanRecord, bp: Backup, actor: str, change_id: str,
-                       log: list[CommandLog]) -> ApplyResult:
+    async def _await_host_restore(self, run: _Run, lost: str | None) -> ApplyResult:
+        wait = (run.armed_at or 0.0) + self.deadline(run.plan.fix) + GRACE - time.monotonic()
+        await self.sleep(max(0.0, wait))
+        why = f"mailcheck lost SSH access ({lost})" if lost else \
+            "the change cut mailcheck's SSH access"
+        fresh = self.connect(run.host)
+        try:
+            return await self._guard_result(fresh, run, why)
+        except TransportError as e:
+            return run.result("unreachable", f"{why} and still cannot reach {run.host.name} after "
+                              f"the guard's deadline ({e}): whether the host restored its backup is "
+                              "unknown; look at it by hand")
+        finally:
+            await fresh.close()
+
+    async def _guard_result(self, t: Transport, run: _Run, why: str) -> ApplyResult:
+        """Report exactly what the guard's files show (waiting briefly for a restore in progress)."""
+        state = await guard.read_state(t, run.bp)
+        for _ in range(15):
+            if state.seen != "restoring":
+                break
+            await self.sleep(1.0)
+            state = await guard.read_state(t, run.bp)
+        run.log.append(CommandLog.note(state.summary, state.log))
+        after = await self._dump(t, run.bp)
+        left = left_on_host(run.before, after)
+        if state.seen == "restored":
+            return run.result("restored_by_host", f"{why}; {state.summary}: {left}",
+                              ruleset_after=after)
+        if state.seen == "armed":  # it did not fire: we can reach the host, so restore now
+            ok, text, left = await self._restore_now(t, run)
+            return run.result("connection_lost" if ok else "not_restored",
+                              f"{why}; the guard had not fired, so mailcheck restored now: {text}",
+                              left=left)
+        what = "the guard was disarmed, not by this apply" if state.seen == "cancelled" \
+            else state.summary
+        return run.result("not_restored", f"{why}; {what}. NOT restored: {left}", left=left)
+
+    # --- after a restart ------------------------------------------------------------------------
+    async def settle(self, plan: PlanRecord, change: ChangeRecord, host: Host, why: str) -> ApplyResult:
+        """What became of a change whose apply stopped (mailcheck died or was stopped): wait
+        for its guard while it is armed, then report exactly what the host shows.
+        Raises TransportError when the host cannot be reached."""
+        bp = Backup(directory=change.backup_dir, take=[], guard=True,
+                    restore=[line_from_dict(d) for d in change.restore_lines],
+                    dump=backup_for(change.fix, "/", host.name, change.id).dump)
+        run = _Run(plan, host, bp, change, before=change.ruleset_before)
+        t = self.connect(host)
+        try:
+            state = await guard.read_state(t, bp)
+            if state.seen == "armed":
+                wait = self.deadline(change.fix) - (state.age or 0.0) + GRACE
+                run.log.append(CommandLog.note(f"the guard is armed; waiting {max(wait, 0):.0f}s "
+                                               "for its deadline"))
+                await t.close()
+                await self.sleep(max(0.0, wait))
+                t = self.connect(host)
+            elif state.seen in ("cancelled", "none"):
+                after = await self._dump(t, bp)
+                return self._settled(run, state, after)
+            return await self._guard_result(t, run, why)
+        finally:
+            await t.close()
+
+    def _settled(self, run: _Run, state: guard.GuardState, after: str) -> ApplyResult:
+        left = left_on_host(run.before, after)
+        if state.seen == "cancelled":
+            return run.result("applied", "the guard had been disarmed: the change was confirmed and "
+                              "is in effect, but mailcheck stopped before recording it (whether it "
+                              f"was persisted is unknown): {left}", ruleset_after=after)
+        if run.bp.dump and same_ruleset(run.before, after):
+            return run.result("unchanged", f"no guard was armed and {left}: nothing of this fix "
+                              "is in effect", ruleset_after=after)
+        return run.result("unknown", f"no guard was armed; {left}", left=left, ruleset_after=after)
+
+    async def _persist(self, run: _Run) -> ApplyResult:
         """The change is confirmed: persist it and record it, even if this connection fails."""
         failed, after = [], ""
-        t = self.connect(plan.host)
+        t = self.connect(run.host)
         try:
-            for argv in plan.fix.persist:
-                r = await self._run(t, self._cmd(argv), log)
+            for argv in run.plan.fix.persist:
+                r = await self._run(t, self._cmd(argv), run.log)
                 if not r.ok:
                     failed.append(r.command.display)
-            after = await self._dump(t, bp)
+            after = await self._dump(t, run.bp)
         except TransportError as e:
             failed.append(f"(connection: {e})")
         finally:
             await t.close()
-        change = ChangeRecord(
-            id=change_id, plan_id=plan.id, host=plan.host, fix=plan.fix, applied_by=actor,
-            applied_at=time.time(), backup_dir=bp.directory,
-            restore_lines=[line_to_dict(s) for s in bp.restore], ruleset_after=after,
-        )
+        run.change.ruleset_after = after
         msg = "applied" if not failed else f"applied, but persisting failed: {', '.join(failed)} " \
             "(the change is lost at reboot)"
-        return ApplyResult("applied", msg, change=change, log=log, ruleset_after=after)
+        return run.result("applied", msg, ruleset_after=after)

@@ -25,7 +25,10 @@ fixed `sh -c` text whose only variable words are positional arguments.
   so that `K-restore` also empties a filter table that did not exist before.
 - nft: `flush ruleset` + `nft list ruleset`, restored atomically by `nft -f`
   (which fails, atomically, when iptables-nft's xt rules are in the ruleset:
-  the test-load says so before anything changes).
+  the test-load says so before anything changes; and where nft can translate
+  them it would replace them by native rules, comments lost: prefer nft_tables).
+- nft_tables: each table on its own, `table F T; delete table F T; <listing>`,
+  atomic per table and leaving every other table alone.
 - nothing saved (`BackupSpec()` or no declaration): the restore is Fix.rollback.
 """
 
@@ -93,6 +96,22 @@ def _ruleset(d: str, kind: RulesetKind) -> tuple[list[ScriptLine], ScriptLine, S
             ScriptLine((f"{kind}-restore",), stdin=path))
 
 
+# $1 family, $2 table, $3 the file: a table that is absent is saved as "create, delete".
+_SAVE_NFT_TABLE = ('t=$(nft list tables "$1") || exit 1; '
+                   'printf "table %s %s\\ndelete table %s %s\\n" "$1" "$2" "$1" "$2" >"$3" || exit 1; '
+                   'if printf "%s\\n" "$t" | grep -qx "table $1 $2"; then '
+                   'nft list table "$1" "$2" >>"$3" || exit 1; fi')
+
+
+def _nft_table(d: str, table: str) -> tuple[ScriptLine, ScriptLine, ScriptLine, Command]:
+    """(take, test, restore, dump) of one native nft table."""
+    family, name = table.split()
+    path = f"{d}/table.{family}.{name}.nft"
+    return (ScriptLine(("sh", "-c", _SAVE_NFT_TABLE, "sh", family, name, path)),
+            ScriptLine(("nft", "-c", "-f", path)), ScriptLine(("nft", "-f", path)),
+            Command(("nft", "list", "table", family, name)))
+
+
 def _path(d: str, path: str) -> tuple[ScriptLine, ScriptLine]:
     """(take, restore) of one declared file or directory."""
     saved = f"{d}/files{path}"
@@ -121,21 +140,32 @@ def backup_for(fix: Fix, base_dir: str, host: str, change_id: str,
         take += t
         test.append(check)
         restore.append(r)
+    table_dumps = []
+    for table in spec.nft_tables:
+        t, check, r, dump_one = _nft_table(d, table)
+        take.append(t)
+        test.append(check)
+        restore.append(r)
+        table_dumps.append(dump_one)
     if spec.saves_anything:
         restore += _lines(spec.reload)
     else:
         restore = _lines(fix.rollback)
-    dump = [dump_command(k) for k in dict.fromkeys([*spec.rulesets, *spec.compare])]
+    dump = [dump_command(k) for k in dict.fromkeys([*spec.rulesets, *spec.compare])] + table_dumps
     return Backup(directory=d, take=take, restore=restore, test=test, undo=_lines(spec.undo),
                   dump=dump, guard=spec.guard)
 
 
 _COUNTERS = re.compile(r"\[\d+:\d+\]")
+# nft's own counters and set-element countdowns change with traffic and time, not with rules
+# (Docker's nftables backend counts every published port's packets).
+_NFT_RUNNING = re.compile(r" counter packets \d+ bytes \d+| expires [0-9dhms]+")
 
 
 def normalize_ruleset(text: str) -> str:
     """iptables-save / nft text without comments, counters and empty default tables."""
-    lines = [_COUNTERS.sub("[0:0]", ln.rstrip()) for ln in text.splitlines()]
+    lines = [_NFT_RUNNING.sub(lambda m: " counter" if "counter" in m.group() else "",
+                              _COUNTERS.sub("[0:0]", ln.rstrip())) for ln in text.splitlines()]
     lines = [ln for ln in lines if ln and not ln.lstrip().startswith("#")]
     return "\n".join(_drop_empty_filter(lines))
 

@@ -7,7 +7,10 @@ Slack user group is resolved by an injected async callable (in production
 Slack's usergroups.users.list), so the policy is testable without Slack.
 
 Order of the checks: read-only first (nothing is applied during a freeze,
-not even break-glass), then four eyes, then approver lists. Only when those
+not even break-glass), then four eyes (whoever requested this plan, or an
+identical one by pressing Re-check, may not approve it), then approver lists.
+A user-group lookup that fails (a 429, a missing scope) refuses, saying why;
+memberships are cached for `GROUP_TTL` seconds (`CachedGroups`). Only when those
 refuse, and only when settings.break_glass is on, a typed reason opens the
 break-glass path (the caller announces it in the channel and audits it).
 
@@ -19,8 +22,9 @@ of an id: a Slack user id is always of kind "slack".
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.models import Actor
 from config.inventory import Host, Inventory
@@ -28,6 +32,39 @@ from config.settings import Settings
 
 GroupMembers = Callable[[str], Awaitable[Iterable[str]]]
 MIN_REASON = 10
+GROUP_TTL = 60.0
+
+
+class GroupLookupError(Exception):
+    """A user group's members could not be read (rate-limited, missing scope, ...)."""
+
+
+@dataclass
+class CachedGroups:
+    """A GroupMembers that remembers each group's members for `ttl` seconds (failures are not
+    remembered) and turns any failure into GroupLookupError naming the group."""
+
+    lookup: GroupMembers
+    ttl: float = GROUP_TTL
+    _cache: dict[str, tuple[float, frozenset[str]]] = field(default_factory=dict)
+
+    async def __call__(self, group: str) -> frozenset[str]:
+        hit = self._cache.get(group)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        try:
+            members = frozenset(await self.lookup(group))
+        except Exception as e:  # noqa: BLE001 - any failure of the lookup refuses, with its reason
+            raise GroupLookupError(f"could not read the members of user group {group} "
+                                   f"({type(e).__name__}: {_reason(e)})") from e
+        self._cache[group] = (time.monotonic() + self.ttl, members)
+        return members
+
+
+def _reason(e: Exception) -> str:
+    response = getattr(e, "response", None)
+    error = response.get("error") if hasattr(response, "get") else None
+    return str(error or e)[:200]
 
 
 @dataclass(frozen=True)
@@ -63,7 +100,8 @@ class Policy:
     ) -> None:
         self.settings = settings
         self.inventory = inventory
-        self.group_members = group_members
+        self.group_members = group_members if isinstance(group_members, CachedGroups) \
+            else CachedGroups(group_members)
 
     def approvers_for(self, host: Host) -> Approvers:
         users, groups = set(host.approvers), set(host.approver_groups)
@@ -78,7 +116,8 @@ class Policy:
     async def is_approver(
         self, host: Host, actor: Actor, actor_groups: Iterable[str] | None = None
     ) -> bool:
-        """A Slack user named (or in a user group named) as an approver for `host`."""
+        """A Slack user named (or in a user group named) as an approver for `host`.
+        Raises GroupLookupError when a group's members cannot be read."""
         if actor.kind != "slack":
             return False
         who = self.approvers_for(host)
@@ -92,19 +131,27 @@ class Policy:
         return False
 
     async def decide(
-        self, host: Host, actor: Actor, requested_by: Actor | None, *,
+        self, host: Host, actor: Actor, requested_by: Actor | Iterable[Actor] | None, *,
         actor_groups: Iterable[str] | None = None, break_glass_reason: str | None = None,
     ) -> Permission:
-        """May `actor` apply a fix on `host` that `requested_by` asked for?"""
+        """May `actor` apply a fix on `host` that `requested_by` asked for? `requested_by`:
+        the requester, or everyone who requested this plan's content (Re-check included)."""
         if self.settings.read_only:
             return Permission(False, "mailcheck is read-only (change freeze): fixes are not "
                             "applied; checks still run", code="read_only")
         if actor.kind == "cli":
             return Permission(True, "operator at the CLI with the host's SSH key", code="cli")
-        if self.settings.four_eyes and actor == requested_by:
-            refusal = Permission(False, "four eyes: whoever ran the check may not approve its fix; "
-                               "ask another approver", code="four_eyes")
-        elif await self.is_approver(host, actor, actor_groups):
+        requesters = {requested_by} if isinstance(requested_by, Actor) else set(requested_by or ())
+        try:
+            approver = await self.is_approver(host, actor, actor_groups)
+        except GroupLookupError as e:
+            return Permission(False, f"{e}: refused, since whether you may approve is unknown; "
+                              "try again in a minute", code="group_lookup_failed")
+        if self.settings.four_eyes and actor in requesters:
+            refusal = Permission(False, "four eyes: whoever ran the check (or pressed Re-check and "
+                               "got this same plan) may not approve its fix; ask another approver",
+                               code="four_eyes")
+        elif approver:
             return Permission(True, "approver for this host", code="approver")
         else:
             who = self.approvers_for(host)

@@ -8,13 +8,16 @@ ruleset is compared with the one recorded before the fix.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 
-from bot.fixes.apply import CommandLog
+from bot.fixes import hostlock
 from bot.fixes.backup import backup_for, line_from_dict, normalize_ruleset
+from bot.fixes.evidence import CommandLog, left_on_host
 from bot.models import Command
 from bot.store import ChangeRecord
-from bot.transport import Connect, script_command
+from bot.transport import Connect, Transport, script_command
+from config.inventory import Host
 from config.settings import Settings
 
 
@@ -27,6 +30,7 @@ class RollbackResult:
     ruleset_before: str = ""  # before the rollback (= after the fix)
     ruleset_after: str = ""
     drift: bool = False  # refused: the rules changed since the fix
+    busy: bool = False  # another mailcheck holds the host's lock
 
 
 def drifted(change: ChangeRecord, now: str) -> bool:
@@ -36,33 +40,52 @@ def drifted(change: ChangeRecord, now: str) -> bool:
 
 
 async def restore_change(settings: Settings, connect: Connect, change: ChangeRecord,
-                         force: bool = False) -> RollbackResult:
-    lines = [line_from_dict(d) for d in change.restore_lines]
-    if not lines:
+                         host: Host, force: bool = False) -> RollbackResult:
+    """Restore `change` on `host` (today's inventory entry), under the lock on the host."""
+    if not change.restore_lines:
         return RollbackResult(False, "this change has no backup or rollback commands to run")
-    dumps = _dumps(change)
-    log: list[CommandLog] = []
-    t = connect(change.host)
+    lock = hostlock.HostLock.for_change(
+        str(settings.backup_dir), "r_" + secrets.token_urlsafe(6), f"rollback of {change.id}",
+        str(settings.db_path), settings.lockout_deadline + 600)
+    t = connect(host)
     try:
-        before = "".join(r.stdout for r in await t.run(dumps, step="rollback")) if dumps else ""
-        if not force and drifted(change, before):
-            return RollbackResult(False, "the rules changed since this fix was applied; restoring "
-                                  "the backup would undo those changes too. Nothing was done "
-                                  "(`mailcheck rollback --force` restores it anyway)",
-                                  ruleset_before=before, drift=True)
-        r = (await t.run([script_command(lines, timeout=settings.command_timeout)],
-                         step="rollback"))[0]
-        log.append(CommandLog.of(r))
-        if not r.ok:
-            return RollbackResult(False, f"restoring {change.backup_dir} failed: "
-                                  f"{r.stderr.strip()}", log=log, ruleset_before=before)
-        for argv in change.fix.persist:
-            p = (await t.run([Command(tuple(argv), timeout=settings.command_timeout)],
-                             step="rollback"))[0]
-            log.append(CommandLog.of(p))
-        after = "".join(r.stdout for r in await t.run(dumps, step="rollback")) if dumps else ""
+        held = await hostlock.acquire(t, lock, settings.lock_wait)
+        if held is not None:
+            return RollbackResult(False, f"another mailcheck is changing {host.name}: {held}",
+                                  busy=True)
+        try:
+            return await _restore(settings, t, change, force)
+        finally:
+            await hostlock.release(t, lock)
     finally:
         await t.close()
+
+
+async def _restore(settings: Settings, t: Transport, change: ChangeRecord,
+                   force: bool) -> RollbackResult:
+    lines = [line_from_dict(d) for d in change.restore_lines]
+    dumps = _dumps(change)
+    log: list[CommandLog] = []
+    before = "".join(r.stdout for r in await t.run(dumps, step="rollback")) if dumps else ""
+    if not force and drifted(change, before):
+        return RollbackResult(False, "the rules changed since this fix was applied; restoring "
+                              "the backup would undo those changes too. Nothing was done "
+                              "(`mailcheck rollback --force` restores it anyway)",
+                              ruleset_before=before, drift=True)
+    budget = max(settings.command_timeout, 10.0) * len(lines)
+    r = (await t.run([script_command(lines, timeout=budget, keep_going=True)], step="rollback"))[0]
+    log.append(CommandLog.of(r))
+    if not r.ok:
+        after = "".join(x.stdout for x in await t.run(dumps, step="rollback")) if dumps else ""
+        return RollbackResult(False, f"restoring {change.backup_dir} FAILED "
+                              f"({r.stderr.strip()[-500:]}): NOT rolled back. Left on the host: "
+                              f"{left_on_host(change.ruleset_before, after)}",
+                              log=log, ruleset_before=before, ruleset_after=after)
+    for argv in change.fix.persist:
+        p = (await t.run([Command(tuple(argv), timeout=settings.command_timeout)],
+                         step="rollback"))[0]
+        log.append(CommandLog.of(p))
+    after = "".join(r.stdout for r in await t.run(dumps, step="rollback")) if dumps else ""
     exact = (normalize_ruleset(after) == normalize_ruleset(change.ruleset_before)) if dumps else None
     msg = f"restored the backup {change.backup_dir}"
     if exact is False:

@@ -52,7 +52,10 @@ def compare(fix: Fix, ports: Sequence[PortStatus]) -> VerifyResult:
         if p is None:
             missing.append(f"{where}: not checked")
         elif not _open(p):
-            missing.append(f"{where}: {p.outside or p.firewall}")
+            outside = p.direction == "outbound" and p.firewall == "allow" and p.outside is not None
+            missing.append(f"{where}: {p.outside or p.firewall}" + (
+                " although the host firewall now allows it: blocked outside the host (see the "
+                "conclusion)" if outside else ""))
     return VerifyResult(achieved=not missing, ports=list(ports), missing=missing)
 
 

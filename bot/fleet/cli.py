@@ -31,7 +31,7 @@ async def cmd_check_fleet(args: argparse.Namespace, console: Console) -> int:
                           "mail domains (the inventory's domain:): --domain is for one host")
     wiring = console.wiring
     hosts = select_hosts(args.target, wiring.inventory)
-    engine = wiring.engine(outbound_target=args.outbound_test)
+    engine = wiring.engine(outbound_targets=args.outbound_targets)
     settings = wiring.settings
     limit = raise_nofile()
     concurrency = fitting_concurrency(min(settings.fleet_concurrency, len(hosts)), limit.after)

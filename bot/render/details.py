@@ -36,6 +36,8 @@ def ports_table(report: Report) -> str:
               f"listen={p.listening:<8} firewall={p.firewall}"
         if p.process:
             row += f" ({p.process})"
+        if p.dnat:
+            row += f"  -> DNAT {p.dnat.split(' ')[0]}"
         if p.blocked_by:
             row += f"  <- {p.blocked_by}"
         lines.append(row)

@@ -47,9 +47,13 @@ def approvers_text(who: Approvers | None) -> Mrkdwn:
 
 # --- text ---------------------------------------------------------------------------
 def apply_text(out: ApplyOutcome, clicker: str) -> Mrkdwn:
-    """'@bob · Delete INPUT rule 2 on mx1: *refused*. you may not …; approvers: @alice'."""
-    return md("{} · {} on {}: *{}*. {}", mention(clicker), out.summary or "fix", out.host or "?",
+    """'@bob · Delete INPUT rule 2 on mx1: *refused*. you may not …; approvers: @alice', and
+    what is left on the host when it was NOT restored."""
+    text = md("{} · {} on {}: *{}*. {}", mention(clicker), out.summary or "fix", out.host or "?",
               out.status, out.message) + approvers_text(out.approvers)
+    if out.left:
+        text += md("\nLeft on the host:\n") + block(out.left, 1200)
+    return text
 
 
 def applied_text(out: ApplyOutcome, clicker: str) -> Mrkdwn:

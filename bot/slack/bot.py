@@ -132,11 +132,13 @@ class MailcheckBot:
     # --- buttons ------------------------------------------------------------------
     def apply(self, click: Click) -> None:
         if self.seen.first("act:" + click.key):
-            self.tasks.spawn(self.buttons.apply(click), name=f"apply:{click.value}")
+            self.tasks.spawn(self.buttons.apply(click), name=f"apply:{click.value}",
+                             drain=True)  # a shutdown lets a fix finish and report
 
     def rollback(self, click: Click) -> None:
         if self.seen.first("act:" + click.key):
-            self.tasks.spawn(self.buttons.rollback(click), name=f"rollback:{click.value}")
+            self.tasks.spawn(self.buttons.rollback(click), name=f"rollback:{click.value}",
+                             drain=True)
 
     def recheck(self, click: Click) -> None:
         """Re-check the host of a report (or of the Home tab: then in the clicker's direct

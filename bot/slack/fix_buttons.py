@@ -4,10 +4,13 @@
 
 - Apply: an applied (or not achieved) fix updates the clicked report message in place
   (chat.update); when there is none to update, or the update fails, it is said in the
-  report's thread. A refusal, an expired plan or a failure goes to the clicker only
-  (ephemeral, through the click's response_url), with a Re-check button when the plan
-  expired or the host changed. A break-glass apply is announced in the channel.
-- Roll back: likewise.
+  report's thread. A failed apply, one restored by the host's guard, one NOT restored and an
+  unreachable host are said in the report's thread too (ApplyOutcome.announce_in_channel:
+  the host may be half-changed), through the click's response_url where the bot is not in
+  the channel. A refusal or an expired plan goes to the clicker only (ephemeral), with a
+  Re-check button when the plan expired or the host changed. A break-glass apply is
+  announced in the channel.
+- Roll back: likewise; a restore that failed goes to the thread.
 
 Not built yet: the break-glass modal (settings.break_glass). FixService.apply takes
 break_glass_reason and returns out.break_glass; a refused non-approver, when break glass is
@@ -19,12 +22,14 @@ from __future__ import annotations
 
 import logging
 
+from slack_sdk.errors import SlackApiError
+
 from bot.models import Actor
 from bot.render import outcomes as render
 from bot.render.blockkit import FALLBACK_TEXT
 from bot.render.mrkdwn import Mrkdwn, trim
 from bot.slack.contracts import Fixes
-from bot.slack.poster import SlackPoster
+from bot.slack.poster import NOT_IN_CHANNEL, SlackPoster
 from bot.slack.requests import Click, ViewSubmission
 
 log = logging.getLogger(__name__)
@@ -44,7 +49,7 @@ class FixButtons:
             if await self._update(click, blocks, render.applied_text(out, click.user_id)):
                 return
         text = render.apply_text(out, click.user_id)
-        if out.changed_host:
+        if out.announce_in_channel:  # applied, failed, NOT restored, unreachable: the team must know
             await self._thread(click, text)
         else:
             await self._tell(click, text, render.reply_blocks(text, render.recheck_host(out)))
@@ -56,6 +61,8 @@ class FixButtons:
                                                click.user_id)
             if await self._update(click, blocks, render.rollback_text(out, click.user_id)):
                 return
+            await self._thread(click, render.rollback_text(out, click.user_id))
+        elif out.announce_in_channel:  # a restore that failed
             await self._thread(click, render.rollback_text(out, click.user_id))
         else:
             await self._tell(click, render.rollback_text(out, click.user_id))
@@ -77,10 +84,18 @@ class FixButtons:
             return False
 
     async def _thread(self, click: Click, text: Mrkdwn) -> None:
-        """In the report's thread (the channel, when the click was not on a message)."""
+        """In the report's thread (the channel, when the click was not on a message); where
+        the bot is not in the channel, through the click's response_url, to the channel."""
         if click.channel_id:
-            await self.poster.paced(click.channel_id, "chat_postMessage", text=trim(text, 3000),
-                                    **({"thread_ts": click.message_ts} if click.message_ts else {}))
+            try:
+                await self.poster.paced(click.channel_id, "chat_postMessage", text=trim(text, 3000),
+                                        **({"thread_ts": click.message_ts} if click.message_ts else {}))
+                return
+            except SlackApiError as e:
+                if e.response.get("error") not in NOT_IN_CHANNEL or not click.response_url:
+                    raise
+            await self.poster.respond(click.response_url, {
+                "response_type": "in_channel", "replace_original": False, "text": trim(text, 3000)})
         else:
             await self._tell(click, text)
 

@@ -26,9 +26,11 @@ from slack_sdk.errors import SlackApiError
 
 from bot.engine import Checker
 from bot.errors import ConfigError
+from bot.fixes import FixService as RealFixService
 from bot.fixes.policy import slack_group_members
 from bot.slack.app import bot_of, build_app, make_client
 from bot.slack.contracts import Fixes
+from bot.slack.poster import SlackPoster
 from bot.wiring import Wiring
 from config.inventory import Inventory
 from config.settings import Settings
@@ -120,11 +122,11 @@ async def _run_app(app: AsyncApp, settings: Settings, stop: asyncio.Event,
         if on_ready:
             on_ready(port)
         await stop.wait()
-    finally:
-        await bot_of(app).tasks.shutdown()
+    finally:  # no new events first, then let fixes in progress finish and report
         if handler is not None:
             await handler.close_async()
         await runner.cleanup()
+        await bot_of(app).tasks.shutdown(drain=settings.drain_timeout)
         await bot_of(app).poster.close()
 
 
@@ -145,4 +147,34 @@ async def serve(settings: Settings, *, inventory: Inventory | None = None,
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    await run_app(app, settings, stop)
+    service = fixes if isinstance(fixes, RealFixService) else None  # a test's fake: neither
+    background: list[asyncio.Task] = []
+
+    def ready(_port: int) -> None:
+        if service is not None:  # plans an earlier run left mid-apply: re-read their hosts
+            background.append(asyncio.create_task(announce_reconciled(service, bot_of(app).poster)))
+
+    try:
+        await run_app(app, settings, stop, on_ready=ready)
+    finally:
+        for task in background:  # idempotent: what it did not finish, the next start does
+            task.cancel()
+        if service is not None and await service.drain(0):  # past drain_timeout: recorded
+            log.error("fixes were cancelled at shutdown; the next start reconciles them")
+
+
+async def announce_reconciled(service: RealFixService, poster: SlackPoster) -> None:
+    """Reconcile plans left mid-apply, and tell each plan's channel what its host shows."""
+    try:
+        found = await service.reconcile()
+    except Exception:
+        log.exception("reconciling plans left mid-apply failed")
+        return
+    for r in found:
+        log.warning("reconciled %s on %s: %s", r.plan_id, r.host, r.status)
+        if not r.channel.startswith(("C", "G", "D")):  # a CLI plan: the audit log has it
+            continue
+        try:
+            await poster.call("chat_postMessage", channel=r.channel, text=r.text[:3000])
+        except SlackApiError as e:
+            log.error("could not tell %s about %s: %s", r.channel, r.plan_id, e.response.get("error"))

@@ -14,17 +14,22 @@ log = logging.getLogger(__name__)
 
 class TaskSet:
     """Tasks kept in a set (so they are not garbage-collected mid-run), each
-    with a timeout; `shutdown()` cancels them and waits for their cleanup."""
+    with a timeout; `shutdown()` cancels them and waits for their cleanup, except
+    those spawned with `drain=True` (fixes), which it first lets finish for a while."""
 
     def __init__(self, timeout: float = 600.0) -> None:
         self.timeout = timeout
         self._tasks: set[asyncio.Task] = set()
+        self._drained: set[asyncio.Task] = set()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, timeout: float | None = None,
-              name: str | None = None) -> asyncio.Task:
+              name: str | None = None, drain: bool = False) -> asyncio.Task:
         task = asyncio.create_task(self._guard(coro, timeout or self.timeout), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if drain:
+            self._drained.add(task)
+            task.add_done_callback(self._drained.discard)
         return task
 
     @staticmethod
@@ -44,7 +49,20 @@ class TaskSet:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def shutdown(self, grace: float = 10.0) -> None:
+    async def shutdown(self, grace: float = 10.0, drain: float = 0.0) -> None:
+        """Cancel every task but the drained ones; give those up to `drain` s to finish (an
+        apply in progress ends and reports), then cancel what is left."""
+        keep = set(self._drained)
+        for t in self._tasks - keep:
+            t.cancel()
+        if keep:
+            # a warning: the operator who stops serve sees why the stop takes a while
+            log.warning("shutting down: waiting up to %.0fs for %d fix(es) in progress",
+                        drain, len(keep))
+            _done, late = await asyncio.wait(keep, timeout=drain)
+            if late:
+                log.error("%d fix(es) still running after %.0fs: cancelled (the next start "
+                          "reconciles them)", len(late), drain)
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()

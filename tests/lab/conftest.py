@@ -13,6 +13,7 @@ import pytest
 
 from tests import dnslab as dnslab_mod
 from tests.labhost import LabHost, make_client_key, make_host, missing_prerequisites
+from tests.labrouter import RoutedHost, make_routed_host
 
 pytestmark = pytest.mark.lab
 
@@ -50,6 +51,32 @@ def lab(client_key):
 @pytest.fixture
 def labhost(lab) -> LabHost:
     return lab()
+
+
+@pytest.fixture
+def routed(client_key) -> RoutedHost:
+    """A lab host behind a router namespace (tests/labrouter.py); closed at the end."""
+    host = make_routed_host(client_key)
+    try:
+        yield host
+    finally:
+        host.close()
+
+
+@pytest.fixture
+def csf_src() -> Path:
+    """Real CSF's code: a public snapshot, not a package (tests/csflab.py). Without one the test
+    is skipped, saying so (failed when MAILCHECK_LAB=required); the replayed CSF rulesets in
+    tests/data/firewall/csf_* run everywhere."""
+    from tests.csflab import DEFAULT_SNAPSHOT, snapshot
+
+    src = snapshot()
+    if src is None:
+        msg = f"real CSF needs a snapshot: MAILCHECK_CSF_SNAPSHOT or {DEFAULT_SNAPSHOT}"
+        if os.environ.get("MAILCHECK_LAB") == "required":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return src
 
 
 @pytest.fixture(scope="session")

@@ -152,7 +152,9 @@ def test_missing_commands(labhost, tmp_path):
 
 
 async def test_connection_dropped_mid_check(labhost):
-    """sshd dies while the batch runs: every SSH step says so, the probes still report."""
+    """sshd dies while the batch runs: every step of that batch says so (the steps that read
+    local state share it; the resolver's and provider's own batches were back), the probes
+    still report."""
     import asyncio
     import os
     import signal
@@ -181,3 +183,4 @@ async def test_connection_dropped_mid_check(labhost):
                                          "the connection dropped")
     assert {p.outside for p in report.ports if p.direction == "inbound"} == {"refused"}
     assert report.exit_code == 2
+

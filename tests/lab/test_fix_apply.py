@@ -162,7 +162,7 @@ async def test_case1_apply_opens_ports_keeps_ssh_and_other_rules_then_rolls_back
         == before  # and the saved rules follow
     assert {lh.probe(p) for p in MAIL_IN} == {"filtered"}
     events = [e.event for e in await svc.audit(host.name)]
-    assert events[:4] == ["rollback", "verify", "apply", "approval"] and "plan" in events
+    assert events[:5] == ["rollback", "verify", "apply", "started", "approval"] and "plan" in events
 
 
 # --- the guide, case 2: policy DROP, only SSH allowed -------------------------------------------
@@ -265,7 +265,8 @@ async def test_precondition_changed_between_plan_and_approval_is_refused(lab, tm
     assert out.status == "precondition_changed" and out.offer_recheck, out.message
     assert "filter is as it was" in out.message
     assert rules(lh) == meddled and lh.probe(25) == "filtered"
-    assert not Path(svc.settings.backup_dir).exists()  # refused before even the backup
+    assert list(Path(svc.settings.backup_dir).iterdir()) == []  # refused before even the backup,
+    # and the lock on the host (backup_dir/.lock) was released
     assert (await svc.apply(plan_id, Actor("slack", "UOPS"))).status == "duplicate"  # the plan is spent: re-check
 
 
@@ -284,15 +285,17 @@ async def test_a_fix_that_cuts_ssh_is_rolled_back_by_the_host(lab, tmp_path, cut
               persist=[["iptables-save", "-f", "/etc/iptables/rules.v4"]],
               preconditions=[table_precondition(lh)],
               expected_allow=[("inbound", "ipv4", 25)])
-    svc, host = service(tmp_path, lh, lockout_deadline=4, command_timeout=3.0)
+    svc, host = service(tmp_path, lh, lockout_deadline=14, command_timeout=2.0)
     out = await svc.apply(await register(svc, host, bad), Actor("slack", "UOPS"))
     assert out.status == "restored_by_host", (out.status, out.message, out.log)
     assert rules(lh) == before  # the host put the old rules back by itself
     assert lh.probe(22) == "open" and await ssh_ok(host, svc.settings)
     assert not (lh.etc / "iptables" / "rules.v4").exists()  # the bad rules were never saved
     [bdir] = list(Path(svc.settings.backup_dir).iterdir())
-    assert (bdir / "deadman.armed.fired").exists()
+    assert (bdir / "deadman.armed.fired").exists() and (bdir / "deadman.armed.restored").exists()
+    assert not (bdir / "deadman.armed.restore-failed").exists()
     assert "restored" in (bdir / "deadman.log").read_text()
+    assert "the host restored the backup" in out.message and "equal those before" in out.message
     [apply] = [e for e in await svc.audit(host.name) if e.event == "apply"]
     assert apply.result == "restored_by_host"
 

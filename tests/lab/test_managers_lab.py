@@ -37,17 +37,6 @@ def test_fail2ban_config_is_the_hosts_own(lab):
     assert not (b.etc / "fail2ban").exists()
 
 
-@pytest.fixture
-def csf_src():
-    from tests.csflab import DEFAULT_SNAPSHOT, snapshot
-
-    src = snapshot()
-    if src is None:  # not a lab package: no registry has CSF (see tests/csflab.py)
-        pytest.skip(f"real CSF needs a snapshot: MAILCHECK_CSF_SNAPSHOT or {DEFAULT_SNAPSHOT} "
-                    "(the replayed CSF rulesets in tests/data/firewall/csf_* run everywhere)")
-    return src
-
-
 def test_csf_tcp_in_decides_and_csf_r_undoes_a_raw_fix(labhost, csf_src):
     from tests.csflab import Csf, get_option
 

@@ -97,7 +97,7 @@ def test_nft_plan_applied_in_a_real_host(lab, case):
             assert outcome_verdict(seen[key(d, f, p)]) == "allow", (fix.summary, d, f, p, seen[key(d, f, p)])
     # nothing got worse; nothing the plan did not promise changed (except where the model said unknown)
     promised = {key(*k) for fix in plan.fixes for k in fix.expected_allow}
-    model = model_verdicts(parse_results({r.command.argv: r for r in results}), addresses_of(host))
+    model = model_verdicts({r.command.argv: r for r in results}, addresses_of(host))
     for k, was in outcomes.items():
         assert not (outcome_verdict(was) == "allow" and outcome_verdict(seen[k]) != "allow"), (k, was, seen[k])
         if k not in promised and model[k].verdict != "unknown":

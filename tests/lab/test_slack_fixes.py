@@ -4,7 +4,8 @@ the real Engine over real SSH against a lab host whose iptables drops port 25.
 
 (a) an approver's click applies: the kernel (a probe from outside) sees 25 open and the
     report message is updated in place (chat.update) with before/after and "Applied by";
-(b) a non-approver's click is refused ephemerally, the host's ruleset is byte-identical and
+(b) a non-approver's click is refused ephemerally, the host's ruleset is byte-identical (without
+    iptables-save's "# Generated ... <time>" lines, which tick over) and
     the refusal is in the audit log;
 (d) a retried delivery (X-Slack-Retry-Num) and a second click do nothing twice: one change;
 (e) with four eyes on, the requester (an approver too) cannot approve.
@@ -68,7 +69,7 @@ async def scenario(tmp_path, lab, client_key, clicks, **settings_kw):
     blocks = render.report_blocks(report, plan_ids)
     fake.messages[("C0MAIL", TS)] = {"channel": "C0MAIL", "blocks": blocks, "text": "report"}
     button = next(e for e in buttons(blocks) if e.get("value") == plan_ids[fix.id])
-    rules_before = host.sh("iptables-save", "-t", "filter").stdout
+    rules_before = host.rules()
     app = build_app(settings, inventory, engine, fixes, store=store)
     stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run_app(app, settings, stop, on_ready=ready.set_result))
@@ -96,7 +97,7 @@ async def test_non_approver_is_refused_and_nothing_changes(tmp_path, lab, client
         tmp_path, lab, client_key, [("U0EVE", None, None)])
     (refusal,) = fake.responses  # (b) ephemeral, to the clicker only
     assert refusal["response_type"] == "ephemeral" and "refused" in refusal["text"], refusal
-    assert host.sh("iptables-save", "-t", "filter").stdout == rules_before
+    assert host.rules() == rules_before
     assert host.probe(25) == "filtered"
     assert changes == 0 and not fake.of("chat.update") and not fake.of("chat.postMessage")
     assert any(a.event == "refusal" and a.actor == "U0EVE" for a in audit), audit
@@ -126,6 +127,6 @@ async def test_four_eyes_requester_cannot_approve(tmp_path, lab, client_key):
         tmp_path, lab, client_key, [("U0ALICE", None, None)], four_eyes=True)
     (refusal,) = fake.responses
     assert refusal["response_type"] == "ephemeral", refusal
-    assert host.sh("iptables-save", "-t", "filter").stdout == rules_before
+    assert host.rules() == rules_before
     assert host.probe(25) == "filtered" and changes == 0
     assert any(a.event == "refusal" and a.actor == "U0ALICE" for a in audit), audit

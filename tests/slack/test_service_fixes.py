@@ -5,6 +5,7 @@ only to the clicker, names the approvers as mentions, and every post uses the ap
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from bot.fixes.outcomes import ApplyOutcome, RollbackOutcome
 from bot.fixes.policy import Approvers
@@ -49,24 +50,30 @@ class RecordingService:
                                actor=str(actor))
 
 
-async def test_applied_goes_to_the_thread_refused_only_to_the_clicker(fake, tmp_path):
+@contextlib.asynccontextmanager
+async def serving(fake, service, store_path):
+    """The real Bolt app and HTTP server calling `service`; yields the app's URL."""
     settings = make_settings(fake)
-    service = RecordingService()
     app = build_app(settings, make_inventory(), ScriptedEngine(), service,
-                    store=SQLiteStore(tmp_path / "mc.db"))
+                    store=SQLiteStore(store_path))
     stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run_app(app, settings, stop, on_ready=ready.set_result))
-    url = f"http://127.0.0.1:{await ready}"
     try:
+        yield f"http://127.0.0.1:{await ready}"
+        await bot_of(app).tasks.join()
+    finally:
+        stop.set()
+        await task
+
+
+async def test_applied_goes_to_the_thread_refused_only_to_the_clicker(fake, tmp_path):
+    service = RecordingService()
+    async with serving(fake, service, tmp_path / "mc.db") as url:
         ok = action_payload("mailcheck_apply_0", "p_fw", fake.response_url(), user="U0BOB")
         no = action_payload("mailcheck_apply_0", "p_fw", fake.response_url(), user="U0EVE")
         back = action_payload("mailcheck_rollback", "c_1", fake.response_url(), user="U0BOB")
         for payload in (ok, no, back):
             assert (await post_signed(url, form_payload(payload)))[0] == 200
-        await bot_of(app).tasks.join()
-    finally:
-        stop.set()
-        await task
     assert service.applied == [("p_fw", "U0BOB"), ("p_fw", "U0EVE")]
     posted = [c.args for c in fake.of("chat.postMessage", ok=True)]
     assert [p["thread_ts"] for p in posted] == [ok["container"]["message_ts"]] * 2
@@ -77,3 +84,29 @@ async def test_applied_goes_to_the_thread_refused_only_to_the_clicker(fake, tmp_
     assert all(c.method in ("auth.test", "chat.postMessage") for c in fake.calls)
     first, second = (c.at for c in fake.of("chat.postMessage", ok=True))
     assert second - first >= 0.95  # the app's poster paces each channel (1 s by default)
+
+
+class FailingService(RecordingService):
+    """An apply whose restore failed: the host may be half-changed."""
+
+    async def apply(self, plan_id, actor, **_kw):
+        self.applied.append((plan_id, str(actor)))
+        return ApplyOutcome("not_restored", "restoring the backup FAILED (iptables-restore: line 3 "
+                            "failed): NOT restored.", plan_id, host="mx1", summary="Allow SMTP",
+                            actor=str(actor), left="+-A INPUT -p tcp --dport 22 -j DROP")
+
+
+async def test_a_not_restored_outcome_reaches_the_channel_also_where_the_bot_is_not(fake, tmp_path):
+    fake.not_in_channel.add("C0PRIV")
+    async with serving(fake, FailingService(), tmp_path / "mc.db") as url:
+        here = action_payload("mailcheck_apply_0", "p_fw", fake.response_url(), user="U0BOB")
+        there = action_payload("mailcheck_apply_0", "p_fw2", fake.response_url(), user="U0BOB",
+                               channel="C0PRIV")
+        for payload in (here, there):
+            assert (await post_signed(url, form_payload(payload)))[0] == 200
+    [posted] = [c.args for c in fake.of("chat.postMessage", ok=True)]
+    assert posted["channel"] == "C0MAIL" and "*not_restored*" in posted["text"]
+    assert "NOT restored" in posted["text"] and "--dport 22 -j DROP" in posted["text"]
+    assert [c.error for c in fake.of("chat.postMessage", ok=False)] == ["not_in_channel"]
+    (fallback,) = fake.responses  # the private channel hears it through the response_url
+    assert fallback["response_type"] == "in_channel" and "NOT restored" in fallback["text"]

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bot.errors import UnreachableError
+from bot.errors import ConnectionLost, UnreachableError
 from bot.models import Command, CommandResult
 
 _ids = itertools.count(1)
@@ -28,6 +28,12 @@ class FakeHost:
     journal: list[tuple[float, float, int, tuple[str, ...]]] = field(default_factory=list)
     connections: int = 0
     unreachable: bool = False  # every run raises UnreachableError (host down)
+    answers_if: dict[str, tuple[int, str]] = field(default_factory=dict)  # a word in the argv -> answer
+    cut_at: str | None = None  # a command containing this word drops the connection (once) and
+    # the host stays unreachable until .unreachable is set False again
+    on_run: Callable[[tuple[str, ...]], None] | None = None  # called before each command runs
+    fail_when: Callable[[tuple[str, ...]], bool] | None = None  # such a command exits 1
+    seen: list[Command] = field(default_factory=list)  # every command, with its timeout and env
 
     def connect(self, host) -> FakeTransport:
         self.connections += 1
@@ -48,8 +54,20 @@ class FakeTransport:
         for cmd in commands:
             start = time.monotonic()
             await asyncio.sleep(self.host.delay)
+            self.host.seen.append(cmd)
+            if self.host.on_run is not None:
+                self.host.on_run(cmd.argv)
+            if self.host.cut_at is not None and any(self.host.cut_at in a for a in cmd.argv):
+                self.host.cut_at, self.host.unreachable = None, True
+                self.host.journal.append((start, time.monotonic(), self.id, cmd.argv))
+                raise ConnectionLost("connection dropped", host=self.name, step=step)
             rc, stdout = self.host.answers.get(cmd.argv, (0, ""))
-            if cmd.argv in self.host.fail or any(w in a for w in self.host.fail_if for a in cmd.argv):
+            for word, answer in self.host.answers_if.items():
+                if any(word in a for a in cmd.argv):
+                    rc, stdout = answer
+                    break
+            if cmd.argv in self.host.fail or any(w in a for w in self.host.fail_if for a in cmd.argv) \
+                    or (self.host.fail_when is not None and self.host.fail_when(cmd.argv)):
                 rc, stdout = 1, ""
             self.host.journal.append((start, time.monotonic(), self.id, cmd.argv))
             out.append(CommandResult(cmd, rc, stdout, "boom" if rc else ""))

@@ -30,8 +30,8 @@ def inventory() -> Inventory:
 
 
 def settings(tmp_path, **kw) -> Settings:
-    base = dict(db_path=tmp_path / "mc.db", backup_dir=tmp_path / "bk", lockout_deadline=5,
-                lock_wait=30.0, command_timeout=5.0)
+    base = dict(db_path=tmp_path / "mc.db", backup_dir=tmp_path / "bk", lockout_deadline=10, connect_timeout=1.0,
+                lock_wait=30.0, command_timeout=0.5)
     base.update(kw)
     return Settings(_env_file=None, **base)
 

@@ -25,10 +25,11 @@ async def test_guide_case_five_symptoms_point_at_the_input_rule_and_the_verdict_
     assert outbound.summary == "iptables OUTPUT rule 1 drops outbound 25,465,587 (IPv4)"
     assert set(inbound.ports) == {k("inbound", "ipv4", p) for p in (25, 143, 465, 587, 993)}
     filtered = by_code["port.filtered"]
-    assert len(filtered) == 5 and len(report.findings) == 7
+    (provider,) = by_code["provider.unknown"]  # a note: no metadata in the recording, no holder asked
+    assert provider.role == "note" and len(filtered) == 5 and len(report.findings) == 8
     assert all(f.role == "symptom" and f.caused_by == [inbound.id] for f in filtered)
     assert report.causes == [inbound.id, outbound.id]
-    assert len({f.id for f in report.findings}) == 7  # unique ids
+    assert len({f.id for f in report.findings}) == 8  # unique ids
     data = json.loads(json.dumps(report.to_json_dict()))
     assert data["causes"] == [inbound.id, outbound.id]
     row = next(f for f in data["findings"] if f["code"] == "port.filtered")

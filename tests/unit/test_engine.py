@@ -50,7 +50,11 @@ def engine(transport, prober=None, checks=None) -> Engine:
                   prober=prober or FakeProber(), checks=checks)
 
 
-async def test_one_facts_batch_then_one_deduplicated_batch_and_probes_for_both_families():
+async def test_facts_first_then_the_batches_deduplicated_and_probes_for_both_families():
+    """The facts round trip (with the resolver's configuration), then one batch of the steps
+    that read local state and, beside it, one of each step that waits on the network: here
+    the resolver's digs at the nameserver the facts' resolv.conf named (none: glibc's implicit
+    127.0.0.1) and provider's curls; outbound is off. No command twice."""
     t, prober = FakeTransport(), FakeProber()
     seen = []
 
@@ -58,11 +62,19 @@ async def test_one_facts_batch_then_one_deduplicated_batch_and_probes_for_both_f
         seen.append(step.name)
 
     report = await engine(t, prober).check(HOST, progress=progress)
-    assert len(t.batches) == 2 and t.closed
-    assert len(t.batches[1]) == len(set(t.batches[1]))
-    assert not set(t.batches[0]) & set(t.batches[1])
-    assert seen[:5] == ["tools", "services", "ports", "firewall", "conclusion"]
-    assert sorted(seen[5:]) == ["dns", "reputation"]  # after the probes: their lookups wait on them
+    assert t.closed and t.batches[0] == [facts.OS_RELEASE, facts.IP_ADDR, facts.PID1, facts.RESOLV,
+                                         facts.RESOLVED, facts.UNAME]
+    ran = [argv for batch in t.batches for argv in batch]
+    assert len(ran) == len(set(ran))
+    assert len(t.batches) == 1 + 3
+    kinds = sorted(sorted({argv[0] for argv in batch}) for batch in t.batches[1:])
+    assert ["dig"] in kinds and ["curl", "sh"] in kinds  # the resolver's; provider's (AWS: sh)
+    digs = next(b for b in t.batches if b[0][0] == "dig" and b[0][1].startswith("+time"))
+    assert all("@127.0.0.1" in a for a in digs)
+    assert sorted(seen) == sorted(["tools", "services", "ports", "outbound", "resolver", "firewall",
+                                   "provider", "conclusion", "dns", "reputation"])
+    assert seen.index("resolver") > seen.index("ports") and seen.index("conclusion") > seen.index("provider")
+    assert seen.index("dns") > seen.index("ports")  # after the probes: its lookups wait on them
     assert sorted(prober.calls) == [("ipv4", "198.18.2.2"), ("ipv6", "2001:2:0:2::2")]
     keys = {(p.direction, p.family, p.port) for p in report.ports}
     assert len(keys) == len(report.ports) == 16
@@ -86,7 +98,9 @@ async def test_ssh_failure_is_each_ssh_steps_error_and_probes_still_report():
 async def test_timeout_of_the_main_batch_keeps_the_facts():
     t = FakeTransport(fail_on=2, error=CommandTimeout("commands did not finish within 30s", host="mx1"))
     report = await engine(t).check(HOST)
-    assert {s.name for s in report.steps if s.status == "error"} == {"tools", "services", "firewall"}
+    assert {s.name for s in report.steps if s.status == "error"} == {
+        "tools", "services", "resolver", "firewall", "provider"}
+    assert {s.name: s.status for s in report.steps}["outbound"] == "skipped"  # off: nothing to run
     assert "CommandTimeout" in report.steps[0].error
     assert any(p.family == "ipv6" for p in report.ports)  # the facts batch had run
     assert report.exit_code == 2
@@ -183,12 +197,17 @@ async def test_ssh_steps_are_reported_before_a_slow_prober_finishes():
 
     report = await engine(FakeTransport(), SlowProber("filtered")).check(HOST, progress=progress)
     at = {name: t for name, t, _ in seen}
-    assert [name for name, _, _ in seen][:3] == ["tools", "services", "firewall"]
-    assert max(at["tools"], at["services"], at["firewall"], at["reputation"]) < 0.5
-    assert min(at["ports"], at["conclusion"], at["dns"]) >= 1.0  # dns reads the port-25 probe
-    assert seen[2][2] == ["tools", "services", "firewall"]  # the report so far, in guide order
-    assert [s.name for s in report.steps] == ["tools", "services", "ports", "firewall", "conclusion",
-                                              "dns", "reputation"]
+    order = [name for name, _, _ in seen if name != "reputation"]
+    assert sorted(order[:5]) == ["firewall", "outbound", "provider", "services", "tools"], order
+    assert order[5:] == ["ports", "resolver", "conclusion", "dns"], order
+    assert max(at["tools"], at["services"], at["firewall"], at["provider"]) < 0.5
+    # reputation reads neither SSH nor the probes, only mailcheck's resolvers (the session's
+    # refusing responder): its time is the machine's load, not the order this test is about.
+    assert min(at["ports"], at["resolver"], at["conclusion"], at["dns"]) >= 1.0  # they read the probes
+    so_far = [n for n in next(r for name, _, r in seen if name == order[4]) if n != "reputation"]
+    assert so_far == ["tools", "services", "outbound", "firewall", "provider"]  # so far, in guide order
+    assert [s.name for s in report.steps] == ["tools", "services", "ports", "outbound", "resolver",
+                                              "firewall", "provider", "conclusion", "dns", "reputation"]
     by = {s.name: s for s in report.steps}
     assert by["firewall"].duration < 0.5 <= 1.0 <= by["ports"].duration
 
@@ -227,10 +246,11 @@ async def test_a_new_step_is_one_class_and_a_registry_line(monkeypatch):
     monkeypatch.setattr(registry, "REGISTRY", (*registry.REGISTRY, MxReader, Dns))
     t = FakeTransport()
     report = await engine(t).check(HOST)
-    assert len(t.batches) == 2 and dig in t.batches[1]
+    assert any(dig in batch and ("ss", "-Hltnp") in batch for batch in t.batches)  # with the others
     names = [s.name for s in report.steps]
-    assert names[:5] == ["tools", "services", "ports", "firewall", "conclusion"]
-    assert names[7:] == ["mxcheck", "mx_reader"]  # what a step needs runs first
+    assert names[:10] == ["tools", "services", "ports", "outbound", "resolver", "firewall",
+                          "provider", "conclusion", "dns", "reputation"]
+    assert names[10:] == ["mxcheck", "mx_reader"]  # what a step needs runs first
     by = {s.name: s for s in report.steps}
     assert by["mx_reader"].summary == "no MX record; no MX record"
     assert "mxcheck.no_mx" in {f.code for f in report.findings}
@@ -238,7 +258,7 @@ async def test_a_new_step_is_one_class_and_a_registry_line(monkeypatch):
 
     t = FakeTransport()
     report = await engine(t).check(HOST, steps=["mx_reader"])
-    assert [s.name for s in report.steps] == ["mx_reader"] and dig in t.batches[1]
+    assert [s.name for s in report.steps] == ["mx_reader"] and [dig] in t.batches  # alone needed
 
     t = FakeTransport(fail_on=1, error=AuthError("root@198.18.2.2 refused our key", host="mx1"))
     by = {s.name: s for s in (await engine(t).check(HOST)).steps}
@@ -274,6 +294,31 @@ def test_a_port_update_is_typed():
     port = PortStatus(port=25, direction="inbound", process="exim4", firewall="block")
     after = PortUpdate(listening="public", process=None).apply(port)
     assert (after.listening, after.process, after.firewall) == ("public", None, "block")
+
+
+async def test_a_step_whose_commands_wait_on_the_network_holds_back_no_other_step():
+    """Each step's commands are a batch of their own: the outbound step's nc to a filtered
+    target takes 1 s (here), the other SSH steps report at once."""
+    import asyncio
+    import time
+
+    class SlowNc(FakeTransport):
+        async def run(self, commands, *, step=""):
+            if any(c.argv[:2] == ("nc", "-vz") for c in commands):
+                await asyncio.sleep(1.0)
+            return await super().run(commands, step=step)
+
+    t0 = time.monotonic()
+    at: dict[str, float] = {}
+
+    async def progress(step, report):
+        at[step.name] = time.monotonic() - t0
+
+    e = Engine(Settings(outbound_targets="198.18.0.1:25", _env_file=None), Inventory(),
+               transport_factory=lambda h: SlowNc(), prober=FakeProber())
+    report = await e.check(HOST, progress=progress)
+    assert max(at["tools"], at["services"], at["firewall"], at["provider"]) < 0.5 <= 1.0 <= at["outbound"], at
+    assert {s.name: s.status for s in report.steps}["outbound"] == "ok"
 
 
 # --- a check's own lookups: started with the run, told of each input, awaited last ---------
@@ -339,8 +384,9 @@ async def test_lookups_start_before_ssh_returns_and_their_result_reaches_evaluat
     by = {s.name: s for s in report.steps}
     assert by["looker"].summary.startswith("looked up: {'results': ")
     assert "'probes': True" in by["looker"].summary and rec.closed
-    # a follow-up round for the command it could only ask for once the first was back
-    assert len(t.batches) == 3 and t.batches[2] == [("cat", "/etc/key.pub")]
+    # a follow-up round for the command it could only ask for once the first was back (the
+    # batches: facts, the shared one, the resolver's and the provider's, the follow-up)
+    assert len(t.batches) == 5 and t.batches[4] == [("cat", "/etc/key.pub")]
 
 
 async def test_steps_whose_commands_are_in_do_not_wait_for_a_follow_up_round():

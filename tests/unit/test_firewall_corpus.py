@@ -9,13 +9,12 @@ from __future__ import annotations
 import pytest
 
 from tests.firewall_corpus import (
-    MODEL_GAP_NAT,
     all_keys,
     key,
     load_captured,
     load_cases,
     mismatches,
-    parse_results,
+    model_verdicts,
 )
 
 CASES = [c for c in load_cases() if c.expected_file.exists()]
@@ -27,8 +26,7 @@ def test_model_agrees_with_kernel(request, case):
     if case.model_gap:
         request.applymarker(pytest.mark.xfail(reason=case.model_gap, strict=True))
     expected = case.expected()
-    ruleset = parse_results(load_captured(case.captured_dir))
-    assert mismatches(case, expected["kernel"], ruleset, expected["addresses"]) == []
+    assert mismatches(case, expected["kernel"], load_captured(case.captured_dir), expected["addresses"]) == []
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -54,10 +52,42 @@ def test_container_case_records_the_kernels_path(case):
         assert verdict in path["decided"].lower(), (k, path["decided"])
 
 
-def test_container_cases_are_pending_on_issue_11():
-    """Until the evaluator walks nat PREROUTING and FORWARD, these cases are strict xfails."""
-    assert len(CONTAINER_CASES) >= 10
-    assert {c.model_gap for c in CONTAINER_CASES} == {MODEL_GAP_NAT}
+def test_container_cases_are_modelled():
+    """The evaluator walks nat PREROUTING and FORWARD (issue 11): no container case is a known gap."""
+    assert len(CONTAINER_CASES) >= 13
+    assert {c.model_gap for c in CONTAINER_CASES} == {""}
+    engines = {(c.container["engine"], c.container.get("layout") or c.container.get("iptables")) for c in CONTAINER_CASES}
+    assert {("dockerd", "nft"), ("dockerd", "legacy"), ("podman", None), ("netns", "docker28-iptables"),
+            ("netns", "docker28-nftables"), ("netns", "netavark-nftables")} <= engines
+
+
+@pytest.mark.parametrize("case", CONTAINER_CASES, ids=[c.name for c in CONTAINER_CASES])
+def test_model_follows_the_kernels_path(case):
+    """Each published port: the model translates it where the kernel did, decides it in the same
+    hook, and names the rule or policy the kernel's trace (or counters, for legacy) shows."""
+    expected = case.expected()
+    verdicts = model_verdicts(load_captured(case.captured_dir), expected["addresses"])
+    for k, path in expected["paths"].items():
+        v = verdicts[k]
+        assert v.forwarded == (path["hook"] == "forward") and v.dnat_to == path["translated"], (k, v)
+        assert kernel_place(path["decided"]) == model_place(v), (k, path["decided"], v.blocked_by)
+
+
+def kernel_place(decided: str) -> tuple:
+    """nft trace 'ip filter DOCKER-USER rule ... (verdict drop)' -> (family, table, chain, 'rule'|'policy');
+    legacy counters '(counters) iptables-legacy-save filter -A DOCKER ...' -> (table, rule text)."""
+    if decided.startswith("(counters) "):
+        _, _, table, text = decided.split(" ", 3)
+        return (table, text)
+    family, table, chain, kind = decided.split()[:4]
+    return (family, table, chain, kind)
+
+
+def model_place(v) -> tuple:
+    d = v.deciding
+    if d.table.source == "iptables-legacy":
+        return (d.table.name, d.rule.text if d.rule else f":{d.chain.name} {d.chain.policy.upper()} policy")
+    return (d.table.family, d.table.name, d.chain.name, "rule" if d.rule else "policy")
 
 
 def test_corpus_is_not_empty():

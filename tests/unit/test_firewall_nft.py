@@ -122,7 +122,8 @@ def test_verdicts():
     # notrack at input priority 0 comes after conntrack: the kernel ignores it
     assert rule(rs, "inet", "filter", "input", 40)[0].verdict.set_ctstate is None
     assert rule(rs, "ip", "raw", "pre", 2)[0].verdict.set_ctstate == "untracked"
-    assert rule(rs, "ip6", "t6", "n", 6)[0].verdict.kind == "unknown"  # redirect
+    redirect = rule(rs, "ip6", "t6", "n", 6)[0].verdict  # `redirect to :2525`: to this host, port 2525
+    assert (redirect.kind, redirect.to_addr, redirect.to_port) == ("dnat", None, 2525)
 
 
 def test_misc_expressions():
@@ -144,6 +145,7 @@ def test_evaluate_rich_ruleset():
     assert evaluate(rs, inbound(22)).verdict == "allow"
     d = evaluate(rs, inbound(25, six=True))
     assert d.verdict == "unknown" and "redirect" in d.reasons[0]  # nat prerouting redirects 25
+    assert "answered by whatever listens on 2525" in d.reasons[0]  # to another port of this host
     assert evaluate(rs, inbound(587, six=True)).verdict == "allow"  # ip6 saddr 2001:2::/48 587 accept
     assert "nft inet filter/input#14" in evaluate(rs, inbound(587)).path  # the named verdict map (handle 24)
 

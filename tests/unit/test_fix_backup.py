@@ -45,6 +45,18 @@ def test_nft_is_restored_atomically_and_test_loaded_with_nft_c():
     assert [s.argv for s in instead.restore] == [tuple(spec.undo[0])] and not instead.test
 
 
+def test_an_nft_table_is_saved_and_restored_on_its_own():
+    spec = BackupSpec(nft_tables=["inet mailfw"], guard=True)
+    bp = backup_for(fw(spec, ["nft", "insert", "rule", "inet", "mailfw", "input", "accept"]), "/b", "h", "c")
+    path = f"{bp.directory}/table.inet.mailfw.nft"
+    assert bp.take[1].argv[-3:] == ("inet", "mailfw", path)
+    assert [s.argv for s in bp.test] == [("nft", "-c", "-f", path)]
+    assert [s.argv for s in bp.restore] == [("nft", "-f", path)]
+    assert [c.argv for c in bp.dump] == [("nft", "list", "table", "inet", "mailfw")]
+    with pytest.raises(ValidationError):
+        BackupSpec(nft_tables=["inet mail fw; flush ruleset"])
+
+
 def test_paths_come_back_first_and_reload_runs_last():
     spec = BackupSpec(compare=["nft"], paths=["/etc/firewalld"],
                       reload=[["firewall-cmd", "--reload"]], guard=True)
@@ -137,3 +149,13 @@ async def test_dead_man_job_fires_after_the_delay_unless_disarmed(tmp_path):
     # too late: the job already renamed the arming file, so disarming fails (and says so)
     late = Command(("mv", str(tmp_path / "a.armed"), str(tmp_path / "a.armed.cancelled")))
     assert not (await t.run([late]))[0].ok
+
+
+def test_nft_counters_and_expiry_are_not_drift():
+    """Docker's nftables backend counts every packet of a published port: not a rule change."""
+    a = "table ip docker-bridges {\n\tchain c {\n\t\ttcp dport 25 counter packets 0 bytes 0 dnat to 198.19.1.2:25\n"
+    b = a.replace("packets 0 bytes 0", "packets 12 bytes 720")
+    assert normalize_ruleset(a) == normalize_ruleset(b)
+    s1 = "\t\telements = { 198.18.1.1 expires 59m58s }\n"
+    assert normalize_ruleset(s1) == normalize_ruleset(s1.replace("59m58s", "12m1s"))
+    assert normalize_ruleset(a) != normalize_ruleset(a.replace("dport 25", "dport 26"))

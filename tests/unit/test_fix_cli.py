@@ -75,7 +75,7 @@ async def test_fix_yes_applies_through_fixservice_and_prints_before_after(tmp_pa
     out.truncate(0)
     assert await run(parse("audit", "--host", "mx1", "--json"), c) == 0
     events = [e["event"] for e in json.loads(out.getvalue().strip("\x00"))]
-    assert events[:4] == ["rollback", "verify", "apply", "approval"] and "check" in events
+    assert events[:5] == ["rollback", "verify", "apply", "started", "approval"] and "check" in events
     assert {e for e in events} >= {"plan", "check"}
 
 

@@ -13,10 +13,12 @@ from bot.store import SQLiteStore
 from tests.unit.fakehost import FakeHost
 from tests.unit.fixtures_fixes import RULES, fix, inventory, report, settings
 
+NO_SYSTEMD = ("test", "-d", "/run/systemd/system")  # like the lab hosts: systemd is not PID 1
+
 
 @pytest.fixture
 def host() -> FakeHost:
-    return FakeHost(answers={("iptables-save",): (0, RULES)})
+    return FakeHost(answers={("iptables-save",): (0, RULES), NO_SYSTEMD: (1, "")})
 
 
 def service(tmp_path, host: FakeHost, **kw) -> FixService:
@@ -104,7 +106,7 @@ async def test_precondition_changed_is_refused_before_any_change(tmp_path, host)
     out = await svc.apply(plan_id, Actor("slack", "UHOST"))
     assert out.status == "precondition_changed" and out.offer_recheck
     assert "INPUT rules" in out.message
-    assert [j[3] for j in host.journal] == [("iptables-save",)]
+    assert [j[3] for j in host.journal if ".lock" not in " ".join(j[3])] == [("iptables-save",)]
     assert (await svc.plan(plan_id)).state == "refused"
 
 
@@ -147,7 +149,21 @@ async def test_the_dead_man_is_disarmed_over_a_fresh_connection(tmp_path, host):
     [persist] = host.ran("netfilter-persistent")
     assert arm[1] <= cmd[0] and cmd[1] <= disarm[0] and disarm[1] <= persist[0]
     assert disarm[2] != cmd[2]  # another connection than the one that changed the rules
-    assert "sleep 5" in arm[3][4] and "iptables-restore" in arm[3][4]
+    assert "sleep 10" in arm[3][4] and "iptables-restore" in arm[3][4]
+
+
+async def test_where_systemd_runs_the_guard_is_a_systemd_run_timer(tmp_path, host):
+    del host.answers[NO_SYSTEMD]  # /run/systemd/system exists, systemd-run --version works
+    svc = service(tmp_path, host)
+    plan_id = (await svc.register(report(), Actor("slack", "UREQ")))["fw-a"]
+    out = await svc.apply(plan_id, Actor("slack", "UHOST"))
+    assert out.status == "applied", out.message
+    [arm] = [j[3] for j in host.journal if j[3][:2] == ("systemd-run", "--quiet")]
+    assert arm[:6] == ("systemd-run", "--quiet", "--collect", f"--unit=mailcheck-guard-{out.change_id}",
+                       "--on-active=10", "--timer-property=AccuracySec=1s")
+    assert arm[-3:-1] == ("/bin/sh", "-c") and "sleep" not in arm[-1]
+    assert "iptables-restore" in arm[-1] and "deadman.armed.restored" in arm[-1]
+    assert not [j for j in host.journal if j[3][0] == "setsid"]
 
 
 async def test_rollback_runs_stored_restore_once(tmp_path, host):
@@ -215,3 +231,42 @@ async def test_rollback_refuses_to_clobber_later_changes_unless_forced(tmp_path,
     assert rb.status == "drift" and "--force" in rb.message
     assert not [j for j in host.journal if "iptables-restore <" in " ".join(j[3]) and j[3][0] == "sh"]
     assert (await svc.rollback(out.change_id, Actor("slack", "UHOST"), force=True)).status == "rolled_back"
+
+
+async def test_four_eyes_refuses_an_approver_who_pressed_recheck_on_the_same_plan(tmp_path, host):
+    svc = service(tmp_path, host, four_eyes=True)
+    first = (await svc.register(report(), Actor("slack", "UREQ")))["fw-a"]
+    again = (await svc.register(report(), Actor("slack", "UHOST")))["fw-a"]  # UHOST: Re-check
+    out = await svc.apply(first, Actor("slack", "UHOST"))
+    assert out.status == "refused" and "four eyes" in out.message
+    assert (await svc.apply(again, Actor("slack", "UHOST"))).status == "refused"
+    assert (await svc.apply(first, Actor("slack", "UGROUP"))).status == "applied"
+
+
+async def test_rollback_authorises_against_todays_inventory(tmp_path, host):
+    svc = service(tmp_path, host)
+    out = await svc.apply((await svc.register(report(), Actor("slack", "UREQ")))["fw-a"],
+                          Actor("slack", "UHOST"))
+    svc.inventory.hosts["mx1"] = svc.inventory.hosts["mx1"].model_copy(update={"approvers": []})
+    rb = await svc.rollback(out.change_id, Actor("slack", "UHOST"))  # no longer an approver
+    assert rb.status == "refused" and "may not approve" in rb.message
+    assert "UHOST" not in rb.approvers.users and "UGROUP" in rb.approvers.users  # today's
+    del svc.inventory.hosts["mx1"]
+    rb = await svc.rollback(out.change_id, Actor("slack", "UGROUP"))
+    assert rb.status == "refused" and "no longer in the inventory" in rb.message
+    refusals = [e for e in await svc.audit("mx1") if e.event == "refusal"]
+    assert len(refusals) == 2
+
+
+async def test_a_failing_group_lookup_is_refused_and_audited(tmp_path, host):
+    async def rate_limited(_group: str) -> list[str]:
+        raise RuntimeError("ratelimited")
+
+    s = settings(tmp_path)
+    svc = FixService(settings=s, inventory=inventory(), store=SQLiteStore(s.db_path),
+                     connect=host.connect, group_members=rate_limited)
+    plan_id = (await svc.register(report(), Actor("slack", "UREQ")))["fw-a"]
+    out = await svc.apply(plan_id, Actor("slack", "UOPS"))
+    assert out.status == "refused" and "could not read the members" in out.message
+    [refusal] = [e for e in await svc.audit("mx1") if e.event == "refusal"]
+    assert refusal.detail["code"] == "group_lookup_failed" and host.journal == []

@@ -93,3 +93,32 @@ async def test_trust_follows_the_actors_kind_never_the_text_of_its_id(tmp_path):
     d = await p.decide(mx3, Actor("slack", "cli:alice"), Actor("slack", "UREQ"))
     assert not d.allowed and d.code == "not_approver"
     assert str(Actor("cli", "alice")) == "cli:alice" and str(Actor("slack", "UHOST")) == "UHOST"
+
+
+async def test_a_failing_group_lookup_refuses_saying_why_and_memberships_are_cached(tmp_path):
+    calls: list[str] = []
+    answers = iter([RuntimeError("ratelimited"), ["UOPS1"]])
+
+    async def group_members(group: str) -> list[str]:
+        calls.append(group)
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    p = Policy(settings(tmp_path), inventory(), group_members)
+    mx1 = p.inventory.get("mx1")
+    d = await p.decide(mx1, Actor("slack", "UOPS1"), Actor("slack", "UREQ"))
+    assert not d.allowed and d.code == "group_lookup_failed" and "ratelimited" in d.reason
+    assert (await p.decide(mx1, Actor("slack", "UOPS1"), Actor("slack", "UREQ"))).allowed
+    assert (await p.decide(mx1, Actor("slack", "UOPS1"), Actor("slack", "UREQ"))).allowed
+    assert calls.count("SHOSTGRP") + calls.count("SPRODOPS") == 2  # the success is cached
+
+
+async def test_four_eyes_counts_everyone_who_requested_the_same_plan(tmp_path):
+    p = policy(tmp_path, four_eyes=True)
+    mx1 = p.inventory.get("mx1")
+    requesters = {Actor("slack", "UREQ"), Actor("slack", "UHOST")}  # UHOST pressed Re-check
+    d = await p.decide(mx1, Actor("slack", "UHOST"), requesters)
+    assert not d.allowed and d.code == "four_eyes" and "Re-check" in d.reason
+    assert (await p.decide(mx1, Actor("slack", "UGROUP"), requesters)).allowed

@@ -242,7 +242,7 @@ def console(scripts: dict[str, Script], inventory: dict, **settings) -> tuple[Co
 
 def args(target: str, json_out: bool = False, **kw) -> Namespace:
     base = dict(target=target, json=json_out, identity=None, known_hosts=None, local=False,
-                outbound_test=None, step=None)
+                outbound_targets=None, step=None)
     return Namespace(**{**base, **kw})
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bot.checks import services
+from bot.checks.outbound import read_nc_output
 from bot.checks.parse import daemon_of, parse_lsof, parse_systemctl_status
-from bot.checks.ports import read_nc_output
 from bot.checks.services import Services
 from bot.models import PortUpdate
 from tests.unit.checkdata import facts, guide, make_input, result, results

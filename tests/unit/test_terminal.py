@@ -33,7 +33,7 @@ async def run_check(monkeypatch, out: io.StringIO) -> tuple[str, str, int]:
     wiring = Wiring(Settings(_env_file=None, inventory=None), guide_case.inventory(),
                     engine=guide_case.engine())
     args = argparse.Namespace(target="mx1", identity=None, known_hosts=None, local=False,
-                              outbound_test=None, step=None, json=False)
+                              outbound_targets=None, step=None, json=False)
     code = await cmd_check(args, Console(wiring, out=out))
     return out.getvalue(), err.getvalue(), code
 
@@ -68,7 +68,7 @@ async def test_colour_on_a_terminal_unless_no_color(monkeypatch):
     wiring = Wiring(Settings(_env_file=None, inventory=None), guide_case.inventory(),
                     engine=guide_case.engine())
     args = argparse.Namespace(target="mx1", identity=None, known_hosts=None, local=False,
-                              outbound_test=None, step=None, json=False)
+                              outbound_targets=None, step=None, json=False)
     await cmd_check(args, Console(wiring, out=out))
     assert not ANSI.search(out.getvalue())
 

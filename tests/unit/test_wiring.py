@@ -35,7 +35,7 @@ def test_checks_fixes_guard_and_rollback_all_use_that_connect(tmp_path):
     svc = w.fix_service()
     assert svc.connect(mx2).jump.name == "bastion"  # rollback (restore_change) uses it
     assert svc.applier.connect(mx2).jump.name == "bastion"  # apply and the guard's fresh connection
-    assert w.engine(outbound_target="198.51.100.1").transport_factory(mx2).jump.name == "bastion"
+    assert w.engine(outbound_targets="198.18.0.1:25").transport_factory(mx2).jump.name == "bastion"
     assert svc.store is w.store and w.fix_service().store is w.store
 
 

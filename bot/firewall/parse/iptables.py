@@ -12,6 +12,7 @@ makes every verdict unknown.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import shlex
 from dataclasses import dataclass
@@ -22,7 +23,10 @@ from bot.firewall.model import (
     AddrType,
     Always,
     Chain,
+    CtDirection,
     CtState,
+    CtStatus,
+    CtTuple,
     Iface,
     Match,
     Never,
@@ -389,12 +393,28 @@ class _EitherPort(Match):
         return hit != self.negate
 
 
+CT_TUPLE_OPTIONS = {  # conntrack's --ctorigdst etc.: (tuple, field)
+    f"--ct{tag}{part}": ("original" if tag == "orig" else "reply", field)
+    for tag in ("orig", "repl")
+    for part, field in (("src", "saddr"), ("dst", "daddr"), ("srcport", "sport"), ("dstport", "dport"))}
+
+
 def _state(opts, text: str) -> Match:
     parts: list[Match] = []
     for opt, vals, neg in opts:
         if opt in ("--state", "--ctstate"):
             states = frozenset(s.lower() for s in vals[0].split(","))
             parts.append(CtState(states, neg, text) if states <= CT_STATES else Unknown(text=text))
+        elif opt in CT_TUPLE_OPTIONS:
+            tuple_dir, field = CT_TUPLE_OPTIONS[opt]
+            if field in ("sport", "dport"):
+                parts.append(CtTuple(tuple_dir, field, ranges=port_ranges(vals[0]), negate=neg, text=text))
+            else:
+                parts.append(CtTuple(tuple_dir, field, networks=tuple(vals[0].split(",")), negate=neg, text=text))
+        elif opt == "--ctstatus" and vals[0].upper() == "DNAT":
+            parts.append(CtStatus(neg, text))
+        elif opt == "--ctdir" and vals[0].upper() in ("ORIGINAL", "REPLY"):
+            parts.append(CtDirection(vals[0].upper() == "REPLY", neg, text))
         else:
             parts.append(Unknown(text=text))
     return _all_of(parts, text)
@@ -439,7 +459,28 @@ def _target(opt: str, args: list[str], table: Table) -> Verdict:
         return Verdict("continue", set_ctstate="untracked")
     if name in CONTINUE_TARGETS or (table.name == "nat" and name in SOURCE_NAT):
         return Verdict("continue")
-    return Verdict("unknown")  # DNAT / REDIRECT / NETMAP: the destination changes; unknown
+    if table.name == "nat" and name in ("DNAT", "REDIRECT"):
+        return _dnat(name, rest)
+    return Verdict("unknown")  # NETMAP, TPROXY, queues...: not modelled
+
+
+def _dnat(name: str, args: list[str]) -> Verdict:
+    """`DNAT --to-destination A[:P]` / `REDIRECT --to-ports P`: one address and port, else unknown
+    (ranges, several destinations, --random: where the connection goes is not one place)."""
+    if len(args) != 2 or args[0] != ("--to-destination" if name == "DNAT" else "--to-ports"):
+        return Verdict("unknown")
+    value = args[1]
+    try:
+        if name == "REDIRECT":
+            return Verdict("dnat", to_port=_port(value))
+        m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?|([0-9.]+)(?::(\d+))?|([0-9a-fA-F:]*:[0-9a-fA-F:.]*)", value)
+        if m is None:
+            return Verdict("unknown")
+        addr = m.group(1) or m.group(3) or m.group(5)
+        port = m.group(2) or m.group(4)
+        return Verdict("dnat", to_addr=str(ipaddress.ip_address(addr)), to_port=_port(port) if port else None)
+    except (ValueError, KeyError):
+        return Verdict("unknown")
 
 
 # --- normalization (preconditions) --------------------------------------------------------

@@ -23,7 +23,10 @@ from bot.firewall.model import (
     Addr,
     AddrType,
     Always,
+    CtDirection,
     CtState,
+    CtStatus,
+    CtTuple,
     Iface,
     Match,
     Never,
@@ -258,18 +261,39 @@ def _meta(arg: Any, op: str, right: Any, sets: Sets, text: str) -> list[Match]:
     raise NotUnderstood(f"meta {key}")
 
 
+CT_TUPLE_KEYS = {"saddr": "saddr", "daddr": "daddr", "ip saddr": "saddr", "ip daddr": "daddr",
+                 "ip6 saddr": "saddr", "ip6 daddr": "daddr", "proto-src": "sport", "proto-dst": "dport"}
+
+
 def _ct(arg: Any, op: str, right: Any, sets: Sets, text: str) -> list[Match]:
     key = arg.get("key") if isinstance(arg, dict) else None
-    if key == "status" and op in ("==", "in") and _items(right, sets) == ["dnat"]:
-        # firewalld's `ct status dnat accept`: a DNAT anywhere already makes the verdict
-        # unknown (a dnat/redirect verdict is not modelled), so past it no packet of ours has it.
-        return [Never(text=text)]
-    if key != "state" or (isinstance(arg, dict) and arg.get("dir")):
+    direction = arg.get("dir") if isinstance(arg, dict) else None
+    if key in CT_TUPLE_KEYS and direction in ("original", "reply"):
+        return [_ct_tuple(key, direction, op, right, sets, text)]
+    if key == "status" and _items(right, sets) == ["dnat"] and op in ("==", "!=", "in"):
+        return [CtStatus(op == "!=", text)]
+    if key == "direction" and _items(right, sets) in (["original"], ["reply"]):
+        return [CtDirection(_items(right, sets) == ["reply"], _neg(op), text)]
+    if key != "state" or direction:
         raise NotUnderstood(f"ct {key}")
     states = frozenset(_strings(_items(right, sets)))
     if not states <= CT_STATES:
         raise NotUnderstood(f"ct state {sorted(states)}")
     return [CtState(states, _neg(op), text)]
+
+
+def _ct_tuple(key: str, direction: str, op: str, right: Any, sets: Sets, text: str) -> Match:
+    """`ct original ip daddr 198.18.1.2`, `ct original proto-dst 587` (a family other than the
+    packet's is not understood: CtTuple.family)."""
+    field = CT_TUPLE_KEYS[key]
+    family = {"ip": "ipv4", "ip6": "ipv6"}.get(key.split()[0]) if " " in key else None
+    if field in ("sport", "dport"):
+        ranges = _port_match(field, op, right, sets, text)
+        if not isinstance(ranges, Port):
+            return ranges
+        return CtTuple(direction, field, ranges=ranges.ranges, negate=ranges.negate, family=family, text=text)
+    return CtTuple(direction, field, networks=_networks(_items(right, sets)), negate=_neg(op), family=family,
+                   text=text)
 
 
 def _fib(arg: Any, op: str, right: Any, sets: Sets, text: str) -> list[Match]:
@@ -328,6 +352,8 @@ def verdict_of(obj: Any) -> Verdict | None:
 def statement(obj: dict, chain_hook: str | None, chain_prio: int, text: str) -> tuple[Match | None, Verdict | None]:
     """A non-match expression: (a match it implies, a verdict it gives). Unknown when not understood."""
     kind = next(iter(obj))
+    if kind in ("dnat", "redirect"):
+        return _dnat(kind, obj[kind], text)
     v = verdict_of(obj)
     if v is not None:
         return None, v
@@ -340,3 +366,21 @@ def statement(obj: dict, chain_hook: str | None, chain_prio: int, text: str) -> 
         return Always(text=text), None
     # limit, quota, ct count, set add/update, meter, xt, socket, numgen, ...: they decide.
     return Unknown(text=f"{text} ({kind} not understood)"), None
+
+
+def _dnat(kind: str, arg: Any, text: str) -> tuple[Match | None, Verdict]:
+    """`dnat [ip|ip6] to A[:P]` / `redirect [to :P]`: one address and port (a family other than
+    the packet's: the rule does nothing, as the kernel's nft_nat); anything else is unknown."""
+    arg = arg if isinstance(arg, dict) else {} if arg is None else None
+    if arg is None or set(arg) - {"addr", "port", "family"} or (kind == "redirect" and "addr" in arg):
+        return None, Verdict("unknown")
+    addr, port, family = arg.get("addr"), arg.get("port"), arg.get("family")
+    try:
+        to_addr = None if addr is None else str(ipaddress.ip_address(addr))
+        to_port = None if port is None else _port(port)
+    except (ValueError, TypeError, NotUnderstood):
+        return None, Verdict("unknown")
+    if kind == "dnat" and to_addr is None:
+        return None, Verdict("unknown")
+    implied = NfProto(frozenset({NFPROTO[family]}), text=text) if family in ("ip", "ip6") else None
+    return implied, Verdict("dnat", to_addr=to_addr, to_port=to_port)

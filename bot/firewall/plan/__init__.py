@@ -15,13 +15,16 @@ from __future__ import annotations
 from bot.firewall.analysis import AnalysisContext
 from bot.firewall.parse import Results
 from bot.firewall.plan.base import PlannedFixes, Planner, owner_of
+from bot.firewall.plan.csf import CsfPlanner
+from bot.firewall.plan.fail2ban import Fail2banPlanner
 from bot.firewall.plan.firewalld import FirewalldPlanner
 from bot.firewall.plan.iptables import IptablesPlanner
 from bot.firewall.plan.nft import NftPlanner
 from bot.firewall.plan.ufw import UfwPlanner
 from bot.models import Command
 
-PLANNERS: tuple[type[Planner], ...] = (IptablesPlanner, UfwPlanner, NftPlanner, FirewalldPlanner)
+PLANNERS: tuple[type[Planner], ...] = (IptablesPlanner, Fail2banPlanner, UfwPlanner, NftPlanner, FirewalldPlanner,
+                                       CsfPlanner)
 
 
 def reads() -> list[Command]:

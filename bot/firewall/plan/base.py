@@ -28,11 +28,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from bot.firewall.analysis import AnalysisContext, Endpoints, PortVerdict, port_verdict
+from bot.firewall.analysis import AnalysisContext, Endpoints, PortVerdict, ends_for, port_verdict
 from bot.firewall.evaluate import Outcome
 from bot.firewall.model import Addr, Rule, Ruleset, Table
 from bot.firewall.parse import Results
-from bot.models import BackupSpec, Command, Fix, PortKey, Precondition
+from bot.models import BackupSpec, Command, Finding, Fix, PortKey, Precondition
 
 MAIL_PORTS = frozenset({25, 465, 587, 143, 993})
 SSH_PORT = 22
@@ -65,6 +65,38 @@ def is_source_specific(rule: Rule, chain_name: str = "") -> bool:
         return True
     return any(isinstance(m, Addr) and m.field == "saddr" and not m.negate
                and not set(m.networks) <= {"0.0.0.0/0", "::/0"} for m in flat_matches(rule))
+
+
+# Rules a container engine writes and rewrites itself (its own chains and tables): never a
+# place for a mailcheck fix, and never saved to a rules file (their addresses change with the
+# containers). DOCKER-USER is the user's: Docker creates it and never touches its rules.
+ENGINE_TABLES = {("ip", "docker-bridges"): "Docker", ("ip6", "docker-bridges"): "Docker",
+                 ("inet", "netavark"): "Podman (netavark)"}
+ENGINE_CHAINS = {"DOCKER": "Docker", "NETAVARK": "Podman (netavark)"}
+
+
+def engine_of(table: Table, chain: str | None = None) -> str | None:
+    """The container engine that owns this nft table or iptables chain, if one does."""
+    if (owner := ENGINE_TABLES.get((table.family, table.name))) is not None:
+        return owner
+    if chain is None or chain == "DOCKER-USER":
+        return None
+    return next((engine for prefix, engine in ENGINE_CHAINS.items() if chain.startswith(prefix)), None)
+
+
+def engines_in(ruleset: Ruleset, family: str) -> list[str]:
+    """The container engines whose rules this family's tables hold (for persistence notes)."""
+    return sorted({e for t in ruleset.tables if t.family in (family, "inet")
+                   for e in [engine_of(t), *(engine_of(t, c) for c in t.chains)] if e})
+
+
+def engine_note(table: Table, chain: str) -> str | None:
+    """Why a place an engine owns gets no fix (None: not an engine's)."""
+    engine = engine_of(table, chain)
+    if engine is None:
+        return None
+    return (f"decided in {table.label} chain {chain}, which {engine} writes and rewrites: open the port "
+            f"through {engine} (publish it)" + (" or in DOCKER-USER" if engine == "Docker" else ""))
 
 
 def ports_text(ports: Iterable[int]) -> str:
@@ -113,7 +145,7 @@ def owner_of(planners: Iterable[Planner], at: Outcome) -> Planner | None:
 
 
 def verdicts(ruleset: Ruleset, keys: Iterable[PortKey], ends: Mapping[str, Endpoints]) -> dict[PortKey, PortVerdict]:
-    return {k: port_verdict(ruleset, k, ends[k.family]) for k in keys}
+    return {k: port_verdict(ruleset, k, ends_for(k, ends[k.family])) for k in keys}
 
 
 def digest(value: object) -> str:
@@ -185,6 +217,21 @@ class Planner(ABC):
     def missing(self) -> str | None:
         """What this planner lacks to plan anything at all (said in a note), or None."""
         return None
+
+    def assemble(self, changes: list[Change]) -> tuple[list[Argv], list[Argv]]:
+        """The fix's commands and rollback: each change's commands in order, their undo in reverse.
+        (A manager whose changes edit one file and reload once assembles its own.)"""
+        steps = [self.commands(c) for c in changes]
+        return [argv for do, _ in steps for argv in do], [argv for _, undo in reversed(steps) for argv in undo]
+
+    def setting(self, pv: PortVerdict, ends: Endpoints) -> str | None:
+        """A manager's own words for what decides pv at a place it owns (CSF's TCP_IN, a firewalld
+        zone, a fail2ban jail), for the finding; None when it has none."""
+        return None
+
+    def findings(self, ruleset: Ruleset) -> list[Finding]:
+        """What this manager's state means beyond single ports (IPv6 left open, rules it flushes)."""
+        return []
 
     def backend_for(self, families: tuple[str, ...]) -> str:
         return self.name
@@ -299,9 +346,7 @@ class Planner(ABC):
         if pre is None:
             return None
         persist, undo_persist = self.persistence(ruleset, changes, notes)
-        steps = [self.commands(c) for c in changes]
-        commands = [argv for do, _ in steps for argv in do]
-        undo = [argv for _, u in reversed(steps) for argv in u]
+        commands, undo = self.assemble(changes)
         spec = self.backup(changes)
         return Fix(
             id=f"{backend}-{digest(commands)}", kind="firewall", backend=backend,
@@ -323,6 +368,7 @@ class FrontEnd(Planner):
     """
 
     frontend: ClassVar[bool] = True
+    in_charge: ClassVar[bool] = True  # reported as the firewall in charge (fail2ban: only its bans)
     read_status: ClassVar[Callable[[Results], Any]]  # its status (with .active), from the output of `reads`
     status: Any
 

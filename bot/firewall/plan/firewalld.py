@@ -132,6 +132,16 @@ class FirewalldPlanner(FrontEnd):
         return FirewalldChange(zone.name, services,
                                f"add service {', '.join(s for s, _ in services)} to zone {zone.name}")
 
+    def setting(self, pv: PortVerdict, ends: Endpoints) -> str | None:
+        zone = zone_of(pv, self.status, ends)
+        if isinstance(zone, str):
+            return f"firewalld: {zone}"
+        if zone.allows_port(pv.key.port):
+            return f"firewalld: zone {zone.name} allows the port, yet {pv.deciding.chain.name} blocks it"
+        ports = [f"{lo}-{hi}/{p}" if lo != hi else f"{lo}/{p}" for lo, hi, p in zone.ports]
+        return (f"firewalld: not in zone {zone.name} (target {zone.target}; services: "
+                f"{' '.join(zone.services) or 'none'}; ports: {' '.join(ports) or 'none'})")
+
     def apply(self, ruleset: Ruleset, change: FirewalldChange) -> None:
         for _, port in change.services:
             simulate(ruleset, change.zone, port)

@@ -44,6 +44,8 @@ from bot.firewall.plan.base import (
     Argv,
     PlannedFixes,
     Planner,
+    engine_note,
+    engines_in,
     flat_matches,
     is_source_specific,
     ports_text,
@@ -111,6 +113,10 @@ def render_table(table: Table) -> str:
     return normalize_iptables_save("\n".join(lines))
 
 
+def save_cmd(family: str) -> str:
+    return "iptables-save" if family == "ip" else "ip6tables-save"
+
+
 def tools(family: str, source: str, default_source: str) -> tuple[str, str]:
     """(iptables-like command, iptables-save-like command) that edit tables of this source."""
     base = "iptables" if family == "ip" else "ip6tables"
@@ -119,13 +125,22 @@ def tools(family: str, source: str, default_source: str) -> tuple[str, str]:
     return base, f"{base}-save"
 
 
-def accept_spec(ports: list[int], reply: bool) -> list[str]:
-    """`-p tcp -m multiport --dports 25,465 -m comment --comment mailcheck -j ACCEPT` (canonical)."""
+def accept_spec(ports: list[int], reply: bool, forwarded: bool = False) -> list[str]:
+    """`-p tcp -m multiport --dports 25,465 -m comment --comment mailcheck -j ACCEPT` (canonical).
+
+    forwarded (a published port: DNATed, FORWARD decides): one port, matched by conntrack's
+    original destination port (FORWARD sees the container's), DNATed connections only, as
+    Docker's documentation writes DOCKER-USER rules."""
+    comment = ["-m", "comment", "--comment", COMMENT, "-j", "ACCEPT"]
+    if forwarded:
+        state = ["--ctstate", "ESTABLISHED"] if reply else []
+        return ["-p", "tcp", "-m", "conntrack", *state, "--ctstatus", "DNAT", "--ctorigdstport", str(ports[0]),
+                "--ctdir", "REPLY" if reply else "ORIGINAL", *comment]
     field = "sport" if reply else "dport"
     ports_m = (["-m", "tcp", f"--{field}", str(ports[0])] if len(ports) == 1
                else ["-m", "multiport", f"--{field}s", ",".join(map(str, ports))])
     state = ["-m", "conntrack", "--ctstate", "ESTABLISHED"] if reply else []
-    return ["-p", "tcp", *ports_m, *state, "-m", "comment", "--comment", COMMENT, "-j", "ACCEPT"]
+    return ["-p", "tcp", *ports_m, *state, *comment]
 
 
 def apply_change(ruleset: Ruleset, change: IptablesChange) -> None:
@@ -165,9 +180,15 @@ class IptablesPlanner(Planner):
     def change_for(self, pv: PortVerdict, ports: list[int], attempt: int, ends: Endpoints) -> IptablesChange | str:
         d = pv.deciding
         table, chain, rule = d.table, d.chain, d.rule
+        if (why := engine_note(table, chain.name)) is not None:
+            return why
         head = (table.family, table.name, table.source, chain.name)
-        spec = accept_spec(ports, pv.reply_blocked)
+        if pv.forwarded:  # one rule per published port (conntrack matches one original port)
+            ports = ports[:1]
+        spec = accept_spec(ports, pv.reply_blocked, pv.forwarded)
         what = f"accept {'replies from' if pv.reply_blocked else 'connections to'} {ports_text(ports)}"
+        if pv.forwarded:
+            what += f" (published: DNAT to {pv.dnat_to})"
         if rule is not None:
             if rule.verdict.kind not in ("drop", "reject"):
                 return f"deciding rule is not a drop: {rule.text}"
@@ -237,6 +258,11 @@ class IptablesPlanner(Planner):
             return [], []
         if any(c.source != self.default_source for c in changes):
             notes.append(f"{fam}: not persisted: the change is in tables of another iptables variant")
+            return [], []
+        if engines := engines_in(ruleset, fam):
+            notes.append(f"{fam}: not persisted: the tables hold {' and '.join(engines)}'s rules, which "
+                         f"{save_cmd(fam)} would write to {path} with today's container addresses; the change "
+                         "lives until the next reboot (keep your own DOCKER-USER rules where you load them)")
             return [], []
         save = tools(fam, self.default_source, self.default_source)[1]
         if not self.save_file_option:  # a fixed string: both words come from the tables above, never from input

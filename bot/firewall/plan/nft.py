@@ -54,6 +54,8 @@ from bot.firewall.plan.base import (
     PlannedFixes,
     Planner,
     digest,
+    engine_note,
+    engine_of,
     is_source_specific,
     ports_text,
 )
@@ -73,26 +75,32 @@ class NftChange:
     ports: tuple[int, ...]
     reply: bool
     reason: str
+    forwarded: bool = False  # published ports (DNAT, FORWARD): matched by conntrack's original port
 
     @property
     def tag(self) -> str:
-        key = repr((self.family, self.table, self.chain, self.ports, self.reply))
+        key = repr((self.family, self.table, self.chain, self.ports, self.reply)) + ("fwd" if self.forwarded else "")
         return "mailcheck-" + hashlib.sha256(key.encode()).hexdigest()[:10]
 
     def words(self) -> list[str]:
-        field = "sport" if self.reply else "dport"
         ports = str(self.ports[0]) if len(self.ports) == 1 else "{ " + ", ".join(map(str, self.ports)) + " }"
         state = ["ct", "state", "established"] if self.reply else []
-        return ["tcp", field, ports, *state, "accept", "comment", f'"{self.tag}"']
+        if self.forwarded:
+            port = ["ct", "status", "dnat", "ct", "original", "proto-dst", ports]
+            return ["meta", "l4proto", "tcp", *state, *port, "accept", "comment", f'"{self.tag}"']
+        return ["tcp", "sport" if self.reply else "dport", ports, *state, "accept", "comment", f'"{self.tag}"']
 
     def exprs(self) -> list[dict]:
-        field = "sport" if self.reply else "dport"
         right = self.ports[0] if len(self.ports) == 1 else {"set": list(self.ports)}
-        out: list[dict] = [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": field}},
-                                      "right": right}}]
-        if self.reply:
-            out.append({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "established"}})
-        return [*out, {"accept": None}]
+        state = [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "established"}}] if self.reply else []
+        if self.forwarded:
+            return [{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}}, *state,
+                    {"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}},
+                    {"match": {"op": "==", "left": {"ct": {"key": "proto-dst", "dir": "original"}}, "right": right}},
+                    {"accept": None}]
+        field = "sport" if self.reply else "dport"
+        return [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": field}}, "right": right}},
+                *state, {"accept": None}]
 
     @property
     def text(self) -> str:
@@ -148,26 +156,30 @@ class NftPlanner(Planner):
     def change_for(self, pv: PortVerdict, ports: list[int], attempt: int, ends: Endpoints) -> NftChange | str:
         d = pv.deciding
         table, chain, rule = d.table, d.chain, d.rule
+        if (why := engine_note(table, chain.name)) is not None:
+            return why
         if not all(IDENT.match(n) for n in (table.name, chain.name)):
             return f"{table.label} chain {chain.name!r}: a name mailcheck will not put in a command"
         head = (table.family, table.name, chain.name)
         what = f"accept {'replies from' if pv.reply_blocked else 'connections to'} {ports_text(ports)}"
-        ports_t = tuple(sorted(ports))
+        if pv.forwarded:
+            what += f" (published: DNAT to {pv.dnat_to})"
+        ports_t, how = tuple(sorted(ports)), (pv.reply_blocked, pv.forwarded)
         if rule is not None:
             if rule.verdict.kind not in ("drop", "reject") or rule.handle is None:
                 return f"deciding rule is not a drop with a handle: {rule.text}"
             if is_source_specific(rule, chain.name):
                 return f"{table.label} chain {chain.name} handle {rule.handle} is tied to source addresses: {rule.text}"
-            return NftChange(*head, rule.handle, ports_t, pv.reply_blocked,
-                             f"{what} before `{rule.text}` ({chain.name} handle {rule.handle})")
+            return NftChange(*head, rule.handle, ports_t, how[0],
+                             f"{what} before `{rule.text}` ({chain.name} handle {rule.handle})", how[1])
         if attempt == 0:
-            return NftChange(*head, None, ports_t, pv.reply_blocked,
-                             f"{what} at the end of {chain.name} (policy drop)" + _allow_list_warning(table, ports))
+            return NftChange(*head, None, ports_t, how[0], f"{what} at the end of {chain.name} (policy drop)"
+                             + _allow_list_warning(table, ports), how[1])
         handle = _last_base_handle(pv, table, chain.name)
         if handle is None:
             return "the policy is reached without a rule to insert before"
-        return NftChange(*head, handle, ports_t, pv.reply_blocked,
-                         f"{what} in {chain.name} before handle {handle} (policy reached through it)")
+        return NftChange(*head, handle, ports_t, how[0],
+                         f"{what} in {chain.name} before handle {handle} (policy reached through it)", how[1])
 
     def apply(self, ruleset: Ruleset, change: NftChange) -> None:
         apply_change(ruleset, change)
@@ -176,9 +188,11 @@ class NftPlanner(Planner):
         return [change.command()], [change.rollback()]
 
     def backup(self, changes: list[NftChange]) -> BackupSpec:
-        """The whole nft ruleset, guarded; where it would not load (xt rules), the exact
-        per-rule undo guards instead."""
-        return BackupSpec(rulesets=["nft"], guard=True)
+        """The native tables it edits, each saved and restored on its own (the other tables,
+        iptables-nft's xt rules and fail2ban's bans among them, are left alone), guarded;
+        should one not load, the exact per-rule undo guards instead."""
+        return BackupSpec(nft_tables=list(dict.fromkeys(f"{c.family} {c.table}" for c in changes)),
+                          guard=True)
 
     def preconditions(self, ruleset: Ruleset, changes: list[NftChange], notes: list[str]
                       ) -> list[Precondition] | None:
@@ -202,6 +216,10 @@ class NftPlanner(Planner):
             notes.append(f"nft: not persisted: unknown distribution family {self.distro_family!r}")
             return [], []
         tables = [t for t in ruleset.tables if t.source == "nft" and self.kept_by(t) is None]
+        if engines := sorted({e for t in tables if (e := engine_of(t))}):
+            notes.append(f"nft: {' and '.join(engines)}'s tables are not written to {path} (the engine "
+                         "writes them itself, with the container addresses of the moment)")
+            tables = [t for t in tables if engine_of(t) is None]
         if not all(IDENT.match(t.name) for t in tables):
             notes.append("nft: not persisted: a table name mailcheck will not put in a command")
             return [], []
