@@ -314,5 +314,5 @@ async def test_the_deadline_and_concurrency_come_from_the_settings(capsys):
 
 def test_the_default_deadline_covers_a_hosts_own_timeouts():
     s = Settings(_env_file=None)
-    assert s.host_deadline_or_default() == 2 * 10 + 2 * (20 + 10) + 3 * 4
+    assert s.host_deadline_or_default() == 2 * 10 + 2 * (20 + 10) + 4 + 2 * 30  # greeting_timeout 30
     assert Settings(_env_file=None, host_deadline=7).host_deadline_or_default() == 7
