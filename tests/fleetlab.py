@@ -178,7 +178,8 @@ def firewall(lab: LabHost, state: str) -> None:
 def dns_world(fleet: Fleet, dnslab: DnsLab) -> dict[str, str]:
     """Serve in `dnslab`: fleet.test (mxN A and AAAA), every host address's PTR (mxN.fleet.test,
     so forward-confirmed), a DNSBL listing none of them; return the settings (environment)
-    that make mailcheck ask that lab: its resolver, DNSBL zone, RDAP server and CA."""
+    that make mailcheck ask that lab: its resolver, DNSBL zone, RDAP server and CA (and
+    nothing outside it: the outbound test and whois off)."""
     def ptr(address: str) -> str:
         return f"{dns.reversename.from_address(address)} PTR {fleet.name(lab)}.fleet.test."
 
@@ -192,7 +193,9 @@ def dns_world(fleet: Fleet, dnslab: DnsLab) -> dict[str, str]:
           Zone("2.0.0.0.1.0.0.2.ip6.arpa", "\n".join(v6), signed=False),  # 2001:2::/32
           dnsbl=standard_dnsbl())
     return {"MAILCHECK_RESOLVERS": dnslab.resolver, "MAILCHECK_DNSBL_ZONES": "bl.test",
-            "MAILCHECK_RDAP_URL": "https://rdap.lab.test/", "MAILCHECK_CA_FILE": str(dnslab.ca_file)}
+            "MAILCHECK_RDAP_URL": "https://rdap.lab.test/", "MAILCHECK_CA_FILE": str(dnslab.ca_file),
+            # nothing outside the lab (tests/guard.py): no outbound targets, no whois server
+            "MAILCHECK_OUTBOUND_TARGETS": "off", "MAILCHECK_WHOIS_SERVER": "off"}
 
 
 @contextlib.contextmanager
