@@ -47,13 +47,14 @@ class Engine:
                  transport_factory: Connect | None = None, prober: Prober | None = None,
                  checks: Sequence[Check] | None = None,
                  outbound_targets: str | None = None, lookup: Lookup | None = None,
-                 owners: OwnerLookup | None = None) -> None:
+                 owners: OwnerLookup | None = None, vantage_connect: Connect | None = None) -> None:
         """`transport_factory`: connect(host) (bot.wiring gives the jump-aware SSH one).
         `checks`: the steps (default: the registry). `outbound_targets`: the servers the
         host connects to on 25/465/587 (`nc -vz`), as MAILCHECK_OUTBOUND_TARGETS says them
         (default: that setting; `off` skips the test); `lookup` resolves their names from
         here (default: mailcheck's resolver, MAILCHECK_RESOLVERS, new for each check). `owners`: how to ask who holds the host's address (default: the RDAP and whois
-        settings). A bad target list is a TargetError."""
+        settings). `vantage_connect`: connect(host) to the vantage points (default:
+        `transport_factory`). A bad target list is a TargetError."""
         self.settings = settings
         self.outbound = _outbound(settings.outbound_targets if outbound_targets is None
                                   else outbound_targets)
@@ -62,6 +63,7 @@ class Engine:
                                             settings.owner_timeout, settings.resolvers, settings.ca_file)
         self.inventory = inventory
         self.transport_factory = transport_factory or ssh_connect(settings, inventory)
+        self.vantage_connect = vantage_connect or self.transport_factory
         self.prober = prober or Prober(settings.probe_timeout, settings.greeting_timeout)
         self.checks = dependency_order(list(checks) if checks is not None else all_checks())
 
@@ -81,8 +83,8 @@ class Engine:
         checks, report_names = self.select(steps)
         named = tuple(domains or host.domains)
         source = "--domain" if domains else "inventory" if host.domains else ""
-        ctx = CheckContext(domains=named,
-                           domains_source=source, settings=self.settings)
+        ctx = CheckContext(domains=named, domains_source=source, settings=self.settings,
+                           vantages=self.inventory.vantages(host), connect=self.vantage_connect)
         return await self._run(host, checks, report_names, ctx, progress)
 
     async def check_domain(self, domain: str, *, progress: Progress | None = None) -> Report:

@@ -120,6 +120,16 @@ class IcmpAnswer(BaseModel):
     by: Literal["host", "path", "prober", "unknown"]  # the host itself, a router, mailcheck's side
 
 
+class VantageView(BaseModel):
+    """What a probe from a vantage point (an inventory host with `vantage: true`) got on a port,
+    classified as the outside probe's `outside` is; `unknown` when its tool cannot tell."""
+
+    vantage: str  # the inventory host that probed
+    source: str | None = None  # its source address
+    outside: Outside | Literal["unknown"]
+    detail: str | None = None  # what it was told (errno, the ICMP answer and its sender)
+
+
 class PortStatus(BaseModel):
     port: int
     direction: Direction
@@ -135,6 +145,7 @@ class PortStatus(BaseModel):
     greeting_time: float | None = None  # s from connect to the SMTP greeting (25/587) / TLS answer
     greeting_wait: GreetingWait | None = None  # the shape of a slow greeting's wait
     plaintext: str | None = None  # the plain-text line sent where TLS was expected (465/993)
+    vantage: list[VantageView] = Field(default_factory=list)  # the vantage points' probes
 
     @property
     def key(self) -> PortKey:
@@ -161,6 +172,7 @@ class PortUpdate(BaseModel):
     greeting_time: float | None = None
     greeting_wait: GreetingWait | None = None
     plaintext: str | None = None
+    vantage: list[VantageView] = Field(default_factory=list)
 
     def apply(self, port: PortStatus) -> PortStatus:
         """`port` with the fields this update set (explicitly, None included) replaced."""

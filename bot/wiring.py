@@ -38,13 +38,14 @@ class Wiring:
 
     def engine(self, *, local: bool = False, outbound_targets: str | None = None) -> Checker:
         """The check engine; `local`: run the commands on this machine (`check --local`);
-        `outbound_targets`: the outbound test's targets instead of the setting (`off` skips)."""
+        `outbound_targets`: the outbound test's targets instead of the setting (`off` skips).
+        The vantage points are always reached over SSH (`connect`), `local` or not."""
         if local or outbound_targets is not None:
             connect = (lambda h: LocalTransport(h.name, max_output=self.settings.max_output,
                                                 max_host_output=self.settings.max_host_output)
                        ) if local else self.connect
             return Engine(self.settings, self.inventory, transport_factory=connect,
-                          outbound_targets=outbound_targets)
+                          outbound_targets=outbound_targets, vantage_connect=self.connect)
         return self._default_engine
 
     @cached_property

@@ -15,6 +15,7 @@ from pydantic import (
     AliasChoices,
     BaseModel,
     Field,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -68,6 +69,8 @@ class Host(BaseModel):
     approver_groups: list[str] = Field(default_factory=list)  # Slack user group IDs
     # the mail domains this host serves (inventory `domain:`, one or a list); none: the MTA's
     domains: list[str] = Field(default_factory=list, validation_alias=AliasChoices("domain", "domains"))
+    # a vantage point: it probes the other hosts' mail ports too, over its SSH connection
+    vantage: StrictBool = False
 
     @field_validator("name")
     @classmethod
@@ -158,6 +161,12 @@ class Inventory(BaseModel):
             known = ", ".join(sorted(self.hosts)) or "none"
             raise TargetError(f"{name!r} is not in the inventory (known hosts: {known})")
         return host
+
+    def vantages(self, host: Host) -> tuple[Host, ...]:
+        """The vantage points (`vantage: true`) that probe `host`: all but itself (by name or
+        address)."""
+        return tuple(h for h in self.hosts.values()
+                     if h.vantage and h.name != host.name and h.address != host.address)
 
     def groups_of(self, name: str) -> list[str]:
         return [g for g, members in self.groups.items() if name in members]

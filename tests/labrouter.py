@@ -43,12 +43,15 @@ class RoutedHost(LabHost):
     """A LabHost whose link leads to a router namespace instead of the root namespace.
 
     Its resolv.conf names a LabResolver on the router's outside end (198.18.R.1, in the
-    root namespace, reached through the router)."""
+    root namespace, reached through the router): its own, or, for a second host on the same
+    router, the first one's."""
 
     router: LabHost | None = None
+    owns_router: bool = True  # False: another host made the router and closes it
 
     def _setup_resolver(self) -> None:
-        self.dns = LabResolver(self.router.outside_ip, self.lab_names()).start()
+        if self.owns_router:  # a second host on the router asks the first one's resolver
+            self.dns = LabResolver(self.router.outside_ip, self.lab_names()).start()
         (self.etc / "resolv.conf").write_text(
             f"# lab host {self.ns}: its lookups go to a resolver in the lab\n"
             f"nameserver {self.router.outside_ip}\noptions timeout:1 attempts:1\n")
@@ -68,20 +71,28 @@ class RoutedHost(LabHost):
         _run("ip", "route", "add", f"198.18.{self.index}.0/30", "via", r.ip, "dev", r.veth)
         _run("ip", "-6", "route", "add", f"2001:2:0:{self.index:x}::/64", "via", r.ip6, "dev", r.veth)
 
+    def route_to(self, other: RoutedHost) -> None:
+        """Routes between this host and `other`, another host on the same router."""
+        for a, b in ((self, other), (other, self)):
+            a.sh("ip", "route", "add", f"198.18.{b.index}.0/30", "via", a.outside_ip)
+            a.sh("ip", "-6", "route", "add", f"2001:2:0:{b.index:x}::/64", "via", a.outside_ip6)
+
     def close(self) -> None:
         super().close()
-        if self.router is not None:
+        if self.router is not None and self.owns_router:
             self.router.close()
 
 
-def make_routed_host(client_key: Path) -> RoutedHost:
-    """A lab host (sshd running) reached through a router namespace. Call .close()."""
-    router = make_router(client_key)
+def make_routed_host(client_key: Path, router: LabHost | None = None) -> RoutedHost:
+    """A lab host (sshd running) reached through a router namespace: a new one, or `router`
+    (another RoutedHost's, which stays that host's to close). Call .close()."""
+    owns = router is None
+    router = make_router(client_key) if router is None else router
     host = None
     try:
         index = _allocate()
         host = RoutedHost(index=index, workdir=Path(tempfile.mkdtemp(prefix=f"mclab{index}-")),
-                          client_key=client_key, router=router)
+                          client_key=client_key, router=router, owns_router=owns)
         host._setup_network()
         _wait_reachable(host)
         host._setup_etc()
@@ -90,7 +101,7 @@ def make_routed_host(client_key: Path) -> RoutedHost:
     except BaseException:
         if host is not None:
             host.close()
-        else:
+        elif owns:
             router.close()
         raise
     return host

@@ -51,6 +51,8 @@ from bot.models import (
 from bot.outbound import Target
 from bot.owner import Owner
 from bot.probes import ProbeReport
+from bot.transport import Connect
+from config.inventory import Host
 from config.settings import Settings
 
 Results = Mapping[tuple[str, ...], CommandResult]
@@ -69,6 +71,8 @@ class CheckContext:
     domains: tuple[str, ...] = ()  # the mail domains named for this run (inventory, --domain)
     domains_source: str = ""  # where they were named: "inventory", "--domain", "command"
     settings: Settings | None = None
+    vantages: tuple[Host, ...] = ()  # the inventory's vantage points that probe this host too
+    connect: Connect | None = None  # connect(vantage point): mailcheck's SSH, jump hosts included
 
 
 @dataclass(frozen=True)

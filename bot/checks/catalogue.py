@@ -106,6 +106,14 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
          "other domains' MX hosts."),
     Code("dns.resolver_none", "resolver", "warning",
          "/etc/resolv.conf names no nameserver: the resolver library asks 127.0.0.1."),
+    Code("vantage.disagrees", "vantage", "warning",
+         "A vantage point (inventory `vantage: true`) and mailcheck got different answers on a port "
+         "(e.g. open from the vantage point, filtered from mailcheck): the summary names both views, "
+         "with their source addresses. A block on one path only (guide step 5, outside the host), or "
+         "a host firewall rule for one source alone.", role="symptom"),
+    Code("vantage.failed", "vantage", "warning",
+         "A vantage point could not probe (SSH failed, the probe's output unreadable): its view "
+         "is missing.", role="note"),
     Code("dns.resolver_unknown", "resolver", "warning",
          "The host's resolver could not be tested (resolv.conf unreadable, dig missing).", role="note"),
     Code("dns.resolver_delays_greeting", "resolver", "warning",

@@ -13,11 +13,13 @@ from bot.checks.reputation import Reputation
 from bot.checks.resolver import Resolver
 from bot.checks.services import Services
 from bot.checks.tools import Tools
+from bot.checks.vantage import Vantage
 
 REGISTRY: tuple[type[Check], ...] = (
     Tools,  # 1. are dig, lsof, nc, whois there?
     Services,  # 2. do the daemons run and listen publicly?
     Ports,  # 3. are the ports reachable from outside?
+    Vantage,  # 3a. and from the inventory's vantage points: do they agree?
     Outbound,  # 3b. can the host reach other mail servers?
     Resolver,  # 3c. does the host's resolver answer (MX lookups, the greeting's reverse lookup)?
     Firewall,  # 4. which rule blocks which port?

@@ -191,10 +191,11 @@ async def test_ssh_steps_report_while_a_filtered_port_still_times_out(labhost):
     report = await Engine(settings, Inventory()).check(host_of(labhost), progress=progress)
     early = {"outbound", "tools", "services", "firewall", "provider",  # outbound: off, no commands
              "reputation"}  # reputation needs neither SSH nor probes
-    late = ["ports", "resolver", "conclusion", "dns"]  # dns reads the port-25 probe (banner, certificate)
+    late = ["ports", "vantage", "resolver", "conclusion", "dns"]  # dns reads the port-25 probe (banner,
+    # certificate); vantage (skipped: no vantage point) compares with the probes
     assert set(list(at)[:6]) == early and list(at)[6:] == late, at
     assert max(at[n] for n in early) < timeout <= at["ports"]
-    assert [s.name for s in report.steps] == ["tools", "services", "ports", "outbound", "resolver",
+    assert [s.name for s in report.steps] == ["tools", "services", "ports", "vantage", "outbound", "resolver",
                                               "firewall", "provider", "conclusion", "dns", "reputation"]
     assert firewall(report)[("inbound", "ipv4", 25)] == ("allow", None)
     assert inbound(report)[25] == ("filtered", "public")
@@ -233,8 +234,9 @@ def test_cli_json_per_port_verdicts(labhost):
         assert set(p) >= {"port", "direction", "family", "outside", "listening", "process",
                           "firewall", "blocked_by"}
     assert data["verdict"] == "broken" and data["exit_code"] == 1
-    assert [s["name"] for s in data["steps"]] == ["tools", "services", "ports", "outbound", "resolver",
-                                                  "firewall", "provider", "conclusion", "dns", "reputation"]
+    assert [s["name"] for s in data["steps"]] == ["tools", "services", "ports", "vantage", "outbound",
+                                                  "resolver", "firewall", "provider", "conclusion", "dns",
+                                                  "reputation"]
     assert "[warn] services: " in r.stderr and "] conclusion: " in r.stderr  # progress lines
 
 

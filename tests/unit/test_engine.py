@@ -71,7 +71,7 @@ async def test_facts_first_then_the_batches_deduplicated_and_probes_for_both_fam
     assert ["dig"] in kinds and ["curl", "sh"] in kinds  # the resolver's; provider's (AWS: sh)
     digs = next(b for b in t.batches if b[0][0] == "dig" and b[0][1].startswith("+time"))
     assert all("@127.0.0.1" in a for a in digs)
-    assert sorted(seen) == sorted(["tools", "services", "ports", "outbound", "resolver", "firewall",
+    assert sorted(seen) == sorted(["tools", "services", "ports", "vantage", "outbound", "resolver", "firewall",
                                    "provider", "conclusion", "dns", "reputation"])
     assert seen.index("resolver") > seen.index("ports") and seen.index("conclusion") > seen.index("provider")
     assert seen.index("dns") > seen.index("ports")  # after the probes: its lookups wait on them
@@ -199,14 +199,14 @@ async def test_ssh_steps_are_reported_before_a_slow_prober_finishes():
     at = {name: t for name, t, _ in seen}
     order = [name for name, _, _ in seen if name != "reputation"]
     assert sorted(order[:5]) == ["firewall", "outbound", "provider", "services", "tools"], order
-    assert order[5:] == ["ports", "resolver", "conclusion", "dns"], order
+    assert order[5:] == ["ports", "vantage", "resolver", "conclusion", "dns"], order
     assert max(at["tools"], at["services"], at["firewall"], at["provider"]) < 0.5
     # reputation reads neither SSH nor the probes, only mailcheck's resolvers (the session's
     # refusing responder): its time is the machine's load, not the order this test is about.
     assert min(at["ports"], at["resolver"], at["conclusion"], at["dns"]) >= 1.0  # they read the probes
     so_far = [n for n in next(r for name, _, r in seen if name == order[4]) if n != "reputation"]
     assert so_far == ["tools", "services", "outbound", "firewall", "provider"]  # so far, in guide order
-    assert [s.name for s in report.steps] == ["tools", "services", "ports", "outbound", "resolver",
+    assert [s.name for s in report.steps] == ["tools", "services", "ports", "vantage", "outbound", "resolver",
                                               "firewall", "provider", "conclusion", "dns", "reputation"]
     by = {s.name: s for s in report.steps}
     assert by["firewall"].duration < 0.5 <= 1.0 <= by["ports"].duration
@@ -248,9 +248,9 @@ async def test_a_new_step_is_one_class_and_a_registry_line(monkeypatch):
     report = await engine(t).check(HOST)
     assert any(dig in batch and ("ss", "-Hltnp") in batch for batch in t.batches)  # with the others
     names = [s.name for s in report.steps]
-    assert names[:10] == ["tools", "services", "ports", "outbound", "resolver", "firewall",
+    assert names[:11] == ["tools", "services", "ports", "vantage", "outbound", "resolver", "firewall",
                           "provider", "conclusion", "dns", "reputation"]
-    assert names[10:] == ["mxcheck", "mx_reader"]  # what a step needs runs first
+    assert names[11:] == ["mxcheck", "mx_reader"]  # what a step needs runs first
     by = {s.name: s for s in report.steps}
     assert by["mx_reader"].summary == "no MX record; no MX record"
     assert "mxcheck.no_mx" in {f.code for f in report.findings}
