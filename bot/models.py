@@ -7,6 +7,7 @@ contract documented in README.md.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 from dataclasses import dataclass
@@ -110,6 +111,17 @@ class CommandResult:
         return self.exit_status == 127
 
 
+class AddressException(BaseModel):
+    """Peer addresses (sources inbound, destinations outbound) whose firewall verdict differs from
+    the one for addresses in general, with the rule that decides it: a deny list's networks."""
+
+    model_config = ConfigDict(frozen=True)
+
+    networks: tuple[str, ...]  # CIDR, fewest that cover exactly the range
+    firewall: FirewallVerdict
+    rule: str | None = None  # block: the blocking rule or policy; allow: the accept; unknown: why
+
+
 class IcmpAnswer(BaseModel):
     """The ICMP error that answered the outside probe (an `outside: rejected` port, mostly)."""
 
@@ -141,6 +153,9 @@ class PortStatus(BaseModel):
     blocked_by: str | None = None
     dnat: str | None = None  # a published port: "198.19.8.2:25 (<the nat rule>)", where it really goes
     detail: str | None = None  # what the outside probe saw: SMTP banner / STARTTLS, TLS certificate
+    firewall_general: FirewallVerdict | None = None  # for peer addresses no exception lists
+    except_sources: list[AddressException] | None = None  # inbound; None: not known / not listed
+    except_destinations: list[AddressException] | None = None  # outbound
     icmp: IcmpAnswer | None = None  # the ICMP answer to the outside probe, and who sent it
     greeting_time: float | None = None  # s from connect to the SMTP greeting (25/587) / TLS answer
     greeting_wait: GreetingWait | None = None  # the shape of a slow greeting's wait
@@ -150,6 +165,33 @@ class PortStatus(BaseModel):
     @property
     def key(self) -> PortKey:
         return PortKey(self.direction, self.family, self.port)
+
+    def firewall_for(self, address: str) -> FirewallVerdict:
+        """The firewall's verdict for one peer address (a source inbound, a destination outbound):
+        its exception's, else firewall_general's; `unknown` when the exceptions are not listed.
+        Without exact ranges (no ruleset analysed): the port's `firewall`."""
+        listed = self.except_sources if self.direction == "inbound" else self.except_destinations
+        if self.firewall_general is None:
+            return self.firewall
+        if listed is None:
+            return "unknown"
+        ip = ipaddress.ip_address(address)
+        hit = next((e for e in listed if any(ip in ipaddress.ip_network(n) for n in e.networks
+                                              if ipaddress.ip_network(n).version == ip.version)), None)
+        return hit.firewall if hit is not None else self.firewall_general
+
+    def exceptions_text(self, shown: int = 2) -> str | None:
+        """'block for 192.0.2.0/24' / 'block to 192.0.2.0/24, 198.51.100.0/24 and 3 more' (the
+        peer ranges treated unlike the rest), 'exceptions not listed', or None."""
+        listed = self.except_sources if self.direction == "inbound" else self.except_destinations
+        if listed is None:
+            return "exceptions not listed" if self.firewall_general is not None else None
+        to = "for" if self.direction == "inbound" else "to"
+        parts = []
+        for e in listed:
+            more = len(e.networks) - shown
+            parts.append(f"{e.firewall} {to} {', '.join(e.networks[:shown])}" + (f" and {more} more" if more > 0 else ""))
+        return "; ".join(parts) or None
 
 
 class PortUpdate(BaseModel):
@@ -168,6 +210,9 @@ class PortUpdate(BaseModel):
     blocked_by: str | None = None
     dnat: str | None = None
     detail: str | None = None
+    firewall_general: FirewallVerdict | None = None
+    except_sources: list[AddressException] | None = None
+    except_destinations: list[AddressException] | None = None
     icmp: IcmpAnswer | None = None
     greeting_time: float | None = None
     greeting_wait: GreetingWait | None = None

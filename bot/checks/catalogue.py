@@ -129,7 +129,12 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
     Code("firewall.prober_banned", "firewall", "error",
          "The firewall bans the prober's address (fail2ban & co.), not the port."),
     Code("firewall.source_specific", "firewall", "warning",
-         "The verdict for the prober differs from the one for a generic internet source."),
+         "The verdict for the prober differs from the one for source addresses in general (the "
+         "verdict covering the most addresses)."),
+    Code("firewall.address_exceptions", "firewall", "info",
+         "Some peer address ranges get another verdict than addresses in general, e.g. a deny list: "
+         "\"blocked for 192.0.2.0/24 (rule ...)\" (inbound: sources; outbound: destinations); or they "
+         "were too many to list.", role="note"),
     Code("firewall.unknown", "firewall", "warning",
          "The evaluator cannot tell what the firewall does to these ports.", role="note"),
     Code("firewall.fix_not_planned", "firewall", "info",

@@ -19,6 +19,7 @@ from bot.checks.catalogue import finding
 from bot.checks.provider import identify
 from bot.checks.providers import Provider, policy_text
 from bot.models import Finding, PortStatus
+from bot.outbound import Target
 
 ASK = ("Open a ticket with your hosting provider: \"Inbound TCP to {addr} on port(s) {ports} "
        "never reaches my server ({why}). Please remove the block on these ports for my "
@@ -66,7 +67,7 @@ class Conclusion(Check):
             return StepOutcome("skipped", f"no conclusion: step(s) {', '.join(missing)} did not run")
         provider = identify(inp.results, inp.owner).provider
         inbound = [p for p in inp.ports.values() if provider_blocked(p)]
-        outbound = [p for p in inp.ports.values() if outbound_blocked(p)]
+        outbound = [p for p in inp.ports.values() if outbound_blocked(p, inp.outbound or ())]
         findings = inbound_findings(inp, inbound, provider) + outbound_findings(inp, outbound, provider)
         if not findings:
             return StepOutcome("ok", "no sign of a block outside the host")
@@ -92,9 +93,14 @@ def inbound_findings(inp: CheckInput, blocked: list[PortStatus], provider: Provi
         for family, mine, ports in _by_family(blocked)]
 
 
-def outbound_blocked(p: PortStatus) -> bool:
-    """The host firewall allows it, yet every target timed out or was rejected on the way."""
-    return p.direction == "outbound" and p.firewall == "allow" and p.outside in ("filtered", "rejected")
+def outbound_blocked(p: PortStatus, targets: tuple[Target, ...] = ()) -> bool:
+    """The host firewall allows it, yet every target timed out or was rejected on the way. Allows
+    it to a target actually tried: a target in a range the firewall denies (a deny list, an
+    exception to the port's general verdict) was blocked by the host, not outside it."""
+    if p.direction != "outbound" or p.outside not in ("filtered", "rejected"):
+        return False
+    tried = [a for t in targets if t.port == p.port and (a := t.address(p.family))]
+    return any(p.firewall_for(a) == "allow" for a in tried) if tried else p.firewall == "allow"
 
 
 def outbound_findings(inp: CheckInput, blocked: list[PortStatus], provider: Provider | None) -> list[Finding]:

@@ -66,9 +66,18 @@ def published(d: firewall.PortVerdict) -> str | None:
     return f"{d.dnat_to} ({d.delivered.nat_by})"
 
 
+def peers(key: PortKey, d: firewall.PortVerdict) -> dict:
+    """firewall_general and except_sources (inbound) / except_destinations (outbound): exact ranges."""
+    if d.peers is None:
+        return {}
+    field = "except_sources" if key.direction == "inbound" else "except_destinations"
+    listed = None if d.peers.exceptions is None else list(d.peers.exceptions)
+    return {"firewall_general": d.peers.general, field: listed}
+
+
 def evaluate(inp: CheckInput) -> StepOutcome:
     analysis = firewall.analyze(inp.results, context=context(inp))
-    ports = {key: PortUpdate(firewall=d.verdict, blocked_by=d.blocked_by, dnat=published(d))
+    ports = {key: PortUpdate(firewall=d.verdict, blocked_by=d.blocked_by, dnat=published(d), **peers(key, d))
              for key, d in analysis.decisions.items()}
     findings = [f.model_copy(update={"step": f.step or Firewall.name}) for f in analysis.findings]
     summary = f"{analysis.backend}, " + blocked_summary(analysis.decisions)

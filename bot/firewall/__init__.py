@@ -9,8 +9,12 @@ Read it in this order; each layer uses only the ones above it:
     evaluate.py   what the kernel does with one packet -> PacketVerdict: prerouting
                   (nat DNAT/REDIRECT), then input, or forward + postrouting for a
                   packet translated to another host (a published container port)
+    peers.py      the peer address space cut into regions the rules' address
+                  matches and the routes' devices cannot tell apart (exact ranges,
+                  no sample address)
     analysis.py   per mail port (first packet and replies) -> PortVerdict, keyed by
-                  bot.models.PortKey; the findings; AnalysisContext
+                  bot.models.PortKey: the prober's verdict (inbound), the general
+                  one and the ranges that differ (`peers`); the findings; AnalysisContext
     plan/         fixes: base.py is the one planner algorithm (the search on a copy
                   of the model, the SSH guard, the Fix); one class per backend
                   (iptables.py, nft.py, ufw.py, firewalld.py, csf.py, fail2ban.py);

@@ -2,10 +2,13 @@
 
 A connection works only when its first packet (NEW) passes and the replies
 (ESTABLISHED) pass too: both are evaluated. Inbound packets come from the
-address the outside probe used, so the verdict speaks of the same packet as
-the probe; a generic internet source is evaluated too, and any difference
-(a fail2ban ban on the prober, an accept limited to some networks) becomes a
-finding of its own.
+address the outside probe used, so `verdict` speaks of the same packet as the
+probe. Every other peer address is accounted for exactly, never by a sample:
+bot/firewall/peers.py cuts the address space into regions the ruleset cannot
+tell apart, one member of each is evaluated, and `peers` holds the verdict for
+addresses in general (the one covering the most addresses) and the ranges
+that differ, each with its deciding rule. Outbound ports have no prober: their
+verdict is the general one, and a deny list is an exception, not a block.
 """
 
 from __future__ import annotations
@@ -14,20 +17,22 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from bot.firewall.evaluate import Outcome, PacketVerdict, evaluate
-from bot.firewall.model import Packet, Routes, Ruleset
-from bot.models import Direction, Family, Finding, FirewallVerdict, PortKey
+from bot.firewall import peers as peer_space
+from bot.firewall.evaluate import Outcome, PacketVerdict, describe, evaluate
+from bot.firewall.model import CONSULTED, Packet, Routes, Ruleset
+from bot.models import AddressException, Direction, Family, Finding, FirewallVerdict, PortKey
 
-# Stand-ins for "somewhere on the internet" (documentation ranges): only ever
-# evaluated against the model, never sent a packet.
-GENERIC_PEER = {"ipv4": "192.0.2.10", "ipv6": "2001:db8::10"}
 EPHEMERAL = 40000
+# Peer regions walked per port (a region that agrees with a walk on what it consulted reuses it);
+# beyond, the exceptions are not listed. Bounds the CPU a check spends here (the steps run on
+# the event loop): 1,000 per-address ban rules on the mail ports cost 64 walks per port.
+MAX_REGIONS = 64
 
 
 @dataclass(frozen=True)
 class Endpoints:
     host: str  # the host's address in this family
-    peer: str  # the prober (inbound) or a remote mail server (outbound)
+    peer: str | None  # the prober (inbound); None: no particular peer (outbound, not probed)
     iface: str | None
     local_addrs: frozenset[str]
     routes: Routes | None = None  # where a translated packet goes (None: not known)
@@ -51,14 +56,14 @@ class AnalysisContext:
     routes_v6: Routes | None = None
 
     def endpoints(self, family: Family) -> Endpoints | None:
-        """The host and the prober in this family (a generic internet peer when not probed)."""
+        """The host and the prober in this family (peer None when not probed)."""
         host = self.host_v4 if family == "ipv4" else self.host_v6
         if host is None:
             return None
         prober = self.prober_v4 if family == "ipv4" else self.prober_v6
         local = frozenset({host, *self.host_addrs, "127.0.0.1", "::1"})
         routes = self.routes_v4 if family == "ipv4" else self.routes_v6
-        return Endpoints(host, prober or GENERIC_PEER[family], self.inbound_iface, local, routes)
+        return Endpoints(host, prober, self.inbound_iface, local, routes)
 
     def all_endpoints(self) -> dict[str, Endpoints]:
         return {f: e for f in self.families if (e := self.endpoints(f)) is not None}
@@ -78,7 +83,7 @@ class PortVerdict:
     path: tuple[str, ...] = ()  # chains/rules walked, for the evidence
     reasons: tuple[str, ...] = ()  # why the verdict is unknown
     reply_blocked: bool = False  # the first packet passes, the replies do not
-    generic: PacketVerdict | None = None  # a generic internet source's verdict (inbound, peer = prober)
+    peers: Peers | None = None  # every peer address: the general verdict and the ranges that differ
     delivered: Packet | None = None  # the first packet where it was decided (translated? forwarded?)
 
     @property
@@ -156,32 +161,140 @@ def connection_verdict(ruleset: Ruleset, first: Packet, reply: Packet) -> tuple[
     return PacketVerdict("unknown", reasons=reasons), False, d1
 
 
-def port_verdict(ruleset: Ruleset, key: tuple[Direction, Family, int], ends: Endpoints) -> PortVerdict:
+@dataclass(frozen=True)
+class Peers:
+    """One port's verdict for every peer address (sources inbound, destinations outbound)."""
+
+    general: FirewallVerdict  # for the addresses no exception lists
+    exceptions: tuple[AddressException, ...] | None  # None: not listed (see note)
+    note: str = ""
+
+
+Connection = tuple[PacketVerdict, bool, PacketVerdict]  # connection_verdict's answer
+
+
+def port_verdict(ruleset: Ruleset, key: tuple[Direction, Family, int], ends: Endpoints,
+                 regions: list[peer_space.Region] | None = None) -> PortVerdict:
+    """The port's verdict: for the prober's connection when ends.peer is set (inbound), else the
+    general one (every peer address accounted for, see `peer_verdicts`). `regions`: the family's
+    peer regions of this ruleset, when the caller has them."""
     key = PortKey(*key)
-    d, reply_blocked, first = connection_verdict(ruleset, *packets(*key, ends))
-    generic = None
-    if key.direction == "inbound" and ends.peer != GENERIC_PEER[key.family]:
-        generic_ends = replace(ends, peer=GENERIC_PEER[key.family])
-        generic = connection_verdict(ruleset, *packets(*key, generic_ends))[0]
+    peers, general = peer_verdicts(ruleset, key, ends, regions)
+    if ends.peer is not None:
+        general = connection_verdict(ruleset, *packets(*key, ends))
+    d, reply_blocked, first = general
     ways = first.delivered or ((first.deciding.packet,) if first.deciding and first.deciding.packet else ())
     delivered = ways[0] if len(ways) == 1 else None
-    return PortVerdict(key, d.verdict, d.blocked_by, d.deciding, d.path, d.reasons, reply_blocked, generic,
+    return PortVerdict(key, d.verdict, d.blocked_by, d.deciding, d.path, d.reasons, reply_blocked, peers,
                        delivered)
 
 
+def peer_verdicts(ruleset: Ruleset, key: PortKey, ends: Endpoints,
+                  regions: list[peer_space.Region] | None = None) -> tuple[Peers, Connection]:
+    """Every peer region's verdict (bot/firewall/peers.py): the general one (covering the most
+    addresses; its largest region's connection is returned) and the ranges that differ.
+
+    Regions are taken largest first. A region that agrees with an evaluated one on everything
+    that evaluation consulted (the address matches it tested, the interface, addrtype) gets
+    the same verdict without a walk: a ban list the port's packets never reach costs nothing.
+    At most MAX_REGIONS walks: past that, the general verdict stands only if the regions left
+    could not outweigh it, and the exceptions are not listed."""
+    regions = sorted(peer_regions(ruleset, key.family, ends) if regions is None else regions,
+                     key=lambda r: -r.size)
+    known: list[_Known] = []
+    done: list[tuple[peer_space.Region, Connection]] = []
+    left = []
+    for region in regions:
+        iface = region.iface or ends.iface
+        conn = next((k.conn for k in known if k.holds_for(region, iface)), None)
+        if conn is None and len(known) < MAX_REGIONS:
+            known.append(_evaluated(ruleset, key, replace(ends, peer=region.member, iface=iface), region))
+            conn = known[-1].conn
+        if conn is None:
+            left.append(region)
+        else:
+            done.append((region, conn))
+    weight: dict[str, int] = defaultdict(int)
+    for region, conn in done:
+        weight[conn[0].verdict] += region.size
+    general, heaviest = max(weight.items(), key=lambda kv: kv[1])
+    top = next(conn for region, conn in done if conn[0].verdict == general)
+    if not left:
+        return Peers(general, _exceptions(done, general, key.family)), top
+    runner_up = max((w for v, w in weight.items() if v != general), default=0)
+    note = (f"more than {MAX_REGIONS} address ranges are treated differently by the rules "
+            f"({len(left)} not evaluated): the exceptions are not listed")
+    if heaviest > runner_up + sum(r.size for r in left):
+        return Peers(general, None, note), top
+    unknown = PacketVerdict("unknown", reasons=(note,))
+    return Peers("unknown", None, note), (unknown, False, unknown)
+
+
+@dataclass(frozen=True)
+class _Known:
+    """One region's evaluation, and what it consulted: it holds for every region that agrees there."""
+
+    tested: frozenset  # the address matches consulted (peers.signature_key)
+    member: frozenset  # those of them holding the region
+    iface: tuple[bool, str | None]  # (consulted?, the interface)
+    own: tuple[bool, frozenset]  # (addrtype consulted?, the host's address it is)
+    conn: Connection
+
+    def holds_for(self, region: peer_space.Region, iface: str | None) -> bool:
+        return ((region.matches & self.tested) == self.member
+                and (not self.iface[0] or self.iface[1] == iface)
+                and (not self.own[0] or self.own[1] == region.own))
+
+
+def _evaluated(ruleset: Ruleset, key: PortKey, ends: Endpoints, region: peer_space.Region) -> _Known:
+    seen: set = set()
+    token = CONSULTED.set(seen)
+    try:
+        conn = connection_verdict(ruleset, *packets(*key, ends))
+    finally:
+        CONSULTED.reset(token)
+    tested = {k for t in seen if isinstance(t, tuple) and (k := peer_space.signature_key(t, key.family))}
+    return _Known(frozenset(tested), region.matches & frozenset(tested), ("iface" in seen, ends.iface),
+                  ("addrtype" in seen, region.own), conn)
+
+
+def _exceptions(done, general: str, family: str) -> tuple[AddressException, ...]:
+    groups: dict[tuple[str, str | None], list[tuple[int, int]]] = defaultdict(list)
+    for region, (d, _, _) in done:
+        if d.verdict != general:
+            groups[(d.verdict, _deciding_rule(d))] += region.ranges
+    out = [AddressException(networks=peer_space.networks(sorted(r), family), firewall=v, rule=rule)
+           for (v, rule), r in groups.items()]
+    return tuple(sorted(out, key=lambda e: e.networks))
+
+
+def _deciding_rule(d: PacketVerdict) -> str | None:
+    if d.verdict == "block":
+        return d.blocked_by
+    if d.verdict == "unknown":
+        return "; ".join(d.reasons) or None
+    at = d.deciding
+    return describe(at.table, at.chain, at.rule) if at and at.table and at.chain else None
+
+
+def peer_regions(ruleset: Ruleset, family: Family, ends: Endpoints) -> list[peer_space.Region]:
+    return peer_space.regions(ruleset, family, ends.routes, ends.local_addrs)
+
+
 def ends_for(key: tuple[Direction, Family, int], ends: Endpoints) -> Endpoints:
-    """The endpoints the analysis evaluates a port with: inbound from the prober, outbound to a
-    generic mail server (never to the prober: a ban of the prober says nothing of mail out)."""
-    return replace(ends, peer=GENERIC_PEER[key[1]]) if key[0] == "outbound" else ends
+    """The endpoints the analysis evaluates a port with: inbound from the prober, outbound to
+    every destination (no particular peer: a ban of the prober says nothing of mail out)."""
+    return replace(ends, peer=None) if key[0] == "outbound" else ends
 
 
 def port_verdicts(ruleset: Ruleset, context: AnalysisContext) -> list[PortVerdict]:
-    """Every mail port of the context, inbound from the prober, outbound to a generic mail server."""
+    """Every mail port of the context, inbound from the prober, outbound to every destination."""
     out = []
     for family, ends in context.all_endpoints().items():
         keys = [("inbound", family, p) for p in context.inbound_ports]
         keys += [("outbound", family, p) for p in context.outbound_ports]
-        out += [port_verdict(ruleset, k, ends_for(k, ends)) for k in keys]
+        regions = peer_regions(ruleset, family, ends)
+        out += [port_verdict(ruleset, k, ends_for(k, ends), regions) for k in keys]
     return out
 
 
@@ -215,6 +328,7 @@ def findings_for(verdicts: list[PortVerdict], prober: dict[str, str | None],
                                                     *managed, *published]),
                                 ports=[v.key for v in vs]))
     findings += _source_specific(verdicts, prober)
+    findings += address_exceptions(verdicts)
     unknown = [v for v in verdicts if v.verdict == "unknown"]
     if unknown:
         reasons = sorted({r for v in unknown for r in v.reasons})
@@ -284,22 +398,57 @@ def input_bypassed(ruleset: Ruleset, verdicts: list[PortVerdict]) -> list[Findin
 
 
 def _source_specific(verdicts: list[PortVerdict], prober: dict[str, str | None]) -> list[Finding]:
+    """Inbound ports whose verdict for the prober differs from the one for sources in general."""
     out = []
     for v in verdicts:
-        g = v.generic
-        if g is None or g.verdict == v.verdict or "unknown" in (g.verdict, v.verdict):
+        g = v.peers
+        if g is None or v.key.direction != "inbound" or g.general == v.verdict or "unknown" in (g.general, v.verdict):
             continue
-        family = v.key.family
+        who = f"the prober ({prober.get(v.key.family)})"
         if v.verdict == "allow":
-            summary = (f"Port {v.key.label} is open to the prober ({prober.get(family)}) but the firewall "
-                       f"blocks it for other internet sources")
-            evidence = _evidence(g.path, g.blocked_by or "")
+            summary = f"Port {v.key.label} is open to {who} but blocked for sources in general"
         else:
-            summary = (f"Port {v.key.label} is blocked for the prober ({prober.get(family)}) only; "
-                       f"other internet sources are allowed")
-            evidence = _evidence(v.path, v.blocked_by or "")
+            summary = f"Port {v.key.label} is blocked for {who} but open to sources in general"
         out.append(Finding(code="firewall.source_specific", severity="warning", summary=summary,
-                           evidence=evidence, step="firewall", ports=[v.key]))
+                           evidence=_evidence(v.path, v.blocked_by or _deciding_rule(
+                               PacketVerdict(v.verdict, v.deciding)) or ""), step="firewall", ports=[v.key]))
+    return out
+
+
+WORDS = {"block": "blocked", "allow": "allowed", "unknown": "unknown"}
+MAX_LISTED = 8  # networks named in a finding's summary (the evidence and the report list them all)
+
+
+def address_exceptions(verdicts: list[PortVerdict]) -> list[Finding]:
+    """One finding per direction, verdict and rule: the peer ranges treated unlike the rest
+    ("blocked for 192.0.2.0/24 (rule ...)"); and the ports whose ranges were too many to list."""
+    groups: dict[tuple, list[PortVerdict]] = defaultdict(list)
+    unlisted = []
+    for v in verdicts:
+        if v.peers is None:
+            continue
+        if v.peers.exceptions is None:
+            unlisted.append(v)
+        for e in v.peers.exceptions or ():
+            groups[(v.key.direction, e)].append(v)
+    out = []
+    for (direction, e), vs in groups.items():
+        nets = ", ".join(e.networks[:MAX_LISTED]) + (f" and {len(e.networks) - MAX_LISTED} more"
+                                                      if len(e.networks) > MAX_LISTED else "")
+        word = WORDS[e.firewall]
+        to = "for" if direction == "inbound" else "to"
+        general = WORDS[vs[0].peers.general] if vs[0].peers else "?"
+        out.append(Finding(
+            code="firewall.address_exceptions", severity="info", step="firewall",
+            summary=f"{direction.capitalize()} {', '.join(v.key.label for v in vs)}: {word} {to} {nets} "
+                    f"({e.rule or 'no rule'}); {general} for other addresses",
+            evidence="\n".join([f"{word} {to}: {' '.join(e.networks)}", f"deciding: {e.rule or 'no rule'}"]),
+            ports=[v.key for v in vs]))
+    for v in unlisted:
+        note = v.peers.note if v.peers else ""
+        out.append(Finding(code="firewall.address_exceptions", severity="info", step="firewall",
+                           summary=f"{v.key.direction.capitalize()} {v.key.label}: {note}", evidence=note,
+                           ports=[v.key]))
     return out
 
 

@@ -11,6 +11,9 @@ bot/firewall/evaluate.py): a verdict is certain only when both outcomes agree.
 
 from __future__ import annotations
 
+import bisect
+import contextvars
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
@@ -153,17 +156,64 @@ class Addr(Match):
         return _neg(in_networks(p.saddr if self.field == "saddr" else p.daddr, self.networks), self.negate)
 
 
+# While set, what the evaluation consulted about the packet's addresses and interfaces: each
+# address match's networks, "addrtype", "iface" (bot/firewall/analysis.py reuses a verdict for
+# peers that agree on all of it).
+CONSULTED: contextvars.ContextVar[set | None] = contextvars.ContextVar("consulted", default=None)
+
+
+def _consulted(what) -> None:
+    if (seen := CONSULTED.get()) is not None:
+        seen.add(what)
+
+
 def in_networks(address: str, networks: tuple[str, ...]) -> Tri:
     """Is address in one of the networks? None when a network cannot be read."""
-    addr = ipaddress.ip_address(address)
-    for net in networks:
-        try:
-            n = ipaddress.ip_network(net, strict=False)
-        except ValueError:
+    _consulted(networks)
+    spans = _spans(networks)
+    if spans is None:
+        return None
+    addr = _address(address)
+    starts, ends = spans[addr.version]
+    i = bisect.bisect_right(starts, int(addr)) - 1
+    return i >= 0 and int(addr) <= ends[i]
+
+
+@functools.lru_cache(maxsize=1024)
+def _spans(networks: tuple[str, ...]) -> dict[int, tuple[list[int], list[int]]] | None:
+    """The networks per IP version as sorted, disjoint (start, end) lists, for a binary search (a
+    10,000-address set is tested at every rule it sits in); None when one cannot be read."""
+    found: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+    for text in networks:
+        if (n := network(text)) is None:
             return None
-        if n.version == addr.version and addr in n:
-            return True
-    return False
+        found[n.version].append((int(n.network_address), int(n.broadcast_address)))
+    out = {}
+    for version, spans in found.items():
+        starts: list[int] = []
+        ends: list[int] = []
+        for a, b in sorted(spans):
+            if ends and a <= ends[-1]:
+                ends[-1] = max(ends[-1], b)
+            else:
+                starts.append(a)
+                ends.append(b)
+        out[version] = (starts, ends)
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
+
+
+@functools.lru_cache(maxsize=65536)
+def network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """'192.0.2.0/24' (or an address) as a network; None when it is not one. Parsed once."""
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -176,6 +226,7 @@ class Iface(Match):
     text: str = ""
 
     def test(self, p: Packet) -> Tri:
+        _consulted("iface")
         actual = p.iif if self.field == "iif" else p.oif
         if self.field == "iif" and p.direction == "outbound":
             return _neg(False, self.negate) if actual is None else None
@@ -252,6 +303,7 @@ class AddrType(Match):
     text: str = ""
 
     def test(self, p: Packet) -> Tri:
+        _consulted("addrtype")
         addr = p.saddr if self.field == "saddr" else p.daddr
         known: dict[str, bool] = {"LOCAL": addr in p.local_addrs}
         ip = ipaddress.ip_address(addr)
@@ -328,6 +380,14 @@ class Rule:
 
     def test(self, p: Packet) -> Tri:
         return tri_and(m.test(p) for m in self.matches)
+
+
+def flat_matches(rule: Rule) -> list[Match]:
+    """The rule's matches, a module's several options (`-m tcp --sport .. --dport ..`) one by one."""
+    out: list[Match] = []
+    for m in rule.matches:
+        out += list(getattr(m, "parts", None) or [m])
+    return out
 
 
 @dataclass

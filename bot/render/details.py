@@ -40,6 +40,8 @@ def ports_table(report: Report) -> str:
             row += f"  -> DNAT {p.dnat.split(' ')[0]}"
         if p.blocked_by:
             row += f"  <- {p.blocked_by}"
+        if (exceptions := p.exceptions_text()) is not None:
+            row += f"  (except: {exceptions})"
         lines.append(row)
     return "\n".join(lines)
 

@@ -125,8 +125,10 @@ def _ports(report: Report) -> str:
     head = f"  {'port':>5} {'dir':8} {'family':6} {'outside':9} {'listening':9} {'firewall':8} process / blocked by"
     rows = [head]
     for p in report.ports:
+        exceptions = p.exceptions_text()
         extra = " ".join(x for x in (p.process, f"-> DNAT {p.dnat.split(' ')[0]}" if p.dnat else None,
-                                     f"<- {p.blocked_by}" if p.blocked_by else None) if x)
+                                     f"<- {p.blocked_by}" if p.blocked_by else None,
+                                     f"(except: {exceptions})" if exceptions else None) if x)
         rows.append(f"  {p.port:>5} {p.direction:8} {p.family:6} {p.outside or '-':9} "
                     f"{p.listening:9} {p.firewall:8} {clean(extra)}")
     return "\n".join(rows)

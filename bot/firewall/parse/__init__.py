@@ -2,7 +2,8 @@
 
 iptables-save (iptables-nft and legacy tables, v4 and v6) and `nft -j list
 ruleset` (native nftables tables) are the rules the kernel applies: they
-become the Ruleset, never the same table twice. ufw and firewalld are read
+become the Ruleset, never the same table twice; `ipset save` gives the
+elements of the sets iptables' `-m set` names (ipset.py). ufw and firewalld are read
 for their own state (ufw.py, firewalld.py): reporting who is in charge and
 planning their fixes; the verdicts come from the kernel's tables only.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from bot.firewall.model import Ruleset
-from bot.firewall.parse import iptables, nft
+from bot.firewall.parse import ipset, iptables, nft
 from bot.models import CommandResult
 
 Results = Mapping[tuple[str, ...], CommandResult]
@@ -27,7 +28,8 @@ IPT_VERSION = ("iptables", "-V")
 NFT_JSON = ("nft", "-j", "list", "ruleset")
 NFT_LISTING = ("nft", "-a", "list", "ruleset")  # rule text as nft prints it, with handles
 LANG_C = (("LANG", "C"),)  # the env of commands whose output is parsed as English text
-RULESET_COMMANDS = (IPT_VERSION, IPT_SAVE, IP6T_SAVE, IPT_LEGACY, IP6T_LEGACY, NFT_JSON, NFT_LISTING)
+RULESET_COMMANDS = (IPT_VERSION, IPT_SAVE, IP6T_SAVE, IPT_LEGACY, IP6T_LEGACY, NFT_JSON, NFT_LISTING,
+                    ipset.COMMAND)
 
 
 def ok_output(results: Results, argv: tuple[str, ...]) -> str | None:
@@ -54,6 +56,9 @@ def parse_all(results: Results) -> Ruleset:
                 _merge(merged, iptables.parse_save(legacy.stdout, family=family, source="iptables-legacy"))
         elif r is not None and not r.missing:
             merged.problems.append(f"{argv[0]} failed (exit {r.exit_status}): {r.stderr.strip()[:200]}")
+    sets = ok_output(results, ipset.COMMAND)
+    if sets is not None:  # else `-m set` matches stay not understood (unknown)
+        ipset.resolve(merged, ipset.parse_save(sets))
     _merge_nft(merged, results)
     return merged
 

@@ -41,6 +41,7 @@ from bot.firewall.model import (
     Verdict,
     tri_and,
 )
+from bot.firewall.parse.ipset import SetMatch
 
 _COUNTERS = re.compile(r"^\[(\d+):(\d+)\]\s*")
 _CHAIN_COUNTERS = re.compile(r"\s*\[\d+:\d+\]\s*$")
@@ -431,6 +432,14 @@ def _addrtype(opts, text: str) -> Match:
     return _all_of(parts, text)
 
 
+def _set(opts, text: str) -> Match:
+    """`--match-set NAME src|dst`: the set's elements come from `ipset save` (parse/ipset.py)."""
+    if len(opts) != 1 or opts[0][0] != "--match-set" or len(opts[0][1]) != 2:
+        return Unknown(text=text)  # --return-nomatch, counters, packet/byte conditions: not modelled
+    _, (name, flags), neg = opts[0]
+    return SetMatch(text=text, name=name, flags=tuple(flags.split(",")), negate=neg)
+
+
 def _never(opts, text: str) -> Match:
     return Never(text=text)  # icmp / icmp6 types: never a TCP packet
 
@@ -439,7 +448,7 @@ def _never(opts, text: str) -> Match:
 # and these matches are false without one (negated or not).
 EXTENSION_HEADERS = ("rt", "frag", "hbh", "dst", "ah", "esp", "mh")
 MODULES = {name: _never for name in EXTENSION_HEADERS} | {"tcp": _tcp_udp, "udp": _tcp_udp, "multiport": _multiport, "state": _state,
-           "conntrack": _state, "addrtype": _addrtype, "icmp": _never,
+           "conntrack": _state, "addrtype": _addrtype, "set": _set, "icmp": _never,
            "icmp6": _never, "icmpv6": _never}
 
 

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 from bot.firewall.analysis import AnalysisContext, Endpoints, PortVerdict, ends_for, port_verdict
 from bot.firewall.evaluate import Outcome
-from bot.firewall.model import Addr, Rule, Ruleset, Table
+from bot.firewall.model import Addr, Rule, Ruleset, Table, flat_matches
 from bot.firewall.parse import Results
 from bot.models import BackupSpec, Command, Finding, Fix, PortKey, Precondition
 
@@ -51,13 +51,6 @@ class PlannedFixes:
 
 
 # --- helpers on the model the backends share ----------------------------------------------------
-
-def flat_matches(rule: Rule) -> list:
-    out = []
-    for m in rule.matches:
-        out += list(getattr(m, "parts", None) or [m])
-    return out
-
 
 def is_source_specific(rule: Rule, chain_name: str = "") -> bool:
     """A ban or an allow-list entry: tied to some source addresses (or a fail2ban chain)."""

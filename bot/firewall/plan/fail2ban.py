@@ -94,7 +94,7 @@ class Fail2banPlanner(FrontEnd):
         jail = self._jail(pv)
         if jail is None or not JAIL_NAME.match(jail.name):
             return f"fail2ban's rule for jail {name!r}, which fail2ban does not list as a jail"
-        if not jail.bans(ends.peer):
+        if ends.peer is None or not jail.bans(ends.peer):
             return f"fail2ban's jail {jail.name} rule blocks it, but the jail does not list {ends.peer} as banned"
         return Fail2banChange(jail.name, ends.peer, f"lift jail {jail.name}'s ban of {ends.peer} "
                                                     f"(bantime {jail.bantime or '?'})")
@@ -120,5 +120,5 @@ class Fail2banPlanner(FrontEnd):
         if jail is None:
             return None
         actions = f", banaction {', '.join(jail.actions)}" if jail.actions else ""
-        whom = f"bans {ends.peer}" if jail.bans(ends.peer) else f"holds {len(jail.banned)} ban(s)"
+        whom = f"bans {ends.peer}" if ends.peer and jail.bans(ends.peer) else f"holds {len(jail.banned)} ban(s)"
         return f"fail2ban: jail {jail.name} {whom} (bantime {jail.bantime or '?'}{actions})"
