@@ -10,8 +10,16 @@ import time
 from bot.render import details as render_details
 from bot.render import home as render_home
 from bot.render.mrkdwn import Mrkdwn, esc, md, mention, span
-from bot.slack.commands import CheckCommand, DomainCommand, Reply, domain_command, parse
+from bot.slack.commands import (
+    CheckCommand,
+    DomainCommand,
+    FleetCommand,
+    Reply,
+    domain_command,
+    parse,
+)
 from bot.slack.fix_buttons import FixButtons
+from bot.slack.fleet import FleetRequest, FleetRunner
 from bot.slack.poster import SlackPoster
 from bot.slack.requests import (
     CheckShortcut,
@@ -32,8 +40,8 @@ MAX_SHORTCUT_HOSTS = 3
 
 class MailcheckBot:
     def __init__(self, *, inventory: Inventory, runner: CheckRunner, buttons: FixButtons,
-                 poster: SlackPoster, tasks: TaskSet, store: Store) -> None:
-        self.inventory, self.runner, self.buttons = inventory, runner, buttons
+                 poster: SlackPoster, tasks: TaskSet, store: Store, fleet: FleetRunner) -> None:
+        self.inventory, self.runner, self.buttons, self.fleet = inventory, runner, buttons, fleet
         self.poster, self.tasks, self.store = poster, tasks, store
         self.seen = Seen()
         self._running: dict[tuple[str, str], str] = {}  # (channel, host) -> who started it
@@ -45,6 +53,9 @@ class MailcheckBot:
             return parsed.text
         if not self.seen.first(f"cmd:{cmd.trigger_id}" if cmd.trigger_id else ""):
             return None  # the same command delivered twice: one check only
+        if isinstance(parsed, FleetCommand):
+            return self.start_fleet(FleetRequest(parsed.selector, parsed.hosts, cmd.user_id,
+                                                 cmd.channel_id, cmd.response_url, parsed.steps))
         req = CheckRequest(parsed.host, cmd.user_id, cmd.channel_id, cmd.response_url, parsed.steps) \
             if isinstance(parsed, CheckCommand) else \
             CheckRequest(None, cmd.user_id, cmd.channel_id, cmd.response_url, domain=parsed.domain)
@@ -72,6 +83,20 @@ class MailcheckBot:
 
         task.add_done_callback(done)
         return True
+
+    def start_fleet(self, req: FleetRequest) -> str:
+        """A fleet check (one per selection and channel at a time); the ephemeral answer."""
+        key = (req.channel_id, req.selector)
+        if busy := self._running.get(key):
+            return md("A check of {} started by {} is still running in this channel; its message "
+                      "will update.", span(req.selector), mention(busy))
+        self._running[key] = req.user_id
+        task = self.tasks.spawn(self.fleet.run(req), timeout=self.fleet.time_limit(len(req.hosts)),
+                                name=f"fleet:{req.selector}")
+        task.add_done_callback(lambda _task: self._running.pop(key, None))
+        return md("Checking {} ({} hosts, {} at a time); one message in this channel gets a row "
+                  "per host as each finishes.", span(req.selector), len(req.hosts),
+                  self.fleet.at_once(len(req.hosts)))
 
     # --- where teams triage: a message's shortcut, the Home tab ------------------------
     def check_shortcut(self, req: CheckShortcut) -> None:
