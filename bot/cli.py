@@ -28,11 +28,12 @@ from bot.fixes.cli import (
     cmd_fix,
     cmd_rollback,
 )
+from bot.fleet.cli import cmd_check_fleet
 from bot.models import Report, StepResult
 from bot.render import terminal
 from bot.slack.cli import add_serve, cmd_serve
 from bot.wiring import Wiring
-from config.inventory import resolve_target, valid_domain
+from config.inventory import is_selector, resolve_target, valid_domain
 from config.settings import load_settings
 
 DESCRIPTION = """\
@@ -45,25 +46,32 @@ it proposes, with a backup, a lock-out guard and a check afterwards."""
 EPILOG = """\
 HOST is a name from the inventory (MAILCHECK_INVENTORY), or [user@]host[:port]
 with -i IDENTITY and --known-hosts FILE. Host keys are always verified.
+`check` also takes all, group:NAME or tag:NAME: those inventory hosts concurrently
+(MAILCHECK_FLEET_CONCURRENCY at a time), a row per host as it finishes.
 
 examples:
   mailcheck check mx1
   mailcheck check admin@203.0.113.10:2222 -i ~/.ssh/id_ed25519 --known-hosts ~/.ssh/known_hosts
   mailcheck check mx1 --json --step firewall
   mailcheck check mx1 --domain example.com --step dns
+  mailcheck check group:mail
+  mailcheck check all --json
   mailcheck dns example.com
   mailcheck fix mx1 --all
   mailcheck rollback CHANGE_ID
   mailcheck audit --host mx1
 
-exit status: 0 mail can flow, 1 a finding says it cannot, 2 the check could not run.
+exit status: 0 mail can flow, 1 a finding says it cannot, 2 the check could not run
+(many hosts: 2 if any host could not be checked, else 1 if any host cannot pass mail).
 Run `mailcheck COMMAND --help` for a command's options."""
 
 
 def add_check(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("check", help="walk the guide's steps on one host and report")
-    p.add_argument("target", help="inventory name, or [user@]host[:port]")
-    p.add_argument("--json", action="store_true", help="print the JSON report on stdout")
+    p = sub.add_parser("check", help="walk the guide's steps on a host (or many) and report")
+    p.add_argument("target", help="inventory name, or [user@]host[:port]; or all, group:NAME, "
+                   "tag:NAME for those inventory hosts at once")
+    p.add_argument("--json", action="store_true",
+                   help="print the JSON report on stdout (many hosts: one report per line)")
     p.add_argument("-i", dest="identity", type=Path, help="SSH identity (private key) file")
     p.add_argument("--known-hosts", type=Path, help="known_hosts file holding the host's key")
     p.add_argument("--local", action="store_true", help="run the commands on this machine, no SSH")
@@ -97,7 +105,10 @@ async def _report(args: argparse.Namespace, run: Callable[[Progress], Awaitable[
 
 
 async def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    """`mailcheck check TARGET`: the steps as they arrive, then the answer (_report)."""
+    """`mailcheck check TARGET`: the steps as they arrive, then the answer (_report); a
+    selector (all, group:NAME, tag:NAME) checks those hosts at once (bot/fleet/cli.py)."""
+    if is_selector(args.target):
+        return await cmd_check_fleet(args, console)
     wiring = console.wiring
     host = resolve_target(args.target, wiring.inventory, args.identity, args.known_hosts)
     domains = [valid_domain(d) for d in getattr(args, "domain", None) or []]

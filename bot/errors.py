@@ -52,3 +52,7 @@ class ConnectionLost(TransportError):
 
 class CommandTimeout(TransportError):
     """A batch of commands did not finish within its budget."""
+
+
+class OutputTooLarge(TransportError):
+    """The host sent more output than mailcheck keeps from one batch (max_host_output)."""

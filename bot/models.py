@@ -22,7 +22,7 @@ OUTBOUND_PORTS: tuple[int, ...] = (25, 465, 587)
 Direction = Literal["inbound", "outbound"]
 Family = Literal["ipv4", "ipv6"]
 Outside = Literal["open", "refused", "rejected", "filtered", "error"]
-Listening = Literal["public", "loopback", "none", "unknown"]
+Listening = Literal["public", "loopback", "forwarded", "none", "unknown"]
 FirewallVerdict = Literal["allow", "block", "unknown"]
 Severity = Literal["info", "warning", "error", "critical"]
 Role = Literal["cause", "symptom", "note"]
@@ -333,7 +333,7 @@ class BackupSpec(BaseModel):
 
 class Fix(BaseModel):
     id: str
-    kind: Literal["firewall", "service", "tools", "persist"]
+    kind: Literal["firewall", "service", "config", "tools", "persist"]
     summary: str
     label: str = ""  # what it does, in a few words ("Delete INPUT rule 2"): its button's text
     commands: list[list[str]]

@@ -8,6 +8,12 @@ A batch of commands runs as one remote script over one channel: one round
 trip for all of a check's commands. Inside the script the commands run
 concurrently, each wrapped in `timeout`, and their stdout, stderr and exit
 status come back framed by a random boundary.
+
+What a host sends is bounded, so a fleet's memory is too: the script sends at most
+`max_output` + 1 bytes of each command's stdout and stderr (a longer one is not read:
+the command counts as failed, exit status None, and its step says it could not tell,
+never judging part of a ruleset), and mailcheck stops reading a batch beyond
+`max_host_output` bytes (an error of that batch).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from bot.errors import (
     CommandTimeout,
     ConnectionLost,
     HostKeyError,
+    OutputTooLarge,
     TransportError,
     UnreachableError,
 )
@@ -47,12 +54,19 @@ def command_line(cmd: Command) -> str:
     return f"{env} {shlex.join(words)}".strip()
 
 
-def build_script(commands: Sequence[Command], boundary: str) -> str:
-    """One POSIX sh script that runs `commands` concurrently and frames their output."""
+MAX_OUTPUT: int = Settings.model_fields["max_output"].default  # of one command's stdout, stderr
+MAX_HOST_OUTPUT: int = Settings.model_fields["max_host_output"].default  # of one batch
+
+
+def build_script(commands: Sequence[Command], boundary: str, max_output: int = MAX_OUTPUT) -> str:
+    """One POSIX sh script that runs `commands` concurrently and frames their output
+    (at most `max_output` + 1 bytes of each stdout and stderr; all of it without `head`)."""
     lines = [
         "LC_ALL=C LANG=C; export LC_ALL LANG",
         'd=$(mktemp -d) || exit 125',
         "trap 'rm -rf \"$d\"' EXIT",
+        f"if command -v head >/dev/null; then mc_out() {{ head -c {int(max_output) + 1} \"$1\"; }}; "
+        'else mc_out() { cat "$1"; }; fi',
         f"printf '%s\\n' {boundary}-start",
     ]
     for i, cmd in enumerate(commands):
@@ -62,15 +76,18 @@ def build_script(commands: Sequence[Command], boundary: str) -> str:
     lines.append("wait")
     lines.append(f"for i in {' '.join(str(i) for i in range(len(commands)))}; do")
     for kind in "oer":
-        lines.append(f"  printf '\\n%s %s {kind}\\n' {boundary} \"$i\"; cat \"$d/$i.{kind}\" 2>/dev/null")
+        read = "mc_out" if kind in "oe" else "cat"
+        lines.append(f"  printf '\\n%s %s {kind}\\n' {boundary} \"$i\"; {read} \"$d/$i.{kind}\" 2>/dev/null")
     lines.append("done")
     return "\n".join(lines) + "\n"
 
 
 def parse_script_output(
-    raw: bytes, boundary: str, commands: Sequence[Command]
+    raw: bytes, boundary: str, commands: Sequence[Command], max_output: int = MAX_OUTPUT
 ) -> list[CommandResult] | None:
-    """Split the framed output back into one CommandResult per command.
+    """Split the framed output back into one CommandResult per command. A command whose
+    stdout or stderr is longer than `max_output` is not read: exit status None, the reason
+    in stderr.
 
     Returns None when the script never started (e.g. sudo refused).
     """
@@ -85,6 +102,11 @@ def parse_script_output(
         parts[(int(m["i"]), m["k"].decode())] = raw[m.end() + 1 : max(m.end() + 1, end)]
     results = []
     for i, cmd in enumerate(commands):
+        if over := [n for k, n in (("o", "stdout"), ("e", "stderr"))
+                    if len(parts.get((i, k), b"")) > max_output]:
+            results.append(CommandResult(cmd, None, "", f"mailcheck: {' and '.join(over)} longer "
+                                         f"than {max_output} bytes, not read (MAILCHECK_MAX_OUTPUT)"))
+            continue
         rc_text = parts.get((i, "r"), b"").strip()
         rc = int(rc_text) if rc_text.isdigit() else None
         results.append(
@@ -115,11 +137,24 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
+async def read_capped(stream, limit: int, host: str) -> bytes:
+    """All of `stream` (an asyncio or asyncssh reader of bytes), or OutputTooLarge beyond
+    `limit` bytes."""
+    buf = bytearray()
+    while chunk := await stream.read(1 << 16):
+        buf += chunk
+        if len(buf) > limit:
+            raise OutputTooLarge(f"the host sent more than {limit} bytes of output; the batch was "
+                                 "not read (MAILCHECK_MAX_HOST_OUTPUT)", host=host)
+    return bytes(buf)
+
+
 async def _run_batch(transport, commands: Sequence[Command], step: str) -> list[CommandResult]:
     if not commands:
         return []
     boundary = secrets.token_hex(16)
-    script = build_script(commands, boundary)
+    max_output = getattr(transport, "max_output", MAX_OUTPUT)
+    script = build_script(commands, boundary, max_output)
     budget = max(c.timeout for c in commands) + 10
     try:
         raw, err = await asyncio.wait_for(transport._exec(script), budget)
@@ -127,7 +162,7 @@ async def _run_batch(transport, commands: Sequence[Command], step: str) -> list[
         raise CommandTimeout(
             f"commands did not finish within {budget:.0f}s", host=transport.name, step=step
         ) from e
-    results = parse_script_output(raw, boundary, commands)
+    results = parse_script_output(raw, boundary, commands, max_output)
     if results is None:
         why = err.decode("utf-8", "replace").strip() or "no output"
         if "sudo" in why:
@@ -139,9 +174,11 @@ async def _run_batch(transport, commands: Sequence[Command], step: str) -> list[
 class LocalTransport:
     """Runs commands on this machine (mailcheck installed on the mail server itself)."""
 
-    def __init__(self, name: str = "localhost", sudo: bool = False) -> None:
+    def __init__(self, name: str = "localhost", sudo: bool = False, *, max_output: int = MAX_OUTPUT,
+                 max_host_output: int = MAX_HOST_OUTPUT) -> None:
         self.name = name
         self.sudo = sudo and os.geteuid() != 0
+        self.max_output, self.max_host_output = max_output, max_host_output
 
     async def _exec(self, script: str) -> tuple[bytes, bytes]:
         argv = ["sudo", "-n", "sh", "-c", script] if self.sudo else ["sh", "-c", script]
@@ -150,9 +187,14 @@ class LocalTransport:
             stderr=asyncio.subprocess.PIPE,
         )
         try:
-            return await proc.communicate()
-        except asyncio.CancelledError:
-            proc.kill()
+            out, err = await asyncio.gather(read_capped(proc.stdout, self.max_host_output, self.name),
+                                            read_capped(proc.stderr, self.max_host_output, self.name))
+            await proc.wait()
+            return out, err
+        except BaseException:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
             raise
 
     async def run(self, commands: Sequence[Command], *, step: str = "") -> list[CommandResult]:
@@ -174,6 +216,7 @@ class SSHTransport:
         self._jump_conn: asyncssh.SSHClientConnection | None = None
         self._lock = asyncio.Lock()
         self._channels = asyncio.Semaphore(settings.max_channels)
+        self.max_output, self.max_host_output = settings.max_output, settings.max_host_output
 
     def _options(self, host: Host) -> dict:
         opts: dict = {
@@ -245,13 +288,19 @@ class SSHTransport:
         argv = ["sudo", "-n", "sh", "-c", script] if self.host.use_sudo else ["sh", "-c", script]
         async with self._channels:
             try:
-                proc = await conn.run(shlex.join(argv), encoding=None, check=False, stdin=asyncssh.DEVNULL)
+                proc = await conn.create_process(shlex.join(argv), encoding=None, stdin=asyncssh.DEVNULL)
+                try:
+                    out = await asyncio.gather(read_capped(proc.stdout, self.max_host_output, self.name),
+                                               read_capped(proc.stderr, self.max_host_output, self.name))
+                finally:
+                    proc.close()  # not waited for on a failure: closing the connection ends it
+                await proc.wait_closed()
+                return out[0], out[1]
             except (asyncssh.ConnectionLost, asyncssh.DisconnectError, BrokenPipeError) as e:
                 self._conn = None
                 raise ConnectionLost(f"connection dropped: {e}", host=self.name) from e
             except asyncssh.ChannelOpenError as e:
                 raise TransportError(f"cannot open a channel: {e.reason}", host=self.name) from e
-        return proc.stdout or b"", proc.stderr or b""
 
     async def run(self, commands: Sequence[Command], *, step: str = "") -> list[CommandResult]:
         try:

@@ -41,7 +41,9 @@ class Wiring:
         `outbound_targets`: the outbound test's targets instead of the setting (`off` skips).
         The vantage points are always reached over SSH (`connect`), `local` or not."""
         if local or outbound_targets is not None:
-            connect = (lambda h: LocalTransport(h.name)) if local else self.connect
+            connect = (lambda h: LocalTransport(h.name, max_output=self.settings.max_output,
+                                                max_host_output=self.settings.max_host_output)
+                       ) if local else self.connect
             return Engine(self.settings, self.inventory, transport_factory=connect,
                           outbound_targets=outbound_targets, vantage_connect=self.connect)
         return self._default_engine

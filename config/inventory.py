@@ -77,6 +77,9 @@ class Host(BaseModel):
     def _name(cls, v: str) -> str:
         if not _NAME.fullmatch(v):
             raise ValueError(f"bad host name {v!r}: letters, digits, '.', '_' and '-' only")
+        if is_selector(v):
+            raise ValueError(f"host name {v!r} reads as a selection of hosts ('all', 'group:NAME', "
+                             "'tag:NAME'): rename the host")
         return v
 
     @field_validator("address")
@@ -167,6 +170,40 @@ class Inventory(BaseModel):
 
     def groups_of(self, name: str) -> list[str]:
         return [g for g, members in self.groups.items() if name in members]
+
+
+def is_selector(target: str) -> bool:
+    """Does `target` select several inventory hosts: `all`, `group:NAME`, `tag:NAME`?"""
+    return target == "all" or target.startswith(("group:", "tag:"))
+
+
+def select_hosts(selector: str, inventory: Inventory) -> list[Host]:
+    """The inventory hosts `selector` names, in the inventory's order (a group: in its own).
+
+    TargetError, naming what exists, when the selector is malformed or selects no host.
+    """
+    kind, _, name = selector.partition(":")
+    if selector == "all":
+        hosts = list(inventory.hosts.values())
+        if not hosts:
+            raise TargetError("'all' selects no host: the inventory is empty "
+                              "(set MAILCHECK_INVENTORY to the inventory file)")
+        return hosts
+    if kind not in ("group", "tag") or not name.strip():
+        raise TargetError(f"malformed selector {selector!r}: expected all, group:NAME or tag:NAME")
+    if kind == "group":
+        if name not in inventory.groups:
+            known = ", ".join(sorted(inventory.groups)) or "none"
+            raise TargetError(f"no group {name!r} in the inventory (groups: {known})")
+        hosts = [inventory.hosts[m] for m in dict.fromkeys(inventory.groups[name])]
+    else:
+        hosts = [h for h in inventory.hosts.values() if name in h.tags]
+        if not hosts:
+            known = ", ".join(sorted({t for h in inventory.hosts.values() for t in h.tags})) or "none"
+            raise TargetError(f"no inventory host has tag {name!r} (tags: {known})")
+    if not hosts:
+        raise TargetError(f"group {name!r} has no hosts")
+    return hosts
 
 
 def _check_jump(host: Host, inventory: Inventory) -> None:
@@ -260,6 +297,9 @@ def resolve_target(
     name (the TargetError lists the known ones), not for a host name: ad-hoc hosts need a
     dotted name, an IP address or `user@`.
     """
+    if is_selector(target):
+        raise TargetError(f"{target!r} selects several hosts: `mailcheck check {target}` checks "
+                          "them; a fix is made one host at a time (mailcheck fix HOST)")
     bare = not any(c in target for c in "@:.[") and target != "localhost"
     if bare and target not in inventory.hosts:
         try:

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     keepalive_interval: float = Field(15.0, ge=0, le=3600)
     max_channels: int = Field(8, ge=1, le=100)
     # outside probes
+    # output kept from a host, in bytes: of each command's stdout (and stderr; a longer one is
+    # not read, and the command counts as failed), and of one batch in all (else an error)
+    max_output: int = Field(8 << 20, ge=4096)
+    max_host_output: int = Field(32 << 20, ge=4096)
     probe_timeout: float = Field(4.0, gt=0, le=300)  # each TCP connect
     # on a port that connected: the greeting, EHLO, TLS handshake
     greeting_timeout: float = Field(30.0, gt=0, le=300)
@@ -53,6 +57,10 @@ class Settings(BaseSettings):
     outbound_targets: str = DEFAULT_TARGETS
     whois_server: str = "whois.iana.org"
     owner_timeout: float = Field(5.0, gt=0, le=300)
+    # fleets (`mailcheck check group:NAME | tag:NAME | all`): hosts checked at once, and each
+    # host's deadline for its whole check (None: host_deadline_or_default())
+    fleet_concurrency: int = Field(50, ge=1)
+    host_deadline: float | None = Field(None, gt=0)
     # DNS and reputation (bot/dns): the nameservers mailcheck asks ("ip[:port]" comma-separated;
     # empty: the system's resolv.conf), one lifetime per lookup, the DNSBL zones, RDAP's base
     # URL, and a CA bundle used *instead of* the system store for mailcheck's own HTTPS
@@ -105,6 +113,15 @@ class Settings(BaseSettings):
         if self.db_url is None or not self.db_url.get_secret_value():
             return str(self.db_path.absolute())
         return redact_url(self.store_url)
+
+    def host_deadline_or_default(self) -> float:
+        """A host's deadline in a fleet: host_deadline, or the most its own timeouts allow
+        (two SSH connects for a jump host, the two batches' budgets, a probe's connect and two
+        greeting timeouts for its greeting, EHLO and TLS) - a host within its timeouts is never cut."""
+        if self.host_deadline is not None:
+            return self.host_deadline
+        return (2 * self.connect_timeout + 2 * (self.command_timeout + 10) + self.probe_timeout
+                + 2 * self.greeting_timeout)
 
     @field_validator("backup_dir")
     @classmethod

@@ -57,6 +57,9 @@ REQUIRED = (
     # issue 11's labs: containers, firewall managers, the Postfix rootfs, kernel paths
     "dockerd", "docker-proxy", "podman", "conntrack", "fail2ban-client", "debootstrap", "nsenter",
     "update-exim4.conf", "sysctl", "umount", "chown", "kill", "docker",
+    # issue 11 services: a Dovecot stopped as an administrator stops it; rootless containers'
+    # port holders (tests/services_recordings.py record_rootless)
+    "doveadm", "pasta", "slirp4netns",
     # issue 14: the PostgreSQL of the replica tests (tests/pglab.py), run as its own user
     "initdb", "pg_ctl", "runuser",
 )

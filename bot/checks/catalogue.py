@@ -33,6 +33,16 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
          "nothing outside can connect (error for port 25)."),
     Code("service.not_listening", "services", "warning",
          "Nothing listens on the port at all (error for port 25, warning otherwise)."),
+    Code("service.container", "services", "info",
+         "A container serves the port: its engine's process (docker-proxy, conmon, rootlessport, "
+         "slirp4netns, pasta) holds it, or a nat rule forwards it there; the container, its image "
+         "and state as `docker` / `podman` report them.", role="note"),
+    Code("service.container_down", "services", "error",
+         "A container publishes the port but is not running, and nothing else serves it; the fix "
+         "restarts it through its engine (warning when port 25 is not among its ports)."),
+    Code("service.forwarded", "services", "info",
+         "No process of the host listens on the port: a nat rule (DNAT / REDIRECT) forwards it "
+         "elsewhere, to an address no container engine names.", role="note"),
     Code("service.unknown", "services", "warning",
          "Neither ss nor lsof gave a usable listing: who listens is unknown.", role="note"),
     Code("port.filtered", "ports", "warning",

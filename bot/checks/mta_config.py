@@ -29,14 +29,20 @@ Results = Mapping[tuple[str, ...], CommandResult]
 
 EXIM_OPTIONS = ("primary_hostname", "qualify_domain", "local_interfaces", "daemon_smtp_ports",
                 "tls_on_connect_ports", "smtp_active_hostname", "log_file_path",
-                "+local_domains", "+relay_to_domains")
+                "+local_domains", "+relay_to_domains", "tls_certificate")
 EXIM = {binary: (binary, "-bP", *EXIM_OPTIONS) for binary in ("exim4", "exim")}
 EXIM_TRANSPORTS = {binary: (binary, "-bP", "transports") for binary in ("exim4", "exim")}
 DEBIAN_EXIM_CONF = "/etc/exim4/update-exim4.conf.conf"
 EXIM_DEBCONF = ("cat", DEBIAN_EXIM_CONF)
+# Debian's place for local main-section settings: exim4.conf.localmacros (non-split config)
+# or conf.d/main/000_localmacros (split); update-exim4.conf puts it first in the config.
+LOCALMACROS = {False: "/etc/exim4/exim4.conf.localmacros", True: "/etc/exim4/conf.d/main/000_localmacros"}
+EXIM_LOCALMACROS = {split: ("cat", path) for split, path in LOCALMACROS.items()}
 POSTFIX_PARAMS = ("myhostname", "mydomain", "myorigin", "mydestination", "virtual_mailbox_domains",
                   "virtual_alias_domains", "relay_domains", "inet_interfaces", "inet_protocols",
-                  "smtp_helo_name", "smtpd_banner", "maillog_file", "smtpd_tls_wrappermode")
+                  "smtp_helo_name", "smtpd_banner", "maillog_file", "smtpd_tls_wrappermode",
+                  "config_directory", "smtpd_tls_cert_file", "smtpd_tls_chain_files",
+                  "postscreen_greet_wait")
 POSTCONF = ("postconf", "-x", *POSTFIX_PARAMS)
 POSTCONF_MASTER = ("postconf", "-M")
 DOVECOT_PARAMS = ("listen", "protocols", "log_path", "info_log_path", "ssl")
@@ -49,8 +55,8 @@ def commands() -> list[Command]:
     """Read-only; each exits 127 where its daemon is not installed."""
     lang = (("LANG", "C"),)
     return [Command(argv, timeout=10, env=lang)
-            for argv in (*EXIM.values(), *EXIM_TRANSPORTS.values(), EXIM_DEBCONF, POSTCONF,
-                         POSTCONF_MASTER, DOVECONF)]
+            for argv in (*EXIM.values(), *EXIM_TRANSPORTS.values(), EXIM_DEBCONF,
+                         *EXIM_LOCALMACROS.values(), POSTCONF, POSTCONF_MASTER, DOVECONF)]
 
 
 def followup_commands(results: Results) -> list[Command]:
@@ -179,12 +185,24 @@ def parse_transports(text: str) -> list[Transport]:
 class EximConfig:
     options: dict[str, str]
     debconf: dict[str, str] | None = None  # Debian's dc_* settings, when the file exists
+    localmacros: str | None = None  # Debian's local macros file (LOCALMACROS), when it exists
     transports: tuple[Transport, ...] = ()
     tables: dict[tuple[str, ...], str] = field(default_factory=dict)  # lookup file argv -> output
 
     @property
     def binary(self) -> str:
         return self.options.get("_binary", "exim4")
+
+    @property
+    def localmacros_path(self) -> str | None:
+        """Debian's local macros file for this config layout (None: not Debian's exim)."""
+        if self.debconf is None:
+            return None
+        return LOCALMACROS[self.debconf.get("dc_use_split_config", "false") == "true"]
+
+    @property
+    def tls_certificate(self) -> str | None:
+        return self.options.get("tls_certificate") or None
 
     @property
     def interfaces(self) -> list[Interface]:
@@ -254,6 +272,13 @@ class MasterService:
     type: str
     command: str
     options: dict[str, str] = field(default_factory=dict)  # its -o overrides
+    chroot: str = "-"  # master.cf's chroot column (Debian ships y)
+
+    @property
+    def loopback(self) -> bool:
+        """A service bound to a loopback address in master.cf ('127.0.0.1:submission')."""
+        host = self.name.rpartition(":")[0].strip("[]")
+        return bool(host) and Interface(host).loopback
 
     @property
     def port(self) -> int | None:
@@ -275,7 +300,7 @@ def parse_master(text: str) -> list[MasterService]:
             if w == "-o":
                 k, _, v = args[i + 1].partition("=")
                 opts[k] = v
-        out.append(MasterService(words[0], words[1], words[7], opts))
+        out.append(MasterService(words[0], words[1], words[7], opts, words[4]))
     return out
 
 
@@ -299,6 +324,9 @@ class PostfixConfig:
     @property
     def protocols(self) -> str:
         return self.params.get("inet_protocols", "all")
+
+    def param(self, name: str) -> str:
+        return self.params.get(name, "")
 
     def inet(self, port: int) -> list[MasterService]:
         """The master.cf inet services on this port (smtpd or postscreen)."""
@@ -393,9 +421,13 @@ def read_mta_config(results: Results) -> MtaConfig:
     for binary, argv in EXIM.items():
         if (options := _settings(results, argv)) is not None:
             deb = _ok(results, EXIM_DEBCONF)
+            debconf = parse_debconf(deb) if deb is not None else None
+            split = bool(debconf) and debconf.get("dc_use_split_config") == "true"
+            macros = results.get(EXIM_LOCALMACROS[split])
             transports = parse_transports(_ok(results, EXIM_TRANSPORTS[binary]) or "")
-            exim = EximConfig({**options, "_binary": binary},
-                              parse_debconf(deb) if deb is not None else None, tuple(transports), tables)
+            exim = EximConfig({**options, "_binary": binary}, debconf,
+                              macros.stdout if macros is not None and macros.ok else None,
+                              tuple(transports), tables)
             break
     postfix = None
     if (params := _settings(results, POSTCONF)) is not None:

@@ -21,11 +21,17 @@ class Listener:
     process: str | None = None
     pid: int | None = None
     family: str = "any"  # ipv4 | ipv6 | any (a dual-stack socket)
+    users: tuple[tuple[str, int], ...] = ()  # every (process, pid) holding the socket (ss -p)
 
     @property
     def loopback(self) -> bool:
         return self.address in LOOPBACK or self.address.startswith("127.")
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every process name holding the socket, in ss's order (Postfix: smtpd and master)."""
+        names = [n for n, _ in self.users] or ([self.process] if self.process else [])
+        return tuple(dict.fromkeys(names))
 
 
 def _split_addr(text: str) -> tuple[str, str, str] | None:
@@ -62,8 +68,9 @@ def parse_ss(text: str) -> list[Listener]:
         port = _port(sp[1]) if sp else None
         if sp is None or port is None:
             continue
-        m = _SS_USER.search(line)
-        out.append(Listener(port, sp[0], m["name"] if m else None, int(m["pid"]) if m else None, sp[2]))
+        users = tuple((m["name"], int(m["pid"])) for m in _SS_USER.finditer(line))
+        first = users[0] if users else (None, None)
+        out.append(Listener(port, sp[0], first[0], first[1], sp[2], users))
     return out
 
 
@@ -101,7 +108,7 @@ class UnitStatus:
 
 
 _HEAD = re.compile(r"^\s*(?:[●○×*]\s+)?(?P<unit>[\w@.:-]+\.service)(?:\s+-\s+(?P<desc>.*))?$")
-_ACTIVE = re.compile(r"^\s*Active:\s+(?P<active>[\w-]+)(?:\s+\((?P<sub>[\w-]+)\))?(?:\s+since\s+(?P<since>[^;]+))?")
+_ACTIVE = re.compile(r"^\s*Active:\s+(?P<active>[\w-]+)(?:\s+\((?P<sub>[^)]+)\))?(?:\s+since\s+(?P<since>[^;]+))?")
 _PID = re.compile(r"^\s*Main PID:\s+(?P<pid>\d+)")
 
 
@@ -145,6 +152,8 @@ def parse_ps(text: str) -> list[Process]:
 
 DAEMONS = ("exim", "postfix", "sendmail", "opensmtpd", "dovecot", "courier", "cyrus")
 MTA = ("exim", "postfix", "sendmail", "opensmtpd")
+# Postfix's own programs (master(8) runs them; none of them is another daemon's name)
+POSTFIX_PROGRAMS = ("postscreen", "tlsproxy", "dnsblog", "qmqpd", "postlogd", "qmgr", "pickup")
 
 
 def daemon_of(process: str | None, args: str = "") -> str | None:
@@ -153,8 +162,8 @@ def daemon_of(process: str | None, args: str = "") -> str | None:
     text = f"{name} {args.lower()}"
     if name.startswith("exim"):
         return "exim"
-    if "postfix" in text or (name == "smtpd" and "-n" in args.split()):  # master, `smtpd -n smtp`
-        return "postfix"
+    if "postfix" in text or name in POSTFIX_PROGRAMS or (name == "smtpd" and "-n" in args.split()):
+        return "postfix"  # master, `smtpd -n smtp -t inet`, postscreen
     if (name == "master" and "cyrus" in text) or name.startswith("cyr"):
         return "cyrus"
     if name == "smtpd" or "opensmtpd" in text:
@@ -166,3 +175,37 @@ def daemon_of(process: str | None, args: str = "") -> str | None:
     if name.startswith("courier") or "courier" in text:
         return "courier"
     return None
+
+
+def listener_daemon(x: Listener, args: dict[int, str] | None = None) -> str | None:
+    """The daemon behind a listening socket, from every process holding it (and their ps args
+    by pid): Postfix's sockets are held by master and by the smtpd or postscreen it started."""
+    args = args or {}
+    users = x.users or (((x.process, x.pid or 0),) if x.process else ())
+    found = [d for name, pid in users if (d := daemon_of(name, args.get(pid, "")))]
+    names = set(x.names)
+    if "postfix" in found or ("master" in names and names & {"smtpd", "postscreen", "qmqpd"}):
+        return "postfix"
+    return found[0] if found else None
+
+
+# --- container engines' port holders ---------------------------------------------
+
+# A process that holds a published port for a container (the mail daemon runs inside it):
+# name -> (engine, how)
+PROXIES = {
+    "docker-proxy": ("docker", "Docker's userland proxy (docker-proxy)"),
+    "dockerd": ("docker", "dockerd itself (with the userland proxy off it holds the published port)"),
+    "conmon": ("podman", "Podman's conmon (it holds the published ports of a rootful container)"),
+    "rootlessport": ("podman", "rootless Podman's port forwarder (rootlessport)"),
+    "rootlessport-child": ("podman", "rootless Podman's port forwarder (rootlessport)"),
+    "slirp4netns": ("podman", "slirp4netns (a rootless container's network)"),
+    # pasta is passt under another name: ss shows the binary's name (passt.avx2 on AVX2 CPUs)
+    **{name: ("podman", "pasta (a rootless container's network)")
+       for name in ("pasta", "pasta.avx2", "passt", "passt.avx2")},
+}
+
+
+def proxy_of(x: Listener) -> tuple[str, str] | None:
+    """(engine, description) when a container engine's process holds the socket."""
+    return next((PROXIES[n] for n in x.names if n in PROXIES), None)

@@ -5,6 +5,10 @@ verdict and findings; reads the SMTP and TLS details too (bot.checks.answers:
 who rejected, slow greetings, plain text on 465). Outbound is its own step
 (bot/checks/outbound.py).
 
+465 speaking plain SMTP, answered by an MTA not set to speak TLS on connect there, gets the
+MTA's configuration fix (plain_465; bot/checks/mta_fixes.py): the listeners and the MTA's
+configuration are read in the same SSH batch.
+
 SSH is optional here: when SSH failed, a filtered port cannot be explained (no
 firewall, no listeners), so its failing findings become warnings.
 """
@@ -14,10 +18,12 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 
-from bot.checks import answers
-from bot.checks.base import Check, CheckInput, StepOutcome, status_of
+from bot.checks import answers, mta_config, mta_fixes
+from bot.checks.base import Check, CheckContext, CheckInput, StepOutcome, status_of
 from bot.checks.catalogue import finding
-from bot.models import Finding, IcmpAnswer, PortKey, PortStatus, PortUpdate
+from bot.checks.parse import listener_daemon, parse_ps
+from bot.checks.services import PS, SS, listeners
+from bot.models import Command, Finding, IcmpAnswer, PortKey, PortStatus, PortUpdate
 from bot.probes import PortProbe
 
 
@@ -26,9 +32,46 @@ class Ports(Check):
     ssh = "optional"
     uses_probes = True
 
+    def commands(self, ctx: CheckContext) -> list[Command]:
+        # who answers 465 and its configuration: the fix when 465 speaks plain SMTP
+        return [Command(SS), Command(PS), *mta_config.commands()]
+
     def evaluate(self, inp: CheckInput) -> StepOutcome:
-        out = inbound(inp)
+        out = plain_465(inp, inbound(inp))
         return out if inp.ssh_error is None else unexplained(out)
+
+
+def plain_465(inp: CheckInput, out: StepOutcome) -> StepOutcome:
+    """465 speaking plain SMTP (tls.plaintext, bot/checks/answers.py), answered by an MTA whose
+    configuration does not speak TLS on connect there (exim tls_on_connect_ports, postfix
+    smtpd_tls_wrappermode): the finding says which setting, and gets the configuration fix
+    (bot/checks/mta_fixes.py)."""
+    plain = [f for f in out.findings if f.code == "tls.plaintext" and any(k.port == 465 for k in f.ports)]
+    ex = tls_on_connect(inp) if plain else None
+    if ex is None:
+        return out
+    out.findings = [f.model_copy(update={"summary": f"{f.summary}. Here: {ex.why}",
+                                         "fixes": [ex.fix.id] if ex.fix else []})
+                    if f in plain else f for f in out.findings]
+    out.fixes = [*out.fixes, *([ex.fix] if ex.fix else [])]
+    return out
+
+
+def tls_on_connect(inp: CheckInput) -> mta_fixes.Explained | None:
+    """Why the MTA on 465 does not speak TLS on connect, with the fix (None: not explained)."""
+    found, _ = listeners(inp.results)
+    r = inp.results.get(PS)
+    args = {p.pid: p.args for p in parse_ps(r.stdout)} if r is not None and r.ok else {}
+    daemon = next((d for x in found or [] if x.port == 465 and (d := listener_daemon(x, args))), None)
+    cfg = mta_config.read_mta_config(inp.results)
+    families = sorted({k[1] for k in inp.ports})  # PortKey: (direction, family, port)
+    host = mta_fixes.HostView(inp.facts.distro_family, inp.facts.systemd)
+    if daemon == "exim" and cfg.exim and 465 not in cfg.exim.tls_on_connect_ports:
+        return mta_fixes.exim_tls_on_connect(cfg.exim, inp.results, families, host)
+    if daemon == "postfix" and cfg.postfix and not any(
+            s.options.get("smtpd_tls_wrappermode") == "yes" for s in cfg.postfix.inet(465)):
+        return mta_fixes.postfix_tls_on_connect(cfg.postfix, inp.results, families)
+    return None
 
 
 def unexplained(outcome: StepOutcome) -> StepOutcome:

@@ -1,25 +1,35 @@
-"""Guide step 2: are the mail daemons running, and who listens on the mail ports?
+"""Guide step 2: are the mail daemons running, and who serves the mail ports?
 
-Listeners from `ss -Hltnp` (lsof as fallback); the daemon behind each
-(exim, postfix, sendmail, opensmtpd; dovecot, courier, cyrus); public or
-loopback only. Service state from `systemctl status` where systemd runs,
-from the process list where it does not; the last log lines when a daemon
-is down; a restart fix for it.
+Listeners from `ss -Hltnp` (lsof as fallback) and who holds them (bot/checks/served.py):
+a daemon of the host (exim, postfix, sendmail, opensmtpd; dovecot, courier, cyrus), a
+container through its engine (docker-proxy, conmon, rootlessport, slirp4netns, pasta,
+named by `docker`/`podman`), or, with no listener, a nat rule forwarding the port. Service
+state from `systemctl status` where systemd runs (Postfix: its postfix@- instance), from
+the listeners where it does not. A down daemon's evidence is its own log
+(bot/checks/daemon_logs.py). The MTA's own configuration says why a port is loopback-only
+or missing, with an exact fix where there is one (bot/checks/mta_fixes.py).
 """
 
 from __future__ import annotations
 
+from bot import firewall
+from bot.checks import containers as engines
+from bot.checks import daemon_logs, mta_config
 from bot.checks.base import Check, CheckContext, CheckInput, Results, StepOutcome, status_of
 from bot.checks.catalogue import finding
 from bot.checks.parse import (
     MTA,
     Listener,
     daemon_of,
+    listener_daemon,
     parse_lsof,
     parse_ps,
     parse_ss,
-    parse_systemctl_status,
 )
+from bot.checks.parse import parse_systemctl_status as parse_units
+from bot.checks.served import Served, serve_map
+from bot.checks.service_findings import config_lines, container_findings, port_findings
+from bot.checks.units import restart_command, state_units, unit_name
 from bot.models import (
     INBOUND_PORTS,
     BackupSpec,
@@ -44,22 +54,14 @@ BINARIES = {  # a daemon is installed when one of its programs exists
     "cyrus": ("/usr/sbin/cyrmaster", "/usr/lib/cyrus/bin/master"),
 }
 INSTALLED = ("ls", "-1d", *(p for paths in BINARIES.values() for p in paths))
-UNITS = {  # (daemon, distro family) -> unit / init script name
-    ("exim", "debian"): "exim4", ("exim", "rhel"): "exim", ("exim", "unknown"): "exim4",
-}
-DEFAULT_UNIT = {"postfix": "postfix", "opensmtpd": "opensmtpd", "sendmail": "sendmail",
-                "dovecot": "dovecot", "courier": "courier-imap", "cyrus": "cyrus-imapd"}
-ALL_UNITS = ("exim4", "exim", "postfix", "opensmtpd", "sendmail", "dovecot", "courier-imap",
-             "cyrus-imapd")
+ALL_UNITS = ("exim4", "exim", "postfix@-", "postfix", "opensmtpd", "sendmail", "dovecot",
+             "courier-imap", "cyrus-imapd")
 SYSTEMCTL = ("systemctl", "status", "--no-pager", "--lines=0", *(f"{u}.service" for u in ALL_UNITS))
-LOGS = ("/var/log/exim4/mainlog", "/var/log/exim/main.log", "/var/log/maillog",
-        "/var/log/mail.log", "/var/log/mail.err")
-JOURNAL = ("journalctl", "--no-pager", "-n", "20", *(w for u in ALL_UNITS for w in ("-u", u)))
-PORT_ROLE = {25: "mta", 465: "mta", 587: "mta", 143: "imap", 993: "imap"}
+ROLE_PORTS = {"mta": (25, 465, 587), "imap": (143, 993)}
 
 
-def unit_name(daemon: str, distro_family: str) -> str:
-    return UNITS.get((daemon, distro_family)) or DEFAULT_UNIT.get(daemon, daemon)
+def role_of(daemon: str) -> str:
+    return "mta" if daemon in MTA else "imap"
 
 
 def listeners(results: Results) -> tuple[list[Listener] | None, str]:
@@ -89,23 +91,26 @@ def installed(results: Results) -> list[str]:
     return [d for d, paths in BINARIES.items() if present & set(paths)]
 
 
-def running(inp: CheckInput, daemons: list[str], found: list[Listener] | None) -> dict[str, tuple[bool, str]]:
+def running(inp: CheckInput, daemons: list[str], found: list[Listener] | None,
+            args: dict[int, str]) -> dict[str, tuple[bool, str]]:
     """daemon -> (running, evidence line).
 
-    systemd: the unit's Active state. Otherwise a daemon runs when one of its
-    processes holds a listening socket on this host (ss/lsof), or, when no
-    listing could be read, when `ps` shows one (ps alone can see processes of
-    other network namespaces sharing the pid space).
+    systemd: the unit's Active state (Postfix: postfix@-, Debian's instance; its postfix.service
+    is a oneshot that stays "active (exited)"). Otherwise a daemon runs when one of its
+    processes holds a listening socket on this host (ss/lsof), or, when no listing could be
+    read, when `ps` shows one (ps alone can see processes of other network namespaces sharing
+    the pid space).
     """
     procs = parse_ps(r.stdout) if (r := inp.results.get(PS)) is not None and r.ok else []
     units = {}
     if inp.facts.systemd and (r := inp.results.get(SYSTEMCTL)) is not None:
-        units = parse_systemctl_status(r.stdout)
-    listening = {daemon_of(x.process) for x in found or []}
+        units = parse_units(r.stdout)
+    listening = {listener_daemon(x, args) for x in found or []}
     out = {}
     for d in daemons:
-        unit = units.get(f"{unit_name(d, inp.facts.distro_family)}.service")
-        if unit is not None and unit.loaded not in ("", "not-found"):
+        unit = next((u for name in state_units(d, inp.facts.distro_family)
+                     if (u := units.get(f"{name}.service")) and u.loaded not in ("", "not-found")), None)
+        if unit is not None:
             out[d] = (unit.running, f"{unit.unit}: Active: {unit.active} ({unit.sub})")
             continue
         pids = [p for p in procs if daemon_of(p.comm, p.args) == d]
@@ -121,46 +126,17 @@ def running(inp: CheckInput, daemons: list[str], found: list[Listener] | None) -
 
 def restart_fix(daemon: str, inp: CheckInput) -> Fix:
     unit = unit_name(daemon, inp.facts.distro_family)
-    if inp.facts.systemd:
-        cmd, backend = ["systemctl", "restart", unit], "systemd"
-        down = ["systemctl", "is-active", "--quiet", f"{unit}.service"]
+    cmd = restart_command(daemon, inp.facts.distro_family, inp.facts.systemd)
+    if inp.facts.systemd:  # the unit that says whether it runs (Postfix: postfix@-)
+        down = ["systemctl", "is-active", "--quiet", f"{state_units(daemon, inp.facts.distro_family)[0]}.service"]
     else:
-        cmd, backend = [f"/etc/init.d/{unit}", "restart"], "sysvinit"
         down = [f"/etc/init.d/{unit}", "status"]
     still_down = Precondition(argv=down, expect_exit=None, expect_failure=True,
                               description=f"{unit} is still down (nobody restarted it meanwhile)")
     return Fix(id=f"service-restart-{unit}", kind="service", summary=f"Restart {unit}",
-               label=f"Restart {unit}",
-               commands=[cmd], rollback=[], backend=backend, findings=["service.down"],
+               label=f"Restart {unit}", commands=[cmd], rollback=[],
+               backend="systemd" if inp.facts.systemd else "sysvinit", findings=["service.down"],
                preconditions=[still_down], backup=BackupSpec())
-
-
-def log_tail(results: Results, systemd: bool | None) -> str:
-    parts = []
-    j = results.get(JOURNAL)
-    if systemd and j is not None and j.ok and j.stdout.strip():
-        parts.append("$ journalctl -n 20 -u ...\n" + j.stdout.strip())
-    for path in LOGS:
-        r = results.get(("tail", "-n", "20", path))
-        if r is not None and r.ok and r.stdout.strip():
-            parts.append(f"$ tail -n 20 {path}\n" + r.stdout.strip())
-    return "\n".join(parts) or "(no mail log found)"
-
-
-def port_state(port: int, family: str, found: list[Listener]) -> tuple[str, str | None]:
-    mine = [x for x in found if x.port == port and _serves(x, family)]
-    public = [x for x in mine if not x.loopback]
-    pick = public or mine
-    process = ",".join(sorted({x.process for x in pick if x.process})) or None
-    if public:
-        return "public", process
-    return ("loopback", process) if mine else ("none", None)
-
-
-def _serves(x: Listener, family: str) -> bool:
-    if family == "ipv6":
-        return x.family in ("ipv6", "any")
-    return x.family in ("ipv4", "any") or (x.family == "ipv6" and x.address == "*")
 
 
 class Services(Check):
@@ -169,37 +145,40 @@ class Services(Check):
 
     def commands(self, ctx: CheckContext) -> list[Command]:
         cmds = [Command(SS), Command(LSOF), Command(PS), Command(INSTALLED, timeout=5),
-                Command(SYSTEMCTL), Command(JOURNAL)]
-        return cmds + [Command(("tail", "-n", "20", path), timeout=5) for path in LOGS]
+                Command(SYSTEMCTL)]
+        return [*cmds, *daemon_logs.commands(ctx.facts.systemd), *engines.commands(),
+                *mta_config.commands(), *firewall.collect_commands()]  # nat rules, routes
 
     def evaluate(self, inp: CheckInput) -> StepOutcome:
         found, source = listeners(inp.results)
+        args = {p.pid: p.args for p in parse_ps(r.stdout)} if (r := inp.results.get(PS)) and r.ok else {}
         daemons = installed(inp.results)
-        state = running(inp, daemons, found)
-        findings, fixes = _down_findings(inp, state)
-        down_roles = {("mta" if d in MTA else "imap") for d, (ok, _) in state.items() if not ok}
-        evidence = [f"daemons installed: {', '.join(daemons) or 'none found'}",
-                    *(line for _, line in state.values())]
+        state = running(inp, daemons, found, args)
+        evidence = [f"daemons installed: {', '.join(daemons) or 'none found'}"]
         if found is None:
-            evidence.append(source)
+            findings, fixes = _down_findings(inp, state, {}, engines.Containers())
             f = finding("service.unknown", f"Cannot tell who listens on the mail ports ({source})",
                         evidence=source, ports=_keys(INBOUND_PORTS, _families(inp)))
             return StepOutcome("error", "neither ss nor lsof could list listeners",
-                               "\n".join(evidence), findings + [f], fixes,
-                               error=f"neither ss nor lsof could run: {source}")
-        ports, listen = {}, {}
-        for family in _families(inp):
-            for port in INBOUND_PORTS:
-                listening, process = port_state(port, family, found)
-                ports[PortKey("inbound", family, port)] = PortUpdate(listening=listening,
-                                                                     process=process)
-                listen[(family, port)] = listening
-        findings += _port_findings(listen, found, down_roles, _families(inp))
-        evidence.append(f"$ {source}")
-        evidence += [f"{x.process or '?'} {x.address}:{x.port}" for x in found
-                     if x.port in INBOUND_PORTS]
-        summary = _summary(listen, state)
-        return StepOutcome(status_of(findings), summary, "\n".join(evidence), findings, fixes, ports)
+                               "\n".join([*evidence, *(line for _, line in state.values()), source]),
+                               findings + [f], fixes, error=f"neither ss nor lsof could run: {source}")
+        box = engines.read_containers(inp.results)
+        served = serve_map(inp, found, args, box, _families(inp))
+        findings, fixes = _down_findings(inp, state, served, box)
+        elsewhere = {d: served_elsewhere(d, served, box) for d in state}
+        down = {role_of(d) for d, (ok, _) in state.items() if not ok and elsewhere[d] is None}
+        for more, extra in (container_findings(served, box), port_findings(inp, served, down, box, args)):
+            findings += more
+            fixes += [f for f in extra if f.id not in {x.id for x in fixes}]
+        ports = {k: PortUpdate(listening=s.listening, process=s.process) for k, s in served.items()}
+        evidence += [line + (f" (its role is served by {elsewhere[d]})" if not ok and elsewhere[d] else "")
+                     for d, (ok, line) in state.items()] + [f"$ {source}"]
+        evidence += [f"{','.join(x.names) or '?'} {x.address}:{x.port}" for x in found
+                     if x.port in ROLE_PORTS["mta"] + ROLE_PORTS["imap"]]
+        evidence += [f"containers: {c.describe()}" for c in box.containers] + list(box.notes)
+        evidence += config_lines(inp)
+        return StepOutcome(status_of(findings), _summary(served, state, elsewhere), "\n".join(evidence),
+                           findings, fixes, ports)
 
 
 def _families(inp: CheckInput) -> list[str]:
@@ -210,48 +189,43 @@ def _keys(ports, families) -> list[PortKey]:
     return [PortKey("inbound", f, p) for f in families for p in ports]
 
 
-def _down_findings(inp: CheckInput, state: dict) -> tuple[list[Finding], list[Fix]]:
+def served_elsewhere(daemon: str, served: dict[PortKey, Served], box: engines.Containers) -> str | None:
+    """Who else serves the daemon's role: a container (running or not: then the container is
+    what to look at) or another daemon of the role; None when nobody does."""
+    ports = ROLE_PORTS[role_of(daemon)]
+    for k, s in served.items():
+        if k.port in ports and s.listening in ("public", "forwarded"):
+            if s.by_container:
+                return f"container {s.container.name}" if s.container else (s.proxy or "a nat rule")
+            if s.daemon not in (None, daemon) and role_of(s.daemon) == role_of(daemon):
+                return s.daemon
+    return next((f"container {c.name}" for c in box.containers for p in ports
+                 if c.publishes(p, "ipv4") or c.publishes(p, "ipv6")), None)
+
+
+def _down_findings(inp: CheckInput, state: dict, served: dict,
+                   box: engines.Containers) -> tuple[list[Finding], list[Fix]]:
     findings, fixes = [], []
-    logs = None
     for d, (ok, line) in state.items():
-        if ok:
-            continue
-        logs = logs or log_tail(inp.results, inp.facts.systemd)
+        if ok or served_elsewhere(d, served, box) is not None:
+            continue  # e.g. the host's exim is stopped while a container serves SMTP
         fix = restart_fix(d, inp)
         fixes.append(fix)
         role = "SMTP (25, 465, 587)" if d in MTA else "IMAP (143, 993)"
-        ports = [p for p, r in PORT_ROLE.items() if r == ("mta" if d in MTA else "imap")]
+        logs = daemon_logs.evidence(d, inp.results, inp.facts.systemd)
         findings.append(finding("service.down", f"{d} is installed but not running: no {role}",
                                 evidence=f"{line}\n{logs}", fixes=[fix.id],
-                                ports=_keys(ports, _families(inp))))
+                                ports=_keys(ROLE_PORTS[role_of(d)], _families(inp))))
     return findings, fixes
 
 
-def _port_findings(listen: dict, found: list[Listener], down_roles: set[str],
-                   families: list[str]) -> list[Finding]:
-    out = []
-    for port in INBOUND_PORTS:
-        keys = _keys([port], families)
-        states = {listen[k] for k in listen if k[1] == port}
-        lines = "\n".join(f"{x.process or '?'} {x.address}:{x.port}" for x in found if x.port == port)
-        if "public" in states:
-            continue
-        if "loopback" in states:
-            out.append(finding("service.loopback_only",
-                               f"Port {port} listens on loopback only: nothing outside can connect",
-                               evidence=lines, severity="error" if port == 25 else "warning",
-                               ports=keys))
-        elif PORT_ROLE[port] not in down_roles:
-            out.append(finding("service.not_listening", f"Nothing listens on port {port}",
-                               evidence="(no listener)", severity="error" if port == 25 else None,
-                               ports=keys))
-    return out
-
-
-def _summary(listen: dict, state: dict) -> str:
-    down = [d for d, (ok, _) in state.items() if not ok]
-    public = sorted({p for (f, p), s in listen.items() if s == "public"})
+def _summary(served: dict[PortKey, Served], state: dict, elsewhere: dict[str, str | None]) -> str:
+    down = [d for d, (ok, _) in state.items() if ok is False and elsewhere[d] is None]
+    public = sorted({k.port for k, s in served.items() if s.listening == "public"})
     parts = [f"listening publicly on {', '.join(map(str, public)) or 'no mail port'}"]
+    forwarded = sorted({k.port for k, s in served.items() if s.listening == "forwarded"})
+    if forwarded:
+        parts.append(f"forwarded by nat: {', '.join(map(str, forwarded))}")
     if down:
         parts.append(f"down: {', '.join(down)}")
     return "; ".join(parts)

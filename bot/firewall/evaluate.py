@@ -233,26 +233,28 @@ def _chain_from(ruleset, chains, i, p, path, budget, then, last: Outcome | None 
 
 
 def _route(ruleset, p, path, budget) -> list[Outcome]:
-    """The routing decision after prerouting: this host (input), or another (forward)."""
+    """The routing decision after prerouting: this host (input), or another (forward). An
+    outcome decided here keeps the packet as translated (PortVerdict.delivered: where the nat
+    rule sends it, even when what happens next is not known)."""
     if not p.dnat or p.daddr in p.local_addrs:
         original = p.original()
         if p.dnat and p.dport != original[3]:
-            return [Outcome("unknown", path=path, reason=(
+            return [Outcome("unknown", path=path, packet=p, reason=(
                 f"{p.nat_by}: translated to this host's port {p.dport}: the connection is answered by "
                 f"whatever listens on {p.dport}, not on {original[3]}"))]
         return _hooks(ruleset, ("input",), p, path, budget)
     routes, sysctl = p.routes, FORWARDING[p.family]
     if routes is None or routes.forwarding is None:
-        return [Outcome("unknown", path=path, reason=(
+        return [Outcome("unknown", path=path, packet=p, reason=(
             f"{p.nat_by}: translated to {p.daddr}, another host: whether this host forwards "
             f"({sysctl}) and by which route is not known"))]
     if not routes.forwarding:
-        return [Outcome("block", path=(*path, f"{sysctl} = 0"), reason=(
+        return [Outcome("block", path=(*path, f"{sysctl} = 0"), packet=p, reason=(
             f"{p.nat_by}: translated to {p.daddr}, another host, and this host does not forward "
             f"({sysctl} = 0)"))]
     oif = routes.device(p.daddr)
     if oif is None:
-        return [Outcome("unknown", path=path, reason=(
+        return [Outcome("unknown", path=path, packet=p, reason=(
             f"{p.nat_by}: translated to {p.daddr}: no plain route to it in the main table"))]
     return _forward(ruleset, replace(p, forwarded=True, oif=oif), path, budget)
 

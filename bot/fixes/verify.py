@@ -8,6 +8,7 @@ real probes until then.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -36,7 +37,12 @@ def engine_verifier(engine: Checker) -> Verifier:
     return verify
 
 
-def _open(p: PortStatus) -> bool:
+def _open(p: PortStatus, kind: str = "firewall") -> bool:
+    """Does the port now pass? A firewall fix: the firewall lets it through (a refusal
+    counts: nothing may listen yet). A service or configuration fix promises a daemon
+    answering there: only `open` counts (or, with no outside probe, a public listener)."""
+    if kind != "firewall":
+        return p.outside == "open" if p.outside is not None else p.listening in ("public", "forwarded")
     if p.outside is not None:
         return p.outside in ("open", "refused")  # refused: the firewall let it through
     return p.firewall == "allow"
@@ -51,7 +57,7 @@ def compare(fix: Fix, ports: Sequence[PortStatus]) -> VerifyResult:
         where = f"{key.direction} {key.family} {key.port}"
         if p is None:
             missing.append(f"{where}: not checked")
-        elif not _open(p):
+        elif not _open(p, fix.kind):
             outside = p.direction == "outbound" and p.firewall == "allow" and p.outside is not None
             missing.append(f"{where}: {p.outside or p.firewall}" + (
                 " although the host firewall now allows it: blocked outside the host (see the "
@@ -59,11 +65,23 @@ def compare(fix: Fix, ports: Sequence[PortStatus]) -> VerifyResult:
     return VerifyResult(achieved=not missing, ports=list(ports), missing=missing)
 
 
-async def run_verify(verifier: Verifier | None, host: Host, fix: Fix) -> VerifyResult | None:
+SETTLE = (2.0, 3.0, 5.0)  # s between re-checks while a restarted daemon comes up (10 s in all)
+
+
+async def run_verify(verifier: Verifier | None, host: Host, fix: Fix,
+                     settle: tuple[float, ...] = SETTLE) -> VerifyResult | None:
+    """Re-check; a service or configuration fix restarts a daemon, which may take a few
+    seconds to answer (a container's MTA starts after the engine says "started"), so it is
+    re-checked after each `settle` pause until the effect shows. A firewall fix is checked once."""
     if verifier is None or not fix.expected_allow:
         return None
-    try:
-        ports = await verifier(host, fix)
-    except Exception as e:  # a failed check must not hide that the fix was applied
-        return VerifyResult(achieved=False, error=f"verification failed: {e}")
-    return compare(fix, ports)
+    pauses = list(settle) if fix.kind in ("service", "config") else []
+    while True:
+        try:
+            ports = await verifier(host, fix)
+        except Exception as e:  # a failed check must not hide that the fix was applied
+            return VerifyResult(achieved=False, error=f"verification failed: {e}")
+        result = compare(fix, ports)
+        if result.achieved or not pauses:
+            return result
+        await asyncio.sleep(pauses.pop(0))

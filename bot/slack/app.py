@@ -15,6 +15,7 @@ from bot.errors import ConfigError
 from bot.slack.bot import MailcheckBot
 from bot.slack.contracts import Fixes
 from bot.slack.fix_buttons import FixButtons
+from bot.slack.fleet import FleetRunner
 from bot.slack.poster import SlackPoster
 from bot.slack.runner import CheckRunner
 from bot.slack.tasks import TaskSet
@@ -79,8 +80,10 @@ def build_app(settings: Settings, inventory: Inventory, engine: Checker, fixes: 
     poster = SlackPoster(client, interval=update_interval)
     tasks = TaskSet(timeout=check_timeout + 60)
     runner = CheckRunner(poster, engine, fixes, store, timeout=check_timeout)
+    fleet = FleetRunner(runner, concurrency=settings.fleet_concurrency,
+                        deadline=min(check_timeout, settings.host_deadline_or_default()))
     bot = MailcheckBot(inventory=inventory, runner=runner, buttons=FixButtons(fixes, poster),
-                       poster=poster, tasks=tasks, store=store)
+                       poster=poster, tasks=tasks, store=store, fleet=fleet)
     register_all(app, bot)
     _BOTS[app] = bot
     return app

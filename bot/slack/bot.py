@@ -17,8 +17,16 @@ import time
 from bot.render import details as render_details
 from bot.render import home as render_home
 from bot.render.mrkdwn import Mrkdwn, esc, md, mention, span
-from bot.slack.commands import CheckCommand, DomainCommand, Reply, domain_command, parse
+from bot.slack.commands import (
+    CheckCommand,
+    DomainCommand,
+    FleetCommand,
+    Reply,
+    domain_command,
+    parse,
+)
 from bot.slack.fix_buttons import FixButtons
+from bot.slack.fleet import FleetRequest, FleetRunner
 from bot.slack.poster import SlackPoster
 from bot.slack.requests import (
     CheckShortcut,
@@ -39,8 +47,8 @@ MAX_SHORTCUT_HOSTS = 3
 
 class MailcheckBot:
     def __init__(self, *, inventory: Inventory, runner: CheckRunner, buttons: FixButtons,
-                 poster: SlackPoster, tasks: TaskSet, store: Store) -> None:
-        self.inventory, self.runner, self.buttons = inventory, runner, buttons
+                 poster: SlackPoster, tasks: TaskSet, store: Store, fleet: FleetRunner) -> None:
+        self.inventory, self.runner, self.buttons, self.fleet = inventory, runner, buttons, fleet
         self.poster, self.tasks, self.store = poster, tasks, store
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
@@ -49,6 +57,10 @@ class MailcheckBot:
         parsed = parse(cmd.text, self.inventory)
         if isinstance(parsed, Reply):
             return parsed.text
+        if isinstance(parsed, FleetCommand):
+            return await self.start_fleet(FleetRequest(
+                parsed.selector, parsed.hosts, cmd.user_id, cmd.channel_id, cmd.response_url,
+                parsed.steps))
         req = CheckRequest(parsed.host, cmd.user_id, cmd.channel_id, cmd.response_url, parsed.steps) \
             if isinstance(parsed, CheckCommand) else \
             CheckRequest(None, cmd.user_id, cmd.channel_id, cmd.response_url, domain=parsed.domain)
@@ -67,17 +79,33 @@ class MailcheckBot:
         busy = await self.store.start_running(key, req.user_id, holder, self.tasks.timeout)
         if busy is not None:
             return busy
-        task = self.tasks.spawn(self._run(req, key, holder), name=f"check:{req.name}")
+        task = self.tasks.spawn(self._run(self.runner.run(req), key, holder),
+                                name=f"check:{req.name}")
         if home_of:
             task.add_done_callback(lambda _task: self.tasks.spawn(
                 self.publish_home(home_of), timeout=15, name="home"))
         return None
 
-    async def _run(self, req: CheckRequest, key: str, holder: str) -> None:
+    async def _run(self, work, key: str, holder: str) -> None:
         try:
-            await self.runner.run(req)
+            await work
         finally:  # also when cancelled: the entry is freed at once, not at its ttl
             await self.store.end_running(key, holder)
+
+    async def start_fleet(self, req: FleetRequest) -> str:
+        """A fleet check (one per selection and channel at a time, across replicas: the
+        store's running-check table); the ephemeral answer."""
+        limit = self.fleet.time_limit(len(req.hosts))
+        key, holder = f"{req.channel_id} {req.selector}", f"{self.instance} {secrets.token_hex(4)}"
+        busy = await self.store.start_running(key, req.user_id, holder, limit)
+        if busy is not None:
+            return md("A check of {} started by {} is still running in this channel; its message "
+                      "will update.", span(req.selector), mention(busy))
+        self.tasks.spawn(self._run(self.fleet.run(req), key, holder), timeout=limit,
+                         name=f"fleet:{req.selector}")
+        return md("Checking {} ({} hosts, {} at a time); one message in this channel gets a row "
+                  "per host as each finishes.", span(req.selector), len(req.hosts),
+                  self.fleet.at_once(len(req.hosts)))
 
     # --- where teams triage: a message's shortcut, the Home tab ------------------------
     async def check_shortcut(self, req: CheckShortcut) -> None:

@@ -11,13 +11,16 @@ from dataclasses import dataclass
 
 from bot.checks.registry import REGISTRY, STEPS
 from bot.errors import TargetError
-from config.inventory import Host, Inventory, valid_domain
+from bot.render.mrkdwn import escape
+from config.inventory import Host, Inventory, is_selector, select_hosts, valid_domain
 
 SINGLE_STEPS = tuple(c.name for c in REGISTRY if not c.needs)  # a step that reads no other
 USAGE = (
     "*Usage*\n"
     f"• `/mailcheck HOST`: the full check of an inventory host ({', '.join(STEPS)})\n"
     "• `/mailcheck HOST STEP`: one step only, STEP one of " + ", ".join(SINGLE_STEPS) + "\n"
+    "• `/mailcheck all`, `/mailcheck group:NAME`, `/mailcheck tag:NAME`: those inventory hosts "
+    "at once, one message with a row per host (fixes stay per host)\n"
     "• `/mailcheck dns DOMAIN`: a mail domain's DNS records alone (MX, SPF, DMARC, MTA-STS, "
     "DANE); no host is touched\n"
     "• `/mailcheck hosts`: the hosts you can check\n"
@@ -47,7 +50,16 @@ class DomainCommand:
     domain: str
 
 
-Parsed = Reply | CheckCommand | DomainCommand
+@dataclass(frozen=True)
+class FleetCommand:
+    """The hosts an inventory selector (all, group:NAME, tag:NAME) names, in its order."""
+
+    selector: str
+    hosts: tuple[Host, ...]
+    steps: tuple[str, ...] | None = None
+
+
+Parsed = Reply | CheckCommand | DomainCommand | FleetCommand
 
 
 def _quote(text: str) -> str:
@@ -65,7 +77,9 @@ def hosts_text(inventory: Inventory) -> str:
         host = inventory.hosts[name]
         tags = f" · tags: {', '.join(host.tags)}" if host.tags else ""
         lines.append(f"• `{name}` ({host.address}){tags}")
-    lines.append("Run `/mailcheck HOST` with one of these names.")
+    if inventory.groups:
+        lines.append("*Groups*: " + ", ".join(f"`group:{g}` ({len(m)})" for g, m in sorted(inventory.groups.items())))
+    lines.append("Run `/mailcheck HOST` with one of these names, or `/mailcheck all`.")
     return "\n".join(lines)[:2900]
 
 
@@ -98,13 +112,38 @@ def parse(text: str, inventory: Inventory) -> Parsed:
         return Reply(hosts_text(inventory))
     if words[0].lower() == "dns" and "dns" not in inventory.hosts:
         return domain_command(words[1:])
+    if is_selector(words[0]):  # no inventory host is named like one (refused at load)
+        return fleet_command(words, inventory)
     host = inventory.hosts.get(words[0])
     if host is None:
         return _unknown(words[0], inventory)
-    if len(words) == 1:
-        return CheckCommand(host)
-    step = words[1].lower()
-    if len(words) > 2 or step not in SINGLE_STEPS:
-        return Reply(f"`{_quote(' '.join(words[1:]))}` is not a step I know. Steps: "
-                      + ", ".join(f"`{s}`" for s in SINGLE_STEPS) + ".\n" + USAGE, refused=True)
-    return CheckCommand(host, (step,))
+    steps = _steps(words[1:])
+    return steps if isinstance(steps, Reply) else CheckCommand(host, steps)
+
+
+def _steps(words: list[str]) -> tuple[str, ...] | None | Reply:
+    """The optional STEP after a target: None (every step), (STEP,), or a Reply."""
+    if not words:
+        return None
+    step = words[0].lower()
+    if len(words) > 1 or step not in SINGLE_STEPS:
+        return Reply(f"`{_quote(' '.join(words))}` is not a step I know. Steps: "
+                     + ", ".join(f"`{s}`" for s in SINGLE_STEPS) + ".\n" + USAGE, refused=True)
+    return (step,)
+
+
+def fleet_command(words: list[str], inventory: Inventory) -> Parsed:
+    """`/mailcheck all | group:NAME | tag:NAME [STEP]`; a selection naming no host is refused
+    with the groups or tags that exist."""
+    try:
+        hosts = select_hosts(words[0], inventory)
+    except TargetError as e:
+        return Reply(_quote_long(str(e)) + "\n`/mailcheck hosts` lists the hosts and groups.",
+                     refused=True)
+    steps = _steps(words[1:])
+    return steps if isinstance(steps, Reply) else FleetCommand(words[0], tuple(hosts), steps)
+
+
+def _quote_long(text: str) -> str:
+    """A message naming user and inventory text: escaped, no mention or link."""
+    return escape(re.sub(r"\s+", " ", text).strip()[:1000])

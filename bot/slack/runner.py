@@ -82,7 +82,7 @@ class CheckRunner:
     async def run(self, req: CheckRequest) -> None:
         steps = req.steps or (STEPS if req.host is not None else DOMAIN_STEPS)
         partial = Report(host=req.name, address=req.host.address if req.host else "")
-        msg = await self._open(req, render.progress_blocks(partial, steps))
+        msg = await self.open(req, render.progress_blocks(partial, steps))
         if msg is None:
             return
         done: list[str] = []
@@ -125,8 +125,10 @@ class CheckRunner:
                 await self._fail(msg, req, f"the report could not be posted ({type(e).__name__}: "
                                  f"{e})", steps, done, "conclusion")
 
-    async def _open(self, req: CheckRequest, blocks: list[dict]):
-        text = render.fallback_text(None, req.name, running=True)
+    async def open(self, req: CheckRequest, blocks: list[dict], text: str | None = None):
+        """The message a check updates: posted in the channel, or where the bot may not
+        post, the response_url (without progress); None when neither works."""
+        text = text or render.fallback_text(None, req.name, running=True)
         try:
             channel, ts = await self.poster.post(req.channel_id, blocks, text, req.thread_ts or None)
             return LiveMessage(self.poster, channel, ts)
@@ -158,11 +160,11 @@ class CheckRunner:
             log.exception("recording the check of %s or its fixes failed", req.name)
             note = md(":warning: The proposed fixes have no Apply button: storing the check and its "
                       "plans failed ({}: {}). Press Re-check to try again.", type(e).__name__, str(e))
-        details_id = await self._keep(report, req, msg)
+        details_id = await self.keep(report, req, msg)
         blocks = render.report_blocks(report, plan_ids, details_id, note)
         await msg.finish(blocks, render.fallback_text(report, req.name))
 
-    async def _keep(self, report: Report, req: CheckRequest, msg) -> str | None:
+    async def keep(self, report: Report, req: CheckRequest, msg) -> str | None:
         """Store the report next to the plans (Details and App Home read it, after a restart
         too); its id, or None (no Details button) when the store fails."""
         record = ReportRecord(id="r_" + secrets.token_urlsafe(9), report=report,

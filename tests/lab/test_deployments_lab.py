@@ -26,11 +26,6 @@ from tests.lab.test_fix_apply import host_of, service
 from tests.report_checks import contradictions
 
 pytestmark = pytest.mark.lab
-# Issue 11 item 2 (who serves a published port: branch h11b): until the services step sees
-# docker-proxy / the container behind a DNAT, it says "exim is installed but not running: no
-# SMTP (25, 465, 587)" while the probe finds 25 open (seen in these labs). Only that code is
-# tolerated, and only in the container labs; h11b's work should make this () again.
-SERVICES_GAP = ("service.down",)
 
 
 async def check(lh) -> Report:
@@ -42,8 +37,8 @@ def port(report: Report, number: int, family: str = "ipv4"):
     return next(p for p in report.ports if (p.direction, p.family, p.port) == ("inbound", family, number))
 
 
-def consistent(report: Report, tolerate: tuple[str, ...] = ()) -> None:
-    found = [c for c in contradictions(report) if not c.startswith(tolerate)]
+def consistent(report: Report) -> None:
+    found = contradictions(report)
     assert found == [], "the report says what the outside probes contradict:\n" + "\n".join(found)
 
 
@@ -82,7 +77,7 @@ async def test_published_port_input_rules_do_not_apply(labhost):
     assert len(bypassed) == 2 and all("-A INPUT -p tcp -m multiport --dports 25,587 -j DROP" in f.summary
                                       for f in bypassed)
     assert not [f for f in report.fixes if {(k[0], k[2]) for k in f.expected_allow} & {("inbound", 25), ("inbound", 587)}]
-    consistent(report, SERVICES_GAP)
+    consistent(report)
 
 
 async def test_docker_user_drop_is_named_and_fixed(labhost, tmp_path):
@@ -95,7 +90,7 @@ async def test_docker_user_drop_is_named_and_fixed(labhost, tmp_path):
     assert row.blocked_by == ("iptables -t filter chain DOCKER-USER rule 1: "
                               "-A DOCKER-USER -i eth0 -p tcp -m tcp --dport 25 -j DROP")
     assert port(report, 587).outside == "open" and port(report, 587).firewall == "allow"
-    consistent(report, SERVICES_GAP)
+    consistent(report)
     [fix] = [f for f in report.fixes if f.kind == "firewall"]
     assert fix.expected_allow == [("inbound", "ipv4", 25)]
     nat, filt = saves(labhost, "nat"), saves(labhost, "filter")
@@ -107,7 +102,7 @@ async def test_docker_user_drop_is_named_and_fixed(labhost, tmp_path):
         assert set(saves(lh, "filter").splitlines()) <= set(filt.splitlines())
         again = await check(lh)
         assert port(again, 25).outside == "open" and port(again, 25).firewall == "allow"
-        consistent(again, SERVICES_GAP)
+        consistent(again)
 
     await apply_and_rollback(tmp_path, labhost, fix, fix.expected_allow, unchanged_but_the_rule)
     assert saves(labhost, "nat") == nat and saves(labhost, "filter") == filt
@@ -130,7 +125,7 @@ async def test_docker_nftables_backend_layout_and_a_forward_drop_fixed(labhost, 
     assert row.blocked_by == 'nft inet user-filter chain forward handle 2: iifname "eth0" tcp dport 25 drop'
     assert port(report, 587).dnat.startswith(f"{c.values()['cip']}:587 (nft ip docker-bridges chain nat-prerouting")
     assert port(report, 587).outside == "open" and port(report, 587).firewall == "allow"
-    consistent(report, SERVICES_GAP)
+    consistent(report)
     [fix] = [f for f in report.fixes if f.kind == "firewall"]
     assert fix.backend == "nft" and fix.commands[0][3:6] == ["inet", "user-filter", "forward"]
     docker = normalize_nft(labhost.sh("nft", "list", "table", "ip", "docker-bridges").stdout)
@@ -215,7 +210,7 @@ async def test_csf_restart_flushes_dockers_chains_as_reported(labhost, csf_src):
     assert port(report, 25).outside == "open" and port(report, 25).dnat
     flushed = next(f for f in report.findings if f.code == "firewall.engine_rules_flushed")
     assert "Docker" in flushed.summary and "csf -r" in flushed.summary
-    consistent(report, SERVICES_GAP)
+    consistent(report)
     csf.cli("-r")
     assert "DNAT" not in labhost.sh("iptables-save", "-t", "nat").stdout
     assert labhost.probe(25) == "filtered", "csf -r left Docker's published port working: the finding was wrong"

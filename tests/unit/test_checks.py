@@ -104,7 +104,10 @@ def test_nothing_on_a_port():
     ss = SS_LOOPBACK_EXIM.replace("127.0.0.1:25 ", "0.0.0.0:25 ").replace("127.0.0.1:587", "0.0.0.0:587")
     ss = "\n".join(line for line in ss.splitlines() if ":465" not in line)
     out = Services().evaluate(make_input(results(result(services.SS, ss), INSTALLED)))
-    assert [(f.code, f.severity) for f in out.findings] == [("service.not_listening", "warning")]
+    assert [(f.code, f.severity, f.summary.split(" (")[0]) for f in out.findings] == [
+        ("service.not_listening", "warning", "Nothing listens on 25/IPv6"),  # exim on 0.0.0.0 only,
+        ("service.not_listening", "warning", "Nothing listens on port 465"),  # on a host with IPv6
+        ("service.not_listening", "warning", "Nothing listens on 587/IPv6")]
     assert out.ports[("inbound", "ipv4", 465)].listening == "none"
 
 

@@ -72,6 +72,7 @@ def test_forwarding_off_blocks_and_unknown_forwarding_or_route_is_unknown():
     assert off.verdict == "block" and "net.ipv4.ip_forward = 0" in off.blocked_by and off.deciding.table is None
     unknown = verdict("", ends=replace(ENDS, routes=None))
     assert unknown.verdict == "unknown" and "whether this host forwards" in unknown.reasons[0]
+    assert off.dnat_to == unknown.dnat_to == f"{CIP}:25"  # the translation is known either way
     no_route = verdict("", ends=replace(ENDS, routes=Routes((("198.18.9.0/30", "eth0"),), forwarding=True)))
     assert no_route.verdict == "unknown" and "no plain route" in no_route.reasons[0]
 
@@ -79,6 +80,7 @@ def test_forwarding_off_blocks_and_unknown_forwarding_or_route_is_unknown():
 def test_a_redirect_to_another_local_port_is_unknown_and_to_this_host_goes_to_input():
     v = verdict("", 465)
     assert v.verdict == "unknown" and "whatever listens on 2465" in v.reasons[0]
+    assert v.dnat_to == f"{HOST}:2465" and "REDIRECT --to-ports 2465" in v.delivered.nat_by  # where it goes
     local = NAT.replace(f"{CIP}:25", f"{HOST}:25")
     rs = parse_save(local + "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n")
     v = port_verdict(rs, ("inbound", "ipv4", 25), ENDS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.checks import services
+from bot.checks import served, services
 from bot.checks.outbound import read_nc_output
 from bot.checks.parse import daemon_of, parse_lsof, parse_systemctl_status
 from bot.checks.services import Services
@@ -20,14 +20,14 @@ def test_lsof_port_25_exim_listens_on_every_address_both_families():
     assert {(x.port, x.address, x.process, x.pid, x.family) for x in found} == {
         (25, "*", "exim", 839, "ipv6"), (25, "*", "exim", 839, "ipv4")}
     assert daemon_of("exim") == "exim"
-    assert services.port_state(25, "ipv4", found) == ("public", "exim")
-    assert services.port_state(25, "ipv6", found) == ("public", "exim")
+    assert served.port_state(25, "ipv4", found) == ("public", "exim")
+    assert served.port_state(25, "ipv6", found) == ("public", "exim")
 
 
 def test_lsof_port_143_dovecot_listens():
     found = parse_lsof(guide("lsof_143.txt"))
-    assert services.port_state(143, "ipv4", found) == ("public", "dovecot")
-    assert services.port_state(143, "ipv6", found) == ("public", "dovecot")
+    assert served.port_state(143, "ipv4", found) == ("public", "dovecot")
+    assert served.port_state(143, "ipv6", found) == ("public", "dovecot")
     assert daemon_of("dovecot") == "dovecot"
 
 

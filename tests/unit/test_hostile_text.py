@@ -15,7 +15,8 @@ import json
 import re
 from dataclasses import replace
 
-from bot.checks.services import INSTALLED, JOURNAL, SS
+from bot.checks.daemon_logs import journal
+from bot.checks.services import INSTALLED, SS
 from bot.fixes.outcomes import ApplyOutcome, RollbackOutcome, Snapshot
 from bot.fixes.policy import Approvers
 from bot.models import PortStatus
@@ -42,7 +43,7 @@ def hostile_host() -> dict[tuple[str, ...], str]:
                     f"-m comment --comment \"{COMMENT}\" -j DROP")
     assert rule in saved
     ss = guide_case.SS_OUT.replace('"exim4"', f'"{PROCESS}"')
-    return {("iptables-save", "-c"): saved.replace(rule, hostile_rule), SS: ss, JOURNAL: LOG}
+    return {("iptables-save", "-c"): saved.replace(rule, hostile_rule), SS: ss, journal("exim4"): LOG}  # exim's own unit
 
 
 def assert_no_live_markup(obj, where: str) -> None:
