@@ -363,13 +363,24 @@ def script_command(lines: Sequence[ScriptLine], *, timeout: float = 30.0,
                    keep_going: bool = False) -> Command:
     """A Command running `lines` in order under `sh -e` (the first failure stops it).
 
-    keep_going (restores): every line is tried, and the script exits 1 if any failed.
+    keep_going (restores): every line is tried, and the script exits 1 if any failed; each
+    failed line prints `FAILED_LINE N` (its index in `lines`) on stderr, see failed_lines().
     """
     if keep_going:
-        body = "rc=0\n" + "".join(f"{s.line()} || rc=1\n" for s in lines) + 'exit "$rc"\n'
+        body = "rc=0\n" + "".join(f"{s.line()} || {{ rc=1; echo {FAILED_LINE} {i} >&2; }}\n"
+                                   for i, s in enumerate(lines)) + 'exit "$rc"\n'
     else:
         body = "set -e\n" + "\n".join(s.line() for s in lines) + "\n"
     return Command(("sh", "-c", body), timeout=timeout)
+
+
+FAILED_LINE = "mailcheck-failed-line"
+
+
+def failed_lines(stderr: str) -> list[int]:
+    """The indices a keep_going script_command said failed (its FAILED_LINE lines)."""
+    return [int(w[1]) for w in (ln.split() for ln in stderr.splitlines())
+            if len(w) == 2 and w[0] == FAILED_LINE and w[1].isdigit()]
 
 
 GUARD_MARKERS = ("fired", "restored", "restore-failed", "cancelled")

@@ -46,6 +46,7 @@ from bot.fixes.evidence import (
     fingerprint,
     left_on_host,
     precondition_problem,
+    restore_failure,
     same_ruleset,
 )
 from bot.models import Command, CommandResult, Fix, Precondition
@@ -359,7 +360,7 @@ class Applier:
         if not r.ok:
             again = " The guard on the host stays armed and tries once more at its deadline." \
                 if bp.guard else ""
-            return False, (f"restoring the backup {bp.directory} FAILED ({r.stderr.strip()[-500:]}):"
+            return False, (f"restoring the backup {bp.directory} FAILED ({restore_failure(bp.restore, run.plan.fix, r)}):"
                            f" NOT restored.{again}"), left_on_host(run.before, after)
         note = ""
         if bp.guard and not (await self._run(t, guard.disarm_command(bp), run.log)).ok:

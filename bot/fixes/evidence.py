@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.firewall.parse.iptables import normalize_iptables_save
 from bot.firewall.parse.nft import normalize_nft
 from bot.fixes.backup import normalize_ruleset
-from bot.models import CommandResult, Precondition
+from bot.models import CommandResult, Fix, Precondition
+from bot.transport import FAILED_LINE, ScriptLine, failed_lines
 
 
 @dataclass(frozen=True)
@@ -83,3 +86,23 @@ def left_on_host(before: str, after: str | None) -> str:
     if same_ruleset(before, after):
         return "the rulesets equal those before the fix"
     return "the rulesets differ from those before the fix:\n" + ruleset_change(before, after)
+
+
+def restore_failure(lines: Sequence[ScriptLine], fix: Fix, r: CommandResult) -> str:
+    """What failed in a restore, exactly: its lines, and whether the saved state was put back.
+
+    A restore puts the saved files and rulesets back, then runs the fix's declared reload
+    (e.g. `update-exim4.conf` and a restart). When only the reload failed, the files are
+    back but the daemon may not run on them: still NOT restored, said as such.
+    """
+    bad = [lines[i] for i in failed_lines(r.stderr) if i < len(lines)]
+    said = "\n".join(ln for ln in r.stderr.splitlines() if not ln.startswith(FAILED_LINE))
+    said = said.strip()[-500:] or f"exit {r.exit_status}"
+    if not bad:
+        return said
+    reloads = {tuple(argv) for argv in (fix.backup.reload if fix.backup else [])}
+    names = ", ".join(f"`{shlex.join(ln.argv)}`" for ln in bad)
+    if all(ln.argv in reloads for ln in bad):
+        return (f"the saved files and rulesets were put back, then {names} failed: {said}; "
+                "the running daemon may not use the restored configuration")
+    return f"{names} failed: {said}"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from bot.fixes import hostlock
 from bot.fixes.backup import backup_for, line_from_dict, normalize_ruleset
-from bot.fixes.evidence import CommandLog, left_on_host
+from bot.fixes.evidence import CommandLog, left_on_host, restore_failure
 from bot.models import Command
 from bot.store import ChangeRecord
 from bot.transport import Connect, Transport, script_command
@@ -78,7 +78,7 @@ async def _restore(settings: Settings, t: Transport, change: ChangeRecord,
     if not r.ok:
         after = "".join(x.stdout for x in await t.run(dumps, step="rollback")) if dumps else ""
         return RollbackResult(False, f"restoring {change.backup_dir} FAILED "
-                              f"({r.stderr.strip()[-500:]}): NOT rolled back. Left on the host: "
+                              f"({restore_failure(lines, change.fix, r)}): NOT rolled back. Left on the host: "
                               f"{left_on_host(change.ruleset_before, after)}",
                               log=log, ruleset_before=before, ruleset_after=after)
     for argv in change.fix.persist:
