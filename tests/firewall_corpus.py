@@ -374,15 +374,9 @@ def install_case_csf(host, case: Case) -> None:
     """Real CSF's configuration and program in the host, as in the recording the case replays
     (tests/data/csf/NAME): `csf -v` and csf.conf answer as on that host; the rules come from the
     recording (setup: iptables-restore), not from `csf -s`."""
-    from tests.csflab import RECORDINGS, Csf, snapshot
+    from tests.csflab import RECORDINGS, Csf, required_snapshot
 
-    if snapshot() is None:
-        raise MissingLab(f"{case.name}: needs a CSF snapshot (tests/csflab.py)")
-    Csf(host, snapshot()).install(**RECORDINGS[case.csf][0])
-
-
-class MissingLab(RuntimeError):
-    """The case needs lab software this machine lacks (the live tests skip it, saying so)."""
+    Csf(host, required_snapshot()).install(**RECORDINGS[case.csf][0])
 
 
 def kernel_paths(host, case: Case) -> dict[str, dict]:

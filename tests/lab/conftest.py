@@ -65,20 +65,10 @@ def routed(client_key) -> RoutedHost:
 
 @pytest.fixture
 def csf_src() -> Path:
-    """Real CSF's code: a public snapshot, not a package (tests/csflab.py). No registry a new
-    machine has (Debian, PyPI) carries it, so without one the test is skipped, saying so, even
-    under MAILCHECK_LAB=required; MAILCHECK_CSF=required (.ci/run) makes that a failure. The
-    replayed CSF rulesets in tests/data/firewall/csf_* run everywhere."""
-    from tests.csflab import DEFAULT_SNAPSHOT, snapshot
+    """Real CSF's code: a public snapshot, not a package (tests/csflab.py required_snapshot)."""
+    from tests.csflab import required_snapshot
 
-    src = snapshot()
-    if src is None:
-        msg = (f"real CSF needs a snapshot of github.com/Black-HOST/csf (no package has it): "
-               f"MAILCHECK_CSF_SNAPSHOT or {DEFAULT_SNAPSHOT}")
-        if os.environ.get("MAILCHECK_CSF") == "required":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return src
+    return required_snapshot()
 
 
 @pytest.fixture(scope="session")
