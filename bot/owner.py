@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.dns.http import Https, fetch
-from bot.dns.owners import vcard
+from bot.dns.http import Https
+from bot.dns.owners import entity, fetch_rdap
 from bot.dns.resolver import Resolver
 from bot.errors import ConfigError
 from bot.outbound import is_ip, resolver_lookup
@@ -90,15 +89,15 @@ class OwnerLookup:
     async def _rdap(self, address: str) -> Owner | None:
         if self.rdap_url.lower() == "off":
             return None
-        url = self.rdap_url.rstrip("/") + f"/ip/{address}"
         resolver = Resolver(self.resolvers, self.timeout)
         try:
-            got = await fetch(resolver, url, Https(self.ca_file, self.timeout), follow_redirects=True)
+            url, doc, error = await fetch_rdap(resolver, self.rdap_url, address,
+                                               Https(self.ca_file, self.timeout))
         finally:
             await resolver.close()
-        if got.error or got.status != 200:
-            return Owner(address, source=f"RDAP {url}", error=got.error or f"HTTP {got.status}")
-        return parse_rdap(json.loads(got.text), address, f"RDAP {url}")
+        if doc is None:
+            return Owner(address, source=f"RDAP {url}", error=error)
+        return parse_rdap(doc, address, f"RDAP {url}")
 
     async def _whois(self, address: str) -> Owner | None:
         if self.whois_server.lower() == "off":
@@ -125,8 +124,7 @@ class OwnerLookup:
 
 def parse_rdap(doc: dict, address: str, source: str) -> Owner:
     """An RDAP IP network object -> its registrant (or its name), handle and country."""
-    registrant = next((vcard(e.get("vcardArray"))[0] for e in doc.get("entities") or []
-                       if "registrant" in (e.get("roles") or []) and vcard(e.get("vcardArray"))[0]), None)
+    registrant = entity(doc, "registrant", 0) or None
     network = doc.get("name") or doc.get("handle")
     name = registrant or network
     return Owner(address, name, network, doc.get("country"), source,

@@ -48,30 +48,39 @@ async def dns_provider(resolver: Resolver, domain: str) -> Controller:
         name = name.split(".", 1)[1]
 
 
-async def address_owner(resolver: Resolver, address: str, rdap_url: str, https: Https) -> Controller:
-    if rdap_url.lower() == "off":
-        return Controller("address-owner", "unknown (RDAP not asked: MAILCHECK_RDAP_URL=off)", address)
+async def fetch_rdap(resolver: Resolver, rdap_url: str, address: str,
+                     https: Https) -> tuple[str, dict | None, str | None]:
+    """(url, the RDAP ip network object, why there is none) for `address`: the one RDAP
+    request of mailcheck (the dns step's address owner, the provider step's holder).
+    An answer that is not JSON raises ValueError."""
     url = rdap_url.rstrip("/") + f"/ip/{address}"
     got = await fetch(resolver, url, https, follow_redirects=True)
     if got.error or got.status != 200:
-        return Controller("address-owner", f"unknown (RDAP {url}: {got.error or f'HTTP {got.status}'})",
-                          address)
+        return url, None, got.error or f"HTTP {got.status}"
+    return url, json.loads(got.text), None
+
+
+def entity(doc: dict, role: str, index: int) -> str:
+    """The first non-empty vCard field (0: fn, 1: email) of an entity with `role`."""
+    return next((vcard(e.get("vcardArray"))[index] for e in doc.get("entities") or []
+                 if role in (e.get("roles") or []) and vcard(e.get("vcardArray"))[index]), "")
+
+
+async def address_owner(resolver: Resolver, address: str, rdap_url: str, https: Https) -> Controller:
+    if rdap_url.lower() == "off":
+        return Controller("address-owner", "unknown (RDAP not asked: MAILCHECK_RDAP_URL=off)", address)
     try:
-        return parse_rdap(json.loads(got.text), address)
+        url, doc, error = await fetch_rdap(resolver, rdap_url, address, https)
+        if doc is None:
+            return Controller("address-owner", f"unknown (RDAP {url}: {error})", address)
+        return parse_rdap(doc, address)
     except (ValueError, TypeError, KeyError) as e:
         return Controller("address-owner", f"unknown (RDAP answer unreadable: {e})", address)
 
 
 def parse_rdap(doc: dict, address: str) -> Controller:
     """An RDAP ip network object -> its registrant (or its name) and abuse contact."""
-    who, contact = "", ""
-    for ent in doc.get("entities", []):
-        fn, email = vcard(ent.get("vcardArray"))
-        roles = ent.get("roles", [])
-        if "registrant" in roles and fn and not who:
-            who = fn
-        if "abuse" in roles and email and not contact:
-            contact = email
+    who, contact = entity(doc, "registrant", 0), entity(doc, "abuse", 1)
     block = f"{doc.get('startAddress', '?')} - {doc.get('endAddress', '?')}"
     handle = doc.get("handle", "")
     name = who or doc.get("name") or handle or "unknown"
