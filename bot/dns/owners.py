@@ -57,13 +57,19 @@ async def fetch_rdap(resolver: Resolver, rdap_url: str, address: str,
     got = await fetch(resolver, url, https, follow_redirects=True)
     if got.error or got.status != 200:
         return url, None, got.error or f"HTTP {got.status}"
-    return url, json.loads(got.text), None
+    doc = json.loads(got.text)
+    if not isinstance(doc, dict):  # a registry's (or a stand-in's) answer is data, not a crash
+        return url, None, f"the answer is JSON {type(doc).__name__}, not an RDAP object"
+    return url, doc, None
 
 
 def entity(doc: dict, role: str, index: int) -> str:
-    """The first non-empty vCard field (0: fn, 1: email) of an entity with `role`."""
-    return next((vcard(e.get("vcardArray"))[index] for e in doc.get("entities") or []
-                 if role in (e.get("roles") or []) and vcard(e.get("vcardArray"))[index]), "")
+    """The first non-empty vCard field (0: fn, 1: email) of an entity with `role`; malformed
+    entities are skipped."""
+    entities = doc.get("entities")
+    return next((vcard(e.get("vcardArray"))[index] for e in entities if isinstance(e, dict)
+                 and role in (e.get("roles") or []) and vcard(e.get("vcardArray"))[index]), "") \
+        if isinstance(entities, list) else ""
 
 
 async def address_owner(resolver: Resolver, address: str, rdap_url: str, https: Https) -> Controller:

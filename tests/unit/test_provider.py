@@ -125,3 +125,24 @@ async def test_owner_lookup_rdap_then_whois_and_never_a_private_address():
         assert ("rdap", "10.1.2.3") not in reg.queries
     off = await OwnerLookup("off", "off").lookup("198.18.2.2")
     assert "both off" in off.error
+
+
+async def test_an_rdap_answer_that_is_not_an_object_is_an_unknown_holder_not_a_crash():
+    """A registry's malformed answer (JSON, but a list, or entities that are not objects)
+    reaches both owner lookups as 'unknown', never as an exception that ends the check."""
+    from bot.dns.http import Https
+    from bot.dns.owners import address_owner
+    from bot.dns.resolver import Resolver
+
+    async with LabRegistry("127.0.0.1", rdap={"198.18.2.5": [], "198.18.2.6": {
+            "name": "LAB-NET", "entities": [None, "x", {"roles": "registrant"}]}}) as reg:
+        lookup = OwnerLookup(reg.rdap_url, "off", 2.0)
+        listed = await lookup.lookup("198.18.2.5")
+        assert listed.name is None and "JSON list, not an RDAP object" in listed.error
+        assert (await lookup.lookup("198.18.2.6")).name == "LAB-NET"
+        resolver = Resolver("127.0.0.1", 2.0)
+        try:
+            owner = await address_owner(resolver, "198.18.2.5", reg.rdap_url, Https(None, 2.0))
+        finally:
+            await resolver.close()
+        assert owner.name.startswith("unknown (RDAP ") and "not an RDAP object" in owner.name
