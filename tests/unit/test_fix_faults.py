@@ -283,7 +283,6 @@ def inp_for(systemd: bool):
 
 async def test_a_restart_runs_only_while_the_service_is_still_down(tmp_path, host):
     from bot.checks.services import restart_fix
-    from bot.models import Fix
     restart: Fix = restart_fix("exim4", inp_for(True))
     [pre] = restart.preconditions
     assert pre.argv == ["systemctl", "is-active", "--quiet", "exim4.service"] and pre.expect_failure
