@@ -114,6 +114,22 @@ def command_budget(fix: Fix, settings: Settings) -> float:
     return float(each * len(fix.commands))
 
 
+def files_only_before_reload(fix: Fix, bp: Backup, failed: Sequence[str]) -> Backup:
+    """The restore after a configuration fix stopped before its restart: the files only.
+
+    The commands before a config fix's restart only write files and test them, so the running
+    daemon never read the change: putting the files back is exact, and restarting it could only
+    stop it (systemd's restart of Debian's exim4 is stop + start, and the start fails on an
+    administrator's broken template: exim down where it was serving)."""
+    reloads = {tuple(a) for a in (fix.backup.reload if fix.backup else [])}
+    argvs = [tuple(a) for a in fix.commands]
+    if fix.kind != "config" or not reloads or tuple(failed) not in argvs:
+        return bp
+    if reloads & set(argvs[:argvs.index(tuple(failed)) + 1]):
+        return bp  # the restart ran (or was the one that failed): restart on the restored files
+    return replace(bp, restore=[line for line in bp.restore if line.argv not in reloads])
+
+
 class Applier:
     def __init__(self, settings: Settings, connect: Connect) -> None:
         self.settings = settings
@@ -326,8 +342,13 @@ class Applier:
 
     async def _after_failure(self, t: Transport, run: _Run, r: CommandResult) -> ApplyResult:
         what = f"`{r.command.display}` failed (exit {r.exit_status}): {r.stderr.strip()}"
+        files_only = files_only_before_reload(run.plan.fix, run.bp, r.command.argv)
+        kept = "" if files_only is run.bp else \
+            "; the daemon was not restarted: the fix stopped before its restart, so it never read the change"
+        run.bp = files_only
         try:
             ok, text, left = await self._restore_now(t, run)
+            text += kept if ok else ""
         except TransportError as e:
             lost = f"{what}; then {type(e).__name__}: {e}"
             if not run.bp.guard:

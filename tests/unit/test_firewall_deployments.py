@@ -16,7 +16,7 @@ import pytest
 
 from bot.firewall.api import AnalysisContext, analyze
 from bot.firewall.parse import parse_all
-from bot.firewall.parse.csf import CSF_CONF_PATH
+from bot.firewall.parse.csf import CSF_CONF_PATH, CsfStatus, parse_options
 from bot.firewall.parse.iptables import parse_save
 from bot.firewall.plan.csf import CsfChange, apply_change
 from bot.models import INBOUND_PORTS, OUTBOUND_PORTS, PortKey
@@ -168,6 +168,19 @@ def test_csf_edit_on_the_real_csf_conf(tmp_path):
     empty.write_text('TCP_IN = ""\n')
     subprocess.run([str(empty) if a == CSF_CONF_PATH else a for a in CsfChange("TCP_IN", (25,), "").sed()], check=True)
     assert empty.read_text() == 'TCP_IN = "25"\n'
+
+
+@pytest.mark.skipif(shutil.which("sed") is None, reason="needs sed")
+def test_csf_edit_of_a_list_with_a_trailing_comma(tmp_path):
+    """CSF ignores a trailing comma (Perl's split) and so does status.ports(): the planned
+    edit must change the file, not match nothing before `csf -r`."""
+    conf = tmp_path / "csf.conf"
+    conf.write_text('TCP_IN = "20,21,22,"\nTCP6_IN = ","\n')
+    for change in (CsfChange("TCP_IN", (25,), ""), CsfChange("TCP6_IN", (25,), "")):
+        subprocess.run([str(conf) if a == CSF_CONF_PATH else a for a in change.sed()], check=True)
+    assert conf.read_text() == 'TCP_IN = "20,21,22,25"\nTCP6_IN = "25"\n'
+    assert CsfStatus(version="csf: v15", conf="", options=parse_options(conf.read_text())).ports("TCP_IN") \
+        == {20, 21, 22, 25}
 
 
 # --- fail2ban ----------------------------------------------------------------------------------

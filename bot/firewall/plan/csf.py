@@ -59,12 +59,14 @@ class CsfChange:
         return "ip6" if self.option.startswith("TCP6") else "ip"
 
     def sed(self) -> Argv:
-        """Append the ports to the option's list (an empty list becomes them). Only mailcheck's
-        own words: the option name and the port numbers; the preconditions hold the file as read."""
+        """Append the ports to the option's list (an empty list becomes them; trailing commas,
+        which CSF ignores and status.ports() accepts, are dropped: else the edit would match
+        nothing and `csf -r` would run for no change). Only mailcheck's own words: the option
+        name and the port numbers; the preconditions hold the file as read."""
         head = f"^({self.option}[[:space:]]*=[[:space:]]*"
         ports = ",".join(map(str, self.ports))
-        return ["sed", "-i", "-E", "-e", f's/{head}"[0-9:,]*[0-9])"/\\1,{ports}"/',
-                "-e", f's/{head})""/\\1"{ports}"/', CSF_CONF_PATH]
+        return ["sed", "-i", "-E", "-e", f's/{head}"[0-9:,]*[0-9]),*"/\\1,{ports}"/',
+                "-e", f's/{head})",*"/\\1"{ports}"/', CSF_CONF_PATH]
 
 
 def option_for(direction: str, family: str) -> str:
