@@ -245,6 +245,18 @@ def progress_blocks(report: Report, steps: Sequence[str] = STEPS) -> list[dict]:
             section(Mrkdwn("\n").join(lines))]
 
 
+def unposted_blocks(report: Report, details_id: str | None, why: str) -> list[dict]:
+    """The check finished but Slack refused its report (`why`): the verdict, that the causes
+    are not shown here, and Details (the stored report) when there is one."""
+    buttons = [recheck_button(report.host)] + ([details_button(details_id)] if details_id else [])
+    return [header(headline(report, len(answer(report).causes))),
+            section(md("The check finished, but Slack refused its report ({}), so its causes and "
+                       "fix buttons are not shown here. {}", trim(str(why), 200),
+                       Mrkdwn("*Details* has the full report.") if details_id
+                       else Mrkdwn("Press *Re-check* to try again."))),
+            *actions(buttons)]
+
+
 def error_blocks(host: str, message: str, step: str | None = None, recheck: bool = True) -> list[dict]:
     """The check did not finish: say where and why (never left on "running")."""
     where = md(" in step *{}*", step) if step else Mrkdwn("")

@@ -161,8 +161,26 @@ class CheckRunner:
             note = md(":warning: The proposed fixes have no Apply button: storing the check and its "
                       "plans failed ({}: {}). Press Re-check to try again.", type(e).__name__, str(e))
         details_id = await self.keep(report, req, msg)
-        blocks = render.report_blocks(report, plan_ids, details_id, note)
-        await msg.finish(blocks, render.fallback_text(report, req.name))
+        text = render.fallback_text(report, req.name)
+        try:
+            await self._deliver(msg, req, render.report_blocks(report, plan_ids, details_id, note), text)
+        except Exception as e:  # the check did finish: say so, and what Slack refused
+            log.exception("posting the report of %s failed", req.name)
+            why = e.response.get("error") if isinstance(e, SlackApiError) else type(e).__name__
+            await self._deliver(msg, req, render.unposted_blocks(report, details_id, str(why)), text)
+
+    async def _deliver(self, msg, req: CheckRequest, blocks: list[dict], text: str) -> None:
+        """The message's final content; where the bot was removed from the channel during
+        the check, to the response_url instead (as when it never was in it)."""
+        try:
+            await msg.finish(blocks, text)
+        except SlackApiError as e:
+            if e.response.get("error") not in NOT_IN_CHANNEL or not req.response_url \
+                    or isinstance(msg, ResponseUrlMessage):
+                raise
+            log.warning("the check of %s lost its channel (%s): answering by response_url",
+                        req.name, e.response.get("error"))
+            await ResponseUrlMessage(self.poster, req.response_url).finish(blocks, text)
 
     async def keep(self, report: Report, req: CheckRequest, msg) -> str | None:
         """Store the report next to the plans (Details and App Home read it, after a restart
@@ -182,6 +200,6 @@ class CheckRunner:
         step = step or next((s for s in steps if s not in done), None)
         blocks = render.error_blocks(req.name, why, step)
         try:
-            await msg.finish(blocks, trim(esc(f"{req.name}: the check failed: {why}"), 3000))
+            await self._deliver(msg, req, blocks, trim(esc(f"{req.name}: the check failed: {why}"), 3000))
         except Exception:
             log.exception("could not end the message of the check of %s", req.name)
