@@ -94,6 +94,10 @@ def confirm_for(fix: Fix, host: str) -> ConfirmObject:
         rest = len(cmds) - i - 1
         tail = f"\n{MORE} and {rest} more (in Details)" if rest else ""
         if len(text) + len(cmd) + 3 + len(tail) > CONFIRM_TEXT:
+            if i == 0:  # never a dialog without a command: the first, cut and said to be cut
+                note = f"\n(cut: the whole command{'s' if len(cmds) > 1 else ''} in Details)"
+                text += "$ " + trim(cmd, CONFIRM_TEXT - len(text) - len(note) - 2) + note
+                break
             text += f"{MORE} {len(cmds) - i} more command(s): see Details"
             break
         text += f"$ {cmd}\n"

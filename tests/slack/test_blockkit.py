@@ -88,7 +88,8 @@ def test_a_huge_report_fits_in_ten_blocks_and_counts_what_it_leaves_out():
     assert "and 295 more causes: *Details* lists them all" in json.dumps(blocks)
     assert all(len(e["text"]["text"]) <= 75 for e in els)
     assert all(len(e["confirm"]["text"]["text"]) <= 300 for e in applies)
-    assert "more command(s): see Details" in applies[0]["confirm"]["text"]["text"]
+    first = applies[0]["confirm"]["text"]["text"]  # its first command does not fit whole
+    assert "\n$ " in first and first.endswith("(cut: the whole commands in Details)")
 
 
 @pytest.mark.parametrize("evidence", [0, 10, 2_000, 20_000])
@@ -165,3 +166,15 @@ def test_error_message_names_the_step():
     blocks = render.error_blocks("mx1", "x" * 10_000, "ports")
     assert check_blocks(blocks, MAX_BLOCKS) == {}
     assert "step *ports*" in json.dumps(blocks)
+
+
+def test_a_confirm_dialog_always_shows_a_command_cut_and_said_so_when_too_long():
+    """A rule with a long comment makes its delete command longer than the dialog: the dialog
+    still shows it, cut and saying so, instead of no command at all."""
+    long = ["iptables", "-t", "filter", "-D", "INPUT", "-p", "tcp", "--dport", "25", "-m",
+            "comment", "--comment", "x" * 400, "-j", "DROP"]
+    fix = Fix(id="f", title="t", summary="Delete INPUT rule 2", kind="firewall",
+              commands=[long, ["iptables-save"]])
+    text = render.confirm_for(fix, "mx1").to_dict()["text"]["text"]
+    assert len(text) <= 300 and "$ iptables -t filter -D INPUT -p tcp --dport 25" in text
+    assert text.endswith("(cut: the whole commands in Details)"), text
