@@ -123,12 +123,18 @@ class OwnerLookup:
 
 
 def parse_rdap(doc: dict, address: str, source: str) -> Owner:
-    """An RDAP IP network object -> its registrant (or its name), handle and country."""
+    """An RDAP IP network object -> its registrant (or its name), handle and country (members
+    that are not strings are left out: the answer is the registry's text)."""
     registrant = entity(doc, "registrant", 0) or None
-    network = doc.get("name") or doc.get("handle")
+    network = _text(doc.get("name")) or _text(doc.get("handle"))
     name = registrant or network
-    return Owner(address, name, network, doc.get("country"), source,
+    return Owner(address, name, network, _text(doc.get("country")), source,
                  None if name else "the RDAP answer names no holder")
+
+
+def _text(value: object) -> str | None:
+    """A JSON member as text: a non-empty string, else None."""
+    return (value.strip() or None) if isinstance(value, str) else None
 
 
 def referral(text: str) -> str | None:
