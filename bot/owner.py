@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.dns.http import Https
-from bot.dns.owners import entity, fetch_rdap
+from bot.dns.owners import as_text, entity, fetch_rdap
 from bot.dns.resolver import Resolver
 from bot.errors import ConfigError
 from bot.outbound import is_ip, resolver_lookup
@@ -126,15 +126,10 @@ def parse_rdap(doc: dict, address: str, source: str) -> Owner:
     """An RDAP IP network object -> its registrant (or its name), handle and country (members
     that are not strings are left out: the answer is the registry's text)."""
     registrant = entity(doc, "registrant", 0) or None
-    network = _text(doc.get("name")) or _text(doc.get("handle"))
+    network = as_text(doc.get("name")) or as_text(doc.get("handle"))
     name = registrant or network
-    return Owner(address, name, network, _text(doc.get("country")), source,
+    return Owner(address, name, network, as_text(doc.get("country")), source,
                  None if name else "the RDAP answer names no holder")
-
-
-def _text(value: object) -> str | None:
-    """A JSON member as text: a non-empty string, else None."""
-    return (value.strip() or None) if isinstance(value, str) else None
 
 
 def referral(text: str) -> str | None:

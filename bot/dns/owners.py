@@ -90,11 +90,16 @@ async def address_owner(resolver: Resolver, address: str, rdap_url: str, https: 
 def parse_rdap(doc: dict, address: str) -> Controller:
     """An RDAP ip network object -> its registrant (or its name) and abuse contact."""
     who, contact = entity(doc, "registrant", 0), entity(doc, "abuse", 1)
-    block = f"{doc.get('startAddress', '?')} - {doc.get('endAddress', '?')}"
-    handle = doc.get("handle", "")
-    name = who or doc.get("name") or handle or "unknown"
+    block = f"{as_text(doc.get('startAddress')) or '?'} - {as_text(doc.get('endAddress')) or '?'}"
+    handle = as_text(doc.get("handle")) or ""
+    name = who or as_text(doc.get("name")) or handle or "unknown"
     return Controller("address-owner", name, f"{address} (block {block}{', ' + handle if handle else ''})",
                       contact)
+
+
+def as_text(value: object) -> str | None:
+    """An RDAP member as text: a non-empty string, else None (the answer is the registry's)."""
+    return (value.strip() or None) if isinstance(value, str) else None
 
 
 def vcard(card) -> tuple[str, str]:

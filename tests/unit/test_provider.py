@@ -14,6 +14,9 @@ from pathlib import Path
 
 from bot.checks.provider import ENDPOINTS, ProviderCheck, identify, parse_curl
 from bot.checks.providers import PROVIDERS, by_owner
+from bot.dns.http import Https
+from bot.dns.owners import address_owner
+from bot.dns.resolver import Resolver
 from bot.models import CommandResult
 from bot.owner import Owner, OwnerLookup, parse_rdap, parse_whois, referral
 from tests.labowner import LabRegistry, rdap_network
@@ -173,5 +176,12 @@ async def test_a_malformed_rdap_answer_is_no_holder_and_whois_still_asked():
                 assert (owner.name, owner.source) == ("Whois Holder", f"whois {reg.whois_server}"), bad[n][:40]
             alone = await OwnerLookup(f"http://127.0.0.1:{port}/3/", "off", 2.0).lookup("198.18.2.2")
             assert alone.name is None and "names no holder" in alone.error
+        resolver = Resolver("127.0.0.1", 1.0)  # the dns step's address owner reads the same answers
+        try:
+            for n in range(len(bad)):
+                got = await address_owner(resolver, "198.18.2.2", f"http://127.0.0.1:{port}/{n}/", Https(None, 2.0))
+                assert got.name == "unknown" or got.name.startswith("unknown ("), (bad[n][:40], got)
+        finally:
+            await resolver.close()
     finally:
         await runner.cleanup()
