@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.dns.http import Https
-from bot.dns.owners import entity, fetch_rdap
+from bot.dns.owners import as_text, entity, fetch_rdap
 from bot.dns.resolver import Resolver
 from bot.errors import ConfigError
 from bot.outbound import is_ip, resolver_lookup
@@ -123,11 +123,12 @@ class OwnerLookup:
 
 
 def parse_rdap(doc: dict, address: str, source: str) -> Owner:
-    """An RDAP IP network object -> its registrant (or its name), handle and country."""
+    """An RDAP IP network object -> its registrant (or its name), handle and country (members
+    that are not strings are left out: the answer is the registry's text)."""
     registrant = entity(doc, "registrant", 0) or None
-    network = doc.get("name") or doc.get("handle")
+    network = as_text(doc.get("name")) or as_text(doc.get("handle"))
     name = registrant or network
-    return Owner(address, name, network, doc.get("country"), source,
+    return Owner(address, name, network, as_text(doc.get("country")), source,
                  None if name else "the RDAP answer names no holder")
 
 

@@ -187,27 +187,41 @@ def _evidence(p: Plan, answers: list[Answer]) -> str:
                      for q, a in zip(p.questions, answers, strict=True))
 
 
+FAILS_AT_ONCE = ("unreachable", "refused", "servfail")  # glibc goes on to the next nameserver at once
+
+
 def greeting_findings(p: Plan, states: dict, ports) -> list[Finding]:
-    """Tie a silent-start slow greeting (ports step) to the prober's PTR lookup, or rule it out."""
+    """Tie a silent-start slow greeting (ports step) to the prober's PTR lookup, or rule it out:
+    the lookup as glibc makes it, nameserver by nameserver in resolv.conf's order, past those
+    that fail at once (nothing listens, REFUSED, SERVFAIL) to the first that answers or waits."""
     slow = sorted((x for x in ports.values() if isinstance(x, PortStatus) and x.direction == "inbound"
                    and x.greeting_wait == "silence"), key=lambda x: (x.family, x.port))
     ptr = next((i for i, q in enumerate(p.questions) if q.rdtype == "PTR"), None)
-    first = next((ns for ns in p.nameservers if ns not in p.upstreams), None)
-    if not slow or ptr is None or first is None or first not in states:
+    glibc = [ns for ns in p.nameservers if ns not in p.upstreams]
+    if not slow or ptr is None or not glibc or any(ns not in states for ns in glibc):
         return []
-    answer = states[first][1][ptr]
+    asked = [(ns, states[ns][1][ptr]) for ns in glibc]
+    decides = next(((ns, a) for ns, a in asked if a.outcome not in FAILS_AT_ONCE), None)
+    if p.conf.rotate:  # glibc starts each lookup at the next nameserver: a waiting one delays some
+        decides = next(((ns, a) for ns, a in asked if a.slow), decides)
+    if decides is not None and decides[1].outcome in ("error", "missing"):
+        return []  # not known what this nameserver does: no claim either way
     which = ", ".join(f"{x.key.label} ({x.greeting_time:.1f} s)" for x in slow)
     greeting, verb = ("greetings", "are") if len(slow) > 1 else ("greeting", "is")
     prober = p.questions[ptr].name
-    if answer.slow or answer.outcome == "unreachable":
+    evidence = "\n".join(f"dig PTR {prober} @{ns}: {a.text}" for ns, a in asked)
+    if decides is not None and decides[1].slow:
+        ns, answer = decides
         return [finding("dns.resolver_delays_greeting",
-                        f"The slow {greeting} on {which} {verb} the host's resolver: {first} "
+                        f"The slow {greeting} on {which} {verb} the host's resolver: {ns} "
                         f"{'does not answer' if answer.outcome == 'silent' else 'answers slowly'} the "
                         f"reverse lookup of {prober} (the prober's address), and MTAs look up each "
                         "client before they greet it. Fix the resolver and the greetings come at once",
-                        evidence=f"dig PTR {prober} @{first}: {answer.text}")]
+                        evidence=evidence)]
+    said = (f"answers the reverse lookup of {prober} (the prober's address) at once "
+            f"({decides[1].text} from {decides[0]})" if decides is not None else
+            f"fails the reverse lookup of {prober} (the prober's address) at once (every nameserver "
+            "refuses it or cannot be reached)")
     return [finding("dns.resolver_not_greeting_cause",
-                    f"The host's resolver answers the reverse lookup of {prober} (the prober's "
-                    f"address) at once ({answer.text} from {first}): the slow {greeting} on {which} "
-                    f"{verb} not that lookup; a deliberate delay (a tarpit) is more likely",
-                    evidence=f"dig PTR {prober} @{first}: {answer.text}")]
+                    f"The host's resolver {said}: the slow {greeting} on {which} {verb} not that "
+                    "lookup; a deliberate delay (a tarpit) is more likely", evidence=evidence)]

@@ -78,12 +78,18 @@ class VantageRun:
 def read_python(stdout: str, timeout: float) -> list[PortProbe]:
     """The python probe's JSON -> one PortProbe per port, classified as bot.probes does.
     ValueError when it is not the probe's output."""
-    data = json.loads(stdout)
+    try:
+        data = json.loads(stdout)
+    except RecursionError as e:
+        raise ValueError("nested too deeply") from e
+    if not isinstance(data, dict) or not isinstance(data.get("address"), str):
+        raise ValueError("not the probe's output")
     address, family = data["address"], "ipv6" if ":" in data["address"] else "ipv4"
     same_order = data.get("byteorder") == sys.byteorder
     out = []
     for p in data["probes"]:
-        base = dict(family=family, address=address, port=int(p["port"]), source=p.get("source"),
+        _check_shape(p)
+        base = dict(family=family, address=address, port=p["port"], source=p.get("source"),
                     elapsed=float(p.get("elapsed", 0.0)))
         if p["errno"] == 0:
             out.append(PortProbe(state="open", **base))
@@ -99,6 +105,18 @@ def read_python(stdout: str, timeout: float) -> list[PortProbe]:
             state, why = classify_failure(OSError(p["errno"], os.strerror(p["errno"])), icmp, base["source"])
             out.append(PortProbe(state=state, error=why, icmp=icmp, **base))
     return out
+
+
+def _check_shape(p: object) -> None:
+    """ValueError unless one probe's fields have the types the probe prints (the vantage host
+    is not trusted: a huge errno or port would be an OverflowError, a source that is not a
+    string a crash of the step for every vantage point)."""
+    ok = (isinstance(p, dict) and isinstance(p.get("port"), int) and p["port"] in INBOUND_PORTS
+          and (p.get("errno") is None or (isinstance(p["errno"], int) and 0 <= p["errno"] < 4096))
+          and isinstance(p.get("source"), str | None) and isinstance(p.get("elapsed", 0.0), int | float)
+          and isinstance(p.get("cmsg"), list))
+    if not ok:
+        raise ValueError("not the probe's output")
 
 
 def read_bash(stdout: str, address: str, timeout: float) -> list[PortProbe]:

@@ -52,24 +52,27 @@ async def fetch_rdap(resolver: Resolver, rdap_url: str, address: str,
                      https: Https) -> tuple[str, dict | None, str | None]:
     """(url, the RDAP ip network object, why there is none) for `address`: the one RDAP
     request of mailcheck (the dns step's address owner, the provider step's holder).
-    An answer that is not JSON raises ValueError."""
+    An answer that is not JSON raises ValueError; JSON that is not an object is no answer."""
     url = rdap_url.rstrip("/") + f"/ip/{address}"
     got = await fetch(resolver, url, https, follow_redirects=True)
     if got.error or got.status != 200:
         return url, None, got.error or f"HTTP {got.status}"
-    doc = json.loads(got.text)
+    try:
+        doc = json.loads(got.text)
+    except RecursionError as e:  # nested past Python's stack: not an RDAP answer
+        raise ValueError("the RDAP answer is nested too deeply") from e
     if not isinstance(doc, dict):  # a registry's (or a stand-in's) answer is data, not a crash
         return url, None, f"the answer is JSON {type(doc).__name__}, not an RDAP object"
     return url, doc, None
 
 
 def entity(doc: dict, role: str, index: int) -> str:
-    """The first non-empty vCard field (0: fn, 1: email) of an entity with `role`; malformed
-    entities are skipped."""
+    """The first non-empty vCard field (0: fn, 1: email) of an entity with `role` (a registry's
+    entity or roles not of RFC 9083's shape are skipped, not a crash)."""
     entities = doc.get("entities")
-    return next((vcard(e.get("vcardArray"))[index] for e in entities if isinstance(e, dict)
-                 and role in (e.get("roles") or []) and vcard(e.get("vcardArray"))[index]), "") \
-        if isinstance(entities, list) else ""
+    return next((field for e in (entities if isinstance(entities, list) else [])
+                 if isinstance(e, dict) and isinstance(e.get("roles"), list) and role in e["roles"]
+                 and (field := vcard(e.get("vcardArray"))[index])), "")
 
 
 async def address_owner(resolver: Resolver, address: str, rdap_url: str, https: Https) -> Controller:
@@ -87,11 +90,16 @@ async def address_owner(resolver: Resolver, address: str, rdap_url: str, https: 
 def parse_rdap(doc: dict, address: str) -> Controller:
     """An RDAP ip network object -> its registrant (or its name) and abuse contact."""
     who, contact = entity(doc, "registrant", 0), entity(doc, "abuse", 1)
-    block = f"{doc.get('startAddress', '?')} - {doc.get('endAddress', '?')}"
-    handle = doc.get("handle", "")
-    name = who or doc.get("name") or handle or "unknown"
+    block = f"{as_text(doc.get('startAddress')) or '?'} - {as_text(doc.get('endAddress')) or '?'}"
+    handle = as_text(doc.get("handle")) or ""
+    name = who or as_text(doc.get("name")) or handle or "unknown"
     return Controller("address-owner", name, f"{address} (block {block}{', ' + handle if handle else ''})",
                       contact)
+
+
+def as_text(value: object) -> str | None:
+    """An RDAP member as text: a non-empty string, else None (the answer is the registry's)."""
+    return (value.strip() or None) if isinstance(value, str) else None
 
 
 def vcard(card) -> tuple[str, str]:

@@ -429,15 +429,15 @@ def address_exceptions(verdicts: list[PortVerdict]) -> list[Finding]:
             continue
         if v.peers.exceptions is None:
             unlisted.append(v)
-        for e in v.peers.exceptions or ():
-            groups[(v.key.direction, e)].append(v)
+        for e in v.peers.exceptions or ():  # one finding per general verdict too: it is stated for all
+            groups[(v.key.direction, e, v.peers.general)].append(v)
     out = []
-    for (direction, e), vs in groups.items():
+    for (direction, e, general), vs in groups.items():
         nets = ", ".join(e.networks[:MAX_LISTED]) + (f" and {len(e.networks) - MAX_LISTED} more"
                                                       if len(e.networks) > MAX_LISTED else "")
         word = WORDS[e.firewall]
         to = "for" if direction == "inbound" else "to"
-        general = WORDS[vs[0].peers.general] if vs[0].peers else "?"
+        general = WORDS[general]
         out.append(Finding(
             code="firewall.address_exceptions", severity="info", step="firewall",
             summary=f"{direction.capitalize()} {', '.join(v.key.label for v in vs)}: {word} {to} {nets} "

@@ -365,3 +365,22 @@ def test_a_target_in_a_deny_list_is_not_blocked_outside_the_host():
     assert not outbound_blocked(unlisted, (Target("mx.elsewhere.test", 25, ("198.51.100.25",)),))
     legacy = PortStatus(port=25, direction="outbound", outside="filtered", firewall="allow")
     assert outbound_blocked(legacy, (Target("mx.elsewhere.test", 25, ("198.51.100.25",)),))
+
+
+def test_an_exception_shared_by_ports_never_lends_one_ports_general_verdict_to_another():
+    """The same deny rule is an exception on two ports; 25 is allowed in general, 587's general
+    verdict is unknown (`-m recent` is not modelled). The finding grouped them by exception
+    alone and said "allowed for other addresses" of 587 too."""
+    ruleset = parse_save("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                         "-A OUTPUT -d 192.0.2.0/24 -j DROP\n"
+                         "-A OUTPUT -p tcp -m tcp --dport 587 -m recent --rcheck --seconds 60 --name x "
+                         "--rsource -j DROP\nCOMMIT\n")
+    ends = fw_analysis.Endpoints("198.18.0.2", "198.18.0.1", "eth0", frozenset({"198.18.0.2"}))
+    keys = [PortKey("outbound", "ipv4", 25), PortKey("outbound", "ipv4", 587)]
+    vs = [port_verdict(ruleset, k, ends_for(k, ends)) for k in keys]
+    assert [(v.verdict, v.peers.general, shape(v)) for v in vs] == [
+        ("allow", "allow", [(("192.0.2.0/24",), "block")]), ("unknown", "unknown", [(("192.0.2.0/24",), "block")])]
+    said = {tuple(f.ports): f.summary for f in findings_for(vs, {"ipv4": "198.18.0.1"})
+            if f.code == "firewall.address_exceptions"}
+    assert said[(keys[0],)].endswith("; allowed for other addresses")
+    assert said[(keys[1],)].endswith("; unknown for other addresses")

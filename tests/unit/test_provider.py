@@ -14,6 +14,9 @@ from pathlib import Path
 
 from bot.checks.provider import ENDPOINTS, ProviderCheck, identify, parse_curl
 from bot.checks.providers import PROVIDERS, by_owner
+from bot.dns.http import Https
+from bot.dns.owners import address_owner
+from bot.dns.resolver import Resolver
 from bot.models import CommandResult
 from bot.owner import Owner, OwnerLookup, parse_rdap, parse_whois, referral
 from tests.labowner import LabRegistry, rdap_network
@@ -146,3 +149,39 @@ async def test_an_rdap_answer_that_is_not_an_object_is_an_unknown_holder_not_a_c
         finally:
             await resolver.close()
         assert owner.name.startswith("unknown (RDAP ") and "not an RDAP object" in owner.name
+
+
+async def test_a_malformed_rdap_answer_is_no_holder_and_whois_still_asked():
+    """A registry's answer of the wrong shape (an array, entities that are not objects, a name
+    that is not a string, JSON nested past Python's stack) crashed the owner lookup, and with
+    it the whole check run (Gather.wait re-raises the owner task's exception)."""
+    from aiohttp import web
+    bad = ["[]", '{"entities": ["x"]}', '{"entities": {"a": 1}}', '{"name": {"x": 1}, "country": 7}',
+           '{"entities": [{"roles": ["registrant"], "vcardArray": 5}], "handle": ["A"]}', "[" * 60000]
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(text=bad[int(request.match_info["n"])], content_type="application/rdap+json")
+
+    app = web.Application()
+    app.router.add_get("/{n}/ip/{address}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        async with LabRegistry("127.0.0.1", whois={"198.18.2.2": "OrgName: Whois Holder\n"}) as reg:
+            for n in range(len(bad)):
+                owner = await OwnerLookup(f"http://127.0.0.1:{port}/{n}/", reg.whois_server, 2.0).lookup("198.18.2.2")
+                assert (owner.name, owner.source) == ("Whois Holder", f"whois {reg.whois_server}"), bad[n][:40]
+            alone = await OwnerLookup(f"http://127.0.0.1:{port}/3/", "off", 2.0).lookup("198.18.2.2")
+            assert alone.name is None and "names no holder" in alone.error
+        resolver = Resolver("127.0.0.1", 1.0)  # the dns step's address owner reads the same answers
+        try:
+            for n in range(len(bad)):
+                got = await address_owner(resolver, "198.18.2.2", f"http://127.0.0.1:{port}/{n}/", Https(None, 2.0))
+                assert got.name == "unknown" or got.name.startswith("unknown ("), (bad[n][:40], got)
+        finally:
+            await resolver.close()
+    finally:
+        await runner.cleanup()

@@ -165,3 +165,22 @@ def test_a_resolver_without_recursion_cannot_find_other_domains_mx():
             "flags: qr aa rd ra;", "flags: qr aa rd;"))
     [f] = evaluate(res).findings
     assert f.code == "dns.resolver_not_recursive" and "cannot look up other domains" in f.summary
+
+
+def test_a_nameserver_that_fails_at_once_is_not_blamed_for_a_slow_greeting():
+    """Nothing listens on the first nameserver (captured: connection refused, at once), the
+    second answers the PTR at once: glibc goes on to the second without waiting. The step said
+    both "lookups through it fail at once" and "the slow greeting is the host's resolver: it
+    answers slowly the reverse lookup"."""
+    res = batch("nameserver 198.18.3.2\nnameserver 198.18.1.2\n")
+    answered(answered(res, "198.18.3.2", "nothing_listens"), "198.18.1.2", "unbound_ptr")
+    [unreachable, ruled_out] = evaluate(res, slow_port()).findings
+    assert unreachable.code == "dns.resolver_unreachable"
+    assert ruled_out.code == "dns.resolver_not_greeting_cause" and "from 198.18.1.2" in ruled_out.summary
+    alone = answered(batch("nameserver 198.18.3.2\n"), "198.18.3.2", "nothing_listens")
+    assert [f.code for f in evaluate(alone, slow_port()).findings] == [
+        "dns.resolver_unreachable", "dns.resolver_not_greeting_cause"]
+    behind = batch("nameserver 198.18.3.2\nnameserver 198.18.1.2\n")  # the one it reaches is silent
+    answered(answered(behind, "198.18.3.2", "nothing_listens"), "198.18.1.2", "unbound_silent")
+    tied = [f for f in evaluate(behind, slow_port()).findings if f.code == "dns.resolver_delays_greeting"]
+    assert len(tied) == 1 and "198.18.1.2 does not answer the reverse lookup" in tied[0].summary

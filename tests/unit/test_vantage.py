@@ -167,3 +167,23 @@ async def test_the_vantage_probes_hold_back_no_other_step():
     assert sorted(f.summary.split(":")[0] for f in report.findings if f.code == "vantage.disagrees") == [
         "Port 143/IPv4", "Port 143/IPv6", "Port 465/IPv4", "Port 465/IPv6", "Port 587/IPv4", "Port 587/IPv6",
         "Port 993/IPv4", "Port 993/IPv6"]
+
+
+@pytest.mark.parametrize("change", [
+    {"port": 1e400},  # JSON's 1e400 is a float infinity: int() of it overflowed
+    {"errno": 10 ** 20},  # os.strerror overflowed
+    {"source": {"a": 1}},  # accepted, then VantageView refused it: the step crashed
+    {"port": 99999},  # a port mailcheck never asked about: was read as a probe of it
+])
+def test_a_vantage_hosts_malformed_output_is_unreadable_not_a_crash(change):
+    """A vantage host is not trusted: its output, read from the real capture with one field
+    changed, is a ValueError (each port then an `error` for that vantage point alone), never an
+    OverflowError or RecursionError that took down the whole step, every vantage point's result with it."""
+    import json
+    data = json.loads((DATA / "python-v4.out").read_text())
+    data["probes"][0] = {**data["probes"][0], **change}
+    text = json.dumps(data)
+    with pytest.raises(ValueError):
+        read_python(text, 2)
+    with pytest.raises(ValueError):
+        read_python("[" * 60000, 2)
