@@ -69,15 +69,30 @@ class Fetched:
     location: str = ""
 
 
+async def _read_body(content: aiohttp.StreamReader) -> bytes | None:
+    """The whole body, or None when it is larger than MAX_BYTES. (read(n) returns what has
+    arrived so far, not n bytes: one read gave the first TLS record or chunk only.)"""
+    body = bytearray()
+    while len(body) <= MAX_BYTES:
+        chunk = await content.read(MAX_BYTES + 1 - len(body))
+        if not chunk:
+            return bytes(body)
+        body += chunk
+    return None
+
+
 async def fetch(resolver: Resolver, url: str, https: Https, follow_redirects: bool = False) -> Fetched:
-    """GET url (at most MAX_BYTES). Failures are data: error says what went wrong."""
+    """GET url (a body over MAX_BYTES is an error, never cut short). Failures are data: error says what went wrong."""
     connector = aiohttp.TCPConnector(resolver=_ViaResolver(resolver), ssl=ssl_context(https.ca_file),
                                      use_dns_cache=False)
     try:
         async with aiohttp.ClientSession(connector=connector,
                                          timeout=aiohttp.ClientTimeout(total=https.seconds)) as session:
             async with session.get(url, allow_redirects=follow_redirects) as resp:
-                body = await resp.content.read(MAX_BYTES)
+                body = await _read_body(resp.content)
+                if body is None:
+                    return Fetched(url, resp.status, error=f"the body is larger than {MAX_BYTES} bytes",
+                                   content_type=resp.headers.get("Content-Type", ""))
                 return Fetched(url, resp.status, body.decode("utf-8", "replace"),
                                resp.headers.get("Content-Type", ""),
                                location=resp.headers.get("Location", ""))
