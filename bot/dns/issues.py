@@ -272,10 +272,13 @@ def dane_issues(r: DomainReport, facts: DnsFacts) -> list[Issue]:
                              f"this host serves on port 25{unusable}: DANE senders refuse to deliver",
                              "\n".join(x.text() for x in t.records), want, r.provider))
         elif t.verdict == "unchecked" and facts.host:
+            why = ("no certificate from this host's port 25 to match them against (no STARTTLS, "
+                   "or the probe failed)" if t.no_certificate else
+                   "the certificate this host serves matches none, and the DANE-TA (usage 2) records "
+                   "match a CA of its chain, which the probe does not keep: cannot tell whether "
+                   "DANE senders accept it")
             out.append(Issue("dns.dane_unchecked", "warning", f"DNSSEC-validated TLSA records at "
-                             f"_25._tcp.{t.mx}, but no certificate from this host's port 25 to match "
-                             "them against (no STARTTLS, or the probe failed)",
-                             "\n".join(x.text() for x in t.records)))
+                             f"_25._tcp.{t.mx}, but {why}", "\n".join(x.text() for x in t.records)))
         elif t.verdict == "unchecked":
             out.append(Issue("dns.dane_unchecked", "info", f"DNSSEC-validated TLSA records at "
                              f"_25._tcp.{t.mx}: not matched against a certificate (a domain checked "

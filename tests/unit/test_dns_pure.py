@@ -162,6 +162,26 @@ async def test_dane_verdicts():
     assert (await check_dane(StaticResolver({}), "mail.example.test", der)).verdict == "none"
 
 
+async def test_dane_ta_records_are_not_a_mismatch_with_the_leaf():
+    """DANE-TA (usage 2) names a CA in the chain, which the probe does not keep: a leaf that
+    matches none of them is "cannot tell", never "DANE senders refuse to deliver"."""
+    from bot.checks.dns import DnsFacts
+    from bot.dns.dane import check_dane
+    from bot.dns.issues import dane_issues
+
+    leaf, ca = _cert(), _cert("example CA")
+    name = "_25._tcp.mail.example.test"
+    ta = tlsa_for(ca, usage=2).text()
+    rep = await check_dane(StaticResolver({f"{name} TLSA": [ta]}, {name}), "mail.example.test", leaf)
+    assert rep.verdict == "unchecked"
+    facts = DnsFacts(["198.51.100.25"], certificate=leaf)
+    [issue] = dane_issues(type("R", (), {"dane": [rep], "provider": None})(), facts)
+    assert issue.code == "dns.dane_unchecked" and "usage 2" in issue.summary
+    stale = tlsa_for(_cert()).text()  # a DANE-EE record left behind next to the TA one
+    assert (await check_dane(StaticResolver({f"{name} TLSA": [stale]}, {name}), "mail.example.test", leaf)
+            ).verdict == "mismatch"
+
+
 # --- DKIM ----------------------------------------------------------------------------
 def _pub(key) -> bytes:
     """The public half as `openssl pkey -pubout` prints it on the host."""
