@@ -122,6 +122,15 @@ async def test_dnsbl_rewriting_resolver_never_lists():
     assert [(x.state, "rewrites NXDOMAIN" in x.reason) for x in got] == [("cannot_check", True)]
 
 
+async def test_dnsbl_listing_whose_reason_could_not_be_read_says_so():
+    zone, addr = "bl.test", "198.51.100.25"
+    answers = {f"{reverse_name('127.0.0.2')}.{zone} A": ["127.0.0.2"],
+               f"{reverse_name(addr)}.{zone} A": ["127.0.0.2"], f"{reverse_name(addr)}.{zone} TXT": "timeout"}
+    [got] = await dnsbl.check_dnsbl(StaticResolver(answers), [zone], [addr])
+    assert got.state == "listed"
+    assert "no TXT reason given" not in got.reason and "timeout" in got.reason
+
+
 # --- DANE ----------------------------------------------------------------------------
 def _cert(cn: str = "mail.example.test") -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
