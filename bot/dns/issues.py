@@ -240,7 +240,9 @@ def sts_issues(r: DomainReport) -> list[Issue]:
     elif s.txt_error:
         out.append(Issue("dns.mta_sts_invalid", "error", s.txt_error, controller=who, zone_lines=(
             txt_line(f"_mta-sts.{d}", "v=STSv1; id=<new id, e.g. the date and time>"),)))
-    if s.present and s.policy_error:
+    if s.present and s.policy_unknown:
+        out.append(_failed(f"{d}'s MTA-STS policy", s.policy_error))
+    elif s.present and s.policy_error:
         out.append(Issue("dns.mta_sts_invalid", "error", f"MTA-STS policy of {d} unusable: {s.policy_error}",
                          f"https://mta-sts.{d}/.well-known/mta-sts.txt"))
     if s.policy and s.unmatched_mx:

@@ -58,3 +58,23 @@ async def test_a_body_over_the_limit_is_an_error_not_a_truncated_policy(monkeypa
     finally:
         await runner.cleanup()
     assert got.text == "" and "40 bytes" in got.error
+
+
+async def test_mta_sts_host_that_does_not_resolve_is_unknown_not_an_invalid_policy():
+    """Our resolver timing out on mta-sts.DOMAIN says nothing about the policy: 'cannot tell'
+    (dns.lookup_failed), never dns.mta_sts_invalid. Neither A nor AAAA answered: 'no address'
+    would be a guess too."""
+    from bot.dns.issues import sts_issues
+    from bot.dns.mtasts import check_mta_sts
+    from tests.unit.dnsdata import StaticResolver
+
+    for aaaa in ("timeout", None):
+        records = {"_mta-sts.example.test TXT": ['"v=STSv1; id=2026"'],
+                   "mta-sts.example.test A": "timeout"}
+        if aaaa:
+            records["mta-sts.example.test AAAA"] = aaaa
+        sts = await check_mta_sts(StaticResolver(records), "example.test", Https(seconds=3))
+        assert sts.policy is None and "timeout" in sts.policy_error and "no address" not in sts.policy_error
+        codes = [i.code for i in sts_issues(type("R", (), {"mta_sts": sts, "domain": "example.test",
+                                                              "provider": None})())]
+        assert codes == ["dns.lookup_failed"], codes
