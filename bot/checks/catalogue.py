@@ -237,8 +237,9 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in (
          "No DNSSEC-validated TLSA record at _25._tcp.MX matches the certificate the host serves "
          "on port 25: DANE senders refuse to deliver."),
     Code("dns.dane_unchecked", "dns", "warning",
-         "Validated TLSA records exist but no port-25 certificate was read to match them "
-         "(info for a domain checked alone).", role="note"),
+         "Validated TLSA records exist but cannot be matched: no port-25 certificate was read, "
+         "or only DANE-TA (usage 2) records the leaf does not match (info for a domain checked "
+         "alone).", role="note"),
     Code("dns.dane_insecure", "dns", "warning",
          "TLSA records exist but are not DNSSEC-validated (no AD bit): senders ignore them."),
     Code("dnsbl.listed", "reputation", "error",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import shlex
 from dataclasses import dataclass, field
 
 from bot.checks import mta_config, signers
@@ -32,7 +33,9 @@ from bot.dns.domain import (
 from bot.dns.issues import Issue, address_issues, domain_issues
 from bot.dns.mx import banner_name
 from bot.dns.report import describe_address, describe_domain
+from bot.errors import TargetError
 from bot.models import Command, Finding
+from config.inventory import valid_domain
 
 NOT_PUBLIC = tuple(ipaddress.ip_network(n) for n in (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
@@ -181,12 +184,16 @@ def helo_advice(inp: CheckInput, addresses: list[AddressReport]) -> str:
     the fix path verifies by ports only, so nothing would check that it worked."""
     name = next((a.ptr.confirmed[0] for a in addresses if a.ptr.confirmed), None)
     cfg = mta_config.read_mta_config(inp.results)
+    try:  # the address owner's text: only a host name may go into a command to paste
+        name = valid_domain(name) if name is not None else None
+    except TargetError:
+        return ""
     if name is None:
         return ""
     if cfg.postfix is not None:
-        return f"On the host: postconf -e 'smtp_helo_name = {name}' && postfix reload"
+        return f"On the host: postconf -e {shlex.quote(f'smtp_helo_name = {name}')} && postfix reload"
     if cfg.exim is not None and cfg.exim.debconf is not None:
-        return (f"On the host (Debian's exim): echo 'REMOTE_SMTP_HELO_DATA = {name}' >> "
+        return (f"On the host (Debian's exim): echo {shlex.quote(f'REMOTE_SMTP_HELO_DATA = {name}')} >> "
                 "/etc/exim4/exim4.conf.localmacros && update-exim4.conf && "
                 "invoke-rc.d exim4 reload")
     if cfg.exim is not None:

@@ -60,7 +60,8 @@ class DaneReport:
     @property
     def verdict(self) -> str:
         """none | insecure (ignored by senders) | unknown (lookup failed) | unchecked (no
-        certificate to match) | match | mismatch."""
+        certificate to match, or only DANE-TA records the leaf does not match: they name a CA
+        in the chain, which the probe does not keep) | match | mismatch."""
         if self.lookup_error:
             return "unknown"
         if not self.records:
@@ -69,7 +70,14 @@ class DaneReport:
             return "insecure"
         if self.no_certificate:
             return "unchecked"
-        return "match" if self.matching else "mismatch"
+        if self.matching:
+            return "match"
+        return "unchecked" if self.trust_anchors else "mismatch"
+
+    @property
+    def trust_anchors(self) -> list[Tlsa]:
+        """DANE-TA (usage 2) records: they match a CA certificate of the chain, not the leaf."""
+        return [t for t in self.records if t.usage == 2]
 
 
 async def check_dane(resolver: Resolver, mx: str, der: bytes | None) -> DaneReport:

@@ -106,7 +106,8 @@ async def lookup_address(resolver: Resolver, zone: str, address: str,
                        f"answer {', '.join(codes)} is not a listing code (127.0.0.2-127.0.0.11)")
     if state == "listed":
         reason = " ".join("".join(txt_strings(r)) for r in txt.rrset) if txt.ok else ""
-        return Listing(zone, address, "listed", codes, reason or "(no TXT reason given)")
+        missing = f"(the reason is unknown: {txt.describe()})" if txt.failed else "(no TXT reason given)"
+        return Listing(zone, address, "listed", codes, reason or missing)
     return Listing(zone, address, "not_listed")
 
 

@@ -25,6 +25,10 @@ from bot.dns.resolver import Resolver
 MAX_BYTES = 64 * 1024
 
 
+class LookupFailed(OSError):
+    """Our resolver could not tell the host's addresses (timeout, SERVFAIL): unknown, not absent."""
+
+
 class _ViaResolver(AbstractResolver):
     def __init__(self, resolver: Resolver) -> None:
         self.resolver = resolver
@@ -32,12 +36,13 @@ class _ViaResolver(AbstractResolver):
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         a, aaaa = await self.resolver.addresses(host)
-        if a.failed and aaaa.failed:
-            raise OSError(f"cannot resolve {host}: {a.describe()}")
         out = [ResolveResult(hostname=host, host=r.address, port=port,
                              family=socket.AF_INET6 if ":" in r.address else socket.AF_INET,
                              proto=0, flags=socket.AI_NUMERICHOST)
                for lk in (a, aaaa) if lk.ok for r in lk.rrset]
+        failed = next((lk for lk in (a, aaaa) if lk.failed), None)
+        if not out and failed is not None:
+            raise LookupFailed(f"cannot resolve {host}: {failed.describe()}")
         if not out:
             raise OSError(f"{host} has no address")
         return out
@@ -67,22 +72,43 @@ class Fetched:
     content_type: str = ""
     error: str = ""
     location: str = ""
+    lookup_failed: bool = False   # the host name could not be resolved: nothing is known
+
+
+async def _read_body(content: aiohttp.StreamReader) -> bytes | None:
+    """The whole body, or None when it is larger than MAX_BYTES. (read(n) returns what has
+    arrived so far, not n bytes: one read gave the first TLS record or chunk only.)"""
+    body = bytearray()
+    while len(body) <= MAX_BYTES:
+        chunk = await content.read(MAX_BYTES + 1 - len(body))
+        if not chunk:
+            return bytes(body)
+        body += chunk
+    return None
 
 
 async def fetch(resolver: Resolver, url: str, https: Https, follow_redirects: bool = False) -> Fetched:
-    """GET url (at most MAX_BYTES). Failures are data: error says what went wrong."""
+    """GET url (a body over MAX_BYTES is an error, never cut short). Failures are data: error
+    says what went wrong, lookup_failed that our resolver could not tell the address."""
     connector = aiohttp.TCPConnector(resolver=_ViaResolver(resolver), ssl=ssl_context(https.ca_file),
                                      use_dns_cache=False)
     try:
         async with aiohttp.ClientSession(connector=connector,
                                          timeout=aiohttp.ClientTimeout(total=https.seconds)) as session:
             async with session.get(url, allow_redirects=follow_redirects) as resp:
-                body = await resp.content.read(MAX_BYTES)
+                body = await _read_body(resp.content)
+                if body is None:
+                    return Fetched(url, resp.status, error=f"the body is larger than {MAX_BYTES} bytes",
+                                   content_type=resp.headers.get("Content-Type", ""))
                 return Fetched(url, resp.status, body.decode("utf-8", "replace"),
                                resp.headers.get("Content-Type", ""),
                                location=resp.headers.get("Location", ""))
     except aiohttp.ClientConnectorCertificateError as e:
         return Fetched(url, error=f"certificate not trusted: {e.certificate_error}")
+    except aiohttp.ClientConnectorError as e:  # our resolver's errors arrive as its os_error
+        if e.os_error.errno is None:
+            return Fetched(url, error=str(e.os_error), lookup_failed=isinstance(e.os_error, LookupFailed))
+        return Fetched(url, error=f"{type(e).__name__}: {e}")
     except TimeoutError:
         return Fetched(url, error=f"no answer within {https.seconds:g}s")
     except (aiohttp.ClientError, OSError, ssl.SSLError, ValueError) as e:

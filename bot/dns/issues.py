@@ -240,7 +240,9 @@ def sts_issues(r: DomainReport) -> list[Issue]:
     elif s.txt_error:
         out.append(Issue("dns.mta_sts_invalid", "error", s.txt_error, controller=who, zone_lines=(
             txt_line(f"_mta-sts.{d}", "v=STSv1; id=<new id, e.g. the date and time>"),)))
-    if s.present and s.policy_error:
+    if s.present and s.policy_unknown:
+        out.append(_failed(f"{d}'s MTA-STS policy", s.policy_error))
+    elif s.present and s.policy_error:
         out.append(Issue("dns.mta_sts_invalid", "error", f"MTA-STS policy of {d} unusable: {s.policy_error}",
                          f"https://mta-sts.{d}/.well-known/mta-sts.txt"))
     if s.policy and s.unmatched_mx:
@@ -272,10 +274,13 @@ def dane_issues(r: DomainReport, facts: DnsFacts) -> list[Issue]:
                              f"this host serves on port 25{unusable}: DANE senders refuse to deliver",
                              "\n".join(x.text() for x in t.records), want, r.provider))
         elif t.verdict == "unchecked" and facts.host:
+            why = ("no certificate from this host's port 25 to match them against (no STARTTLS, "
+                   "or the probe failed)" if t.no_certificate else
+                   "the certificate this host serves matches none, and the DANE-TA (usage 2) records "
+                   "match a CA of its chain, which the probe does not keep: cannot tell whether "
+                   "DANE senders accept it")
             out.append(Issue("dns.dane_unchecked", "warning", f"DNSSEC-validated TLSA records at "
-                             f"_25._tcp.{t.mx}, but no certificate from this host's port 25 to match "
-                             "them against (no STARTTLS, or the probe failed)",
-                             "\n".join(x.text() for x in t.records)))
+                             f"_25._tcp.{t.mx}, but {why}", "\n".join(x.text() for x in t.records)))
         elif t.verdict == "unchecked":
             out.append(Issue("dns.dane_unchecked", "info", f"DNSSEC-validated TLSA records at "
                              f"_25._tcp.{t.mx}: not matched against a certificate (a domain checked "

@@ -80,6 +80,7 @@ class StsReport:
     tlsrpt: str = ""
     tlsrpt_error: str = ""
     lookup_failed: bool = False
+    policy_unknown: bool = False      # the policy host's name could not be resolved
 
     @property
     def present(self) -> bool:
@@ -119,6 +120,7 @@ async def check_mta_sts(resolver: Resolver, domain: str, https: Https) -> StsRep
     got = await fetch(resolver, f"https://mta-sts.{domain}/.well-known/mta-sts.txt", https)
     if got.error or got.status != 200:
         report.policy_error = got.error or f"HTTP {got.status} (must be 200; redirects are not followed)"
+        report.policy_unknown = got.lookup_failed
         return report
     try:
         report.policy = parse_policy(got.text)

@@ -37,6 +37,7 @@ from bot.dns.spf_parse import (
 )
 
 LOOKUP_LIMIT, VOID_LIMIT, MX_LIMIT, PTR_LIMIT = 10, 2, 10, 10
+MAX_VISITS = 200   # records the worst-case count reads at most (a real tree reads a few dozen)
 
 
 class PermError(Exception):
@@ -271,9 +272,16 @@ def record_warnings(rec: SpfRecord) -> list[str]:
     return out
 
 
-async def static_lookups(resolver: Resolver, domain: str, depth: int = 0) -> int | None:
+async def static_lookups(resolver: Resolver, domain: str, depth: int = 0,
+                         visits: list[int] | None = None) -> int | None:
     """Every lookup term of the record tree (include and redirect followed, macros not):
-    what a sender that matches nothing costs. None when a record in the tree cannot be read."""
+    what a sender that matches nothing costs. None when a record in the tree cannot be read,
+    or the tree is a loop or larger than MAX_VISITS records (a record that includes itself
+    n times has n ** depth paths: walking them all never ends)."""
+    visits = [0] if visits is None else visits
+    visits[0] += 1
+    if visits[0] > MAX_VISITS:
+        return None
     ev = _Eval(resolver, ipaddress.ip_address("0.0.0.0"), {})
     lk, sel = await ev.txt(domain)
     found = sel.found
@@ -287,7 +295,8 @@ async def static_lookups(resolver: Resolver, domain: str, depth: int = 0) -> int
     if any(t.kind == "all" for t in rec.mechanisms):
         terms = [t for t in terms if t.kind != "redirect"]
     nested = [t.arg for t in terms if t.kind in ("include", "redirect") and "%" not in t.arg]
-    below = await asyncio.gather(*(static_lookups(resolver, d.rstrip("."), depth + 1) for d in nested))
+    below = await asyncio.gather(*(static_lookups(resolver, d.rstrip("."), depth + 1, visits)
+                                   for d in nested))
     if any(b is None for b in below):
         return None
     return len(terms) + sum(below)

@@ -159,3 +159,20 @@ def test_reputation_findings_one_per_listing_and_one_per_zone_that_cannot_be_ask
 def test_lookups_need_settings():
     assert Dns().lookups(CheckContext()) is None
     assert Dns().evaluate(inp()).status == "skipped"
+
+
+def test_helo_advice_never_puts_a_hostile_ptr_name_in_a_shell_command():
+    """A PTR name is the address owner's text: dnspython leaves ' and & as they are, so a
+    forward-confirmed name x'&&reboot&&'.evil.test made the advice
+    echo 'REMOTE_SMTP_HELO_DATA = x'&&reboot&&'.evil.test' >> ... (a command to paste)."""
+    from bot.checks.dns import helo_advice
+    from bot.dns.domain import AddressReport
+    from bot.dns.mx import PtrReport
+
+    def advice(name: str) -> str:
+        ptr = PtrReport("198.18.7.2", [name], [name])
+        return helo_advice(inp(FIRST), [AddressReport("198.18.7.2", ptr, False, False)])
+
+    assert "REMOTE_SMTP_HELO_DATA = mail.example.test" in advice("mail.example.test") or \
+        "helo_data = mail.example.test" in advice("mail.example.test")
+    assert advice("x'&&reboot&&'.evil.test") == ""

@@ -122,6 +122,15 @@ async def test_dnsbl_rewriting_resolver_never_lists():
     assert [(x.state, "rewrites NXDOMAIN" in x.reason) for x in got] == [("cannot_check", True)]
 
 
+async def test_dnsbl_listing_whose_reason_could_not_be_read_says_so():
+    zone, addr = "bl.test", "198.51.100.25"
+    answers = {f"{reverse_name('127.0.0.2')}.{zone} A": ["127.0.0.2"],
+               f"{reverse_name(addr)}.{zone} A": ["127.0.0.2"], f"{reverse_name(addr)}.{zone} TXT": "timeout"}
+    [got] = await dnsbl.check_dnsbl(StaticResolver(answers), [zone], [addr])
+    assert got.state == "listed"
+    assert "no TXT reason given" not in got.reason and "timeout" in got.reason
+
+
 # --- DANE ----------------------------------------------------------------------------
 def _cert(cn: str = "mail.example.test") -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
@@ -160,6 +169,26 @@ async def test_dane_verdicts():
     assert (await check_dane(StaticResolver({f"{name} TLSA": "timeout"}), "mail.example.test", der)
             ).verdict == "unknown"
     assert (await check_dane(StaticResolver({}), "mail.example.test", der)).verdict == "none"
+
+
+async def test_dane_ta_records_are_not_a_mismatch_with_the_leaf():
+    """DANE-TA (usage 2) names a CA in the chain, which the probe does not keep: a leaf that
+    matches none of them is "cannot tell", never "DANE senders refuse to deliver"."""
+    from bot.checks.dns import DnsFacts
+    from bot.dns.dane import check_dane
+    from bot.dns.issues import dane_issues
+
+    leaf, ca = _cert(), _cert("example CA")
+    name = "_25._tcp.mail.example.test"
+    ta = tlsa_for(ca, usage=2).text()
+    rep = await check_dane(StaticResolver({f"{name} TLSA": [ta]}, {name}), "mail.example.test", leaf)
+    assert rep.verdict == "unchecked"
+    facts = DnsFacts(["198.51.100.25"], certificate=leaf)
+    [issue] = dane_issues(type("R", (), {"dane": [rep], "provider": None})(), facts)
+    assert issue.code == "dns.dane_unchecked" and "usage 2" in issue.summary
+    stale = tlsa_for(_cert()).text()  # a DANE-EE record left behind next to the TA one
+    assert (await check_dane(StaticResolver({f"{name} TLSA": [stale]}, {name}), "mail.example.test", leaf)
+            ).verdict == "mismatch"
 
 
 # --- DKIM ----------------------------------------------------------------------------

@@ -172,3 +172,15 @@ async def test_check_spf_flags_plus_all_and_two_records():
     r = world(**{"example.test TXT": [txt("v=spf1 -all"), txt("v=spf1 a -all")]})
     report = await check_spf(r, "example.test", [HOST])
     assert "2 SPF records" in report.error and report.verdicts[HOST].result == "permerror"
+
+
+async def test_a_self_including_record_cannot_stall_the_worst_case_count():
+    """A hostile (or broken) domain includes itself several times: the static count walked
+    every path of the tree (5 ** 13 of them), and the check, with the event loop, never ended."""
+    loop = " ".join(["include:example.test"] * 5)
+    r = world(**{"example.test TXT": [txt(f"v=spf1 {loop} -all")]})
+    import asyncio
+    async with asyncio.timeout(10):
+        report = await check_spf(r, "example.test", [HOST])
+    assert report.worst_case_lookups is None  # cannot count a loop: unknown, not a number
+    assert report.verdicts[HOST].result == "permerror"  # what a receiver concludes
