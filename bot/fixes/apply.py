@@ -384,7 +384,7 @@ class Applier:
             return False, (f"restoring the backup {bp.directory} FAILED ({restore_failure(bp.restore, run.plan.fix, r)}):"
                            f" NOT restored.{again}"), left_on_host(run.before, after)
         note = ""
-        if bp.guard and not (await self._run(t, guard.disarm_command(bp), run.log)).ok:
+        if bp.guard and not (await self._run(t, guard.disarm_command(bp, undone=True), run.log)).ok:
             note = " (the host's guard had fired too)"
         exact = " and the rulesets equal those before" if bp.dump and same_ruleset(run.before, after) \
             else ("; the rulesets now differ from before:\n" + left_on_host(run.before, after)
@@ -440,6 +440,9 @@ class Applier:
         if state.seen == "restored":
             return run.result("restored_by_host", f"{why}; {state.summary}: {left}",
                               ruleset_after=after)
+        if state.seen == "undone":  # mailcheck's own restore succeeded before the cut
+            return run.result("connection_lost", f"{why}; {state.summary}: {left}",
+                              ruleset_after=after)
         if state.seen == "armed":  # it did not fire: we can reach the host, so restore now
             ok, text, left = await self._restore_now(t, run)
             return run.result("connection_lost" if ok else "not_restored",
@@ -468,7 +471,7 @@ class Applier:
                 await t.close()
                 await self.sleep(max(0.0, wait))
                 t = self.connect(host)
-            elif state.seen in ("cancelled", "none"):
+            elif state.seen in ("cancelled", "undone", "none"):
                 after = await self._dump(t, bp)
                 return self._settled(run, state, after)
             return await self._guard_result(t, run, why)
@@ -477,6 +480,9 @@ class Applier:
 
     def _settled(self, run: _Run, state: guard.GuardState, after: str) -> ApplyResult:
         left = left_on_host(run.before, after)
+        if state.seen == "undone":
+            return run.result("command_failed", f"{state.summary} before it stopped: {left}",
+                              ruleset_after=after)
         if state.seen == "cancelled":
             return run.result("applied", "the guard had been disarmed: the change was confirmed and "
                               "is in effect, but mailcheck stopped before recording it (whether it "

@@ -80,7 +80,7 @@ async def test_a_failed_command_restores_first_and_disarms_after(tmp_path, host)
     assert out.status == "failed" and "the backup was restored" in out.message, out.message
     words = journal_words(host)
     restore = next(i for i, j in enumerate(host.journal) if is_restore(j[3]))
-    disarm = index_of(words, "deadman.armed.cancelled")
+    disarm = index_of(words, "deadman.armed.undone")  # not .cancelled: nothing was confirmed
     assert index_of(words, "--comment a") < restore < disarm  # restore, then disarm
     [change] = await svc.store.changes_of_plan(out.plan_id)
     assert change.state == "restored" and out.announce_in_channel
@@ -94,7 +94,8 @@ async def test_a_restore_that_fails_is_not_restored_named_audited_and_the_guard_
     assert out.status == "not_restored" and "NOT restored" in out.message, out.message
     assert "restored" not in out.message.replace("NOT restored", "").replace("not restored", "")
     assert out.left and out.announce_in_channel
-    assert not [w for w in journal_words(host) if "deadman.armed.cancelled" in w]  # still armed
+    assert not [w for w in journal_words(host)
+                if "deadman.armed.cancelled" in w or "deadman.armed.undone" in w]  # still armed
     [change] = await svc.store.changes_of_plan(out.plan_id)
     assert change.state == "not_restored"
     [entry] = [e for e in await svc.audit("mx1") if e.event == "apply"]
