@@ -101,6 +101,7 @@ class _Run:
     change: ChangeRecord
     log: list[CommandLog] = field(default_factory=list)
     before: str = ""
+    arming: bool = False  # the guard's job was sent: from here a live guard may be on the host
     armed_at: float | None = None
 
     def result(self, status: ApplierStatus, message: str, **kw) -> ApplyResult:
@@ -223,7 +224,7 @@ class Applier:
             early = await self._prepare(t, run, started)
         except TransportError as e:
             note = ""
-            if run.armed_at is not None and not await self._disarm_quietly(run):
+            if run.arming and not await self._disarm_quietly(run):
                 note = (f"; the guard armed on the host could not be disarmed and will restore "
                         f"the backup {run.bp.directory} (taken just before) by itself")
             return run.result("not_started", f"nothing was applied: {e}{note}")
@@ -286,6 +287,7 @@ class Applier:
     async def _arm(self, t: Transport, run: _Run) -> ApplyResult | None:
         systemd = await guard.uses_systemd(t)
         unit = f"mailcheck-guard-{run.change.id}"
+        run.arming = True  # a cut during these two may leave a job and its armed file behind
         job, touch = [await self._run(t, c, run.log) for c in
                       guard.arm_commands(run.bp, self.deadline(run.plan.fix), systemd, unit)]
         run.armed_at = time.monotonic()
@@ -300,7 +302,7 @@ class Applier:
         """Best effort after a failure before any change: no stale job may fire later."""
         fresh = self.connect(run.host)
         try:
-            return (await fresh.run([guard.disarm_command(run.bp)], step="fix"))[0].ok
+            return (await fresh.run([guard.quiet_disarm_command(run.bp)], step="fix"))[0].ok
         except TransportError:
             return False
         finally:

@@ -66,6 +66,13 @@ def disarm_command(bp: Backup, undone: bool = False) -> Command:
     return Command(("mv", bp.armed, bp.armed + (".undone" if undone else ".cancelled")), timeout=10)
 
 
+def quiet_disarm_command(bp: Backup) -> Command:
+    """Before any change: succeeds when no guard can fire any more (disarmed now, or its armed
+    file never appeared); fails when it fired or cannot be disarmed."""
+    script = 'mv "$1" "$1.cancelled" 2>/dev/null || { [ ! -e "$1" ] && [ ! -e "$1.fired" ]; }'
+    return Command(("sh", "-c", script, "sh", bp.armed), timeout=10)
+
+
 def state_command(bp: Backup) -> Command:
     q = ["armed", *(f"armed.{m}" for m in GUARD_MARKERS)]
     script = ('d=$1; for m in ' + " ".join(q) + '; do [ -e "$d/deadman.$m" ] && echo "$m"; done; '

@@ -349,3 +349,25 @@ async def test_a_failing_restart_is_restored_with_a_restart(tmp_path):
     [script] = restore_scripts(host)
     assert "systemctl restart exim4" in script, script  # the daemon was stopped: start it on the old files
     assert "the daemon was not restarted" not in out.message
+
+
+async def test_a_cut_right_after_arming_still_disarms_the_guard(tmp_path, host):
+    """The connection drops after `touch deadman.armed` ran on the host but before its answer:
+    a live guard is on the host. It must be disarmed (or said to be left), or it restores this
+    old backup later, over whatever the next change did."""
+    host.cut_at = "touch"
+    fresh = host.connect
+
+    def reconnect(h):
+        host.unreachable = False  # the fresh connection gets through
+        return fresh(h)
+
+    host.connect = reconnect
+    svc = service(tmp_path, host)
+    out = await apply(svc, fix())
+    assert out.status == "failed" and "nothing was applied" in out.message, out.message
+    words = journal_words(host)
+    armed = index_of(words, "touch")
+    assert [w for w in words[armed + 1:] if ".cancelled" in w and "deadman.armed" in w], words
+    assert "will restore" not in out.message  # it was disarmed
+    assert not host.ran("--comment")

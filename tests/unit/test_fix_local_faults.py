@@ -56,3 +56,19 @@ async def test_stopped_after_its_own_restore_reconcile_does_not_say_applied(tmp_
     [change] = await svc.store.changes_of_plan(plan_id)
     assert change.state == "restored"
     assert (await svc.plan(plan_id)).state == "failed"
+
+
+@pytest.mark.parametrize("present,ok", [("deadman.armed", True), ("", True),
+                                        ("deadman.armed.fired", False)])
+def test_the_quiet_disarm_says_whether_a_guard_can_still_fire(tmp_path, present, ok):
+    import subprocess
+
+    from bot.fixes import guard
+    from bot.fixes.backup import Backup
+    bp = Backup(directory=str(tmp_path), take=[], restore=[], guard=True)
+    if present:
+        (tmp_path / present).touch()
+    cmd = guard.quiet_disarm_command(bp)
+    assert (subprocess.run(cmd.argv, timeout=10).returncode == 0) is ok
+    assert not (tmp_path / "deadman.armed").exists()
+    assert (tmp_path / "deadman.armed.cancelled").exists() is (present == "deadman.armed")
