@@ -251,7 +251,7 @@ async def test_drain_past_its_time_leaves_a_started_change_that_reconcile_settle
     restarted = service(tmp_path, host)  # the next start, same database
     [found] = await restarted.reconcile(now=time.time() + 60)
     assert found.status == "restored_by_host" and found.channel == "" and found.change_id == change.id
-    assert "the host restored the backup" in found.text
+    assert "the host restored the backup" in found.message
     assert (await restarted.plan(plan_id)).state == "failed"
     [change] = await restarted.store.changes_of_plan(plan_id)
     assert change.state == "restored_by_host"
