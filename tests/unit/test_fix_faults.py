@@ -371,3 +371,23 @@ async def test_a_cut_right_after_arming_still_disarms_the_guard(tmp_path, host):
     assert [w for w in words[armed + 1:] if ".cancelled" in w and "deadman.armed" in w], words
     assert "will restore" not in out.message  # it was disarmed
     assert not host.ran("--comment")
+
+
+# --- a rollback whose connection drops: recorded, and never said to be done when unknown --------
+
+@pytest.mark.parametrize("cut,status,said", [
+    ("netfilter-persistent", "rolled_back", "persisting failed"),  # after the restore succeeded
+    ("iptables-restore <", "failed", "unknown"),  # during the restore itself
+])
+async def test_a_rollback_cut_midway_is_audited_and_says_what_is_known(tmp_path, host, cut,
+                                                                       status, said):
+    svc = service(tmp_path, host)
+    out = await apply(svc, fix())
+    assert out.status == "applied", out.message
+    host.cut_at = cut
+    rb = await svc.rollback(out.change_id, Actor("slack", "UHOST"))
+    assert rb.status == status and said in rb.message, (rb.status, rb.message)
+    [entry] = [e for e in await svc.audit("mx1") if e.event == "rollback"]
+    assert entry.result == status
+    change = await svc.store.get_change(out.change_id)
+    assert change.state == ("rolled_back" if status == "rolled_back" else "applied")
