@@ -102,6 +102,7 @@ class _Run:
     log: list[CommandLog] = field(default_factory=list)
     before: str = ""
     arming: bool = False  # the guard's job was sent: from here a live guard may be on the host
+    confirming: bool = False  # this apply sent the disarm that confirms the change
     armed_at: float | None = None
 
     def result(self, status: ApplierStatus, message: str, **kw) -> ApplyResult:
@@ -403,6 +404,7 @@ class Applier:
                 return run.result("connection_lost" if ok else "not_restored",
                                   f"the SSH connection was lost while applying ({lost}); over a "
                                   f"fresh connection {text}", left=left)
+            run.confirming = True
             if (await self._run(fresh, guard.disarm_command(run.bp), run.log)).ok:
                 return None
             return await self._guard_result(fresh, run, "the lock-out deadline passed before "
@@ -442,6 +444,11 @@ class Applier:
         if state.seen == "restored":
             return run.result("restored_by_host", f"{why}; {state.summary}: {left}",
                               ruleset_after=after)
+        if state.seen == "cancelled" and run.confirming:  # our confirm ran; its answer was lost
+            done = await self._persist(run)
+            done.message = ("the confirmation's answer was lost, but the guard shows this apply "
+                            f"disarmed it: the change stands; {done.message}")
+            return done
         if state.seen == "undone":  # mailcheck's own restore succeeded before the cut
             return run.result("connection_lost", f"{why}; {state.summary}: {left}",
                               ruleset_after=after)

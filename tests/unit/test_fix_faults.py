@@ -391,3 +391,17 @@ async def test_a_rollback_cut_midway_is_audited_and_says_what_is_known(tmp_path,
     assert entry.result == status
     change = await svc.store.get_change(out.change_id)
     assert change.state == ("rolled_back" if status == "rolled_back" else "applied")
+
+
+async def test_a_confirm_whose_answer_is_lost_is_found_confirmed_and_persisted(tmp_path, host):
+    """The disarm (`mv armed armed.cancelled`) ran on the host, then the connection dropped before
+    its answer: the guard can no longer fire and the change stands. Not 'NOT restored'."""
+    host.cut_at = "deadman.armed.cancelled"
+    host.answers_if = {"tail -n 20": (0, "armed.cancelled\n--\n")}
+    svc = service(tmp_path, host)
+    svc.applier.sleep = Clock(host)
+    out = await apply(svc, fix())
+    assert out.status == "applied", out.message
+    assert host.ran("netfilter-persistent")
+    [change] = await svc.store.changes_of_plan(out.plan_id)
+    assert change.state == "applied"
