@@ -383,14 +383,15 @@ def failed_lines(stderr: str) -> list[int]:
             if len(w) == 2 and w[0] == FAILED_LINE and w[1].isdigit()]
 
 
-GUARD_MARKERS = ("fired", "restored", "restore-failed", "cancelled")
+GUARD_MARKERS = ("fired", "restored", "restore-failed", "cancelled", "undone")
 
 
 def guard_job(lines: Sequence[ScriptLine], *, armed: str, log: str) -> str:
     """The dead-man job's script: restore unless `armed` was renamed away first.
 
     It runs only if it can atomically rename `armed` to `armed`.fired (whoever renames it
-    first wins: `mv armed armed.cancelled` disarms it). Every line is tried; only when all
+    first wins: `mv armed armed.cancelled` disarms it, `mv armed armed.undone` after mailcheck
+    restored the backup itself). Every line is tried; only when all
     succeeded does it create `armed`.restored, otherwise `armed`.restore-failed: mailcheck
     reports exactly the marker it finds.
     """

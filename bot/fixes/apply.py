@@ -101,6 +101,8 @@ class _Run:
     change: ChangeRecord
     log: list[CommandLog] = field(default_factory=list)
     before: str = ""
+    arming: bool = False  # the guard's job was sent: from here a live guard may be on the host
+    confirming: bool = False  # this apply sent the disarm that confirms the change
     armed_at: float | None = None
 
     def result(self, status: ApplierStatus, message: str, **kw) -> ApplyResult:
@@ -223,7 +225,7 @@ class Applier:
             early = await self._prepare(t, run, started)
         except TransportError as e:
             note = ""
-            if run.armed_at is not None and not await self._disarm_quietly(run):
+            if run.arming and not await self._disarm_quietly(run):
                 note = (f"; the guard armed on the host could not be disarmed and will restore "
                         f"the backup {run.bp.directory} (taken just before) by itself")
             return run.result("not_started", f"nothing was applied: {e}{note}")
@@ -286,6 +288,7 @@ class Applier:
     async def _arm(self, t: Transport, run: _Run) -> ApplyResult | None:
         systemd = await guard.uses_systemd(t)
         unit = f"mailcheck-guard-{run.change.id}"
+        run.arming = True  # a cut during these two may leave a job and its armed file behind
         job, touch = [await self._run(t, c, run.log) for c in
                       guard.arm_commands(run.bp, self.deadline(run.plan.fix), systemd, unit)]
         run.armed_at = time.monotonic()
@@ -300,7 +303,7 @@ class Applier:
         """Best effort after a failure before any change: no stale job may fire later."""
         fresh = self.connect(run.host)
         try:
-            return (await fresh.run([guard.disarm_command(run.bp)], step="fix"))[0].ok
+            return (await fresh.run([guard.quiet_disarm_command(run.bp)], step="fix"))[0].ok
         except TransportError:
             return False
         finally:
@@ -384,7 +387,7 @@ class Applier:
             return False, (f"restoring the backup {bp.directory} FAILED ({restore_failure(bp.restore, run.plan.fix, r)}):"
                            f" NOT restored.{again}"), left_on_host(run.before, after)
         note = ""
-        if bp.guard and not (await self._run(t, guard.disarm_command(bp), run.log)).ok:
+        if bp.guard and not (await self._run(t, guard.disarm_command(bp, undone=True), run.log)).ok:
             note = " (the host's guard had fired too)"
         exact = " and the rulesets equal those before" if bp.dump and same_ruleset(run.before, after) \
             else ("; the rulesets now differ from before:\n" + left_on_host(run.before, after)
@@ -401,6 +404,7 @@ class Applier:
                 return run.result("connection_lost" if ok else "not_restored",
                                   f"the SSH connection was lost while applying ({lost}); over a "
                                   f"fresh connection {text}", left=left)
+            run.confirming = True
             if (await self._run(fresh, guard.disarm_command(run.bp), run.log)).ok:
                 return None
             return await self._guard_result(fresh, run, "the lock-out deadline passed before "
@@ -440,6 +444,14 @@ class Applier:
         if state.seen == "restored":
             return run.result("restored_by_host", f"{why}; {state.summary}: {left}",
                               ruleset_after=after)
+        if state.seen == "cancelled" and run.confirming:  # our confirm ran; its answer was lost
+            done = await self._persist(run)
+            done.message = ("the confirmation's answer was lost, but the guard shows this apply "
+                            f"disarmed it: the change stands; {done.message}")
+            return done
+        if state.seen == "undone":  # mailcheck's own restore succeeded before the cut
+            return run.result("connection_lost", f"{why}; {state.summary}: {left}",
+                              ruleset_after=after)
         if state.seen == "armed":  # it did not fire: we can reach the host, so restore now
             ok, text, left = await self._restore_now(t, run)
             return run.result("connection_lost" if ok else "not_restored",
@@ -468,7 +480,7 @@ class Applier:
                 await t.close()
                 await self.sleep(max(0.0, wait))
                 t = self.connect(host)
-            elif state.seen in ("cancelled", "none"):
+            elif state.seen in ("cancelled", "undone", "none"):
                 after = await self._dump(t, bp)
                 return self._settled(run, state, after)
             return await self._guard_result(t, run, why)
@@ -477,6 +489,9 @@ class Applier:
 
     def _settled(self, run: _Run, state: guard.GuardState, after: str) -> ApplyResult:
         left = left_on_host(run.before, after)
+        if state.seen == "undone":
+            return run.result("command_failed", f"{state.summary} before it stopped: {left}",
+                              ruleset_after=after)
         if state.seen == "cancelled":
             return run.result("applied", "the guard had been disarmed: the change was confirmed and "
                               "is in effect, but mailcheck stopped before recording it (whether it "

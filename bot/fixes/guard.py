@@ -5,7 +5,8 @@ Arming touches `deadman.armed` in the backup directory and starts the job
 is the host's init and systemd-run exists, else `setsid -f`. The job renames
 `armed` to `armed.fired` before restoring and then leaves `armed.restored`
 or `armed.restore-failed`; mailcheck disarms by renaming `armed` to
-`armed.cancelled`. Whoever renames first wins. `GuardState` is what the
+`armed.cancelled` when it confirms the change, or to `armed.undone` once it restored the
+backup itself (so a restart never takes that for a confirmed change). Whoever renames first wins. `GuardState` is what the
 directory shows, read in one command, and says nothing it did not see.
 """
 
@@ -21,7 +22,7 @@ from bot.transport import GUARD_MARKERS, Transport, detached_command
 SYSTEMD_PROBES = (Command(("test", "-d", "/run/systemd/system"), timeout=5),
                   Command(("systemd-run", "--version"), timeout=5))
 
-Seen = Literal["armed", "cancelled", "restored", "restore_failed", "restoring", "none"]
+Seen = Literal["armed", "cancelled", "undone", "restored", "restore_failed", "restoring", "none"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class GuardState:
         return {
             "armed": "the guard is still armed (it has not fired)",
             "cancelled": "the guard was disarmed",
+            "undone": "mailcheck restored the backup itself, then disarmed the guard "
+                      "(deadman.armed.undone)",
             "restored": "the guard fired and the host restored the backup (deadman.armed.restored)",
             "restore_failed": "the guard fired and the restore FAILED on the host "
                               "(deadman.armed.restore-failed)",
@@ -57,9 +60,17 @@ def arm_commands(bp: Backup, delay: int, systemd: bool, unit: str) -> list[Comma
             Command(("touch", bp.armed), timeout=10)]
 
 
-def disarm_command(bp: Backup) -> Command:
-    """Succeeds only if the job had not fired yet (an atomic rename)."""
-    return Command(("mv", bp.armed, bp.armed + ".cancelled"), timeout=10)
+def disarm_command(bp: Backup, undone: bool = False) -> Command:
+    """Succeeds only if the job had not fired yet (an atomic rename). undone: mailcheck has
+    restored the backup itself (`armed.undone`), else it confirms the change (`armed.cancelled`)."""
+    return Command(("mv", bp.armed, bp.armed + (".undone" if undone else ".cancelled")), timeout=10)
+
+
+def quiet_disarm_command(bp: Backup) -> Command:
+    """Before any change: succeeds when no guard can fire any more (disarmed now, or its armed
+    file never appeared); fails when it fired or cannot be disarmed."""
+    script = 'mv "$1" "$1.cancelled" 2>/dev/null || { [ ! -e "$1" ] && [ ! -e "$1.fired" ]; }'
+    return Command(("sh", "-c", script, "sh", bp.armed), timeout=10)
 
 
 def state_command(bp: Backup) -> Command:
@@ -84,6 +95,8 @@ def parse_state(stdout: str) -> GuardState:
         seen = "restoring"
     elif "armed.cancelled" in found:
         seen = "cancelled"
+    elif "armed.undone" in found:
+        seen = "undone"
     elif "armed" in found:
         seen = "armed"
     else:

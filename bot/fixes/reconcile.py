@@ -83,13 +83,7 @@ class Reconciled:
     channel: str
     status: ApplyStatus
     message: str
-    change_id: str | None = None
-
-    @property
-    def text(self) -> str:
-        change = f", change {self.change_id}" if self.change_id else ""
-        return (f":warning: mailcheck stopped during a fix on {self.host} (plan {self.plan_id}"
-                f"{change}) and re-read the host at its restart: *{self.status}*. {self.message}")
+    change_id: str | None = None  # shown by bot.render.outcomes.reconciled_text
 
 
 @dataclass(frozen=True)

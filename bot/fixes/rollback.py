@@ -8,9 +8,11 @@ ruleset is compared with the one recorded before the fix.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from dataclasses import dataclass, field
 
+from bot.errors import TransportError
 from bot.fixes import hostlock
 from bot.fixes.backup import backup_for, line_from_dict, normalize_ruleset
 from bot.fixes.evidence import CommandLog, left_on_host, restore_failure
@@ -56,7 +58,10 @@ async def restore_change(settings: Settings, connect: Connect, change: ChangeRec
         try:
             return await _restore(settings, t, change, force)
         finally:
-            await hostlock.release(t, lock)
+            with contextlib.suppress(TransportError):  # else it expires by itself
+                await hostlock.release(t, lock)
+    except TransportError as e:  # before the restore started: nothing was done
+        return RollbackResult(False, f"could not talk to {host.name} ({e}): nothing was rolled back")
     finally:
         await t.close()
 
@@ -73,19 +78,33 @@ async def _restore(settings: Settings, t: Transport, change: ChangeRecord,
                               "(`mailcheck rollback --force` restores it anyway)",
                               ruleset_before=before, drift=True)
     budget = max(settings.command_timeout, 10.0) * len(lines)
-    r = (await t.run([script_command(lines, timeout=budget, keep_going=True)], step="rollback"))[0]
+    try:
+        r = (await t.run([script_command(lines, timeout=budget, keep_going=True)],
+                         step="rollback"))[0]
+    except TransportError as e:
+        return RollbackResult(False, f"the connection was lost during the restore ({e}): whether "
+                              f"{change.backup_dir} was restored is unknown; look at the host",
+                              ruleset_before=before)
     log.append(CommandLog.of(r))
     if not r.ok:
-        after = "".join(x.stdout for x in await t.run(dumps, step="rollback")) if dumps else ""
+        try:
+            after: str | None = "".join(x.stdout for x in await t.run(dumps, step="rollback"))
+        except TransportError:
+            after = None  # left_on_host says the rulesets could not be read
         return RollbackResult(False, f"restoring {change.backup_dir} FAILED "
                               f"({restore_failure(lines, change.fix, r)}): NOT rolled back. Left on the host: "
                               f"{left_on_host(change.ruleset_before, after)}",
-                              log=log, ruleset_before=before, ruleset_after=after)
-    for argv in change.fix.persist:
-        p = (await t.run([Command(tuple(argv), timeout=settings.command_timeout)],
-                         step="rollback"))[0]
-        log.append(CommandLog.of(p))
-    after = "".join(r.stdout for r in await t.run(dumps, step="rollback")) if dumps else ""
+                              log=log, ruleset_before=before, ruleset_after=after or "")
+    try:
+        for argv in change.fix.persist:
+            p = (await t.run([Command(tuple(argv), timeout=settings.command_timeout)],
+                             step="rollback"))[0]
+            log.append(CommandLog.of(p))
+        after = "".join(r.stdout for r in await t.run(dumps, step="rollback")) if dumps else ""
+    except TransportError as e:  # the restore itself succeeded
+        return RollbackResult(True, f"restored the backup {change.backup_dir}, then the connection "
+                              f"was lost ({e}): persisting failed or is unknown (the saved rules "
+                              "may bring the change back at reboot)", log=log, ruleset_before=before)
     exact = (normalize_ruleset(after) == normalize_ruleset(change.ruleset_before)) if dumps else None
     msg = f"restored the backup {change.backup_dir}"
     if exact is False:

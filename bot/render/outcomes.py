@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from bot.fixes.outcomes import ApplyOutcome, RollbackOutcome
 from bot.fixes.policy import Approvers
+from bot.fixes.reconcile import Reconciled
 from bot.render.blockkit import (
     ACTION_ROLLBACK,
     MAX_BLOCKS,
@@ -95,6 +96,13 @@ def before_after_blocks(before: Sequence, after: Sequence) -> list[dict]:
     if after:
         blocks.append(section(md("*After*\n") + block(_ports_rows(after), 1400)))
     return blocks
+
+
+def reconciled_text(r: Reconciled) -> Mrkdwn:
+    """What a restart found about an apply that stopped; the host's text (rulesets) escaped."""
+    change = f", change {r.change_id}" if r.change_id else ""
+    return md(":warning: mailcheck stopped during a fix on {} (plan {}{}) and re-read the host "
+              "at its restart: *{}*. {}", r.host, r.plan_id, change, r.status, r.message)
 
 
 def _without_button(message_blocks: Sequence[dict], action_id: str, value: str) -> list[dict]:

@@ -30,6 +30,8 @@ from bot.engine import Checker
 from bot.errors import ConfigError
 from bot.fixes import FixService as RealFixService
 from bot.fixes.policy import slack_group_members
+from bot.render.mrkdwn import trim
+from bot.render.outcomes import reconciled_text
 from bot.slack.app import bot_of, build_app, make_client
 from bot.slack.contracts import Fixes
 from bot.slack.metrics import Metrics, Readiness
@@ -219,6 +221,6 @@ async def announce_reconciled(service: RealFixService, poster: SlackPoster) -> N
         if not r.channel.startswith(("C", "G", "D")):  # a CLI plan: the audit log has it
             continue
         try:
-            await poster.call("chat_postMessage", channel=r.channel, text=r.text[:3000])
+            await poster.call("chat_postMessage", channel=r.channel, text=trim(reconciled_text(r), 3000))
         except SlackApiError as e:
             log.error("could not tell %s about %s: %s", r.channel, r.plan_id, e.response.get("error"))

@@ -140,7 +140,7 @@ async def test_the_sessions_sshd_killed_mid_apply_mailcheck_restores_and_says_so
         in out.message
     assert lh.rules() == before and lh.probe(25) == "filtered"
     [bdir] = [d for d in Path(svc.settings.backup_dir).iterdir() if d.name != ".lock"]
-    assert (bdir / "deadman.armed.cancelled").exists()  # disarmed after the restore
+    assert (bdir / "deadman.armed.undone").exists()  # disarmed after the restore
     assert not (bdir / "deadman.armed.fired").exists()
     [change] = await svc.store.changes_of_plan(out.plan_id)
     assert change.state == "restored"

@@ -80,7 +80,7 @@ async def test_a_failed_command_restores_first_and_disarms_after(tmp_path, host)
     assert out.status == "failed" and "the backup was restored" in out.message, out.message
     words = journal_words(host)
     restore = next(i for i, j in enumerate(host.journal) if is_restore(j[3]))
-    disarm = index_of(words, "deadman.armed.cancelled")
+    disarm = index_of(words, "deadman.armed.undone")  # not .cancelled: nothing was confirmed
     assert index_of(words, "--comment a") < restore < disarm  # restore, then disarm
     [change] = await svc.store.changes_of_plan(out.plan_id)
     assert change.state == "restored" and out.announce_in_channel
@@ -94,7 +94,8 @@ async def test_a_restore_that_fails_is_not_restored_named_audited_and_the_guard_
     assert out.status == "not_restored" and "NOT restored" in out.message, out.message
     assert "restored" not in out.message.replace("NOT restored", "").replace("not restored", "")
     assert out.left and out.announce_in_channel
-    assert not [w for w in journal_words(host) if "deadman.armed.cancelled" in w]  # still armed
+    assert not [w for w in journal_words(host)
+                if "deadman.armed.cancelled" in w or "deadman.armed.undone" in w]  # still armed
     [change] = await svc.store.changes_of_plan(out.plan_id)
     assert change.state == "not_restored"
     [entry] = [e for e in await svc.audit("mx1") if e.event == "apply"]
@@ -250,7 +251,7 @@ async def test_drain_past_its_time_leaves_a_started_change_that_reconcile_settle
     restarted = service(tmp_path, host)  # the next start, same database
     [found] = await restarted.reconcile(now=time.time() + 60)
     assert found.status == "restored_by_host" and found.channel == "" and found.change_id == change.id
-    assert "the host restored the backup" in found.text
+    assert "the host restored the backup" in found.message
     assert (await restarted.plan(plan_id)).state == "failed"
     [change] = await restarted.store.changes_of_plan(plan_id)
     assert change.state == "restored_by_host"
@@ -348,3 +349,59 @@ async def test_a_failing_restart_is_restored_with_a_restart(tmp_path):
     [script] = restore_scripts(host)
     assert "systemctl restart exim4" in script, script  # the daemon was stopped: start it on the old files
     assert "the daemon was not restarted" not in out.message
+
+
+async def test_a_cut_right_after_arming_still_disarms_the_guard(tmp_path, host):
+    """The connection drops after `touch deadman.armed` ran on the host but before its answer:
+    a live guard is on the host. It must be disarmed (or said to be left), or it restores this
+    old backup later, over whatever the next change did."""
+    host.cut_at = "touch"
+    fresh = host.connect
+
+    def reconnect(h):
+        host.unreachable = False  # the fresh connection gets through
+        return fresh(h)
+
+    host.connect = reconnect
+    svc = service(tmp_path, host)
+    out = await apply(svc, fix())
+    assert out.status == "failed" and "nothing was applied" in out.message, out.message
+    words = journal_words(host)
+    armed = index_of(words, "touch")
+    assert [w for w in words[armed + 1:] if ".cancelled" in w and "deadman.armed" in w], words
+    assert "will restore" not in out.message  # it was disarmed
+    assert not host.ran("--comment")
+
+
+# --- a rollback whose connection drops: recorded, and never said to be done when unknown --------
+
+@pytest.mark.parametrize("cut,status,said", [
+    ("netfilter-persistent", "rolled_back", "persisting failed"),  # after the restore succeeded
+    ("iptables-restore <", "failed", "unknown"),  # during the restore itself
+])
+async def test_a_rollback_cut_midway_is_audited_and_says_what_is_known(tmp_path, host, cut,
+                                                                       status, said):
+    svc = service(tmp_path, host)
+    out = await apply(svc, fix())
+    assert out.status == "applied", out.message
+    host.cut_at = cut
+    rb = await svc.rollback(out.change_id, Actor("slack", "UHOST"))
+    assert rb.status == status and said in rb.message, (rb.status, rb.message)
+    [entry] = [e for e in await svc.audit("mx1") if e.event == "rollback"]
+    assert entry.result == status
+    change = await svc.store.get_change(out.change_id)
+    assert change.state == ("rolled_back" if status == "rolled_back" else "applied")
+
+
+async def test_a_confirm_whose_answer_is_lost_is_found_confirmed_and_persisted(tmp_path, host):
+    """The disarm (`mv armed armed.cancelled`) ran on the host, then the connection dropped before
+    its answer: the guard can no longer fire and the change stands. Not 'NOT restored'."""
+    host.cut_at = "deadman.armed.cancelled"
+    host.answers_if = {"tail -n 20": (0, "armed.cancelled\n--\n")}
+    svc = service(tmp_path, host)
+    svc.applier.sleep = Clock(host)
+    out = await apply(svc, fix())
+    assert out.status == "applied", out.message
+    assert host.ran("netfilter-persistent")
+    [change] = await svc.store.changes_of_plan(out.plan_id)
+    assert change.state == "applied"

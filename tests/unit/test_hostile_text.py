@@ -121,3 +121,31 @@ def test_the_escaping_primitives():
     assert Mrkdwn("a ") + "<b>" == "a &lt;b&gt;"
     assert Mrkdwn(", ").join(["<a>", Mrkdwn("<@U1>")]) == "&lt;a&gt;, <@U1>"
     assert json.loads(json.dumps(blockkit.section("<!channel>")))["text"]["text"] == "&lt;!channel&gt;"
+
+
+async def test_what_a_restart_found_reaches_the_channel_escaped():
+    """reconcile's message carries the host's rulesets (a rule's comment) to the plan's channel."""
+    from bot.fixes.evidence import left_on_host
+    from bot.fixes.reconcile import Reconciled
+    from bot.slack.server import announce_reconciled
+
+    before = "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n"
+    after = before.replace("COMMIT", f'-A INPUT -m comment --comment "{COMMENT}" -j ACCEPT\nCOMMIT')
+    found = Reconciled("p_1", "mx1", "C1", "unreachable", "no guard was armed; "
+                       + left_on_host(before, after), "c_1")
+
+    class Service:
+        async def reconcile(self):
+            return [found]
+
+    class Poster:
+        posted: list[dict] = []
+
+        async def call(self, method, **kw):
+            self.posted.append(kw)
+
+    poster = Poster()
+    await announce_reconciled(Service(), poster)
+    [msg] = poster.posted
+    assert "&lt;!channel&gt;" in msg["text"] and "*unreachable*" in msg["text"], msg["text"]
+    assert_no_live_markup(msg, "the reconcile announcement")
