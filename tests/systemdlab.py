@@ -148,8 +148,8 @@ async def apply_slowly(args: dict) -> None:
     report = Report(host=host.name, address=host.address, fixes=[fix])
     plan_id = (await svc.register(report, Actor("slack", "UREQ"), "CLAB"))[fix.id]
     print("deadline", svc.applier.deadline(fix), flush=True)
-    await svc.apply(plan_id, Actor("slack", "UOPS"))
-    print("the apply ended before it was killed", flush=True)
+    outcome = await svc.apply(plan_id, Actor("slack", "UOPS"))
+    print("the apply ended before it was killed:", outcome.status, outcome.message, flush=True)
 
 
 if __name__ == "__main__":
