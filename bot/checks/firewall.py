@@ -22,7 +22,7 @@ class Firewall(Check):
     ssh = "required"
 
     def commands(self, ctx: CheckContext) -> list[Command]:
-        return firewall.collect_commands()
+        return firewall.collect_commands(ctx.results)
 
     def evaluate(self, inp: CheckInput) -> StepOutcome:
         return evaluate(inp)

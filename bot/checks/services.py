@@ -147,7 +147,7 @@ class Services(Check):
         cmds = [Command(SS), Command(LSOF), Command(PS), Command(INSTALLED, timeout=5),
                 Command(SYSTEMCTL)]
         return [*cmds, *daemon_logs.commands(ctx.facts.systemd), *engines.commands(),
-                *mta_config.commands(), *firewall.collect_commands()]  # nat rules, routes
+                *mta_config.commands(), *firewall.collect_commands(ctx.results)]  # nat rules, routes
 
     def evaluate(self, inp: CheckInput) -> StepOutcome:
         found, source = listeners(inp.results)

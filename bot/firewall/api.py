@@ -38,11 +38,12 @@ class FirewallAnalysis:
     ruleset: Ruleset | None = None
 
 
-def collect_commands() -> list[Command]:
+def collect_commands(results: Results | None = None) -> list[Command]:
     """The ruleset's commands, the routes (where a DNAT sends a packet), then what each
-    planner of the registry reads."""
+    planner of the registry reads: given `results` (what earlier rounds returned), a
+    front-end's follow-up reads only once it shows itself running; None: every command."""
     commands = [Command(a) for a in (*RULESET_COMMANDS, *routes.COMMANDS)]
-    return commands + [c for c in reads() if c not in commands]
+    return commands + [c for c in reads(results) if c not in commands]
 
 
 def backend_in_charge(planners: list[Planner], ruleset: Ruleset) -> str:

@@ -9,6 +9,7 @@ from bot.checks import StepOutcome, all_checks, facts
 from bot.checks.services import Services
 from bot.engine import Engine
 from bot.errors import AuthError, CommandTimeout
+from bot.firewall.parse.fail2ban import F2B_STATUS
 from bot.models import CommandResult
 from bot.probes import PortProbe, ProbeReport
 from config.inventory import Host, Inventory
@@ -29,7 +30,8 @@ class FakeTransport:
         if self.fail_on == len(self.batches):
             raise self.error
         out = {facts.IP_ADDR: LAB_IP_ADDR, facts.PID1: "init\n"}
-        return [CommandResult(c, 0, out.get(c.argv, ""), "") for c in commands]
+        status = {F2B_STATUS: 255}  # installed, no server: as on most hosts (no follow-up round)
+        return [CommandResult(c, status.get(c.argv, 0), out.get(c.argv, ""), "") for c in commands]
 
     async def close(self):
         self.closed = True

@@ -45,3 +45,25 @@ def test_collection_is_read_only():
     writes = ("-A", "-I", "-D", "-F", "-P", "add", "insert", "delete", "flush", "--add-service", "allow", "deny")
     for cmd in collect_commands():
         assert not set(cmd.argv) & set(writes), cmd.display
+
+
+
+def test_a_front_end_that_does_not_run_costs_one_command():
+    """firewall-cmd and fail2ban-client are Python programs (~0.1-0.15 s of the host's CPU each):
+    their follow-up reads are asked only in the round after the first says the tool runs."""
+    from bot.firewall.parse.fail2ban import F2B_BANNED, F2B_DUMP, F2B_STATUS
+    from bot.firewall.parse.firewalld import ACTIVE_ZONES, ALL_ZONES, DEFAULT_ZONE, STATE
+    from bot.models import Command, CommandResult
+
+    def asked(state: tuple[int, str], f2b: tuple[int, str]) -> set:
+        results = {argv: CommandResult(Command(argv), status, out, "")
+                   for argv, (status, out) in ((STATE, state), (F2B_STATUS, f2b))}
+        return {c.argv for c in collect_commands(results)}
+
+    follow = {DEFAULT_ZONE, ACTIVE_ZONES, ALL_ZONES, F2B_BANNED, F2B_DUMP}
+    first = {c.argv for c in collect_commands({})}
+    assert {STATE, F2B_STATUS} <= first and not follow & first  # nothing answered yet
+    assert follow <= {c.argv for c in collect_commands()}  # None: a recording asks for everything
+    assert not follow & asked((252, "not running\n"), (255, ""))
+    assert follow <= asked((0, "running\n"), (0, "Status\n|- Number of jail:\t1\n`- Jail list:\texim\n"))
+    assert not follow & asked((1, "Authorization failed.\n"), (255, ""))  # unclear: its parse stops too

@@ -27,9 +27,11 @@ PLANNERS: tuple[type[Planner], ...] = (IptablesPlanner, Fail2banPlanner, UfwPlan
                                        CsfPlanner)
 
 
-def reads() -> list[Command]:
-    """The read-only commands the registered planners need, each once, in registry order."""
-    return list(dict.fromkeys(c for cls in PLANNERS for c in cls.reads))
+def reads(results: Results | None = None) -> list[Command]:
+    """The read-only commands the registered planners need, each once, in registry order: a
+    front-end's `then_reads` once `results` show it active (all of them for None)."""
+    return list(dict.fromkeys(c for cls in PLANNERS
+                              for c in (*cls.reads, *cls.follow_ups(results))))
 
 
 def planners_for(results: Results, context: AnalysisContext) -> list[Planner]:

@@ -164,6 +164,11 @@ class Planner(ABC):
     others: tuple[Planner, ...] = ()  # the other planners on this host (set by the registry)
 
     @classmethod
+    def follow_ups(cls, results: Results | None) -> tuple[Command, ...]:
+        """Read-only commands it asks for once it has read `results` (earlier rounds)."""
+        return ()
+
+    @classmethod
     @abstractmethod
     def for_host(cls, results: Results, context: AnalysisContext) -> Planner:
         """The planner for this host, from the collected output (`reads` among it)."""
@@ -363,7 +368,20 @@ class FrontEnd(Planner):
     frontend: ClassVar[bool] = True
     in_charge: ClassVar[bool] = True  # reported as the firewall in charge (fail2ban: only its bans)
     read_status: ClassVar[Callable[[Results], Any]]  # its status (with .active), from the output of `reads`
+    # read only once `reads` show it in use: each is a Python program's start (~0.1 s of the
+    # host's CPU), wasted on the many hosts where the tool is installed but does not run
+    then_reads: ClassVar[tuple[Command, ...]] = ()
     status: Any
+
+    @classmethod
+    def follow_ups(cls, results: Results | None) -> tuple[Command, ...]:
+        """`then_reads` when `results` (what earlier rounds returned) show it active; all of
+        them for None (a corpus recording wants every answer)."""
+        if results is None or not cls.then_reads:
+            return cls.then_reads
+        if any(c.argv not in results for c in cls.reads):
+            return ()
+        return cls.then_reads if cls.read_status(results).active else ()
 
     @property
     def active(self) -> bool:

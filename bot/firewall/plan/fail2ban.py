@@ -78,7 +78,8 @@ def lift(table: Table, address: str) -> None:
 class Fail2banPlanner(FrontEnd):
     name = "fail2ban"
     in_charge = False  # it manages bans, not the firewall: the evidence names it beside who is in charge
-    reads = (Command(F2B_STATUS), Command(F2B_BANNED), Command(F2B_DUMP))
+    reads = (Command(F2B_STATUS),)  # fails when no server runs
+    then_reads = (Command(F2B_BANNED), Command(F2B_DUMP))
     read_status = staticmethod(status_from_results)
     status: Fail2banStatus
 

@@ -38,6 +38,7 @@ from bot.firewall.model import Ruleset, Table
 from bot.firewall.parse import LANG_C
 from bot.firewall.parse.firewalld import (
     MAIL_SERVICES,
+    STATE,
     FirewalldStatus,
     FirewalldZone,
     firewalld_commands,
@@ -105,7 +106,8 @@ def simulate(ruleset: Ruleset, zone: str, port: int) -> bool:
 @dataclass(eq=False)
 class FirewalldPlanner(FrontEnd):
     name = "firewalld"
-    reads = tuple(Command(argv, env=LANG_C) for argv in firewalld_commands())
+    reads = (Command(STATE, env=LANG_C),)  # "not running" where it is only installed
+    then_reads = tuple(Command(argv, env=LANG_C) for argv in firewalld_commands() if argv != STATE)
     read_status = staticmethod(status_from_results)
     status: FirewalldStatus
 
