@@ -229,9 +229,15 @@ class LabHost:
         self.wait_listening({22}, absent=True)
 
     def start_firewalld(self) -> None:
-        """firewalld in this host, on its own bus, with its own copy of /etc/firewalld."""
+        """firewalld in this host, on its own bus, with its own copy of /etc/firewalld. The
+        host's SSH sessions see that copy and that bus, as on a real host: a fix's backup and
+        restore of /etc/firewalld are the host's (never this machine's), and its reload reads them."""
         script = Path(__file__).parent / "lab_firewalld.sh"
         self.sh("sh", str(script), str(self.workdir), timeout=60)
+        etc = self.workdir / "firewalld-etc"
+        self.sshd_prefix = [*(self.sshd_prefix or ["unshare", "-m", "--propagation", "private"]),
+                            "sh", "-c", f'mount --bind {etc} /etc/firewalld && exec "$@"', "sh"]
+        self.set_ssh_env(DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={self.dbus_socket}")
 
     def popen(self, *argv: str, **kw) -> subprocess.Popen:
         """Start a long-running program inside the host, in a session of its own."""

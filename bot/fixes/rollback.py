@@ -1,9 +1,12 @@
 """Rolling an applied change back: restore its backup exactly, then persist that.
 
 The restore lines were stored with the change when it was applied (so a
-rollback needs nothing but the store and SSH). Afterwards the fix's persist
-commands run again, so the saved rules match the restored ones, and the
-ruleset is compared with the one recorded before the fix.
+rollback needs nothing but the store and SSH). Where the backup holds running
+rulesets (iptables, nft), the fix's persist commands run again afterwards, so
+the rules saved for boot match the restored ones; a backup of configuration
+files (firewalld's /etc/firewalld) restores the saved state itself, and there
+the fix's persist would be the fix again (`firewall-cmd --permanent
+--add-service`). Then the ruleset is compared with the one recorded before the fix.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from bot.errors import TransportError
 from bot.fixes import hostlock
 from bot.fixes.backup import backup_for, line_from_dict, normalize_ruleset
 from bot.fixes.evidence import CommandLog, left_on_host, restore_failure
-from bot.models import Command
+from bot.models import BackupSpec, Command
 from bot.store import ChangeRecord
 from bot.transport import Connect, Transport, script_command
 from config.inventory import Host
@@ -95,8 +98,10 @@ async def _restore(settings: Settings, t: Transport, change: ChangeRecord,
                               f"({restore_failure(lines, change.fix, r)}): NOT rolled back. Left on the host: "
                               f"{left_on_host(change.ruleset_before, after)}",
                               log=log, ruleset_before=before, ruleset_after=after or "")
+    spec = change.fix.backup or BackupSpec()
+    persist = change.fix.persist if spec.rulesets or spec.nft_tables else []
     try:
-        for argv in change.fix.persist:
+        for argv in persist:
             p = (await t.run([Command(tuple(argv), timeout=settings.command_timeout)],
                              step="rollback"))[0]
             log.append(CommandLog.of(p))

@@ -240,3 +240,30 @@ async def test_fail2ban_ban_of_the_prober_lifted_with_unbanip(labhost, tmp_path)
     await apply_and_rollback(tmp_path, labhost, fix, fix.expected_allow, unbanned)
     assert labhost.outside_ip in labhost.sh("fail2ban-client", "get", "exim", "banip").stdout
     assert labhost.probe(25) == "refused"
+
+
+# --- firewalld ---------------------------------------------------------------------------------
+
+async def test_firewalld_running_is_read_in_a_second_round_and_its_zone_opened(labhost, tmp_path):
+    """firewalld (its own D-Bus, tests/lab_firewalld.sh) with the default zone `public`, which
+    allows ssh only. The engine asks `firewall-cmd --state` first and the zones only once it
+    says running (firewall-cmd is a Python program: hosts where firewalld is only installed pay
+    one start, not four); the report names firewalld and fixes in its terms."""
+    labhost.start_exim("public")
+    labhost.start_firewalld()
+    report = await check(labhost)
+    consistent(report)
+    assert port(report, 25).firewall == "block" and labhost.probe(25) != "open"
+    step = next(s for s in report.steps if s.name == "firewall")
+    assert "firewalld" in step.evidence, step.evidence[:2000]
+    [fix] = [f for f in report.fixes if f.kind == "firewall"]
+    assert fix.backend == "firewalld"
+    assert ["firewall-cmd", "--zone=public", "--add-service=smtp"] in fix.commands, fix.commands
+    permanent = ("firewall-cmd", "--permanent", "--zone=public", "--list-services")
+    saved = labhost.sh(*permanent).stdout.split()
+    await apply_and_rollback(tmp_path, labhost, fix, [k for k in fix.expected_allow if k.port == 25])
+    assert labhost.probe(25) != "open"  # no Dovecot here: 143 and 993 are opened but refuse
+    # the rollback restored the saved configuration too: a reload (as at boot) keeps 25 closed
+    assert labhost.sh(*permanent).stdout.split() == saved
+    labhost.sh("firewall-cmd", "--reload")
+    assert labhost.probe(25) != "open"
