@@ -102,6 +102,13 @@ class SystemdHost:
         """A path matching the shell glob `pattern` exists in the container."""
         return self.exec("sh", "-c", f"ls -d {pattern}", check=False).returncode == 0
 
+    def diagnostics(self) -> str:
+        """What systemd in the container is doing: its pending jobs, sessions and the journal's end."""
+        out = [self.exec(*argv, check=False).stdout for argv in (
+            ("systemctl", "list-jobs", "--no-pager"), ("loginctl", "list-sessions", "--no-legend"),
+            ("journalctl", "-b", "--no-pager", "-n", "40"), ("ps", "-eo", "etimes=,args=", "--sort=start_time"))]
+        return "\n".join(out)
+
     def running(self, *argv: str) -> bool:
         """A process with exactly this command line runs in the container."""
         want = " ".join(argv)

@@ -69,8 +69,7 @@ async def kill_mid_apply(lh, sd: SystemdHost, tmp_path: Path, client_key: Path):
     try:
         await until(lambda: sd.running("sleep", str(SLEEP)) or mc.proc.poll() is not None, 90,
                     "the fix's sleep")
-        assert mc.proc.poll() is None, (mc.out.read_text()[-3000:],
-                                        sd.exec("ps", "-eo", "args=", check=False).stdout[-2000:])
+        assert mc.proc.poll() is None, mc.out.read_text()[-3000:] + "\n" + sd.diagnostics()[-6000:]
         seen = time.monotonic()
         assert sd.exists(f"{GUARD_DIR}/deadman.armed") and "--dport 25" not in lh.rules()
         sessions = sd.exec("loginctl", "list-sessions", "--no-legend").stdout
