@@ -40,11 +40,14 @@ chown mc:mc /home/mc/.ssh/authorized_keys
 echo 'mc ALL=(ALL) NOPASSWD: ALL' >/etc/sudoers.d/mc
 chmod 440 /etc/sudoers.d/mc
 echo "127.0.1.1 $(hostname)" >>/etc/hosts
+# No user manager (user@.service): the guard is a system timer and logind kills a session's
+# processes through its scope, so neither needs one. In a container it is trouble: where
+# podman runs nested (the fresh-machine check), it cannot make its cgroup ("Failed to
+# allocate manager object") and every login waits on its start job past mailcheck's
+# timeouts; here its stop after the last session never finished and the next login waited
+# for it (seen: > 90 s). Masked, logind starts none and logins are immediate.
+systemctl mask user@.service
 systemctl restart systemd-logind
-# linger: mc's user manager (user@.service) stays up between logins. Without it, the
-# user manager's stop after the last session never finishes in this container and the next
-# login waits for it (seen: > 90 s). Sessions are still ended and killed at logout.
-loginctl enable-linger mc
 systemctl reset-failed ssh  # it failed at boot: no host key yet
 systemctl restart ssh
 """
