@@ -100,11 +100,14 @@ async def _restore(settings: Settings, t: Transport, change: ChangeRecord,
                               log=log, ruleset_before=before, ruleset_after=after or "")
     spec = change.fix.backup or BackupSpec()
     persist = change.fix.persist if spec.rulesets or spec.nft_tables else []
+    failed = []
     try:
         for argv in persist:
             p = (await t.run([Command(tuple(argv), timeout=settings.command_timeout)],
                              step="rollback"))[0]
             log.append(CommandLog.of(p))
+            if not p.ok:
+                failed.append(p.command.display)
         after = "".join(r.stdout for r in await t.run(dumps, step="rollback")) if dumps else ""
     except TransportError as e:  # the restore itself succeeded
         return RollbackResult(True, f"restored the backup {change.backup_dir}, then the connection "
@@ -112,6 +115,9 @@ async def _restore(settings: Settings, t: Transport, change: ChangeRecord,
                               "may bring the change back at reboot)", log=log, ruleset_before=before)
     exact = (normalize_ruleset(after) == normalize_ruleset(change.ruleset_before)) if dumps else None
     msg = f"restored the backup {change.backup_dir}"
+    if failed:
+        msg += (f", but persisting failed: {', '.join(failed)} (the saved rules may bring the "
+                "change back at reboot)")
     if exact is False:
         msg += "; the ruleset now differs from the one before the fix (changed meanwhile?)"
     return RollbackResult(True, msg, exact=exact, log=log, ruleset_before=before,

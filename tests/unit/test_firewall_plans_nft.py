@@ -188,3 +188,36 @@ def test_status_from_results():
     missing = {firewalld_commands()[0]: CommandResult(Command(firewalld_commands()[0]), 127, "", "")}
     assert status_from_results(missing).running is None
     assert status_from_results({}).running is None
+
+
+def test_a_rollback_keeps_the_admins_file_in_the_mailcheck_copy(tmp_path, monkeypatch):
+    """rollback.py runs the persist again after restoring the tables (so the boot file follows the
+    restored rules). That second run must not overwrite <file>.mailcheck-<digest>, the only copy of
+    the admin's own file, with the fixed one. The persist's own sh text runs here on a file in
+    tmp_path; `nft` is a stub printing which state the tables are in (the file moves are tested,
+    not nft: tests/lab/test_nft_fix.py runs the real one)."""
+    import os
+    import subprocess
+
+    import bot.firewall.plan.nft as nft_plan
+
+    conf = tmp_path / "nftables.conf"
+    monkeypatch.setattr(nft_plan, "PERSIST_FILES", {"debian": str(conf)})
+    case = next(c for c in CASES if c.name == "nft-debian-default-mail-drop")
+    [persist] = case_plan(case)[3].fixes[0].persist
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "nft").write_text('#!/bin/sh\n[ "$1" = list ] && echo "table $3 $4 { # $TABLES }"\nexit 0\n')
+    (stub / "nft").chmod(0o755)
+    conf.write_text("#!/usr/sbin/nft -f\n# the admin's own file\n")
+
+    def run(tables: str) -> None:
+        env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}", "TABLES": tables}
+        subprocess.run(persist, env=env, check=True, timeout=10)
+
+    run("fixed")  # the apply
+    [copy_] = tmp_path.glob("nftables.conf.mailcheck-*")
+    assert "admin's own file" in copy_.read_text() and "fixed" in conf.read_text()
+    run("restored")  # the rollback, after the tables were restored
+    assert "restored" in conf.read_text()
+    assert "admin's own file" in copy_.read_text(), copy_.read_text()

@@ -405,3 +405,15 @@ async def test_a_confirm_whose_answer_is_lost_is_found_confirmed_and_persisted(t
     assert host.ran("netfilter-persistent")
     [change] = await svc.store.changes_of_plan(out.plan_id)
     assert change.state == "applied"
+
+
+async def test_a_rollback_whose_persist_fails_says_the_saved_rules_may_bring_the_fix_back(tmp_path, host):
+    """The restore succeeded but writing the restored rules for boot failed (a full disk, a
+    table gone since the fix): the saved file still holds the fix, so 'restored' alone is false."""
+    svc = service(tmp_path, host)
+    out = await apply(svc, fix())
+    assert out.status == "applied", out.message
+    host.fail_if = ["netfilter-persistent"]
+    rb = await svc.rollback(out.change_id, Actor("slack", "UHOST"))
+    assert host.ran("netfilter-persistent")
+    assert rb.status == "rolled_back" and "persisting failed" in rb.message, rb.message

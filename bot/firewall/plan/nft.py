@@ -31,8 +31,9 @@ ruleset` listing: a plan needs it). Persistence: the native tables (not
 iptables-nft's, not firewalld's) are written to /etc/nftables.conf (RHEL:
 /etc/sysconfig/nftables.conf) as `table F T; delete table F T; <nft list
 table F T>` per table, checked with `nft -c -f` before it replaces the file;
-the old file is kept as <file>.mailcheck-<digest> (the rollback puts it back, or
-removes the file when there was none).
+the old file is kept as <file>.mailcheck-<digest> (or <file>.mailcheck-<digest>.absent
+when there was none), taken once: a rollback restores the tables, then runs the persist again
+(bot/fixes/rollback.py), which writes the restored tables to the file and keeps that copy.
 """
 
 from __future__ import annotations
@@ -226,7 +227,9 @@ class NftPlanner(Planner):
         backup = f"{path}.mailcheck-{digest([c.tag for c in changes])}"
         parts = "; ".join(f"echo 'table {t.family} {t.name}'; echo 'delete table {t.family} {t.name}'; "
                           f"nft list table {t.family} {t.name}" for t in tables)
-        write = (f"set -e; if [ -e {path} ]; then cp -p {path} {backup}; else : > {backup}.absent; fi; "
+        # the copy is taken once: a rollback runs this again, and must not put the fixed file in it
+        write = (f"set -e; if [ -e {backup} ] || [ -e {backup}.absent ]; then :; "
+                 f"elif [ -e {path} ]; then cp -p {path} {backup}; else : > {backup}.absent; fi; "
                  f"{{ echo '#!/usr/sbin/nft -f'; {parts}; }} > {path}.new; "
                  f"nft -c -f {path}.new; mv {path}.new {path}")
         undo = (f"if [ -e {backup} ]; then mv {backup} {path}; "
