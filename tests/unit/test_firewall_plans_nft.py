@@ -211,13 +211,13 @@ def test_a_rollback_keeps_the_admins_file_in_the_mailcheck_copy(tmp_path, monkey
     (stub / "nft").chmod(0o755)
     conf.write_text("#!/usr/sbin/nft -f\n# the admin's own file\n")
 
-    def run(tables: str) -> None:
+    def persist_when(tables: str) -> None:
         env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}", "TABLES": tables}
         subprocess.run(persist, env=env, check=True, timeout=10)
 
-    run("fixed")  # the apply
+    persist_when("fixed")  # the apply
     [copy_] = tmp_path.glob("nftables.conf.mailcheck-*")
     assert "admin's own file" in copy_.read_text() and "fixed" in conf.read_text()
-    run("restored")  # the rollback, after the tables were restored
+    persist_when("restored")  # the rollback, after the tables were restored
     assert "restored" in conf.read_text()
     assert "admin's own file" in copy_.read_text(), copy_.read_text()
