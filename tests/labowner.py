@@ -12,9 +12,25 @@ query is kept in `queries`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 from aiohttp import web
+
+
+@contextlib.asynccontextmanager
+async def served(app: web.Application, address: str = "127.0.0.1") -> AsyncIterator[str]:
+    """`app` listening on address, port 0, for the block: its base URL, http://ADDRESS:PORT
+    (the lab registry's, and the unit tests' one-off servers)."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, address, 0)
+        await site.start()
+        yield f"http://{address}:{site._server.sockets[0].getsockname()[1]}"
+    finally:
+        await runner.cleanup()
 
 
 def rdap_network(address: str, name: str, holder: str, country: str = "US") -> dict:
@@ -32,19 +48,14 @@ class LabRegistry:
                  whois: dict[str, str] | None = None) -> None:
         self.address, self.rdap, self.whois = address, rdap or {}, whois or {}
         self.queries: list[tuple[str, str]] = []  # (rdap | whois, address)
-        self._runner: web.AppRunner | None = None
+        self._http = contextlib.AsyncExitStack()
         self._whois: asyncio.Server | None = None
         self.rdap_url = self.whois_server = ""
 
     async def __aenter__(self) -> LabRegistry:
         app = web.Application()
         app.router.add_get("/ip/{address}", self._rdap_answer)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.address, 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        self.rdap_url = f"http://{self.address}:{port}/"
+        self.rdap_url = await self._http.enter_async_context(served(app, self.address)) + "/"
         self._whois = await asyncio.start_server(self._whois_answer, self.address, 0)
         self.whois_server = f"{self.address}:{self._whois.sockets[0].getsockname()[1]}"
         return self
@@ -53,8 +64,7 @@ class LabRegistry:
         if self._whois is not None:
             self._whois.close()
             await self._whois.wait_closed()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._http.aclose()
 
     async def _rdap_answer(self, request: web.Request) -> web.Response:
         address = request.match_info["address"]

@@ -11,19 +11,17 @@ from bot.dns import http
 from bot.dns.http import Https, fetch
 from bot.dns.mtasts import parse_policy
 from bot.dns.resolver import Resolver
+from tests.labowner import served
 
 POLICY = ["version: STSv1\n", "mode: enforce\n", "mx: mail.example.test\n", "max_age: 86400\n"]
 
 
-async def _serve(handler) -> tuple[web.AppRunner, str]:
+async def _fetch_from(handler) -> http.Fetched:
+    """fetch() of GET /p from a loopback server answering with `handler`."""
     app = web.Application()
     app.router.add_get("/p", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    return runner, f"http://127.0.0.1:{port}/p"
+    async with served(app) as base:
+        return await fetch(Resolver("127.0.0.1:9"), f"{base}/p", Https(seconds=5))
 
 
 async def _chunked(request: web.Request) -> web.StreamResponse:
@@ -38,11 +36,7 @@ async def _chunked(request: web.Request) -> web.StreamResponse:
 
 
 async def test_a_policy_sent_in_pieces_is_read_whole():
-    runner, url = await _serve(_chunked)
-    try:
-        got = await fetch(Resolver("127.0.0.1:9"), url, Https(seconds=5))
-    finally:
-        await runner.cleanup()
+    got = await _fetch_from(_chunked)
     assert got.error == "" and got.text == "".join(POLICY)
     assert parse_policy(got.text).mx == ("mail.example.test",)
 
@@ -52,11 +46,7 @@ async def test_a_body_over_the_limit_is_an_error_not_a_truncated_policy(monkeypa
 
     async def big(request: web.Request) -> web.Response:
         return web.Response(text="".join(POLICY) * 3)
-    runner, url = await _serve(big)
-    try:
-        got = await fetch(Resolver("127.0.0.1:9"), url, Https(seconds=5))
-    finally:
-        await runner.cleanup()
+    got = await _fetch_from(big)
     assert got.text == "" and "40 bytes" in got.error
 
 

@@ -51,7 +51,7 @@ async def test_stopped_after_its_own_restore_reconcile_does_not_say_applied(tmp_
     assert (await svc.plan(plan_id)).state == "claimed"
 
     [found] = await service(tmp_path).reconcile(now=time.time() + 60)
-    assert found.status == "failed", found.text
+    assert found.status == "failed", found.message
     assert "in effect" not in found.message and "restored the backup itself" in found.message
     [change] = await svc.store.changes_of_plan(plan_id)
     assert change.state == "restored"

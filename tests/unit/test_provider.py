@@ -19,7 +19,7 @@ from bot.dns.owners import address_owner
 from bot.dns.resolver import Resolver
 from bot.models import CommandResult
 from bot.owner import Owner, OwnerLookup, parse_rdap, parse_whois, referral
-from tests.labowner import LabRegistry, rdap_network
+from tests.labowner import LabRegistry, rdap_network, served
 from tests.unit.checkdata import make_input, result, results
 
 CURL = json.loads((Path(__file__).parent / "data" / "issue15" / "curl.json").read_text())
@@ -164,24 +164,17 @@ async def test_a_malformed_rdap_answer_is_no_holder_and_whois_still_asked():
 
     app = web.Application()
     app.router.add_get("/{n}/ip/{address}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
+    async with served(app) as base:
         async with LabRegistry("127.0.0.1", whois={"198.18.2.2": "OrgName: Whois Holder\n"}) as reg:
             for n in range(len(bad)):
-                owner = await OwnerLookup(f"http://127.0.0.1:{port}/{n}/", reg.whois_server, 2.0).lookup("198.18.2.2")
+                owner = await OwnerLookup(f"{base}/{n}/", reg.whois_server, 2.0).lookup("198.18.2.2")
                 assert (owner.name, owner.source) == ("Whois Holder", f"whois {reg.whois_server}"), bad[n][:40]
-            alone = await OwnerLookup(f"http://127.0.0.1:{port}/3/", "off", 2.0).lookup("198.18.2.2")
+            alone = await OwnerLookup(f"{base}/3/", "off", 2.0).lookup("198.18.2.2")
             assert alone.name is None and "names no holder" in alone.error
         resolver = Resolver("127.0.0.1", 1.0)  # the dns step's address owner reads the same answers
         try:
             for n in range(len(bad)):
-                got = await address_owner(resolver, "198.18.2.2", f"http://127.0.0.1:{port}/{n}/", Https(None, 2.0))
+                got = await address_owner(resolver, "198.18.2.2", f"{base}/{n}/", Https(None, 2.0))
                 assert got.name == "unknown" or got.name.startswith("unknown ("), (bad[n][:40], got)
         finally:
             await resolver.close()
-    finally:
-        await runner.cleanup()
