@@ -115,8 +115,11 @@ class Reconciler:
         return out
 
     async def _one(self, plan: PlanRecord) -> Reconciled:
-        started = [c for c in await self.store.changes_of_plan(plan.id) if c.state == "started"]
+        changes = await self.store.changes_of_plan(plan.id)
+        started = [c for c in changes if c.state == "started"]
         change = started[-1] if started else None
+        if change is None and changes:  # its end was recorded on the change, not the plan
+            return await self._recorded(plan, changes[-1])
         if change is None:
             result = ApplyResult("unchanged", "mailcheck stopped before this change started: "
                                  "nothing was changed on the host")
@@ -133,6 +136,20 @@ class Reconciler:
             output=result.message, detail={"left_on_host": result.left}))
         return Reconciled(plan.id, plan.host.name, plan.channel, status, result.message,
                           change.id if change else None)
+
+    async def _recorded(self, plan: PlanRecord, change: ChangeRecord) -> Reconciled:
+        """The apply recorded its change's end, but the store failed before the plan's: the
+        plan takes the state its change row already says (nothing is re-read or redone)."""
+        state = "applied" if change.state == "rolled_back" else change.state
+        status, plan_state = next(((s, p) for s, p, c in RESULTS.values() if c == state),
+                                  ("unreachable", "failed"))
+        message = f"the apply's change {change.id} was recorded as {change.state}; its plan " \
+            "was not (the store failed in between); the plan now says so"
+        await self.store.set_plan_state(plan.id, plan_state)
+        await self.store.add_audit(AuditEntry(
+            event="reconcile", actor=plan.claimed_by or "", host=plan.host.name, plan_id=plan.id,
+            change_id=change.id, result=change.state, output=message))
+        return Reconciled(plan.id, plan.host.name, plan.channel, status, message, change.id)
 
     async def _settle(self, plan: PlanRecord, change: ChangeRecord) -> ApplyResult:
         host = self.inventory.hosts.get(plan.host.name) or change.host
